@@ -1,0 +1,184 @@
+"""What the decision engine asks for and answers: requests, decisions, and the
+Protocols its collaborators (first-factor backends, the store) implement.
+
+The engine is synchronous and runs in a bounded worker pool (one hop per request);
+front-ends call it through `authd.auth.threaded.ThreadedEngine`. Everything here is
+plain data so it crosses threads safely.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from authd.core.model import AuditEvent, Token, TokenStatus, User
+
+
+class Outcome(enum.StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    CHALLENGE = "challenge"
+
+
+class Reason(enum.StrEnum):
+    """Internal reason, for audit and metrics only: never sent to a client."""
+
+    OK = "ok"
+    OK_BACKUP_CODE = "ok_backup_code"
+    OK_NO_TOKEN = "ok_no_token"  # policy optional, user has no active token
+    CHALLENGE_ISSUED = "challenge_issued"
+    BAD_PASSWORD = "bad_password"
+    UNKNOWN_USER = "unknown_user"
+    BAD_OTP = "bad_otp"
+    REPLAY = "replay"
+    BAD_PIN = "bad_pin"
+    LOCKED = "locked"
+    DISABLED = "disabled"
+    NO_TOKEN = "no_token"  # policy required, user has no active token
+    BAD_STATE = "bad_state"
+    BACKEND_DOWN = "backend_down"
+    BAD_REQUEST = "bad_request"
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """One authentication attempt as both front-ends hand it over.
+
+    password: what the user typed; with otp_mode inline/auto it may end with the OTP
+    (and PIN). With first_factor `none` it carries only the second factor.
+    otp: a second factor given separately (HTTP `otp`, or the answer to a challenge).
+    state: the challenge State being answered, if any.
+    """
+
+    user: str
+    password: str = field(repr=False)
+    frontend: str  # "radius" | "http" | "authctl"
+    client: str  # RADIUS client name or HTTP API key name
+    source: str  # source IP address
+    otp: str | None = field(default=None, repr=False)
+    state: bytes | None = field(default=None, repr=False)
+    first_factor: str = "chain"  # "chain" | "none"
+    otp_mode: str = "inline"  # "inline" | "challenge" | "auto"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The engine's answer. `message` is safe to show (generic on reject)."""
+
+    outcome: Outcome
+    reason: Reason
+    user: str
+    message: str = ""
+    state: bytes | None = field(default=None, repr=False)
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PrimaryResult:
+    """A first-factor backend's verdict on (user, password).
+
+    known: the backend has this user (the first backend that knows a user decides).
+    ok: the password is right. unreachable: the backend could not be asked.
+    """
+
+    known: bool
+    ok: bool
+    groups: tuple[str, ...] = ()
+    profile: dict[str, str] = field(default_factory=dict)
+    unreachable: bool = False
+
+
+class FirstFactorBackend(Protocol):
+    """A first-factor source (local users, LDAP). Blocking; called from worker threads."""
+
+    name: str
+
+    def authenticate(self, user: str, password: str) -> PrimaryResult:
+        """Check the password. An empty password never authenticates."""
+        ...
+
+    def lookup(self, user: str) -> PrimaryResult:
+        """Find the user without a password (first_factor none); ok is always False."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the backend cannot be reached (for /readyz)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LockState:
+    failures: int
+    locked_until: float | None
+
+
+@dataclass(frozen=True)
+class UserOverview:
+    user: User
+    active_tokens: int
+    registered: bool  # any token, backup codes or PIN
+
+
+@dataclass(frozen=True)
+class Challenge:
+    user: str
+    client: str
+    expires_at: float
+    data: str = ""
+
+
+class Store(Protocol):
+    """Durable state. Blocking; every method is atomic on its own, and the methods that
+    must stay exact across nodes (failures, OTP steps, counters, backup codes, challenge
+    states) are single conditional statements in the database, never read-modify-write
+    in Python. Seeds are given and returned in clear; the store encrypts them at rest.
+    """
+
+    # users
+    def get_user(self, name: str) -> User | None: ...
+    def add_user(self, user: User) -> None: ...  # raises AlreadyExists
+    def ensure_user(self, name: str, source: str, now: float,
+                    profile: dict[str, str] | None = None,
+                    groups: Sequence[str] = ()) -> User: ...
+    def list_users(self, pattern: str | None = None,
+                   limit: int | None = None) -> list[UserOverview]: ...
+    def set_password_hash(self, name: str, password_hash: str | None) -> bool: ...
+    def set_disabled(self, name: str, disabled: bool) -> bool: ...
+    def set_pin_hash(self, name: str, pin_hash: str | None) -> bool: ...
+    def unlock_user(self, name: str) -> bool: ...
+    def reset_user(self, name: str) -> bool: ...  # drop tokens, backup codes, PIN
+    def record_failure(self, name: str, now: float, max_attempts: int,
+                       lock_seconds: float | None) -> LockState: ...
+    def record_attempt(self, name: str, now: float, source: str, client: str,
+                       success: bool) -> None: ...  # success also zeroes failures
+
+    # tokens
+    def add_token(self, token: Token) -> None: ...  # raises AlreadyExists
+    def get_token(self, serial: str) -> Token | None: ...
+    def list_tokens(self, user: str | None = None) -> list[Token]: ...
+    def set_token_status(self, serial: str, status: TokenStatus) -> bool: ...
+    def assign_token(self, serial: str, user: str | None) -> bool: ...
+    def accept_totp_step(self, serial: str, step: int, drift: int) -> bool: ...
+    def accept_hotp_counter(self, serial: str, counter: int) -> bool: ...
+    def resync_token(self, serial: str, *, counter: int | None = None,
+                     last_step: int | None = None, drift: int | None = None) -> bool: ...
+
+    # backup codes (hashes only)
+    def replace_backup_codes(self, user: str, code_hashes: Sequence[str],
+                             now: float) -> None: ...
+    def consume_backup_code(self, user: str, code_hash: str) -> bool: ...
+    def backup_codes_left(self, user: str) -> int: ...
+
+    # challenge states (by hash of the State value)
+    def put_challenge(self, state_hash: str, challenge: Challenge) -> None: ...
+    def take_challenge(self, state_hash: str, now: float) -> Challenge | None: ...
+
+    # audit, keys, health
+    def append_audit(self, event: AuditEvent) -> None: ...
+    def query_audit(self, user: str | None = None, since: float | None = None,
+                    limit: int = 100, before_id: int | None = None) -> list[AuditEvent]: ...
+    def rotate_key(self) -> int: ...  # re-encrypts every seed, returns how many
+    def ping(self) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,53 @@
+"""Prometheus metrics, one registry per running service so tests stay independent.
+
+Labels never carry a user name, secret or code (STYLE pattern 8): only front-end,
+result, reason, RADIUS code and drop reason, all from small fixed sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from authd import __version__
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    """Every metric authd exports; front-ends receive this object, never the registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("authd_build", "authd version", registry=r)
+        self.build_info.info({"version": __version__})
+        self.requests = Counter(
+            "authd_requests_total", "Authentication requests by front-end, result and reason",
+            ["frontend", "result", "reason"], registry=r)
+        self.radius_packets = Counter(
+            "authd_radius_packets_total", "RADIUS packets received by code",
+            ["code"], registry=r)
+        self.drops = Counter(
+            "authd_drops_total", "Requests dropped without reply, by front-end and reason",
+            ["frontend", "reason"], registry=r)
+        self.latency = Histogram(
+            "authd_request_seconds", "Time from request received to reply sent",
+            ["frontend"], buckets=LATENCY_BUCKETS, registry=r)
+        self.lockouts = Counter(
+            "authd_lockouts_total", "Users locked after too many second-factor failures",
+            registry=r)
+        self.store_latency = Histogram(
+            "authd_store_seconds", "Time spent in the store per decision",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.directory_latency = Histogram(
+            "authd_directory_seconds", "Time spent in first-factor directory operations",
+            ["backend"], buckets=LATENCY_BUCKETS, registry=r)
+        self.http_responses = Counter(
+            "authd_http_responses_total", "HTTP responses by path group and status",
+            ["route", "status"], registry=r)
+        self.rate_limited = Counter(
+            "authd_rate_limited_total", "Requests answered 429, by limit",
+            ["limit"], registry=r)
+        self.in_flight = Gauge(
+            "authd_requests_in_flight", "Decisions currently being made",
+            ["frontend"], registry=r)

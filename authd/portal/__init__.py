@@ -1,0 +1,1 @@
+"""authd.portal"""
