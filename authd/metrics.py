@@ -51,3 +51,6 @@ class Metrics:
         self.in_flight = Gauge(
             "authd_requests_in_flight", "Decisions currently being made",
             ["frontend"], registry=r)
+        self.radius_replies = Counter(
+            "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
+            ["code"], registry=r)

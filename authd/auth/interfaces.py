@@ -138,6 +138,8 @@ class Store(Protocol):
 
     # users
     def get_user(self, name: str) -> User | None: ...
+    def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]: ...
+    # ^ the user and all their tokens in one round trip; (None, []) when unknown
     def add_user(self, user: User) -> None: ...  # raises AlreadyExists
     def ensure_user(self, name: str, source: str, now: float,
                     profile: dict[str, str] | None = None,

@@ -52,12 +52,17 @@ def meta(
     minimum: float | None = None,
     maximum: float | None = None,
     never: bool = False,
+    path: str = "",
+    internal: bool = False,
 ) -> dict[str, Any]:
     """Field metadata read by the parser.
 
     duration: YAML gives `30s`/`10m`/`90d` (or a number of seconds); `never` allowed
     when never=True and then the value is None. secret_file: the key `NAME` may instead be
     given as `NAME_file` (path to a file holding the secret; trailing newline stripped).
+    path: the value is a file path, resolved against the config file's folder; "plain"
+    (may not exist yet), "existing" (must exist), "private" (must exist, mode 0600).
+    internal: set by the loader, never read from YAML.
     """
     return {
         "doc": doc,
@@ -67,6 +72,8 @@ def meta(
         "minimum": minimum,
         "maximum": maximum,
         "never": never,
+        "path": path,
+        "internal": internal,
     }
 
 
@@ -80,7 +87,7 @@ PinPosition = Literal["before", "after"]
 # ---------------------------------------------------------------- store & keys
 @dataclass(frozen=True)
 class StoreConfig:
-    url: str = field(default="sqlite:///var/lib/authd/authd.db", metadata=meta(
+    url: str = field(default="sqlite:////var/lib/authd/authd.db", metadata=meta(
         "sqlite:///PATH (embedded) or postgresql://user@host/db (several nodes)"))
     pool_size: int = field(default=4, metadata=meta("database threads/connections",
                                                     minimum=1, maximum=64))
@@ -91,7 +98,7 @@ class StoreConfig:
 @dataclass(frozen=True)
 class KeysConfig:
     file: str = field(default="/var/lib/authd/keys.json", metadata=meta(
-        "data-key file, created 0600 on first start"))
+        "data-key file, created 0600 on first start", path="plain"))
 
 
 # ---------------------------------------------------------------- OTP policy
@@ -197,7 +204,8 @@ class PrimaryBackend:
     # ldap only
     servers: tuple[LdapServer, ...] = field(default=(), metadata=meta())
     start_tls: bool = field(default=False, metadata=meta())
-    ca_file: str = field(default="", metadata=meta("CA bundle for ldaps/StartTLS"))
+    ca_file: str = field(default="", metadata=meta("CA bundle for ldaps/StartTLS",
+                                                   path="existing"))
     verify_certificates: bool = field(default=True, metadata=meta())
     bind_dn: str = field(default="", metadata=meta("service account DN"))
     bind_password: Secret | None = field(default=None, metadata=meta(secret_file=True))
@@ -276,7 +284,7 @@ class RadiusConfig:
     listen: tuple[str, ...] = field(default=("127.0.0.1:1812",), metadata=meta(
         "address:port, one socket each"))
     dictionary: str = field(default="", metadata=meta(
-        "RADIUS dictionary file; empty = the one shipped with authd"))
+        "RADIUS dictionary file; empty = the one shipped with authd", path="existing"))
     clients: tuple[RadiusClient, ...] = field(default=(), metadata=meta())
     duplicate_window: float = field(default=30.0, metadata=meta(duration=True, minimum=0))
     reject_delay: float = field(default=1.0, metadata=meta(duration=True, minimum=0,
@@ -296,17 +304,19 @@ class RadiusConfig:
 class ApiKey:
     name: str = field(default="", metadata=meta())
     key_sha256: str = field(default="", metadata=meta("hex SHA-256 of the key"))
-    key_file: str = field(default="", metadata=meta("file holding the key itself, 0600"))
+    key_file: str = field(default="", metadata=meta("file holding the key itself, 0600",
+                                                    path="private"))
     scopes: tuple[str, ...] = field(default=("validate",), metadata=meta(
-        "validate, admin, selfservice-admin"))
+        "validate, admin, selfservice-admin",
+        choices=("validate", "admin", "selfservice-admin")))
 
 
 @dataclass(frozen=True)
 class TlsConfig:
-    cert_file: str = field(default="", metadata=meta())
-    key_file: str = field(default="", metadata=meta())
+    cert_file: str = field(default="", metadata=meta(path="existing"))
+    key_file: str = field(default="", metadata=meta(path="existing"))
     client_ca_file: str = field(default="", metadata=meta(
-        "require client certificates signed by this CA"))
+        "require client certificates signed by this CA", path="existing"))
 
 
 @dataclass(frozen=True)
@@ -319,6 +329,11 @@ class RateLimit:
 class RateLimitsConfig:
     per_source: RateLimit = field(default_factory=lambda: RateLimit(rate=50.0, burst=100))
     per_user: RateLimit = field(default_factory=lambda: RateLimit(rate=1.0, burst=10))
+    failure_delay: float = field(default=1.0, metadata=meta(
+        "after a user's n-th failure in a row, wait failure_delay * 2**(n-1) before the "
+        "next HTTP attempt (escalating delay before the lockout)", duration=True, minimum=0))
+    failure_delay_max: float = field(default=60.0, metadata=meta(
+        "ceiling of that delay", duration=True, minimum=0))
 
 
 @dataclass(frozen=True)
@@ -372,4 +387,4 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     auth_threads: int = field(default=8, metadata=meta(
         "threads running decisions (first factor, store)", minimum=1, maximum=256))
-    source: str = field(default="<defaults>", metadata=meta(), compare=False)
+    source: str = field(default="<defaults>", metadata=meta(internal=True), compare=False)

@@ -29,7 +29,7 @@ class UserStatus(enum.StrEnum):
     ACTIVE = "active"
     LOCKED = "locked"
     UNREGISTERED = "unregistered"
-    NO_TOKEN = "no-token"
+    NO_TOKEN = "no-token"  # noqa: S105 (a status name, not a password)
     DISABLED = "disabled"
 
 

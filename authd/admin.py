@@ -1,0 +1,812 @@
+"""Operator actions, one implementation shared by `authctl` and the HTTP admin API.
+
+Synchronous (blocking store calls): authctl calls it directly, the HTTP front-end runs it
+in the auth thread pool. Every action that changes state appends an audit event with
+the caller's `actor` ("authctl:<unix user>", "http:<api key name>"), result `ok` or
+`error`; read-only actions (list, show, audit) take `actor` too but leave no trace, so
+that looking at the trail does not flood it. `test_auth` is audited by the engine itself
+(action `auth`), exactly as a RADIUS or HTTP attempt would be.
+
+Results are frozen dataclasses with `to_json()`; nothing returned holds a seed or a
+hash, except the one-time `otpauth://` URI of `add_token` and the codes of
+`generate_backup_codes`, which the caller shows once (both are hidden from repr).
+
+Errors: `NotFound`, `AlreadyExists`, `InvalidInput` from authd/core/errors.py (plus
+`StoreUnavailable` from the store); callers map them to exit codes / HTTP statuses.
+Error messages name users and serials, never a secret.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
+
+from authd.auth.interfaces import AuthRequest, Decision, FirstFactorBackend, Store
+from authd.auth.local import hash_password, make_password_hasher
+from authd.config.model import Config
+from authd.core import backup_codes, otp, pin
+from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound
+from authd.core.model import (
+    Algorithm,
+    AuditEvent,
+    LastSeen,
+    Token,
+    TokenStatus,
+    TokenType,
+    User,
+    is_locked,
+    user_status,
+)
+
+# A user name is what a RADIUS User-Name or an LDAP uid can carry: printable, no
+# whitespace or control characters (they would break audit lines and list columns).
+_USER_RE = re.compile(r"^[^\s\x00-\x1f\x7f*]{1,255}$")
+# Serials travel in URIs, CLI arguments and audit lines: keep them plain.
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Bounds for TOTP periods any authenticator app handles.
+_PERIOD_RANGE = (10, 300)
+_SERIAL_ATTEMPTS = 5
+# RFC 4226 §4 R6: a shared secret of at least 128 bits.
+_MIN_SEED_BYTES = 16
+
+
+class KeyringLike(Protocol):
+    """What AdminOps needs of `authd.crypto.Keyring`."""
+
+    @property
+    def hash_key(self) -> bytes: ...
+
+    @property
+    def current_key_id(self) -> str: ...
+
+
+class Decider(Protocol):
+    """`authd.auth.engine.Engine` as `test_auth` uses it (synchronous, explicit now)."""
+
+    def decide(self, req: AuthRequest, now: float) -> Decision: ...
+
+
+HashPassword = Callable[[str], str]
+
+
+# ---------------------------------------------------------------- results
+def _seen(seen: LastSeen | None) -> dict[str, Any] | None:
+    if seen is None:
+        return None
+    return {"at": seen.at, "source": seen.source, "client": seen.client}
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    """One row of `user list`."""
+
+    user: str
+    status: str
+    source: str
+    tokens: int  # active tokens
+    last_attempt: LastSeen | None
+    last_success: LastSeen | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "status": self.status,
+            "source": self.source,
+            "tokens": self.tokens,
+            "last_attempt": _seen(self.last_attempt),
+            "last_success": _seen(self.last_success),
+        }
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token without its seed."""
+
+    serial: str
+    type: str
+    user: str | None
+    status: str
+    algorithm: str
+    digits: int
+    period: int | None  # TOTP only
+    counter: int | None  # HOTP only: the next expected counter value
+    drift: int | None  # TOTP only: remembered clock drift, in steps
+    description: str
+    created_at: float
+
+    @classmethod
+    def of(cls, token: Token) -> TokenInfo:
+        totp = token.type is TokenType.TOTP
+        return cls(
+            serial=token.serial,
+            type=str(token.type),
+            user=token.user,
+            status=str(token.status),
+            algorithm=str(token.algorithm),
+            digits=token.digits,
+            period=token.period if totp else None,
+            counter=None if totp else token.counter,
+            drift=token.drift if totp else None,
+            description=token.description,
+            created_at=token.created_at,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "type": self.type,
+            "user": self.user,
+            "status": self.status,
+            "algorithm": self.algorithm,
+            "digits": self.digits,
+            "period": self.period,
+            "counter": self.counter,
+            "drift": self.drift,
+            "description": self.description,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class UserDetail:
+    """Everything `user show` prints: profile, lock state, registration, last seen."""
+
+    user: str
+    source: str
+    status: str
+    disabled: bool
+    locked: bool
+    locked_until: float | None  # math.inf: until an operator unlocks
+    failures: int
+    has_password: bool
+    has_pin: bool
+    backup_codes_left: int
+    email: str
+    phone: str
+    first_name: str
+    last_name: str
+    groups: tuple[str, ...]
+    tokens: tuple[TokenInfo, ...]
+    last_attempt: LastSeen | None
+    last_success: LastSeen | None
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        locked_until: float | str | None = self.locked_until
+        if locked_until is not None and locked_until == float("inf"):
+            locked_until = "never"  # JSON has no infinity
+        return {
+            "user": self.user,
+            "source": self.source,
+            "status": self.status,
+            "disabled": self.disabled,
+            "locked": self.locked,
+            "locked_until": locked_until,
+            "failures": self.failures,
+            "has_password": self.has_password,
+            "has_pin": self.has_pin,
+            "backup_codes_left": self.backup_codes_left,
+            "email": self.email,
+            "phone": self.phone,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "groups": list(self.groups),
+            "tokens": [t.to_json() for t in self.tokens],
+            "last_attempt": _seen(self.last_attempt),
+            "last_success": _seen(self.last_success),
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class TokenAdded:
+    """A new token and its `otpauth://` URI: the URI holds the seed, show it once."""
+
+    token: TokenInfo
+    uri: str = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"token": self.token.to_json(), "otpauth_uri": self.uri}
+
+
+@dataclass(frozen=True)
+class BackupCodeSet:
+    """A fresh set of backup codes, in clear this one time only."""
+
+    user: str
+    codes: tuple[str, ...] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "codes": list(self.codes)}
+
+
+@dataclass(frozen=True)
+class Done:
+    """An action with nothing to return but its name and subject."""
+
+    action: str
+    subject: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "subject": self.subject, "result": "ok"}
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """`key rotate`: how many seeds were re-encrypted under the new data key."""
+
+    key_id: str
+    reencrypted: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": "key.rotate", "key_id": self.key_id, "reencrypted": self.reencrypted}
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """Audit events, newest first; `next_before_id` fetches the page after this one."""
+
+    events: tuple[AuditEvent, ...]
+    next_before_id: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events": [
+                {
+                    "id": e.id,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "result": e.result,
+                    "user": e.user,
+                    "client": e.client,
+                    "source": e.source,
+                    "reason": e.reason,
+                    "detail": e.detail,
+                }
+                for e in self.events
+            ],
+            "next_before_id": self.next_before_id,
+        }
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """`authctl test`: the engine's decision, with the internal reason (operator only)."""
+
+    __test__ = False  # not a pytest class, despite the name
+
+    user: str
+    outcome: str
+    reason: str
+    message: str
+    groups: tuple[str, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accept"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "result": self.outcome,
+            "reason": self.reason,
+            "message": self.message,
+            "groups": list(self.groups),
+        }
+
+
+# ---------------------------------------------------------------- the actions
+@dataclass
+class _Note:
+    """What an audited action learns on the way (mutable on purpose)."""
+
+    detail: str = ""
+
+
+class AdminOps:
+    """Every operator action, synchronous, each atomic in the store.
+
+    `clock` returns POSIX seconds (`reactor.seconds` in the daemon, `time.time` in
+    authctl, a Clock in tests). `engine` is needed only by `test_auth`; `backends` (the
+    first-factor chain) lets token/PIN actions find directory users not yet in the store;
+    `password_hasher` hashes local passwords (default: argon2id with the config's cost).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        keyring: KeyringLike,
+        clock: Callable[[], float],
+        *,
+        engine: Decider | None = None,
+        backends: Sequence[FirstFactorBackend] = (),
+        password_hasher: HashPassword | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+        self._engine = engine
+        self._backends = tuple(backends)
+        self._password_hasher = password_hasher
+
+    # ------------------------------------------------------------ audit plumbing
+    @contextmanager
+    def _audited(
+        self, actor: str, action: str, user: str = "", detail: str = ""
+    ) -> Iterator[_Note]:
+        """Append one audit event for the action: `ok`, or `error` with the error class.
+
+        The reason is the exception's class name, not its message, so that nothing an
+        operator typed can reach the trail by way of an error. The body may fill in
+        `note.detail` once it knows it (a generated serial, a new key id).
+        """
+        note = _Note(detail)
+        try:
+            yield note
+        except AuthdError as exc:
+            # If the store is down this append fails too: raise the original error.
+            with suppress(AuthdError):
+                self._audit(actor, action, "error", user, type(exc).__name__, note.detail)
+            raise
+        self._audit(actor, action, "ok", user, "", note.detail)
+
+    def _audit(
+        self, actor: str, action: str, result: str, user: str, reason: str, detail: str
+    ) -> None:
+        self._store.append_audit(
+            AuditEvent(
+                at=self._clock(),
+                actor=actor,
+                action=action,
+                result=result,
+                user=user,
+                client="authctl" if actor.startswith("authctl:") else "",
+                reason=reason,
+                detail=detail,
+            )
+        )
+
+    # ------------------------------------------------------------ helpers
+    def _hash_password(self, password: str) -> str:
+        if self._password_hasher is None:
+            hasher = make_password_hasher(self._config.local_users.password_hash)
+            self._password_hasher = lambda pw: hash_password(hasher, pw)
+        return self._password_hasher(password)
+
+    def _user(self, name: str) -> User:
+        user = self._store.get_user(name)
+        if user is None:
+            raise NotFound(f"no user {name!r}")
+        return user
+
+    def _known_user(self, name: str) -> User:
+        """The user from the store, or a directory user recorded now (source: the name of
+        the backend that knows them, as on a first login).
+
+        Directory users appear in the store only once they authenticate; an operator
+        enrolling one before that must not have to wait. The first backend that knows
+        the name decides (as in the auth chain); a name no backend knows is NotFound, and
+        an unreachable directory is NotFound too (fail closed: never invent a user).
+        """
+        _check_user_name(name)
+        user = self._store.get_user(name)
+        if user is not None:
+            return user
+        for backend in self._backends:
+            found = backend.lookup(name)
+            if found.unreachable:
+                raise NotFound(f"no user {name!r} in the store, and {backend.name} is unreachable")
+            if found.known:
+                # Source = the backend's name, as the engine records it on first login.
+                return self._store.ensure_user(
+                    name,
+                    backend.name,
+                    self._clock(),
+                    profile=found.profile or None,
+                    groups=found.groups,
+                )
+        raise NotFound(f"no user {name!r}")
+
+    def _token(self, serial: str) -> Token:
+        token = self._store.get_token(serial)
+        if token is None:
+            raise NotFound(f"no token {serial!r}")
+        return token
+
+    # ------------------------------------------------------------ users
+    def add_user(
+        self,
+        actor: str,
+        name: str,
+        *,
+        password: str | None = None,
+        email: str = "",
+        phone: str = "",
+        first_name: str = "",
+        last_name: str = "",
+        groups: Sequence[str] = (),
+    ) -> UserDetail:
+        """Create a local user; without a password only a directory can vouch for them."""
+        with self._audited(actor, "user.add", name):
+            _check_user_name(name)
+            if password is not None and password == "":
+                # An empty password must never authenticate: refuse to store one.
+                raise InvalidInput("the password is empty")
+            for group in groups:
+                if not group or any(c.isspace() or ord(c) < 32 for c in group):
+                    raise InvalidInput(f"bad group name {group!r}")
+            password_hash = self._hash_password(password) if password is not None else None
+            self._store.add_user(
+                User(
+                    name=name,
+                    source="local",
+                    password_hash=password_hash,
+                    email=email,
+                    phone=phone,
+                    first_name=first_name,
+                    last_name=last_name,
+                    groups=tuple(dict.fromkeys(groups)),
+                    created_at=self._clock(),
+                )
+            )
+        return self.show_user(actor, name)
+
+    def list_users(
+        self, actor: str, pattern: str | None = None, limit: int | None = None
+    ) -> list[UserSummary]:
+        """Users whose name matches `pattern` (`*` wildcard, case-sensitive), by name."""
+        if limit is not None and limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        now = self._clock()
+        rows = []
+        for ov in self._store.list_users(pattern, limit):
+            rows.append(
+                UserSummary(
+                    user=ov.user.name,
+                    status=str(user_status(ov.user, ov.active_tokens, ov.registered, now)),
+                    source=ov.user.source,
+                    tokens=ov.active_tokens,
+                    last_attempt=ov.user.last_attempt,
+                    last_success=ov.user.last_success,
+                )
+            )
+        return rows
+
+    def show_user(self, actor: str, name: str) -> UserDetail:
+        """One user in full (no hashes: only whether a password/PIN is set)."""
+        user = self._user(name)
+        tokens = self._store.list_tokens(name)
+        codes_left = self._store.backup_codes_left(name)
+        active = sum(1 for t in tokens if t.status is TokenStatus.ACTIVE)
+        registered = bool(tokens) or codes_left > 0 or user.pin_hash is not None
+        now = self._clock()
+        return UserDetail(
+            user=user.name,
+            source=user.source,
+            status=str(user_status(user, active, registered, now)),
+            disabled=user.disabled,
+            locked=is_locked(user, now),
+            locked_until=user.locked_until if is_locked(user, now) else None,
+            failures=user.failures,
+            has_password=user.password_hash is not None,
+            has_pin=user.pin_hash is not None,
+            backup_codes_left=codes_left,
+            email=user.email,
+            phone=user.phone,
+            first_name=user.first_name,
+            last_name=user.last_name,
+            groups=user.groups,
+            tokens=tuple(TokenInfo.of(t) for t in tokens),
+            last_attempt=user.last_attempt,
+            last_success=user.last_success,
+            created_at=user.created_at,
+        )
+
+    def unlock_user(self, actor: str, name: str) -> Done:
+        """Clear the failure count and any lock (also a lock that never expires)."""
+        with self._audited(actor, "user.unlock", name):
+            if not self._store.unlock_user(name):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.unlock", name)
+
+    def reset_user(self, actor: str, name: str) -> Done:
+        """Remove the user's OTP registration: tokens, backup codes and PIN."""
+        with self._audited(actor, "user.reset", name):
+            if not self._store.reset_user(name):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.reset", name)
+
+    def disable_user(self, actor: str, name: str) -> Done:
+        """A disabled user is rejected whatever they type, until enabled again."""
+        with self._audited(actor, "user.disable", name):
+            if not self._store.set_disabled(name, True):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.disable", name)
+
+    def enable_user(self, actor: str, name: str) -> Done:
+        with self._audited(actor, "user.enable", name):
+            if not self._store.set_disabled(name, False):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.enable", name)
+
+    # ------------------------------------------------------------ tokens
+    def add_token(
+        self,
+        actor: str,
+        user: str,
+        type: str = "totp",  # the contract's option name
+        *,
+        secret_b32: str | None = None,
+        digits: int | None = None,
+        period: int = 30,
+        algorithm: str = "SHA1",
+        serial: str | None = None,
+    ) -> TokenAdded:
+        """Enroll a token for `user`; generates the seed (and serial) unless given.
+
+        Returns the `otpauth://` URI (Key URI Format) holding the seed: show it once.
+        A directory user not yet in the store is recorded first (see `_known_user`).
+        """
+        with self._audited(actor, "token.add", user, detail=serial or "") as note:
+            token_type = _enum(TokenType, type.lower(), "token type")
+            alg = _enum(Algorithm, algorithm.upper(), "algorithm")
+            digits = self._config.otp.default_digits if digits is None else digits
+            if digits not in (6, 8):
+                raise InvalidInput("digits must be 6 or 8")
+            if token_type is TokenType.TOTP and not (
+                _PERIOD_RANGE[0] <= period <= _PERIOD_RANGE[1]
+            ):
+                raise InvalidInput(
+                    f"period must be between {_PERIOD_RANGE[0]} and {_PERIOD_RANGE[1]} s"
+                )
+            if serial is not None:
+                _check_serial(serial)
+            if secret_b32 is not None:
+                try:
+                    seed = otp.parse_base32_secret(secret_b32)
+                except (ValueError, InvalidInput):
+                    # Never echo the secret, not even a part of it.
+                    raise InvalidInput(
+                        "the secret is not valid base32 of at least 128 bits"
+                    ) from None
+                if len(seed) < _MIN_SEED_BYTES:
+                    raise InvalidInput("the secret is shorter than 128 bits (RFC 4226 R6)")
+            else:
+                seed = otp.generate_seed(alg)
+            owner = self._known_user(user)
+            token = self._store_new_token(
+                Token(
+                    serial=serial or _new_serial(token_type),
+                    type=token_type,
+                    seed=seed,
+                    user=owner.name,
+                    algorithm=alg,
+                    digits=digits,
+                    period=period if token_type is TokenType.TOTP else 30,
+                    created_at=self._clock(),
+                ),
+                generated=serial is None,
+            )
+            note.detail = token.serial
+        uri = otp.otpauth_uri(token, owner.name, self._config.otp.issuer)
+        return TokenAdded(TokenInfo.of(token), uri)
+
+    def _store_new_token(self, token: Token, generated: bool) -> Token:
+        """Insert; a generated serial that collides is drawn again (the DB decides)."""
+        for _ in range(_SERIAL_ATTEMPTS):
+            try:
+                self._store.add_token(token)
+                return token
+            except AlreadyExists:
+                if not generated:
+                    raise AlreadyExists(f"token {token.serial!r} exists") from None
+                token = _with_serial(token, _new_serial(token.type))
+        raise AlreadyExists("could not draw an unused serial")
+
+    def list_tokens(self, actor: str, user: str | None = None) -> list[TokenInfo]:
+        """All tokens, or those of one user (NotFound when the user does not exist)."""
+        if user is not None:
+            self._user(user)
+        return [TokenInfo.of(t) for t in self._store.list_tokens(user)]
+
+    def show_token(self, actor: str, serial: str) -> TokenInfo:
+        return TokenInfo.of(self._token(serial))
+
+    def enable_token(self, actor: str, serial: str) -> Done:
+        return self._set_status(actor, serial, TokenStatus.ACTIVE, "token.enable")
+
+    def disable_token(self, actor: str, serial: str) -> Done:
+        return self._set_status(actor, serial, TokenStatus.DISABLED, "token.disable")
+
+    def revoke_token(self, actor: str, serial: str) -> Done:
+        """Revocation is final: a revoked token can be neither enabled nor disabled."""
+        return self._set_status(actor, serial, TokenStatus.REVOKED, "token.revoke")
+
+    def _set_status(self, actor: str, serial: str, status: TokenStatus, action: str) -> Done:
+        token = self._store.get_token(serial)
+        with self._audited(actor, action, _owner(token), serial):
+            if token is None:
+                raise NotFound(f"no token {serial!r}")
+            if token.status is TokenStatus.REVOKED and status is not TokenStatus.REVOKED:
+                raise InvalidInput(f"token {serial!r} is revoked")
+            if not self._store.set_token_status(serial, status):
+                raise NotFound(f"no token {serial!r}")
+        return Done(action, serial)
+
+    def resync_token(self, actor: str, serial: str, otp1: str, otp2: str) -> TokenInfo:
+        """Re-align a drifted token from two consecutive codes.
+
+        TOTP searches `otp.totp.resync_window` seconds around now and remembers the
+        drift and the step of `otp2` (so neither code can be replayed); HOTP searches
+        `otp.hotp.resync_window` counter values ahead and expects the code after `otp2`.
+        """
+        token = self._store.get_token(serial)
+        with self._audited(actor, "token.resync", _owner(token), serial):
+            if token is None:
+                raise NotFound(f"no token {serial!r}")
+            if token.status is TokenStatus.REVOKED:
+                raise InvalidInput(f"token {serial!r} is revoked")
+            for code in (otp1, otp2):
+                if not (code.isascii() and code.isdigit() and len(code) == token.digits):
+                    raise InvalidInput(f"each code must be {token.digits} digits")
+            if otp1 == otp2:
+                raise InvalidInput("the two codes must be consecutive, not the same")
+            if token.type is TokenType.TOTP:
+                match = otp.resync_totp(
+                    token, otp1, otp2, self._clock(), self._config.otp.totp.resync_window
+                )
+                if match is None:
+                    raise InvalidInput(
+                        "the codes are not consecutive codes of this token within the resync window"
+                    )
+                ok = self._store.resync_token(serial, last_step=match.step, drift=match.drift)
+            else:
+                counter = otp.resync_hotp(token, otp1, otp2, self._config.otp.hotp.resync_window)
+                if counter is None:
+                    raise InvalidInput(
+                        "the codes are not consecutive codes of this token within the resync window"
+                    )
+                ok = self._store.resync_token(serial, counter=counter + 1)
+            if not ok:
+                raise NotFound(f"no token {serial!r}")
+        return TokenInfo.of(self._token(serial))
+
+    def assign_token(self, actor: str, serial: str, user: str) -> Done:
+        """Give an (imported, unassigned or someone else's) token to `user`."""
+        with self._audited(actor, "token.assign", user, serial):
+            owner = self._known_user(user)
+            token = self._token(serial)
+            if token.status is TokenStatus.REVOKED:
+                raise InvalidInput(f"token {serial!r} is revoked")
+            if not self._store.assign_token(serial, owner.name):
+                raise NotFound(f"no token {serial!r}")
+        return Done("token.assign", serial)
+
+    def unassign_token(self, actor: str, serial: str) -> Done:
+        token = self._store.get_token(serial)
+        with self._audited(actor, "token.unassign", _owner(token), serial):
+            if token is None or not self._store.assign_token(serial, None):
+                raise NotFound(f"no token {serial!r}")
+        return Done("token.unassign", serial)
+
+    # ------------------------------------------------------------ PIN, backup codes
+    def set_pin(self, actor: str, user: str, pin_value: str) -> Done:
+        """Set the server-side PIN after the policy (`otp.pin`) accepts it."""
+        with self._audited(actor, "pin.set", user):
+            owner = self._known_user(user)
+            problem = pin.check_pin_policy(pin_value, self._config.otp.pin)
+            if problem is not None:
+                raise InvalidInput(problem)
+            pin_hash = pin.hash_pin(pin_value, self._keyring.hash_key, owner.name)
+            if not self._store.set_pin_hash(owner.name, pin_hash):
+                raise NotFound(f"no user {user!r}")
+        return Done("pin.set", user)
+
+    def remove_pin(self, actor: str, user: str) -> Done:
+        with self._audited(actor, "pin.remove", user):
+            if not self._store.set_pin_hash(user, None):
+                raise NotFound(f"no user {user!r}")
+        return Done("pin.remove", user)
+
+    def generate_backup_codes(self, actor: str, user: str) -> BackupCodeSet:
+        """A new set of `otp.backup_codes.count` codes; the previous set stops working."""
+        with self._audited(actor, "backup_codes.generate", user):
+            owner = self._known_user(user)
+            codes = tuple(backup_codes.generate_codes(self._config.otp.backup_codes.count))
+            key = self._keyring.hash_key
+            hashes = [backup_codes.hash_code(c, key) for c in codes]
+            self._store.replace_backup_codes(owner.name, hashes, self._clock())
+        return BackupCodeSet(owner.name, codes)
+
+    # ------------------------------------------------------------ audit, keys, test
+    def audit(
+        self,
+        actor: str,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> AuditPage:
+        """Audit events newest first; page on with `before_id=page.next_before_id`."""
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        events = self._store.query_audit(user=user, since=since, limit=limit, before_id=before_id)
+        last_id = events[-1].id if len(events) == limit and events else None
+        return AuditPage(tuple(events), last_id)
+
+    def rotate_key(self, actor: str) -> KeyRotation:
+        """A new data key for new seeds; every stored seed is re-encrypted under it."""
+        # The store rotates the keyring itself (key file first, then seeds in one
+        # transaction), so that every Store implementation keeps the order right.
+        with self._audited(actor, "key.rotate") as note:
+            count = self._store.rotate_key()
+            key_id = self._keyring.current_key_id
+            note.detail = f"key {key_id}, {count} seeds"
+        return KeyRotation(key_id, count)
+
+    def test_auth(self, actor: str, user: str, password: str, otp_code: str | None) -> TestResult:
+        """Run the daemon's decision for (user, password, otp) and return it with its
+        internal reason. The engine records the attempt (lockout, last seen, audit
+        action `auth`) exactly as for a real login: a test is a real attempt.
+        """
+        if self._engine is None:
+            raise InvalidInput("no decision engine wired in for test_auth")
+        request = AuthRequest(
+            user=user,
+            password=password,
+            frontend="authctl",
+            # The engine audits as `<frontend>:<client>`: authctl:<unix user>.
+            client=actor.partition(":")[2] or actor,
+            source="",
+            otp=otp_code or None,
+        )
+        decision = self._engine.decide(request, self._clock())
+        return TestResult(
+            user=decision.user or user,
+            outcome=str(decision.outcome),
+            reason=str(decision.reason),
+            message=decision.message,
+            groups=decision.groups,
+        )
+
+
+# ---------------------------------------------------------------- module helpers
+def _owner(token: Token | None) -> str:
+    return (token.user or "") if token is not None else ""
+
+
+def _check_user_name(name: str) -> None:
+    if not _USER_RE.match(name):
+        raise InvalidInput("a user name is 1-255 printable characters without spaces or '*'")
+
+
+def _check_serial(serial: str) -> None:
+    if not _SERIAL_RE.match(serial):
+        raise InvalidInput("a serial is 1-64 of A-Z a-z 0-9 . _ : -")
+
+
+def _new_serial(token_type: TokenType) -> str:
+    """`TOTP` or `HOTP` and 8 random upper-case hex digits, e.g. TOTP1A2B3C4D."""
+    return f"{token_type.value.upper()}{secrets.token_hex(4).upper()}"
+
+
+def _with_serial(token: Token, serial: str) -> Token:
+    return replace(token, serial=serial)
+
+
+_E = TypeVar("_E", TokenType, Algorithm)
+
+
+def _enum(kind: type[_E], value: str, what: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)
+        raise InvalidInput(f"unknown {what} {value!r}; one of {choices}") from None

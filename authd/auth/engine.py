@@ -1,0 +1,587 @@
+"""The decision engine: one synchronous `decide(req, now)` per authentication attempt.
+
+Order of work (CONTRACT: a reject tells nothing, timing neither): validate the request,
+read the user's second-factor registration, pick the reading of the typed string whose
+second factor matches *without consuming it*, run the first factor exactly once, then
+apply disabled/lockout/policy, and only then consume the code with the store's
+compare-and-set. Every decision is recorded (last attempt, failures, one audit event).
+Runs in a worker thread (`ThreadedEngine`); tested without a reactor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import secrets
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from twisted.logger import Logger
+
+from authd.auth.interfaces import (
+    AuthRequest,
+    Challenge,
+    Decision,
+    FirstFactorBackend,
+    LockState,
+    Outcome,
+    PrimaryResult,
+    Reason,
+    Store,
+)
+from authd.config.model import Config
+from authd.core.backup_codes import hash_code, normalize_code
+from authd.core.model import AuditEvent, Token, TokenStatus, TokenType, User, is_locked
+from authd.core.otp import TotpMatch, match_hotp, match_totp
+from authd.core.pin import verify_pin
+from authd.core.split import Candidate, PinRule, SecondKind, default_password, split_candidates
+
+log = Logger()
+
+GENERIC_REJECT = "Authentication failed"
+MAX_USER_LENGTH = 256
+# RADIUS User-Password is at most 128 octets; HTTP bodies are bigger: refuse early
+# anything no real password + PIN + code reaches, before it costs an argon2 or a bind.
+MAX_SECRET_LENGTH = 1024
+MAX_STATE_LENGTH = 256
+_FIRST_FACTORS = frozenset({"chain", "none"})
+_OTP_MODES = frozenset({"inline", "challenge", "auto"})
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class DecisionStats:
+    """What `ThreadedEngine` turns into metrics: time spent in the store, and whether this
+    request's failure locked the user (metrics.lockouts)."""
+
+    store_seconds: float = 0.0
+    locked_now: bool = False
+
+
+class _FF(enum.Enum):
+    """Outcome of the first-factor chain."""
+
+    OK = "ok"
+    BAD = "bad"
+    UNKNOWN = "unknown"
+    DOWN = "down"
+    SKIPPED = "skipped"  # every backend unreachable and failmode open
+
+
+class _Verdict(enum.IntEnum):
+    """How well a reading's second factor matched; higher wins."""
+
+    NONE = 0
+    BACKUP = 1  # shaped like a backup code: only consuming it can tell
+    BAD_PIN = 2  # the OTP matched, the PIN did not
+    REPLAY = 3  # a valid code for a step/counter already used
+    FRESH = 4  # valid, unused, PIN right (if any)
+
+
+@dataclass(frozen=True)
+class _Match:
+    candidate: Candidate
+    verdict: _Verdict
+    token: Token | None = None
+    totp: TotpMatch | None = None
+    hotp: int | None = None
+
+
+def _invalid_text(text: object, limit: int, *, control_ok: bool) -> bool:
+    if not isinstance(text, str) or len(text) > limit or "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")  # lone surrogates cannot reach a directory or a hash
+    except UnicodeEncodeError:
+        return True
+    return not control_ok and any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def request_problem(req: AuthRequest) -> str | None:
+    """Why a request is malformed (safe to log: never quotes a field), or None."""
+    if _invalid_text(req.user, MAX_USER_LENGTH, control_ok=False) or not req.user:
+        return "invalid user name"
+    if _invalid_text(req.password, MAX_SECRET_LENGTH, control_ok=True):
+        return "invalid password field"
+    if req.otp is not None and _invalid_text(req.otp, MAX_SECRET_LENGTH, control_ok=True):
+        return "invalid otp field"
+    if req.state is not None and (
+        not isinstance(req.state, bytes) or not 0 < len(req.state) <= MAX_STATE_LENGTH
+    ):
+        return "invalid state"
+    if req.first_factor not in _FIRST_FACTORS or req.otp_mode not in _OTP_MODES:
+        return "invalid mode"
+    for text in (req.frontend, req.client, req.source):
+        if _invalid_text(text, MAX_USER_LENGTH, control_ok=False):
+            return "invalid request metadata"
+    return None
+
+
+def state_hash(state: bytes) -> str:
+    """Challenge states are stored by hash: a database reader cannot answer one."""
+    return hashlib.sha256(state).hexdigest()
+
+
+class _MeteredStore:
+    """The store calls one decision makes, timed (metrics.store_seconds)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.seconds = 0.0
+
+    def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]:
+        """The user and their ACTIVE tokens, in one round trip."""
+        user, tokens = self._call(self._store.get_user_with_tokens, name)
+        return user, [t for t in tokens if t.status == TokenStatus.ACTIVE and t.user == name]
+
+    def ensure_user(
+        self, name: str, source: str, now: float, profile: dict[str, str], groups: Sequence[str]
+    ) -> User:
+        return self._call(self._store.ensure_user, name, source, now, profile, groups)
+
+    def backup_codes_left(self, name: str) -> int:
+        return self._call(self._store.backup_codes_left, name)
+
+    def accept_totp_step(self, serial: str, step: int, drift: int) -> bool:
+        return self._call(self._store.accept_totp_step, serial, step, drift)
+
+    def accept_hotp_counter(self, serial: str, counter: int) -> bool:
+        return self._call(self._store.accept_hotp_counter, serial, counter)
+
+    def consume_backup_code(self, name: str, code_hash: str) -> bool:
+        return self._call(self._store.consume_backup_code, name, code_hash)
+
+    def record_failure(
+        self, name: str, now: float, max_attempts: int, lock_seconds: float | None
+    ) -> LockState:
+        return self._call(self._store.record_failure, name, now, max_attempts, lock_seconds)
+
+    def record_attempt(self, name: str, now: float, source: str, client: str, ok: bool) -> None:
+        self._call(self._store.record_attempt, name, now, source, client, ok)
+
+    def put_challenge(self, key: str, challenge: Challenge) -> None:
+        self._call(self._store.put_challenge, key, challenge)
+
+    def take_challenge(self, key: str, now: float) -> Challenge | None:
+        return self._call(self._store.take_challenge, key, now)
+
+    def append_audit(self, event: AuditEvent) -> None:
+        self._call(self._store.append_audit, event)
+
+
+class Engine:
+    """Decides requests; shareable between threads (holds no request state). `config`
+    may be replaced on reload (one attribute store): each decision reads it once."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        backends: Sequence[FirstFactorBackend],
+        hash_key: bytes,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.backends = tuple(backends)
+        self._hash_key = hash_key
+
+    def decide(self, req: AuthRequest, now: float) -> Decision:
+        """The decision for `req` at `now`. Bad input is a BAD_REQUEST reject; store and
+        backend errors propagate (the caller maps them, failing closed)."""
+        return self.decide_with_stats(req, now)[0]
+
+    def decide_with_stats(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
+        attempt = _Attempt(self, req, now)
+        decision = attempt.run()
+        return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
+
+
+class _Attempt:
+    """The state of one decision; lives only inside `Engine.decide`."""
+
+    def __init__(self, engine: Engine, req: AuthRequest, now: float) -> None:
+        self.cfg = engine.config
+        self.backends = engine.backends
+        self.hash_key = engine._hash_key
+        self.store = _MeteredStore(engine.store)
+        self.req = req
+        self.now = now
+        self.user: User | None = None
+        self.tokens: list[Token] = []
+        self.backup_left = False
+        self.groups: tuple[str, ...] = ()
+        self.locked_now = False
+        self.first_factor_runs = 0
+        self.detail = ""
+
+    # ------------------------------------------------------------ entry
+    def run(self) -> Decision:
+        problem = request_problem(self.req)
+        if problem is not None:
+            self.detail = problem
+            return self._reject(Reason.BAD_REQUEST)
+        if self.req.first_factor == "none":
+            return self._second_factor_only()
+        if self.req.state is not None:
+            return self._answer_challenge(self.req.state)
+        return self._chain()
+
+    # ------------------------------------------------------------ user data
+    def _load(self) -> None:
+        self.user, self.tokens = self.store.get_user_with_tokens(self.req.user)
+        self.backup_left = False
+        if self.user is not None:
+            self.groups = self.user.groups
+            self.backup_left = self.store.backup_codes_left(self.user.name) > 0
+
+    def _has_second_factor(self) -> bool:
+        return bool(self.tokens) or self.backup_left
+
+    def _pin_rule(self) -> PinRule | None:
+        if self.user is None or not self.user.pin_hash:
+            return None
+        pin = self.cfg.otp.pin
+        return PinRule(pin.position, pin.min_length, pin.max_length)
+
+    def _default_otp_length(self) -> int:
+        lengths = {t.digits for t in self.tokens}
+        default = self.cfg.otp.default_digits
+        return default if default in lengths or not lengths else min(lengths)
+
+    # ------------------------------------------------------------ first factor
+    def _first_factor(self, password: str) -> _FF:
+        """The chain, run at most once per request (each check may cost a directory bind
+        and count toward the directory's own lockout)."""
+        self.first_factor_runs += 1
+        if self.first_factor_runs > 1:
+            raise RuntimeError("first factor checked twice in one request")
+        if not password:
+            # Fail closed: an empty password never authenticates (an LDAP bind with one
+            # is an unauthenticated bind that "succeeds").
+            return _FF.BAD if self.user is not None else _FF.UNKNOWN
+        unreachable: list[str] = []
+        for backend in self.backends:
+            result = backend.authenticate(self.req.user, password)
+            if result.unreachable:
+                unreachable.append(backend.name)
+                continue
+            if result.known:
+                self._remember(backend.name, result)
+                return _FF.OK if result.ok else _FF.BAD
+        return self._nobody_knew(unreachable)
+
+    def _lookup(self) -> _FF:
+        """first_factor none: the user must still exist somewhere."""
+        unreachable: list[str] = []
+        for backend in self.backends:
+            result = backend.lookup(self.req.user)
+            if result.unreachable:
+                unreachable.append(backend.name)
+            elif result.known:
+                self._remember(backend.name, result)
+                return _FF.OK
+        if unreachable:
+            return _FF.DOWN
+        return _FF.UNKNOWN
+
+    def _nobody_knew(self, unreachable: list[str]) -> _FF:
+        if not unreachable:
+            return _FF.UNKNOWN
+        if self.cfg.primary.failmode == "open":
+            log.warn(
+                "FAILMODE OPEN: first factor SKIPPED for user {user}: backends {backends} "
+                "unreachable",
+                user=self.req.user,
+                backends=",".join(unreachable),
+            )
+            self.detail = "first factor skipped (failmode open)"
+            return _FF.SKIPPED
+        return _FF.DOWN
+
+    def _remember(self, backend: str, result: PrimaryResult) -> None:
+        """Directory users get a store record on first sight; the groups of this
+        decision are the backend's (fresher than the store's copy)."""
+        self.groups = tuple(result.groups)
+        if self.user is not None:
+            return
+        self.user = self.store.ensure_user(
+            self.req.user, backend, self.now, dict(result.profile), self.groups
+        )
+        # Tokens may have been assigned (token assign) before the first login.
+        _, self.tokens = self.store.get_user_with_tokens(self.req.user)
+        self.backup_left = self.store.backup_codes_left(self.req.user) > 0
+
+    # ------------------------------------------------------------ second factor
+    def _evaluate(self, cand: Candidate) -> _Match:
+        """How `cand` matches, without consuming anything."""
+        if cand.kind is SecondKind.BACKUP:
+            return _Match(cand, _Verdict.BACKUP)
+        best = _Match(cand, _Verdict.NONE)
+        for token in self.tokens:
+            if token.digits != len(cand.second):
+                continue
+            match = self._match_token(token, cand)
+            if match.verdict > best.verdict:
+                best = match
+        if best.verdict in (_Verdict.FRESH, _Verdict.REPLAY) and not self._pin_ok(cand):
+            best = dataclasses.replace(best, verdict=_Verdict.BAD_PIN)
+        return best
+
+    def _match_token(self, token: Token, cand: Candidate) -> _Match:
+        code = cand.second
+        if token.type == TokenType.TOTP:
+            skew = self.cfg.otp.totp.skew
+            found = match_totp(token, code, self.now, skew)
+            if found is not None:
+                return _Match(cand, _Verdict.FRESH, token, totp=found)
+            # A code right for an already used step is a replay (RFC 6238 §5.2).
+            if token.last_step >= 0:
+                again = match_totp(dataclasses.replace(token, last_step=-1), code, self.now, skew)
+                if again is not None and again.step <= token.last_step:
+                    return _Match(cand, _Verdict.REPLAY, token)
+            return _Match(cand, _Verdict.NONE)
+        look_ahead = self.cfg.otp.hotp.look_ahead
+        counter = match_hotp(token, code, look_ahead)
+        if counter is not None:
+            return _Match(cand, _Verdict.FRESH, token, hotp=counter)
+        if token.counter > 0:
+            start = max(0, token.counter - look_ahead - 1)
+            behind = dataclasses.replace(token, counter=start)
+            used = match_hotp(behind, code, token.counter - start - 1)
+            if used is not None:
+                return _Match(cand, _Verdict.REPLAY, token)
+        return _Match(cand, _Verdict.NONE)
+
+    def _pin_ok(self, cand: Candidate) -> bool:
+        if self.user is None or not self.user.pin_hash:
+            return True
+        return verify_pin(cand.pin, self.user.pin_hash, self.hash_key, self.user.name)
+
+    def _candidates(self, typed: str, with_password: bool) -> list[Candidate]:
+        return list(
+            split_candidates(
+                typed,
+                with_password=with_password,
+                otp_lengths=[t.digits for t in self.tokens],
+                pin=self._pin_rule(),
+                backup_code=normalize_code if self.backup_left else None,
+            )
+        )
+
+    def _best(self, typed: str, with_password: bool) -> _Match | None:
+        best: _Match | None = None
+        for cand in self._candidates(typed, with_password):
+            match = self._evaluate(cand)
+            if match.verdict is not _Verdict.NONE and (
+                best is None or match.verdict > best.verdict
+            ):
+                best = match
+        return best
+
+    def _consume(self, match: _Match | None) -> Decision:
+        """Apply a match with the store's compare-and-set; a lost race is a replay."""
+        if match is None:
+            return self._second_factor_failed(Reason.BAD_OTP)
+        if match.verdict is _Verdict.BACKUP:
+            code_hash = hash_code(match.candidate.second, self.hash_key)
+            if self.store.consume_backup_code(self.req.user, code_hash):
+                self.detail = "backup code"
+                return self._accept(Reason.OK_BACKUP_CODE)
+            return self._second_factor_failed(Reason.BAD_OTP)
+        if match.verdict is _Verdict.BAD_PIN:
+            return self._second_factor_failed(Reason.BAD_PIN)
+        if match.verdict is not _Verdict.FRESH or match.token is None:
+            return self._second_factor_failed(Reason.REPLAY)
+        token = match.token
+        if match.totp is not None:
+            won = self.store.accept_totp_step(token.serial, match.totp.step, match.totp.drift)
+        elif match.hotp is not None:
+            won = self.store.accept_hotp_counter(token.serial, match.hotp)
+        else:  # pragma: no cover - a FRESH match always carries its step or counter
+            won = False
+        if not won:
+            return self._second_factor_failed(Reason.REPLAY)
+        self.detail = f"token {token.serial}"
+        return self._accept(Reason.OK)
+
+    def _second_factor_failed(self, reason: Reason) -> Decision:
+        assert self.user is not None
+        lockout = self.cfg.otp.lockout
+        state = self.store.record_failure(
+            self.user.name, self.now, lockout.max_attempts, lockout.auto_unlock_after
+        )
+        self.locked_now = state.locked_until is not None and state.locked_until > self.now
+        if self.locked_now:
+            log.info("user {user} locked after {n} failures", user=self.user.name, n=state.failures)
+        return self._reject(reason)
+
+    # ------------------------------------------------------------ the checks in order
+    def _gate(self, ff: _FF) -> Decision | None:
+        """Everything that rejects after the first factor and before any code is used."""
+        if ff is _FF.DOWN:
+            return self._reject(Reason.BACKEND_DOWN)
+        if ff is _FF.UNKNOWN:
+            return self._reject(Reason.UNKNOWN_USER)
+        if ff is _FF.BAD:
+            return self._reject(Reason.BAD_PASSWORD)
+        if ff is _FF.SKIPPED and (self.user is None or not self._has_second_factor()):
+            # Fail closed: with the first factor skipped, a user with no second factor
+            # (or unknown to the store) would pass on nothing at all.
+            return self._reject(Reason.BACKEND_DOWN)
+        assert self.user is not None
+        if self.user.disabled:
+            return self._reject(Reason.DISABLED)
+        if is_locked(self.user, self.now):
+            return self._reject(Reason.LOCKED)
+        if not self._has_second_factor():
+            return self._no_token()
+        return None
+
+    def _no_token(self) -> Decision:
+        enforcement = self.cfg.policy.enforcement
+        for rule in self.cfg.policy.groups:
+            if rule.group in self.groups:
+                enforcement = rule.enforcement
+                break
+        if enforcement == "optional":
+            return self._accept(Reason.OK_NO_TOKEN)
+        portal = self.cfg.selfservice
+        if portal.enabled and portal.public_url:
+            return self._reject(Reason.NO_TOKEN, f"Enrol a token at {portal.public_url}")
+        return self._reject(Reason.NO_TOKEN)
+
+    # ------------------------------------------------------------ the paths
+    def _chain(self) -> Decision:
+        self._load()
+        typed = self.req.password
+        if self.req.otp is not None:  # HTTP: password and OTP arrive apart, no splitting
+            match = self._best(self.req.otp, with_password=False)
+            return self._gate(self._first_factor(typed)) or self._consume(match)
+        if self.req.otp_mode == "challenge" or not self._has_second_factor():
+            # The whole string is the password (no code expected, or it comes later).
+            return self._gate(self._first_factor(typed)) or self._challenge()
+        best = self._best(typed, with_password=True)
+        if best is not None and best.verdict is _Verdict.BACKUP and self._tail_is_otp(typed):
+            best = None  # a wrong OTP must count as an OTP failure, not a backup guess
+        if best is not None and best.verdict > _Verdict.BACKUP:
+            password = best.candidate.password
+        elif self.req.otp_mode == "auto":
+            # auto: nothing matched, so read it all as the password and ask for the code.
+            return self._gate(self._first_factor(typed)) or self._challenge()
+        elif best is not None:
+            password = best.candidate.password
+        else:
+            password = self._likely_password(typed)
+        return self._gate(self._first_factor(password)) or self._consume(best)
+
+    def _tail_is_otp(self, typed: str) -> bool:
+        n = self._default_otp_length()
+        return bool(self.tokens) and typed[-n:].isascii() and typed[-n:].isdigit()
+
+    def _likely_password(self, typed: str) -> str:
+        """No reading matched: strip a default-length OTP (and the PIN whose length the
+        PIN hash confirms, else the shortest), so a right password still counts."""
+        rule = self._pin_rule()
+        n = self._default_otp_length()
+        if rule is None:
+            return default_password(typed, n)
+        for cand in self._candidates(typed, with_password=True):
+            if cand.kind is SecondKind.OTP and len(cand.second) == n and self._pin_ok(cand):
+                return cand.password
+        return default_password(typed, n, rule.min_length)
+
+    def _challenge(self) -> Decision:
+        """First factor passed, no usable code yet: either the policy decides (no token)
+        or the user gets a single-use State bound to user and client."""
+        if not self._has_second_factor():  # pragma: no cover - _gate handles it
+            return self._no_token()
+        state = secrets.token_bytes(32)
+        ttl = self.cfg.radius.challenge_ttl
+        data = json.dumps({"groups": list(self.groups)})
+        self.store.put_challenge(
+            state_hash(state),
+            Challenge(self.req.user, self.req.client, self.now + ttl, data),
+        )
+        return self._finish(
+            Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED, self.cfg.radius.challenge_message, state
+        )
+
+    def _answer_challenge(self, state: bytes) -> Decision:
+        challenge = self.store.take_challenge(state_hash(state), self.now)
+        self._load()
+        if (
+            challenge is None
+            or challenge.user != self.req.user
+            or challenge.client != self.req.client
+            or challenge.expires_at <= self.now
+            or self.user is None
+        ):
+            return self._reject(Reason.BAD_STATE)
+        self.groups = _groups_from(challenge.data, self.groups)
+        typed = self.req.otp if self.req.otp is not None else self.req.password
+        return self._gate(_FF.OK) or self._consume(self._best(typed, False))
+
+    def _second_factor_only(self) -> Decision:
+        """first_factor none: a gateway checked the password; the whole field (or `otp`)
+        is [PIN+]OTP or a backup code."""
+        self._load()
+        ff = _FF.OK if self.user is not None else self._lookup()
+        typed = self.req.otp if self.req.otp is not None else self.req.password
+        return self._gate(ff) or self._consume(self._best(typed, False))
+
+    # ------------------------------------------------------------ endings
+    def _accept(self, reason: Reason) -> Decision:
+        return self._finish(Outcome.ACCEPT, reason, "")
+
+    def _reject(self, reason: Reason, message: str = GENERIC_REJECT) -> Decision:
+        return self._finish(Outcome.REJECT, reason, message)
+
+    def _finish(
+        self, outcome: Outcome, reason: Reason, message: str, state: bytes | None = None
+    ) -> Decision:
+        req = self.req
+        valid = reason is not Reason.BAD_REQUEST
+        if self.user is not None and valid:
+            self.store.record_attempt(
+                self.user.name, self.now, req.source, req.client, outcome is Outcome.ACCEPT
+            )
+        self.store.append_audit(
+            AuditEvent(
+                at=self.now,
+                actor=f"{req.frontend}:{req.client}" if valid else "invalid",
+                action="auth",
+                result=outcome.value,
+                user=req.user if valid else "",
+                client=req.client if valid else "",
+                source=req.source if valid else "",
+                reason=reason.value,
+                detail=self.detail,
+            )
+        )
+        groups = self.groups if outcome is Outcome.ACCEPT else ()
+        return Decision(outcome, reason, req.user if valid else "", message, state, groups)
+
+
+def _groups_from(data: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
+    """Groups the first factor saw, carried in the challenge (fresher than the store's)."""
+    try:
+        groups = json.loads(data).get("groups") if data else None
+    except (ValueError, AttributeError):
+        return fallback
+    if isinstance(groups, list) and all(isinstance(g, str) for g in groups):
+        return tuple(groups)
+    return fallback

@@ -1,0 +1,172 @@
+"""The `authctl` command line: exactly the contract's nouns and verbs, nothing more.
+
+Each verb's parser sets `command` to a dotted name ("user.add", "token.resync") that
+`authd.ctl.commands` dispatches on; options map one to one onto `AdminOps` arguments.
+Commands of later issues (export, import, issue, apikey, token import) are not
+registered at all, so argparse reports them as usage errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TypeAlias
+
+from authd import __version__
+
+_Subs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class UsageError(Exception):
+    """A command line that parses but makes no sense (bad --since, ...): exit 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; `exit_on_error` stays on: argparse prints usage and exits 2."""
+    parser = argparse.ArgumentParser(
+        prog="authctl",
+        description="authd operator CLI; works on the daemon's store while it runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"authctl {__version__}")
+    parser.add_argument(
+        "-c", "--config", metavar="FILE",
+        help="config file (default: $AUTHD_CONFIG or /etc/authd/authd.yaml)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
+    _user(nouns)
+    _token(nouns)
+    _pin(nouns)
+    _backup_codes(nouns)
+    _audit(nouns)
+    _key(nouns)
+    _test(nouns)
+    return parser
+
+
+def _verbs(nouns: _Subs, noun: str, help_text: str) -> _Subs:
+    p = nouns.add_parser(noun, help=help_text)
+    return p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+
+def _cmd(verbs: _Subs, name: str, command: str, help_text: str) -> argparse.ArgumentParser:
+    p = verbs.add_parser(name, help=help_text)
+    p.set_defaults(command=command)
+    return p
+
+
+def _user(nouns: _Subs) -> None:
+    verbs = _verbs(nouns, "user", "users: add, list, show, unlock, reset, disable, enable")
+    add = _cmd(verbs, "add", "user.add", "add a local user")
+    add.add_argument("user")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin (prompted twice on a terminal)",
+    )
+    add.add_argument("--email", default="")
+    add.add_argument("--phone", default="")
+    add.add_argument("--first-name", default="")
+    add.add_argument("--last-name", default="")
+    add.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="G",
+        help="group membership (repeat for several)",
+    )
+    lst = _cmd(verbs, "list", "user.list", "list users")
+    lst.add_argument("pattern", nargs="?", help="`*` wildcard, case-sensitive")
+    lst.add_argument("--limit", type=_positive_int)
+    for verb, text in (
+        ("show", "show one user"),
+        ("unlock", "clear failures and lock"),
+        ("reset", "remove tokens, backup codes and PIN"),
+        ("disable", "reject every login of the user"),
+        ("enable", "undo disable"),
+    ):
+        _cmd(verbs, verb, f"user.{verb}", text).add_argument("user")
+
+
+def _token(nouns: _Subs) -> None:
+    verbs = _verbs(
+        nouns,
+        "token",
+        "OATH tokens: add, list, show, enable, disable, revoke, resync, assign, unassign",
+    )
+    add = _cmd(verbs, "add", "token.add", "enroll a token; prints its otpauth:// URI once")
+    add.add_argument("user")
+    add.add_argument("--type", choices=("totp", "hotp"), default="totp", type=str.lower)
+    add.add_argument("--secret", metavar="B32", help="base32 seed (default: a fresh random one)")
+    add.add_argument(
+        "--digits", type=int, choices=(6, 8), help="code length (default: otp.default_digits)"
+    )
+    add.add_argument("--period", type=int, default=30, help="TOTP step in seconds")
+    add.add_argument(
+        "--algorithm", choices=("SHA1", "SHA256", "SHA512"), default="SHA1", type=str.upper
+    )
+    add.add_argument("--serial", help="serial number (default: TOTP/HOTP + 8 hex digits)")
+    add.add_argument("--qr", action="store_true", help="also print a QR code for the URI")
+    lst = _cmd(verbs, "list", "token.list", "list tokens (of one user)")
+    lst.add_argument("user", nargs="?")
+    for verb, text in (
+        ("show", "show one token"),
+        ("enable", "enable a disabled token"),
+        ("disable", "disable a token (can be enabled again)"),
+        ("revoke", "revoke a token for good"),
+        ("unassign", "detach a token from its user"),
+    ):
+        _cmd(verbs, verb, f"token.{verb}", text).add_argument("serial")
+    resync = _cmd(verbs, "resync", "token.resync", "re-align a drifted token")
+    resync.add_argument("serial")
+    resync.add_argument("otp1")
+    resync.add_argument("otp2")
+    assign = _cmd(verbs, "assign", "token.assign", "give a token to a user")
+    assign.add_argument("serial")
+    assign.add_argument("user")
+
+
+def _pin(nouns: _Subs) -> None:
+    verbs = _verbs(nouns, "pin", "server-side PINs: set, remove")
+    _cmd(verbs, "set", "pin.set", "set a PIN (read from stdin)").add_argument("user")
+    _cmd(verbs, "remove", "pin.remove", "remove the PIN").add_argument("user")
+
+
+def _backup_codes(nouns: _Subs) -> None:
+    verbs = _verbs(nouns, "backup-codes", "single-use backup codes: generate")
+    _cmd(
+        verbs,
+        "generate",
+        "backup-codes.generate",
+        "print a new set once; the old set stops working",
+    ).add_argument("user")
+
+
+def _audit(nouns: _Subs) -> None:
+    p = nouns.add_parser("audit", help="the audit trail, newest first")
+    p.set_defaults(command="audit")
+    p.add_argument("--user")
+    p.add_argument(
+        "--since", metavar="T", help="ISO 8601 time, or a duration ago such as 30m, 2h, 7d"
+    )
+    p.add_argument("--limit", type=_positive_int, default=100)
+
+
+def _key(nouns: _Subs) -> None:
+    verbs = _verbs(nouns, "key", "data keys: rotate")
+    _cmd(verbs, "rotate", "key.rotate", "new data key; every seed is re-encrypted")
+
+
+def _test(nouns: _Subs) -> None:
+    p = nouns.add_parser("test", help="run the daemon's decision for a user")
+    p.set_defaults(command="test")
+    p.add_argument("user")

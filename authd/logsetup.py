@@ -1,0 +1,66 @@
+"""Where log events go: one observer on stdout (journald captures it), text or JSON.
+
+Libraries that use stdlib `logging` (SQLAlchemy, ldap3) are routed into the same
+stream at WARNING and above, so one place decides format and level.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, cast
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
+
+from authd.config.model import LoggingConfig
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warning": LogLevel.warn,
+    "error": LogLevel.error,
+}
+
+
+def make_observer(cfg: LoggingConfig, stream: IO[str]) -> ILogObserver:
+    """An observer writing events at or above cfg.level to `stream` in cfg.format."""
+    base = jsonFileLogObserver(stream) if cfg.format == "json" else textFileLogObserver(stream)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[cfg.level])
+    # zope interfaces do not type-check as classes: cast to the interface they provide.
+    return cast(ILogObserver, FilteringLogObserver(cast(ILogObserver, base),
+                                                   [cast(ILogFilterPredicate, predicate)]))
+
+
+def start_logging(cfg: LoggingConfig, stream: IO[str] | None = None) -> None:
+    """Begin global logging once, at daemon start (the only global logging call)."""
+    observer = make_observer(cfg, stream if stream is not None else sys.stdout)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[_TwistedHandler()], force=True)
+
+
+class _TwistedHandler(logging.Handler):
+    """Hands stdlib log records to the Twisted log stream (formatted once, no args)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = Logger(namespace="stdlib")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = {
+            logging.DEBUG: LogLevel.debug,
+            logging.INFO: LogLevel.info,
+            logging.WARNING: LogLevel.warn,
+        }.get(record.levelno, LogLevel.error)
+        self._log.emit(level, "{logger}: {message}", logger=record.name,
+                       message=record.getMessage())
+

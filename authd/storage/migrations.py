@@ -1,0 +1,76 @@
+"""Versioned schema: an ordered list of steps, applied in one transaction by
+`SqlStore.open`, each recorded in `schema_version`.
+
+Rules for adding a step: append `Step(N + 1, ...)` and never edit a released step.
+Step 1 creates the tables as `schema.py` describes them; the first later step that
+changes a table must change `schema.py` too, and pin step 1 to a frozen copy of the
+version-1 tables so old databases and fresh ones end up identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, inspect, select
+
+from authd.core.errors import StoreUnavailable
+from authd.storage import schema
+
+
+@dataclass(frozen=True)
+class Step:
+    """One schema change. `apply` runs inside the caller's write transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _v1_initial(conn: Connection) -> None:
+    schema.metadata.create_all(conn)
+
+
+STEPS: tuple[Step, ...] = (
+    Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
+)
+
+
+def current_version(conn: Connection) -> int:
+    """0 for an empty database."""
+    if not inspect(conn).has_table(schema.schema_version.name):
+        return 0
+    found = conn.execute(
+        select(schema.schema_version.c.version)
+        .order_by(schema.schema_version.c.version.desc())
+        .limit(1)
+    ).scalar()
+    return int(found or 0)
+
+
+def upgrade(conn: Connection, now: float, steps: Sequence[Step] = STEPS) -> list[int]:
+    """Apply the steps the database lacks; returns the versions applied.
+
+    The caller holds the write lock (SQLite BEGIN IMMEDIATE, PostgreSQL advisory lock),
+    so two processes starting at once apply each step exactly once. A database newer
+    than this code is refused rather than guessed at (fail closed).
+    """
+    for i, step in enumerate(steps, start=1):
+        if step.version != i:
+            raise ValueError(f"migration steps must be numbered 1..N in order, got {step.version}")
+    have = current_version(conn)
+    latest = len(steps)
+    if have > latest:
+        raise StoreUnavailable(
+            f"database schema version {have} is newer than this authd knows ({latest})"
+        )
+    applied = []
+    for step in steps[have:]:
+        step.apply(conn)
+        conn.execute(
+            insert(schema.schema_version).values(
+                version=step.version, description=step.description, applied_at=now
+            )
+        )
+        applied.append(step.version)
+    return applied

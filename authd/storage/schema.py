@@ -1,0 +1,122 @@
+"""The tables, as SQLAlchemy Core metadata: what `storage/sql.py` queries and what
+migration step 1 creates.
+
+Times are seconds since the epoch (double precision). Names and serials compare
+case-sensitively on both backends (SQLite BINARY collation, PostgreSQL text equality).
+`locked_until` holds `LOCKED_FOREVER` for "until an operator unlocks" so that one
+numeric comparison serves both timed and permanent locks.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+)
+
+# Far beyond any real deadline (year ~33658), still exact in a double; read back as math.inf.
+LOCKED_FOREVER = 1.0e12
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("source", Text, nullable=False, server_default="local"),
+    Column("password_hash", Text),
+    Column("pin_hash", Text),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("locked_until", Float),
+    Column("email", Text, nullable=False, server_default=""),
+    Column("phone", Text, nullable=False, server_default=""),
+    Column("first_name", Text, nullable=False, server_default=""),
+    Column("last_name", Text, nullable=False, server_default=""),
+    Column("groups", Text, nullable=False, server_default="[]"),  # JSON list of names
+    Column("last_attempt_at", Float),
+    Column("last_attempt_source", Text),
+    Column("last_attempt_client", Text),
+    Column("last_success_at", Float),
+    Column("last_success_source", Text),
+    Column("last_success_client", Text),
+    Column("created_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("serial", Text, primary_key=True),
+    # NULL: an imported hardware token not yet assigned.
+    Column("user", Text, ForeignKey("users.name", ondelete="CASCADE")),
+    Column("type", String(8), nullable=False),
+    Column("algorithm", String(8), nullable=False),
+    Column("digits", Integer, nullable=False),
+    Column("period", Integer, nullable=False),
+    Column("counter", BigInteger, nullable=False),
+    Column("last_step", BigInteger, nullable=False),
+    Column("drift", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("seed_enc", Text, nullable=False),  # Keyring blob, aad = serial
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Index("ix_tokens_user", "user"),
+)
+
+backup_codes = Table(
+    "backup_codes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", Text, ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    Column("hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_backup_codes_user_hash", "user", "hash"),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("state_hash", Text, primary_key=True),
+    Column("user", Text, nullable=False),
+    Column("client", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("data", Text, nullable=False, server_default=""),
+    Index("ix_challenges_expires_at", "expires_at"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", Float, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("result", Text, nullable=False),
+    Column("user", Text, nullable=False, server_default=""),
+    Column("client", Text, nullable=False, server_default=""),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default=""),
+    Index("ix_audit_user_id", "user", "id"),
+    Index("ix_audit_at", "at"),
+)

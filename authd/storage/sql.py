@@ -1,0 +1,853 @@
+"""`SqlStore`: the `Store` Protocol on SQLite (embedded, WAL) and PostgreSQL (shared by
+several nodes), with SQLAlchemy Core.
+
+Every method is blocking and thread-safe (one engine, a bounded connection pool) and
+returns plain dataclasses. The exact operations (failures, TOTP steps, HOTP counters,
+backup codes, challenge states) are single conditional statements, so they stay exact
+across threads, processes and nodes without any lock in RAM. SQLite write transactions
+start with BEGIN IMMEDIATE: concurrent writers queue on the busy timeout instead of
+failing with "database is locked" on lock upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    and_,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from authd.auth.interfaces import Challenge, LockState, Store, UserOverview
+from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
+from authd.core.model import (
+    Algorithm,
+    AuditEvent,
+    LastSeen,
+    Token,
+    TokenStatus,
+    TokenType,
+    User,
+)
+from authd.crypto import Keyring
+from authd.storage import migrations
+from authd.storage.schema import (
+    LOCKED_FOREVER,
+    audit,
+    backup_codes,
+    challenges,
+    tokens,
+    users,
+)
+
+# Serialises schema upgrades of nodes starting at once on one PostgreSQL ("authd" in ASCII).
+_PG_MIGRATION_LOCK = 0x61757468_64
+_SQLITE_BUSY_MS = 30_000
+
+_U = users.c
+_T = tokens.c
+_ACTIVE = TokenStatus.ACTIVE.value
+
+# Column positions, so one joined row decodes into a user and a token without labels.
+_UCOLS = tuple(users.c)
+_TCOLS = tuple(tokens.c)
+_UI = {c.name: i for i, c in enumerate(_UCOLS)}
+_TI = {c.name: i for i, c in enumerate(_TCOLS)}
+
+# ------------------------------------------------------------------ prebuilt statements
+# Built once: SQLAlchemy's compiled cache then makes each call a dict lookup + execute.
+_GET_USER = select(*_UCOLS).where(_U.name == bindparam("p_name"))
+_GET_USER_WITH_TOKENS = (
+    select(*_UCOLS, *_TCOLS)
+    .select_from(users.outerjoin(tokens, _T.user == _U.name))
+    .where(_U.name == bindparam("p_name"))
+    .order_by(_T.serial)
+)
+_GET_TOKEN = select(*_TCOLS).where(_T.serial == bindparam("p_serial"))
+_LIST_TOKENS_OF = select(*_TCOLS).where(_T.user == bindparam("p_user")).order_by(_T.serial)
+_LIST_TOKENS_ALL = select(*_TCOLS).order_by(_T.serial)
+
+
+def _record_failure_stmt() -> Any:
+    """RETURNING failures, locked_until after one atomic update (see `record_failure`)."""
+    now: Any = bindparam("p_now")
+    lu = _U.locked_until
+    locked = and_(lu.is_not(None), lu > now)
+    expired = and_(lu.is_not(None), lu <= now)
+    new_failures = case((expired, literal(1)), else_=_U.failures + 1)
+    return (
+        update(users)
+        .where(_U.name == bindparam("p_name"))
+        .values(
+            failures=new_failures,
+            locked_until=case(
+                (locked, lu),  # already locked: count, but never extend the deadline
+                (new_failures >= bindparam("p_max"), bindparam("p_deadline")),
+                else_=null(),
+            ),
+        )
+        .returning(_U.failures, _U.locked_until)
+    )
+
+
+_RECORD_FAILURE = _record_failure_stmt()
+_RECORD_ATTEMPT = (
+    update(users)
+    .where(_U.name == bindparam("p_name"))
+    .values(
+        last_attempt_at=bindparam("p_at"),
+        last_attempt_source=bindparam("p_source"),
+        last_attempt_client=bindparam("p_client"),
+    )
+)
+_RECORD_SUCCESS = (
+    update(users)
+    .where(_U.name == bindparam("p_name"))
+    .values(
+        last_attempt_at=bindparam("p_at"),
+        last_attempt_source=bindparam("p_source"),
+        last_attempt_client=bindparam("p_client"),
+        last_success_at=bindparam("p_at"),
+        last_success_source=bindparam("p_source"),
+        last_success_client=bindparam("p_client"),
+        failures=0,
+        # core.lockout.after_success: (0, None). An expired deadline is cleared; a lock
+        # still running stays (fail closed, should another node have locked meanwhile).
+        locked_until=case((_U.locked_until <= bindparam("p_at"), null()), else_=_U.locked_until),
+    )
+)
+# RFC 6238 §5.2: one step is accepted once; a step at or before the last one is a replay.
+_ACCEPT_TOTP = (
+    update(tokens)
+    .where(
+        _T.serial == bindparam("p_serial"), _T.last_step < bindparam("p_step"), _T.status == _ACTIVE
+    )
+    .values(last_step=bindparam("p_step"), drift=bindparam("p_drift"))
+)
+# RFC 4226 §7.2: the counter moves past the accepted value; an older value never matches.
+_ACCEPT_HOTP = (
+    update(tokens)
+    .where(
+        _T.serial == bindparam("p_serial"),
+        _T.counter <= bindparam("p_counter"),
+        _T.status == _ACTIVE,
+    )
+    .values(counter=bindparam("p_counter") + 1)
+)
+_CONSUME_CODE = delete(backup_codes).where(
+    backup_codes.c.user == bindparam("p_user"), backup_codes.c.hash == bindparam("p_hash")
+)
+_TAKE_CHALLENGE = (
+    delete(challenges)
+    .where(
+        challenges.c.state_hash == bindparam("p_hash"), challenges.c.expires_at > bindparam("p_now")
+    )
+    .returning(challenges.c.user, challenges.c.client, challenges.c.expires_at, challenges.c.data)
+)
+_PURGE_CHALLENGES = delete(challenges).where(challenges.c.expires_at <= bindparam("p_now"))
+# PostgreSQL: skip rows another purge holds, so two purges never wait on (or deadlock
+# with) each other; whatever one skips, a later purge removes.
+_PURGE_CHALLENGES_PG = delete(challenges).where(
+    challenges.c.state_hash.in_(
+        select(challenges.c.state_hash)
+        .where(challenges.c.expires_at <= bindparam("p_now"))
+        .limit(500)
+        .with_for_update(skip_locked=True)
+    )
+)
+_APPEND_AUDIT = insert(audit).values(
+    at=bindparam("p_at"),
+    actor=bindparam("p_actor"),
+    action=bindparam("p_action"),
+    result=bindparam("p_result"),
+    user=bindparam("p_user"),
+    client=bindparam("p_client"),
+    source=bindparam("p_source"),
+    reason=bindparam("p_reason"),
+    detail=bindparam("p_detail"),
+)
+
+
+def _glob_escape(pattern: str) -> str:
+    """`*` stays a wildcard; GLOB's other metacharacters become literals via [x]."""
+    return "".join(f"[{ch}]" if ch in "?[" else ch for ch in pattern)
+
+
+def _like_escape(pattern: str) -> str:
+    """`*` becomes `%`; literal `%`, `_` and the escape char are escaped with `\\`."""
+    out = []
+    for ch in pattern:
+        if ch in "\\%_":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _from_db_deadline(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return math.inf if value >= LOCKED_FOREVER else float(value)
+
+
+def _to_db_deadline(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return LOCKED_FOREVER if value >= LOCKED_FOREVER else float(value)
+
+
+def _last_seen(at: float | None, source: str | None, client: str | None) -> LastSeen | None:
+    if at is None:
+        return None
+    return LastSeen(at=at, source=source or "", client=client or "")
+
+
+def _user_from(r: Sequence[Any], o: int = 0) -> User:
+    """Decode a users row (columns in table order, starting at offset `o`)."""
+    return User(
+        name=r[o + _UI["name"]],
+        source=r[o + _UI["source"]],
+        password_hash=r[o + _UI["password_hash"]],
+        pin_hash=r[o + _UI["pin_hash"]],
+        disabled=bool(r[o + _UI["disabled"]]),
+        failures=r[o + _UI["failures"]],
+        locked_until=_from_db_deadline(r[o + _UI["locked_until"]]),
+        email=r[o + _UI["email"]],
+        phone=r[o + _UI["phone"]],
+        first_name=r[o + _UI["first_name"]],
+        last_name=r[o + _UI["last_name"]],
+        groups=tuple(json.loads(r[o + _UI["groups"]])),
+        last_attempt=_last_seen(
+            r[o + _UI["last_attempt_at"]],
+            r[o + _UI["last_attempt_source"]],
+            r[o + _UI["last_attempt_client"]],
+        ),
+        last_success=_last_seen(
+            r[o + _UI["last_success_at"]],
+            r[o + _UI["last_success_source"]],
+            r[o + _UI["last_success_client"]],
+        ),
+        created_at=r[o + _UI["created_at"]],
+    )
+
+
+def _user_values(user: User) -> dict[str, Any]:
+    la, ls = user.last_attempt, user.last_success
+    return {
+        "name": user.name,
+        "source": user.source,
+        "password_hash": user.password_hash,
+        "pin_hash": user.pin_hash,
+        "disabled": user.disabled,
+        "failures": user.failures,
+        "locked_until": _to_db_deadline(user.locked_until),
+        "email": user.email,
+        "phone": user.phone,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "groups": json.dumps(list(user.groups)),
+        "last_attempt_at": la.at if la else None,
+        "last_attempt_source": la.source if la else None,
+        "last_attempt_client": la.client if la else None,
+        "last_success_at": ls.at if ls else None,
+        "last_success_source": ls.source if ls else None,
+        "last_success_client": ls.client if ls else None,
+        "created_at": user.created_at,
+    }
+
+
+def _audit_from(r: Row[Any]) -> AuditEvent:
+    return AuditEvent(
+        at=r.at,
+        actor=r.actor,
+        action=r.action,
+        result=r.result,
+        user=r.user,
+        client=r.client,
+        source=r.source,
+        reason=r.reason,
+        detail=r.detail,
+        id=r.id,
+    )
+
+
+def _sqlite_path(database: str | None) -> str:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise InvalidInput(
+            "store.url: SQLite needs a file path (sqlite:///PATH); "
+            "an in-memory database would not be shared between threads"
+        )
+    return os.path.abspath(database)
+
+
+def _prepare_sqlite_file(path: str) -> None:
+    """Directory 0700 when we create it; the database file 0600 (SQLite gives its -wal
+    and -shm files the same mode)."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StoreUnavailable(f"{path}: cannot create the database file: {e.strerror}") from None
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Take transaction control away from the sqlite3 module: we send BEGIN ourselves.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
+        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def _raise_unavailable(e: DBAPIError | PoolTimeout) -> NoReturn:
+    """Integrity errors are the caller's to interpret (AlreadyExists, NotFound); any
+    other database failure means the store cannot answer: fail closed. The message
+    names only the error class (the engine hides parameters from the cause, too)."""
+    if isinstance(e, IntegrityError):
+        raise e
+    kind = type(e.orig).__name__ if isinstance(e, DBAPIError) else "pool exhausted"
+    raise StoreUnavailable(f"database error: {kind}") from e
+
+
+class SqlStore:
+    """The SQL implementation of `authd.auth.interfaces.Store`. Build with `open`."""
+
+    def __init__(self, engine: Engine, keyring: Keyring) -> None:
+        self._engine = engine
+        self._keyring = keyring
+        self._dialect = engine.dialect.name
+        self._sqlite = self._dialect == "sqlite"
+        self._insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
+        # PostgreSQL reads skip BEGIN/ROLLBACK round trips: each read is one statement.
+        self._reader = (
+            engine if self._sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        keyring: Keyring,
+        *,
+        pool_size: int = 4,
+        steps: Sequence[migrations.Step] = migrations.STEPS,
+    ) -> SqlStore:
+        """Connect, create or upgrade the schema, return a ready store.
+
+        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). `steps` is for tests of
+        the migration machinery; production always uses the default.
+        """
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise InvalidInput("store.url: not a database URL") from None  # may hold a password
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            path = _sqlite_path(parsed.database)
+            _prepare_sqlite_file(path)
+            engine = create_engine(
+                parsed.set(drivername="sqlite+pysqlite", database=path),
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=60,
+                hide_parameters=True,
+                connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000},
+            )
+            # A pool event, not an engine one: engine events slow down every execute.
+            event.listen(engine, "connect", _sqlite_on_connect)
+        elif backend in ("postgresql", "postgres"):
+            engine = create_engine(
+                parsed.set(drivername="postgresql+psycopg"),
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=60,
+                pool_recycle=3600,
+                hide_parameters=True,  # parameters hold hashes and ciphertexts
+            )
+        else:
+            raise InvalidInput(
+                f"store.url: unsupported database {backend!r} "
+                "(use sqlite:///PATH or postgresql://...)"
+            )
+        store = cls(engine, keyring)
+        try:
+            with store._write() as conn:
+                if store._dialect == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
+                    )
+                migrations.upgrade(conn, time.time(), steps)
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
+        try:
+            with self._engine.begin() as conn:
+                if self._sqlite:
+                    # Take the write lock up front so concurrent writers queue on the busy
+                    # timeout instead of deadlocking on a read->write lock upgrade. Sent on
+                    # the driver connection: the sqlite3 module is in manual mode (see
+                    # _sqlite_on_connect), and this skips SQLAlchemy's per-statement cost.
+                    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                yield conn
+        except (DBAPIError, PoolTimeout) as e:
+            _raise_unavailable(e)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            # Reads are single statements in autocommit: WAL gives each a consistent
+            # snapshot without taking any lock a writer would wait for.
+            with self._reader.connect() as conn:
+                yield conn
+        except (DBAPIError, PoolTimeout) as e:
+            _raise_unavailable(e)
+
+    def _token_from(self, r: Sequence[Any], o: int = 0) -> Token:
+        serial = r[o + _TI["serial"]]
+        return Token(
+            serial=serial,
+            type=TokenType(r[o + _TI["type"]]),
+            seed=self._keyring.decrypt(r[o + _TI["seed_enc"]], serial.encode()),
+            user=r[o + _TI["user"]],
+            algorithm=Algorithm(r[o + _TI["algorithm"]]),
+            digits=r[o + _TI["digits"]],
+            period=r[o + _TI["period"]],
+            counter=r[o + _TI["counter"]],
+            last_step=r[o + _TI["last_step"]],
+            drift=r[o + _TI["drift"]],
+            status=TokenStatus(r[o + _TI["status"]]),
+            description=r[o + _TI["description"]],
+            created_at=r[o + _TI["created_at"]],
+        )
+
+    # ------------------------------------------------------------------ users
+    def get_user(self, name: str) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(_GET_USER, {"p_name": name}).first()
+        return None if row is None else _user_from(row)
+
+    def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]:
+        """The user and all their tokens (any status) in one round trip; (None, []) when
+        the user does not exist. The hot path of every decision."""
+        with self._read() as conn:
+            rows = conn.execute(_GET_USER_WITH_TOKENS, {"p_name": name}).all()
+        if not rows:
+            return None, []
+        off = len(_UCOLS)
+        toks = [self._token_from(r, off) for r in rows if r[off + _TI["serial"]] is not None]
+        return _user_from(rows[0]), toks
+
+    def add_user(self, user: User) -> None:
+        """Raises AlreadyExists when the name is taken (names are case-sensitive)."""
+        try:
+            with self._write() as conn:
+                conn.execute(insert(users).values(**_user_values(user)))
+        except IntegrityError:
+            raise AlreadyExists(f"user {user.name!r} already exists") from None
+
+    def ensure_user(
+        self,
+        name: str,
+        source: str,
+        now: float,
+        profile: Mapping[str, str] | None = None,
+        groups: Sequence[str] = (),
+    ) -> User:
+        """The user, created on first sight. An existing row is returned unchanged; two
+        nodes creating the same user at once both get the one row (ON CONFLICT)."""
+        found = self.get_user(name)  # the common case needs no write lock
+        if found is not None:
+            return found
+        profile = profile or {}
+        values = {
+            "name": name,
+            "source": source,
+            "created_at": now,
+            "groups": json.dumps(list(groups)),
+            **{
+                k: str(profile[k])
+                for k in ("email", "phone", "first_name", "last_name")
+                if profile.get(k)
+            },
+        }
+        stmt = self._insert(users).values(**values).on_conflict_do_nothing(index_elements=[_U.name])
+        with self._write() as conn:
+            conn.execute(stmt)
+            row = conn.execute(_GET_USER, {"p_name": name}).first()
+        if row is None:  # pragma: no cover - the row was just inserted or already there
+            raise StoreUnavailable("user row vanished during ensure_user")
+        return _user_from(row)
+
+    def list_users(
+        self, pattern: str | None = None, limit: int | None = None
+    ) -> list[UserOverview]:
+        """Users whose name matches `pattern` (`*` wildcard, case-sensitive on both
+        backends), in byte order, each with its active-token count and `registered`: any
+        token (whatever its status), backup codes or a PIN. One query."""
+        active = (
+            select(func.count())
+            .select_from(tokens)
+            .where(_T.user == _U.name, _T.status == _ACTIVE)
+            .scalar_subquery()
+        )
+        registered = or_(
+            _U.pin_hash.is_not(None),
+            exists().where(_T.user == _U.name),
+            exists().where(backup_codes.c.user == _U.name),
+        )
+        stmt = select(*_UCOLS, active.label("active_tokens"), registered.label("registered"))
+        if pattern is not None and pattern != "*":
+            if self._dialect == "sqlite":
+                stmt = stmt.where(_U.name.op("GLOB")(_glob_escape(pattern)))  # LIKE ignores case
+            else:
+                stmt = stmt.where(_U.name.like(_like_escape(pattern), escape="\\"))
+        # Byte order on both backends (PostgreSQL would otherwise sort by the db locale).
+        stmt = stmt.order_by(_U.name if self._dialect == "sqlite" else _U.name.collate("C"))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        n = len(_UCOLS)
+        return [
+            UserOverview(user=_user_from(r), active_tokens=int(r[n]), registered=bool(r[n + 1]))
+            for r in rows
+        ]
+
+    def _update_user(self, name: str, **values: Any) -> bool:
+        with self._write() as conn:
+            return conn.execute(update(users).where(_U.name == name).values(**values)).rowcount == 1
+
+    def set_password_hash(self, name: str, password_hash: str | None) -> bool:
+        return self._update_user(name, password_hash=password_hash)
+
+    def set_disabled(self, name: str, disabled: bool) -> bool:
+        return self._update_user(name, disabled=disabled)
+
+    def set_pin_hash(self, name: str, pin_hash: str | None) -> bool:
+        return self._update_user(name, pin_hash=pin_hash)
+
+    def unlock_user(self, name: str) -> bool:
+        return self._update_user(name, failures=0, locked_until=None)
+
+    def reset_user(self, name: str) -> bool:
+        """Drop the OTP registration (tokens, backup codes, PIN) in one transaction.
+        Lock state is left alone: `unlock_user` is its own decision."""
+        with self._write() as conn:
+            conn.execute(delete(tokens).where(_T.user == name))
+            conn.execute(delete(backup_codes).where(backup_codes.c.user == name))
+            return (
+                conn.execute(update(users).where(_U.name == name).values(pin_hash=None)).rowcount
+                == 1
+            )
+
+    def record_failure(
+        self, name: str, now: float, max_attempts: int, lock_seconds: float | None
+    ) -> LockState:
+        """Count one failure in ONE statement and lock when the count reaches
+        `max_attempts` (`lock_seconds` None: until an operator unlocks).
+
+        - while locked, the counter still moves but the deadline is never extended
+          (a locked-out attacker cannot keep the real user out forever);
+        - after a timed lock has expired, counting restarts at 1 and the stale
+          deadline is cleared (auto-unlock grants a fresh set of attempts);
+        - an unknown user has nothing to count: LockState(0, None).
+        """
+        deadline = LOCKED_FOREVER if lock_seconds is None else now + lock_seconds
+        with self._write() as conn:
+            row = conn.execute(
+                _RECORD_FAILURE,
+                {"p_name": name, "p_now": now, "p_max": max_attempts, "p_deadline": deadline},
+            ).first()
+        if row is None:
+            return LockState(failures=0, locked_until=None)
+        return LockState(failures=row[0], locked_until=_from_db_deadline(row[1]))
+
+    def record_attempt(
+        self, name: str, now: float, source: str, client: str, success: bool
+    ) -> None:
+        """Remember the last attempt (and success). Success zeroes the failure count and
+        clears an expired lock, but never a running one: a locked user should not reach
+        success, and if a race with another node gets here anyway, the lock holds."""
+        params = {"p_name": name, "p_at": now, "p_source": source, "p_client": client}
+        with self._write() as conn:
+            conn.execute(_RECORD_SUCCESS if success else _RECORD_ATTEMPT, params)
+
+    # ------------------------------------------------------------------ tokens
+    def add_token(self, token: Token) -> None:
+        """Store a token, its seed encrypted and bound to its serial. Raises
+        AlreadyExists for a taken serial, NotFound when the user does not exist."""
+        values = {
+            "serial": token.serial,
+            "user": token.user,
+            "type": token.type.value,
+            "algorithm": token.algorithm.value,
+            "digits": token.digits,
+            "period": token.period,
+            "counter": token.counter,
+            "last_step": token.last_step,
+            "drift": token.drift,
+            "status": token.status.value,
+            "seed_enc": self._keyring.encrypt(token.seed, token.serial.encode()),
+            "description": token.description,
+            "created_at": token.created_at,
+        }
+        try:
+            with self._write() as conn:
+                conn.execute(insert(tokens).values(**values))
+        except IntegrityError:
+            with self._read() as conn:
+                taken = conn.execute(select(_T.serial).where(_T.serial == token.serial)).first()
+            if taken is not None:
+                raise AlreadyExists(f"token {token.serial!r} already exists") from None
+            raise NotFound(f"user {token.user!r} does not exist") from None
+
+    def get_token(self, serial: str) -> Token | None:
+        with self._read() as conn:
+            row = conn.execute(_GET_TOKEN, {"p_serial": serial}).first()
+        return None if row is None else self._token_from(row)
+
+    def list_tokens(self, user: str | None = None) -> list[Token]:
+        """The user's tokens (every status), or every token when `user` is None."""
+        with self._read() as conn:
+            if user is None:
+                rows = conn.execute(_LIST_TOKENS_ALL).all()
+            else:
+                rows = conn.execute(_LIST_TOKENS_OF, {"p_user": user}).all()
+        return [self._token_from(r) for r in rows]
+
+    def _update_token(self, serial: str, **values: Any) -> bool:
+        with self._write() as conn:
+            return (
+                conn.execute(update(tokens).where(_T.serial == serial).values(**values)).rowcount
+                == 1
+            )
+
+    def set_token_status(self, serial: str, status: TokenStatus) -> bool:
+        return self._update_token(serial, status=TokenStatus(status).value)
+
+    def assign_token(self, serial: str, user: str | None) -> bool:
+        """Give the token to `user` (None: unassign). NotFound when the user does not exist."""
+        try:
+            return self._update_token(serial, user=user)
+        except IntegrityError:
+            raise NotFound(f"user {user!r} does not exist") from None
+
+    def accept_totp_step(self, serial: str, step: int, drift: int) -> bool:
+        """Compare-and-set: True for exactly one caller per (token, step) and only for a
+        step later than every step accepted before, on an active token."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    _ACCEPT_TOTP, {"p_serial": serial, "p_step": step, "p_drift": drift}
+                ).rowcount
+                == 1
+            )
+
+    def accept_hotp_counter(self, serial: str, counter: int) -> bool:
+        """Compare-and-set: the counter becomes `counter + 1` if it was <= `counter`."""
+        with self._write() as conn:
+            return (
+                conn.execute(_ACCEPT_HOTP, {"p_serial": serial, "p_counter": counter}).rowcount == 1
+            )
+
+    def resync_token(
+        self,
+        serial: str,
+        *,
+        counter: int | None = None,
+        last_step: int | None = None,
+        drift: int | None = None,
+    ) -> bool:
+        """Operator re-alignment: sets the given fields unconditionally."""
+        values = {
+            k: v
+            for k, v in (("counter", counter), ("last_step", last_step), ("drift", drift))
+            if v is not None
+        }
+        if not values:
+            return self.get_token(serial) is not None
+        return self._update_token(serial, **values)
+
+    # ------------------------------------------------------------------ backup codes
+    def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:
+        """The new set replaces the old one atomically (older codes stop working)."""
+        try:
+            with self._write() as conn:
+                conn.execute(delete(backup_codes).where(backup_codes.c.user == user))
+                if code_hashes:
+                    conn.execute(
+                        insert(backup_codes),
+                        [{"user": user, "hash": h, "created_at": now} for h in code_hashes],
+                    )
+        except IntegrityError:
+            raise NotFound(f"user {user!r} does not exist") from None
+
+    def consume_backup_code(self, user: str, code_hash: str) -> bool:
+        """Single use: the DELETE succeeds for exactly one caller."""
+        with self._write() as conn:
+            return conn.execute(_CONSUME_CODE, {"p_user": user, "p_hash": code_hash}).rowcount > 0
+
+    def backup_codes_left(self, user: str) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(backup_codes)
+                    .where(backup_codes.c.user == user)
+                ).scalar_one()
+            )
+
+    # ------------------------------------------------------------------ challenges
+    def put_challenge(self, state_hash: str, challenge: Challenge) -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(challenges).values(
+                    state_hash=state_hash,
+                    user=challenge.user,
+                    client=challenge.client,
+                    expires_at=challenge.expires_at,
+                    data=challenge.data,
+                )
+            )
+
+    def take_challenge(self, state_hash: str, now: float) -> Challenge | None:
+        """Single use: DELETE ... RETURNING gives the state to one caller, and only before
+        it expires. Expired states are purged here, so the table stays small."""
+        with self._write() as conn:
+            row = conn.execute(_TAKE_CHALLENGE, {"p_hash": state_hash, "p_now": now}).first()
+            conn.execute(
+                _PURGE_CHALLENGES if self._sqlite else _PURGE_CHALLENGES_PG, {"p_now": now}
+            )
+        if row is None:
+            return None
+        return Challenge(user=row[0], client=row[1], expires_at=row[2], data=row[3])
+
+    # ------------------------------------------------------------------ audit
+    def append_audit(self, event: AuditEvent) -> None:
+        """Append-only: the store offers no way to change or remove an audit row."""
+        with self._write() as conn:
+            conn.execute(
+                _APPEND_AUDIT,
+                {
+                    "p_at": event.at,
+                    "p_actor": event.actor,
+                    "p_action": event.action,
+                    "p_result": event.result,
+                    "p_user": event.user,
+                    "p_client": event.client,
+                    "p_source": event.source,
+                    "p_reason": event.reason,
+                    "p_detail": event.detail,
+                },
+            )
+
+    def query_audit(
+        self,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[AuditEvent]:
+        """Newest first. Page on with `before_id` = the smallest id of the last page."""
+        stmt = select(audit)
+        if user is not None:
+            stmt = stmt.where(audit.c.user == user)
+        if since is not None:
+            stmt = stmt.where(audit.c.at >= since)
+        if before_id is not None:
+            stmt = stmt.where(audit.c.id < before_id)
+        stmt = stmt.order_by(audit.c.id.desc()).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [_audit_from(r) for r in rows]
+
+    # ------------------------------------------------------------------ keys, health
+    def rotate_key(self) -> int:
+        """New current data key (written to the key file first), then every seed is
+        re-encrypted under it in one transaction. Until that commits, rows under the
+        old key stay readable because each blob names its key. Returns rows rewritten."""
+        new_id = self._keyring.rotate()
+        prefix = f"v1:{new_id}:"
+        sel = select(_T.serial, _T.seed_enc)
+        if self._dialect == "postgresql":
+            sel = sel.with_for_update()
+        with self._write() as conn:
+            rows = conn.execute(sel).all()
+            changes = [
+                {
+                    "p_serial": serial,
+                    "p_seed": self._keyring.encrypt(
+                        self._keyring.decrypt(blob, serial.encode()), serial.encode()
+                    ),
+                }
+                for serial, blob in rows
+                if not blob.startswith(prefix)
+            ]
+            if changes:
+                conn.execute(
+                    update(tokens)
+                    .where(_T.serial == bindparam("p_serial"))
+                    .values(seed_enc=bindparam("p_seed")),
+                    changes,
+                )
+        return len(changes)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self._read() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+if TYPE_CHECKING:
+    # mypy proves SqlStore implements the Store Protocol exactly (names and signatures).
+    def _implements_store(s: SqlStore) -> Store:
+        return s

@@ -1,0 +1,141 @@
+"""Schema versioning: fresh databases get every step, old ones are upgraded in place."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from authd.core.errors import StoreUnavailable
+from authd.core.model import Token, TokenType, User
+from authd.crypto import Keyring
+from authd.storage import migrations
+from authd.storage.sql import SqlStore
+
+NOW = 1_767_225_600.0
+
+
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def _versions(url: str) -> list[int]:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.text("SELECT version FROM schema_version ORDER BY version")
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
+def _v2_add_nickname(conn: Connection) -> None:
+    """A test-only step: a column with a default, the commonest real change."""
+    conn.execute(sa.text("ALTER TABLE users ADD COLUMN nickname TEXT NOT NULL DEFAULT 'n/a'"))
+    conn.execute(sa.text("CREATE TABLE notes (user_name TEXT NOT NULL, body TEXT)"))
+
+
+V2_STEPS = (*migrations.STEPS, migrations.Step(2, "test: nickname and notes", _v2_add_nickname))
+
+
+def test_fresh_database_is_at_the_latest_version(store_url: str, keyring: Keyring) -> None:
+    """Opening an empty database applies every step once and records each version."""
+    SqlStore.open(store_url, keyring).close()
+    assert _versions(store_url) == [s.version for s in migrations.STEPS]
+    SqlStore.open(store_url, keyring).close()  # reopening applies nothing more
+    assert _versions(store_url) == [s.version for s in migrations.STEPS]
+
+
+def test_upgrade_in_place_keeps_the_data(store_url: str, keyring: Keyring) -> None:
+    """A version-1 database with data, opened by code that knows step 2, is upgraded
+    in place: the new column appears with its default and every old row survives."""
+    v1 = SqlStore.open(store_url, keyring)
+    v1.add_user(User(name="alice", email="a@example.org", failures=2))
+    v1.add_token(Token(serial="T1", type=TokenType.TOTP, seed=b"seed", user="alice"))
+    v1.replace_backup_codes("alice", ["h1"], NOW)
+    v1.close()
+    assert _versions(store_url) == [1]
+
+    v2 = SqlStore.open(store_url, keyring, steps=V2_STEPS)
+    try:
+        assert _versions(store_url) == [1, 2]
+        u = v2.get_user("alice")
+        assert u is not None and (u.email, u.failures) == ("a@example.org", 2)
+        assert v2.get_token("T1").seed == b"seed"  # type: ignore[union-attr]
+        assert v2.backup_codes_left("alice") == 1
+        engine = _engine(store_url)
+        try:
+            with engine.connect() as conn:
+                assert (
+                    conn.execute(
+                        sa.text("SELECT nickname FROM users WHERE name='alice'")
+                    ).scalar_one()
+                    == "n/a"
+                )
+                assert conn.execute(sa.text("SELECT count(*) FROM notes")).scalar_one() == 0
+        finally:
+            engine.dispose()
+    finally:
+        v2.close()
+
+
+def test_a_failing_step_leaves_the_database_untouched(store_url: str, keyring: Keyring) -> None:
+    """Steps run in one transaction: a step that fails mid-way rolls back entirely."""
+    SqlStore.open(store_url, keyring).close()
+
+    def broken(conn: Connection) -> None:
+        conn.execute(sa.text("ALTER TABLE users ADD COLUMN half TEXT"))
+        raise RuntimeError("step 2 blew up")
+
+    with pytest.raises(RuntimeError):
+        SqlStore.open(
+            store_url, keyring, steps=(*migrations.STEPS, migrations.Step(2, "broken", broken))
+        )
+    assert _versions(store_url) == [1]
+    engine = _engine(store_url)
+    try:
+        with engine.connect() as conn:
+            cols = {c["name"] for c in sa.inspect(conn).get_columns("users")}
+    finally:
+        engine.dispose()
+    assert "half" not in cols
+
+
+def test_a_newer_database_is_refused(store_url: str, keyring: Keyring) -> None:
+    """Code older than the schema fails closed instead of guessing at unknown columns."""
+    SqlStore.open(store_url, keyring, steps=V2_STEPS).close()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        SqlStore.open(store_url, keyring)
+
+
+def test_steps_must_be_numbered_in_order(store_url: str, keyring: Keyring) -> None:
+    """A gap in step numbers is a programming error caught before touching the schema."""
+    bad = (*migrations.STEPS, migrations.Step(3, "gap", _v2_add_nickname))
+    with pytest.raises(ValueError, match="numbered"):
+        SqlStore.open(store_url, keyring, steps=bad)
+
+
+def test_nodes_starting_together_migrate_once(store_url: str, keyring: Keyring) -> None:
+    """Four stores opening one empty database at once: no error, each step applied once."""
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        barrier.wait(timeout=30)
+        try:
+            SqlStore.open(store_url, keyring, steps=V2_STEPS).close()
+        except BaseException as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert _versions(store_url) == [1, 2]

@@ -1,0 +1,97 @@
+"""SQLite connection settings: WAL, foreign keys, readers never wait for a writer,
+writers queue instead of failing."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
+from authd.core.model import Token, TokenType, User
+from authd.crypto import Keyring
+from authd.storage.sql import SqlStore
+
+NOW = 1_767_225_600.0
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, keyring: Keyring) -> Iterator[tuple[SqlStore, Path]]:
+    """A SQLite store with user alice, and the path of its database file."""
+    db = tmp_path / "authd.db"
+    s = SqlStore.open(f"sqlite:///{db}", keyring)
+    s.add_user(User(name="alice"))
+    yield s, db
+    s.close()
+
+
+def test_database_is_in_wal_mode(sqlite_store: tuple[SqlStore, Path]) -> None:
+    """journal_mode is persisted as WAL, so readers and one writer run side by side."""
+    _, db = sqlite_store
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_foreign_keys_are_enforced(sqlite_store: tuple[SqlStore, Path]) -> None:
+    """SQLite ignores FOREIGN KEY unless asked: a token for a missing user is refused."""
+    store, _ = sqlite_store
+    with pytest.raises(NotFound):
+        store.add_token(Token(serial="T", type=TokenType.TOTP, seed=b"s", user="ghost"))
+
+
+def test_reads_do_not_wait_for_a_writer(sqlite_store: tuple[SqlStore, Path]) -> None:
+    """While another process holds the write lock, reads still answer at once."""
+    store, db = sqlite_store
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        t0 = time.monotonic()
+        assert store.get_user("alice") is not None
+        assert store.list_users("*")
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_writer_queues_behind_another_instead_of_failing(
+    sqlite_store: tuple[SqlStore, Path],
+) -> None:
+    """A write issued while another connection holds the lock waits and then succeeds
+    (busy timeout + BEGIN IMMEDIATE), rather than raising "database is locked"."""
+    store, db = sqlite_store
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    result: list[object] = []
+    writer = threading.Thread(
+        target=lambda: result.append(store.record_failure("alice", NOW, 5, 60))
+    )
+    writer.start()
+    writer.join(timeout=0.3)
+    assert writer.is_alive()  # queued on the lock, not failed
+    other.execute("ROLLBACK")
+    other.close()
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert [getattr(r, "failures", None) for r in result] == [1]
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "mysql://x/y", "not a url", "/var/lib/authd.db"]
+)
+def test_unusable_urls_are_refused(url: str, keyring: Keyring) -> None:
+    """In-memory SQLite (not shared across pool threads) and unknown backends fail early."""
+    with pytest.raises(InvalidInput, match="store.url"):
+        SqlStore.open(url, keyring)
+
+
+def test_uncreatable_database_file_is_store_unavailable(tmp_path: Path, keyring: Keyring) -> None:
+    """A database path under a regular file fails as StoreUnavailable naming the path."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(StoreUnavailable, match="not-a-dir"):
+        SqlStore.open(f"sqlite:///{blocker}/authd.db", keyring)
