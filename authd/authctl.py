@@ -91,7 +91,7 @@ def main(
 
     console = Console(stdin if stdin is not None else sys.stdin, prompt)
     try:
-        with open_admin(config, clock, with_engine=args.command == "test") as ops:
+        with open_admin(config, clock) as ops:
             printed: Printed = run(ops, actor_name(), args, console, clock)
     except UsageError as exc:
         _fail("UsageError", str(exc), as_json, out, err)

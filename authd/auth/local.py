@@ -50,8 +50,15 @@ class LocalUsers:
         self.name = name
         self._store = store
         self._hasher = hasher
-        # Same parameters as real hashes, so a dummy verify costs what a real one does.
-        self._dummy = hasher.hash(secrets.token_urlsafe(24))
+        self._dummy_hash: str | None = None
+
+    @property
+    def _dummy(self) -> str:
+        """A hash with the same parameters as real ones, so a dummy verify costs what a
+        real one does. Made on first use: `authctl` commands that never verify skip it."""
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(24))
+        return self._dummy_hash
 
     def _verify(self, stored: str, password: str) -> bool:
         try:

@@ -89,6 +89,8 @@ PinPosition = Literal["before", "after"]
 class StoreConfig:
     url: str = field(default="sqlite:////var/lib/authd/authd.db", metadata=meta(
         "sqlite:///PATH (embedded) or postgresql://user@host/db (several nodes)"))
+    password: Secret | None = field(default=None, metadata=meta(
+        "PostgreSQL password, kept out of the URL (or password_file)", secret_file=True))
     pool_size: int = field(default=4, metadata=meta("database threads/connections",
                                                     minimum=1, maximum=64))
     token_storage: TokenStorage = field(default="db", metadata=meta(

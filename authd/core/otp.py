@@ -182,8 +182,9 @@ def match_totp(token: Token, code: str, now: float, skew: float) -> TotpMatch | 
 
 def match_hotp(token: Token, code: str, look_ahead: int) -> int | None:
     """The counter c in [token.counter, token.counter + look_ahead] whose code is `code`
-    (the latest, if several): the caller stores c + 1 as the next expected counter, so the
-    counter never moves backward and this code (and every earlier one) is used up."""
+    (the earliest, if several, as RFC 4226 §7.2 walks the window in order: taking a later
+    twin would skip counters the token has not shown yet and refuse its next codes). The
+    caller stores c + 1 as the next expected counter, so the counter never moves back."""
     if not _usable(token, TokenType.HOTP) or not is_code_shaped(code, token.digits):
         return None
     if look_ahead < 0:
@@ -192,8 +193,8 @@ def match_hotp(token: Token, code: str, look_ahead: int) -> int | None:
     gen = _Generator(token.seed, token.digits, token.algorithm)
     best: int | None = None
     for counter, matched in _matches(gen, code, range(start, start + look_ahead + 1)):
-        if matched:
-            best = counter
+        if matched and best is None:
+            best = counter  # no early exit: every candidate costs the same
     return best
 
 

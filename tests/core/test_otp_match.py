@@ -419,3 +419,16 @@ def test_prop_hotp_resync_agrees_with_brute_force(
         assert got >= counter + 1
     if b == a + 1 and a >= 0 and b <= window:
         assert got is not None and got >= counter + b
+
+
+def test_hotp_twin_codes_take_the_earliest_counter() -> None:
+    """When two counters in the look-ahead window show the same code, the earlier one is
+    taken (RFC 4226 §7.2), so the token's next code is still accepted afterwards."""
+    seed = b"12345678901234567890"
+    token = Token(serial="H", type=TokenType.HOTP, seed=seed, digits=1, counter=0)
+    codes = [hotp(seed, c, digits=1) for c in range(12)]
+    first_twin = next(i for i in range(1, 12) if codes[i] in codes[:i])
+    earliest = codes.index(codes[first_twin])
+    assert match_hotp(token, codes[first_twin], look_ahead=11) == earliest
+    advanced = dataclasses.replace(token, counter=earliest + 1)
+    assert match_hotp(advanced, codes[earliest + 1], look_ahead=0) == earliest + 1
