@@ -1,0 +1,167 @@
+"""Composition root: the only place that names concrete classes.
+
+`build_core` opens what both the daemon and `authctl` need (keys, store, first-factor
+chain, engine, operator actions); `build_service` adds the thread pool and listeners.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy.engine import make_url
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from authd.admin import AdminOps
+from authd.auth.engine import Engine
+from authd.auth.interfaces import FirstFactorBackend, Store
+from authd.auth.ldap_primary import LdapBackend
+from authd.auth.local import LocalUsers, hash_password, make_password_hasher
+from authd.auth.threaded import ThreadedEngine
+from authd.config.model import Config, PrimaryBackend, StoreConfig
+from authd.crypto import Keyring
+from authd.metrics import Metrics
+from authd.service import AuthdService
+from authd.storage.ldap_attrs import LdapTokenStore
+from authd.storage.sql import SqlStore
+
+log = Logger()
+
+
+@dataclass
+class Core:
+    """What a decision needs, opened once per process; `close()` releases it."""
+
+    config: Config
+    keyring: Keyring
+    sql: SqlStore
+    store: Store
+    backends: tuple[FirstFactorBackend, ...]
+    engine: Engine
+    admin: AdminOps
+
+    def close(self) -> None:
+        for backend in self.backends:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        self.sql.close()
+
+
+def _backend(cfg: PrimaryBackend, sql: SqlStore, hasher: PasswordHasher,
+             metrics: Metrics | None) -> FirstFactorBackend:
+    if cfg.type == "ldap":
+        if not cfg.verify_certificates:
+            log.warn("LDAP backend {name}: certificate verification is OFF", name=cfg.name)
+        return LdapBackend(cfg, metrics=metrics)
+    return LocalUsers(sql, hasher, name=cfg.name or "local")
+
+
+def _store_url(cfg: StoreConfig) -> str:
+    """store.url with store.password (from password_file) filled in."""
+    if cfg.password is None:
+        return cfg.url
+    url = make_url(cfg.url).set(password=cfg.password.reveal())
+    return url.render_as_string(hide_password=False)
+
+
+def build_core(config: Config, clock: Callable[[], float] = time.time,
+               metrics: Metrics | None = None, *, pool_size: int | None = None) -> Core:
+    """Open keys and store (creating both on first start) and build the engine.
+
+    The daemon and authctl both call this, so `authctl test` decides exactly as the
+    daemon does. Directory connections open lazily, on first use.
+    """
+    keyring = Keyring.load_or_create(config.keys.file)
+    sql = SqlStore.open(_store_url(config.store), keyring,
+                        pool_size=pool_size if pool_size is not None else config.store.pool_size)
+    hasher = make_password_hasher(config.local_users.password_hash)
+    backends = tuple(_backend(b, sql, hasher, metrics) for b in config.primary.backends)
+    store: Store = sql
+    if config.store.token_storage == "ldap":
+        directory = next(b for b in backends if isinstance(b, LdapBackend))
+        store = LdapTokenStore(sql, directory, keyring)
+    if config.primary.failmode == "open":
+        log.warn("primary.failmode is OPEN: an unreachable directory skips the first factor")
+    engine = Engine(config, store, backends, keyring.hash_key)
+    admin = AdminOps(config, store, keyring, clock, engine=engine,
+                     backends=[b for b in backends if not isinstance(b, LocalUsers)],
+                     password_hasher=lambda password: hash_password(hasher, password))
+    return Core(config, keyring, sql, store, backends, engine, admin)
+
+
+class _ListenerAdapter:
+    """Gives every front-end the `reload(Config)` the service calls on SIGHUP."""
+
+    def __init__(self, service: Any, section: Callable[[Config], Any]) -> None:
+        self.service = service
+        self._section = section
+
+    def startService(self) -> None:  # noqa: N802
+        self.service.startService()
+
+    def stopService(self) -> Deferred[None] | None:  # noqa: N802
+        result: Deferred[None] | None = self.service.stopService()
+        return result
+
+    def reload(self, config: Config) -> None:
+        section = self._section(config)
+        if section is None:
+            self.service.reload()  # the worker supervisor forwards SIGHUP as it is
+        else:
+            self.service.reload(section)
+
+
+def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
+                  environ: Mapping[str, str] = os.environ) -> AuthdService:
+    """The whole daemon, not yet started.
+
+    With `radius.workers: N` the main process also supervises N-1 RADIUS-only worker
+    processes sharing the port (SO_REUSEPORT); a worker has no HTTP listener and does
+    not talk to systemd (the main process reports READY once its own sockets bound).
+    """
+    from authd.radius.service import RadiusService
+    from authd.radius.workers import WorkerSupervisor, is_worker
+    from authd.rest.service import HttpService
+
+    worker = is_worker(environ)
+
+    metrics = metrics if metrics is not None else Metrics()
+    core = build_core(config, reactor.seconds, metrics)
+    pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="authd-auth")
+    threaded = ThreadedEngine(core.engine, reactor, pool, metrics)
+
+    def run_blocking(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return deferToThreadPool(reactor, pool, f, *args, **kwargs)
+
+    listeners: list[_ListenerAdapter] = []
+    if config.radius.enabled:
+        radius = RadiusService(config.radius, threaded.authenticate, reactor, metrics)
+        listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
+    if config.radius.enabled and config.radius.workers > 1 and not worker:
+        argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
+        supervisor = WorkerSupervisor(config.radius.workers, argv, reactor, environ)
+        listeners.append(_ListenerAdapter(supervisor, lambda c: None))
+    if config.http.enabled and not worker:
+        http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
+                           threaded.check_ready, reactor, metrics)
+        listeners.append(_ListenerAdapter(http, lambda c: c))
+
+    def on_reload(new: Config) -> None:
+        # Policies and OTP settings take effect for the next request; the store, keys
+        # and first-factor backends stay as opened (changing them needs a restart).
+        core.engine.config = replace(new, store=config.store, keys=config.keys,
+                                     primary=config.primary)
+
+    if worker:
+        return AuthdService(pool, listeners, on_reload, close_store=core.close,
+                            notify=lambda state: None)
+    return AuthdService(pool, listeners, on_reload, close_store=core.close)

@@ -1,0 +1,84 @@
+"""RFC 5080 §2.2.2 duplicate detection: one evaluation per request, however often it is
+retransmitted.
+
+Keyed by (source address, source port, Identifier, Request Authenticator). While a
+request is being decided a duplicate is dropped; once answered, duplicates within the
+window get the byte-identical cached reply. Expiry is a pure function of `now`
+(STYLE pattern 2): no timers, entries are swept lazily in arrival order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+Key = tuple[str, int, int, bytes]
+
+
+class Seen(enum.Enum):
+    NEW = "new"
+    IN_PROGRESS = "in_progress"
+    ANSWERED = "answered"
+
+
+class DuplicateCache:
+    """Bounded cache of requests in progress and replies sent.
+
+    `max_entries` bounds memory under a flood: past it the oldest answered entries are
+    forgotten early (a very late retransmit is then evaluated again, and a used OTP is
+    still refused by the store, so this never turns into a second accept).
+    """
+
+    def __init__(self, window: float, max_entries: int = 200_000) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._replies: dict[Key, bytes | None] = {}  # None: in progress
+        self._expiry: deque[tuple[float, Key]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+    def check(self, key: Key, now: float) -> tuple[Seen, bytes | None]:
+        """Classify a request; NEW marks it in progress (the caller must then call
+        `answered` or `forget`)."""
+        self._sweep(now)
+        try:
+            reply = self._replies[key]
+        except KeyError:
+            self._replies[key] = None
+            return Seen.NEW, None
+        if reply is None:
+            return Seen.IN_PROGRESS, None
+        return Seen.ANSWERED, reply
+
+    def answered(self, key: Key, reply: bytes, now: float) -> None:
+        """Remember the reply sent for `key` until now + window."""
+        if self.window <= 0:
+            self._replies.pop(key, None)
+            return
+        self._replies[key] = reply
+        self._expiry.append((now + self.window, key))
+        if len(self._replies) > self.max_entries:
+            self._evict_oldest()
+
+    def forget(self, key: Key) -> None:
+        """Drop an in-progress entry (the request was not answered: a retransmit may retry)."""
+        if self._replies.get(key, b"") is None:
+            del self._replies[key]
+
+    def _sweep(self, now: float) -> None:
+        exp = self._expiry
+        replies = self._replies
+        while exp and exp[0][0] <= now:
+            _, key = exp.popleft()
+            # An entry re-answered later has a later expiry queued; remove only when
+            # the stored reply is not in progress again.
+            if replies.get(key) is not None:
+                del replies[key]
+
+    def _evict_oldest(self) -> None:
+        exp = self._expiry
+        while exp and len(self._replies) > self.max_entries:
+            _, key = exp.popleft()
+            if self._replies.get(key) is not None:
+                del self._replies[key]

@@ -1,0 +1,413 @@
+"""The RADIUS request path: admit a datagram, hand it to the engine, send the answer.
+
+`screen` is the pure gatekeeper (client by source address, packet rules, Message-
+Authenticator); `RadiusHandler` adds what needs time and the reactor (duplicates,
+the engine's Deferred, the jittered reject delay); `RadiusProtocol` is the thin
+DatagramProtocol that feeds one socket into the shared handler, so a reply leaves
+from the address its request came to.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.python.failure import Failure
+
+from authd.auth.interfaces import AuthRequest, Decision, Outcome
+from authd.metrics import Metrics
+from authd.radius import codec
+from authd.radius.clients import Client, ClientTable
+from authd.radius.dedup import DuplicateCache, Key, Seen
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+Send = Callable[[bytes, Address], None]
+
+CODE_NAMES = {
+    codec.ACCESS_REQUEST: "Access-Request",
+    codec.ACCESS_ACCEPT: "Access-Accept",
+    codec.ACCESS_REJECT: "Access-Reject",
+    codec.ACCESS_CHALLENGE: "Access-Challenge",
+    codec.STATUS_SERVER: "Status-Server",
+}
+# Bounds memory and queueing under a flood; past it new requests are dropped (the
+# client retransmits) rather than queued without end in front of the thread pool.
+MAX_IN_FLIGHT = 10_000
+_SYSTEM_RANDOM = random.SystemRandom()
+
+
+class Authenticate(Protocol):
+    """What the listener needs of the engine (ThreadedEngine.authenticate)."""
+
+    def __call__(self, req: AuthRequest) -> Deferred[Decision]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A datagram that passed every packet rule, with the client it came from."""
+
+    client: Client
+    packet: codec.Packet
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A datagram dropped without reply; `reason` is the metric label."""
+
+    reason: str
+
+
+def screen(data: bytes, ip: str, clients: ClientTable) -> Admitted | Dropped:
+    """Apply the packet rules that need no state: known source, well-formed, a served
+    code, a valid Message-Authenticator where present and where required."""
+    client = clients.match(ip)
+    if client is None:
+        return Dropped("unknown_client")
+    try:
+        packet = codec.decode(data)
+    except codec.DecodeError as exc:
+        return Dropped("malformed_" + exc.reason)
+    if packet.code not in codec.SERVED_CODES:
+        return Dropped("unsupported_code")
+    if packet.ma_offset >= 0:
+        # RFC 3579 §3.2: verified wherever it is present, whatever the client setting.
+        if not codec.verify_message_authenticator(packet, client.secret):
+            return Dropped("bad_message_authenticator")
+    elif packet.code == codec.STATUS_SERVER or client.require_message_authenticator:
+        # RFC 5997 §3: Status-Server without MA is silently discarded; BlastRADIUS
+        # (CVE-2024-3596): Access-Request without MA is dropped unless the client opts out.
+        return Dropped("missing_message_authenticator")
+    return Admitted(client, packet)
+
+
+class BadRequest(ValueError):
+    """An admitted Access-Request whose contents cannot be authenticated (rejected)."""
+
+
+def to_auth_request(packet: codec.Packet, client: Client, ip: str) -> AuthRequest:
+    """The engine's view of an Access-Request; BadRequest when it cannot be one.
+
+    The password is decoded from raw bytes (RFC 2865 §5.2) and must be strict UTF-8
+    without NUL: a lossy decode could make two different byte strings equal.
+    """
+    raw_user = packet.first(codec.USER_NAME)
+    hidden = packet.first(codec.USER_PASSWORD)
+    if raw_user is None or hidden is None:
+        raise BadRequest("User-Name and User-Password are required (PAP only)")
+    try:
+        user = raw_user.decode("utf-8")
+        typed = codec.decode_password(hidden, client.secret, packet.authenticator).decode("utf-8")
+    except (UnicodeDecodeError, codec.DecodeError) as exc:
+        raise BadRequest("undecodable User-Name or User-Password") from exc
+    # An empty password never authenticates (fail closed before any backend sees it).
+    if not user or not typed or "\x00" in user or "\x00" in typed:
+        raise BadRequest("empty User-Name or User-Password, or NUL inside a value")
+    state = packet.first(codec.STATE)
+    if state is not None:
+        # Answer to an Access-Challenge: User-Password carries the second factor only.
+        return AuthRequest(
+            user=user,
+            password="",
+            otp=typed,
+            state=state,
+            frontend="radius",
+            client=client.name,
+            source=ip,
+            first_factor=client.first_factor,
+            otp_mode=client.otp_mode,
+        )
+    return AuthRequest(
+        user=user,
+        password=typed,
+        frontend="radius",
+        client=client.name,
+        source=ip,
+        first_factor=client.first_factor,
+        otp_mode=client.otp_mode,
+    )
+
+
+def reply_for(
+    decision: Decision, packet: codec.Packet, client: Client, challenge_message: str
+) -> tuple[int, bytes]:
+    """The (code, encoded reply) for an engine decision; anything odd becomes a reject."""
+    if decision.outcome is Outcome.ACCEPT:
+        attrs = client.replies.attributes(decision.groups)
+        if decision.message:
+            attrs = codec.text_attributes(codec.REPLY_MESSAGE, decision.message) + attrs
+        try:
+            return codec.ACCESS_ACCEPT, codec.encode_reply(
+                codec.ACCESS_ACCEPT, packet, client.secret, attrs
+            )
+        except ValueError:
+            log.error(
+                "radius client %s: reply attributes do not fit in one packet; rejecting",
+                client.name,
+            )
+            return reject_for("", packet, client)
+    if decision.outcome is Outcome.CHALLENGE:
+        state = decision.state
+        if not state or len(state) > codec.MAX_ATTR_VALUE:
+            return reject_for("", packet, client)  # fail closed: no usable State
+        attrs = [codec.attribute(codec.STATE, state)]
+        attrs += codec.text_attributes(codec.REPLY_MESSAGE, decision.message or challenge_message)
+        return codec.ACCESS_CHALLENGE, codec.encode_reply(
+            codec.ACCESS_CHALLENGE, packet, client.secret, attrs
+        )
+    return reject_for(decision.message, packet, client)
+
+
+def reject_for(message: str, packet: codec.Packet, client: Client) -> tuple[int, bytes]:
+    """Access-Reject: Reply-Message (if any), Proxy-State, Message-Authenticator only."""
+    attrs = codec.text_attributes(codec.REPLY_MESSAGE, message) if message else []
+    return codec.ACCESS_REJECT, codec.encode_reply(
+        codec.ACCESS_REJECT, packet, client.secret, attrs
+    )
+
+
+@dataclass
+class Settings:
+    """The reloadable knobs of the request path (swapped whole on SIGHUP)."""
+
+    clients: ClientTable
+    reject_delay: float = 1.0
+    challenge_message: str = "Enter your one-time code"
+
+
+class RadiusHandler:
+    """Shared by every listening socket: one duplicate cache, one in-flight set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authenticate: Authenticate,
+        reactor: IReactorTime,
+        metrics: Metrics,
+        duplicate_window: float = 30.0,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._authenticate = authenticate
+        # zope interfaces do not type-check as classes under plain mypy: hold as Any.
+        self._reactor: Any = reactor
+        self._metrics = metrics
+        self._jitter = jitter if jitter is not None else _SYSTEM_RANDOM.random
+        self.dedup = DuplicateCache(duplicate_window)
+        self._in_flight: set[Deferred[Any]] = set()
+        self._delayed: dict[Key, tuple[Any, Callable[[], None]]] = {}
+        self._packets = {
+            code: metrics.radius_packets.labels(code=name) for code, name in CODE_NAMES.items()
+        }
+        self._latency = metrics.latency.labels(frontend="radius")
+        self._sent = {
+            code: metrics.radius_replies.labels(code=name) for code, name in CODE_NAMES.items()
+        }
+        self._drops: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- accounting
+    def _drop(self, reason: str) -> None:
+        counter = self._drops.get(reason)
+        if counter is None:
+            counter = self._drops[reason] = self._metrics.drops.labels(
+                frontend="radius", reason=reason
+            )
+        counter.inc()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests received and not yet answered (decisions and delayed rejects)."""
+        return len(self._in_flight) + len(self._delayed)
+
+    # ---------------------------------------------------------------- the path
+    def datagram(self, data: bytes, addr: Address, send: Send) -> None:
+        """Handle one datagram; never raises into the reactor (STYLE pattern 3)."""
+        try:
+            self._datagram(data, addr, send)
+        except Exception:
+            log.exception("radius: unexpected error handling a datagram from %s", addr[0])
+            self._drop("internal_error")
+
+    def _datagram(self, data: bytes, addr: Address, send: Send) -> None:
+        now = self._reactor.seconds()
+        settings = self.settings
+        verdict = screen(data, addr[0], settings.clients)
+        if isinstance(verdict, Dropped):
+            self._drop(verdict.reason)
+            return
+        client, packet = verdict.client, verdict.packet
+        self._packets[packet.code].inc()
+        if packet.code == codec.STATUS_SERVER:
+            # RFC 5997 §3: answered with Access-Accept, no auth work, not cached.
+            reply = codec.encode_reply(codec.ACCESS_ACCEPT, packet, client.secret)
+            send(reply, addr)
+            self._sent[codec.ACCESS_ACCEPT].inc()
+            return
+        key: Key = (addr[0], addr[1], packet.identifier, packet.authenticator)
+        seen, cached = self.dedup.check(key, now)
+        if seen is Seen.IN_PROGRESS:
+            self._drop("duplicate_in_progress")  # RFC 5080 §2.2.2: drop while in flight
+            return
+        if seen is Seen.ANSWERED:
+            assert cached is not None
+            self._drop("duplicate_answered")
+            send(cached, addr)
+            return
+        if self.in_flight >= MAX_IN_FLIGHT:
+            self.dedup.forget(key)
+            self._drop("overload")
+            return
+        try:
+            req = to_auth_request(packet, client, addr[0])
+        except BadRequest:
+            code, reply = reject_for("", packet, client)
+            self._finish(key, code, reply, addr, send, now, True)
+            return
+        try:
+            d = self._authenticate(req)
+        except Exception:
+            # Not a Deferred at all: answer as for a failed decision (fail closed) so the
+            # duplicate entry does not stay "in progress" for ever.
+            self._failed(Failure(), key, packet, client, addr, send, now)
+            return
+        self._in_flight.add(d)
+        # One callback for both outcomes: each Deferred callback costs about a microsecond.
+        d.addBoth(self._answered, d, key, packet, client, addr, send, now)
+
+    def _answered(
+        self,
+        result: Decision | Failure,
+        d: Deferred[Any],
+        key: Key,
+        packet: codec.Packet,
+        client: Client,
+        addr: Address,
+        send: Send,
+        received: float,
+    ) -> None:
+        self._in_flight.discard(d)
+        try:
+            if isinstance(result, Failure):
+                self._failed(result, key, packet, client, addr, send, received)
+            else:
+                self._decided(result, key, packet, client, addr, send, received)
+        except Exception:
+            log.exception("radius: error while answering client %s", client.name)
+            self.dedup.forget(key)
+            self._drop("internal_error")
+
+    def _decided(
+        self,
+        decision: Decision,
+        key: Key,
+        packet: codec.Packet,
+        client: Client,
+        addr: Address,
+        send: Send,
+        received: float,
+    ) -> None:
+        code, reply = reply_for(decision, packet, client, self.settings.challenge_message)
+        self._finish(key, code, reply, addr, send, received, code == codec.ACCESS_REJECT)
+
+    def _failed(
+        self,
+        failure: Failure,
+        key: Key,
+        packet: codec.Packet,
+        client: Client,
+        addr: Address,
+        send: Send,
+        received: float,
+    ) -> None:
+        # Fail closed: an engine error is a reject (never an accept, never silence that
+        # makes the gateway retry the same broken request for ever).
+        # The exception's type only: its message might quote request data.
+        log.error(
+            "radius: decision failed for client %s: %s", client.name, type(failure.value).__name__
+        )
+        self._drop("engine_error")
+        code, reply = reject_for("", packet, client)
+        self._finish(key, code, reply, addr, send, received, True)
+
+    def _finish(
+        self,
+        key: Key,
+        code: int,
+        reply: bytes,
+        addr: Address,
+        send: Send,
+        received: float,
+        delay: bool,
+    ) -> None:
+        """Send now, or for a reject at received + jittered reject_delay, so that a
+        reject's timing says nothing of which check failed; then cache it."""
+
+        def fire() -> None:
+            self._delayed.pop(key, None)
+            send(reply, addr)
+            now = self._reactor.seconds()
+            self.dedup.answered(key, reply, now)
+            self._sent[code].inc()
+            self._latency.observe(now - received)
+
+        if delay and self.settings.reject_delay > 0:
+            when = received + self.settings.reject_delay * (1.0 + 0.25 * self._jitter())
+            wait = max(0.0, when - self._reactor.seconds())
+            self._delayed[key] = (self._reactor.callLater(wait, fire), fire)
+            return
+        fire()
+
+    # ---------------------------------------------------------------- shutdown
+    def drain(self) -> Deferred[None]:
+        """Answer every request in progress: delayed rejects go out now, decisions are
+        awaited. Fires when nothing is in flight."""
+        for call, fire in list(self._delayed.values()):
+            if call.active():
+                call.cancel()
+            fire()
+        pending = list(self._in_flight)
+        if not pending:
+            return Deferred.fromCoroutine(_nothing())
+        dl: Deferred[Any] = DeferredList(pending, consumeErrors=True)
+        result: Deferred[None] = Deferred()
+
+        def then(_: object) -> None:
+            # Decisions that ended in a reject were delayed again: send those now too.
+            for call, fire in list(self._delayed.values()):
+                if call.active():
+                    call.cancel()
+                fire()
+            result.callback(None)
+
+        dl.addBoth(then)
+        return result
+
+
+async def _nothing() -> None:
+    return None
+
+
+class RadiusProtocol(DatagramProtocol):
+    """One UDP socket: decode, hand off, encode happen in the shared handler."""
+
+    def __init__(self, handler: RadiusHandler) -> None:
+        self.handler = handler
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
+        self.handler.datagram(datagram, (addr[0], addr[1]), self._send)
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        transport: Any = self.transport
+        if transport is None:
+            return  # socket closed while the decision ran: nothing to answer on
+        try:
+            transport.write(data, addr)
+        except OSError as exc:
+            log.warning("radius: cannot send reply to %s: %s", addr[0], exc)

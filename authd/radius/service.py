@@ -1,0 +1,179 @@
+"""The RADIUS listener as a Twisted service: bind, reload, drain.
+
+`startService` binds every `radius.listen` address before returning and raises on
+failure, so the daemon announces READY=1 only with every socket open. Sockets are made
+here (not with `listenUDP`) to set SO_RCVBUF before traffic arrives and, for
+`radius.workers` > 1, SO_REUSEPORT so several processes share one port; the kernel
+hashes the source 4-tuple, so a client's retransmits reach the same worker and its
+duplicate cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+
+from authd.config.model import RadiusConfig
+from authd.metrics import Metrics
+from authd.radius.clients import build_client_table
+from authd.radius.codec import MAX_LENGTH, RadiusDictionary
+from authd.radius.protocol import Authenticate, RadiusHandler, RadiusProtocol, Settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` (all IPv4 addresses) -> (host, port)."""
+    host, sep, port_text = spec.rpartition(":")
+    if not sep:
+        raise ValueError(f"radius.listen {spec!r}: expected host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError as exc:
+        raise ValueError(f"radius.listen {spec!r}: bad port") from exc
+    if not 0 <= port <= 65535:
+        raise ValueError(f"radius.listen {spec!r}: bad port")
+    return host or "0.0.0.0", port  # noqa: S104 - explicit ":port" means every address
+
+
+def bind_socket(
+    host: str, port: int, receive_buffer: int, reuse_port: bool = False
+) -> socket.socket:
+    """A bound, non-blocking UDP socket; OSError when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        # With the kernel default (~200 KiB) a burst of requests overflows the queue
+        # and the clients' retransmits make it worse.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class RadiusService(Service):
+    """Every RADIUS socket of the daemon, sharing one request handler."""
+
+    name: str | None = "radius"  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        config: RadiusConfig,
+        authenticate: Authenticate,
+        reactor: IReactorTime,
+        metrics: Metrics,
+    ) -> None:
+        self._config = config
+        # zope interfaces do not type-check as classes under plain mypy: hold as Any.
+        self._reactor: Any = reactor
+        self._dictionary = RadiusDictionary(config.dictionary)
+        self._listen = [parse_listen(s) for s in config.listen]
+        self.handler = RadiusHandler(
+            self._settings(config, self._dictionary),
+            authenticate,
+            reactor,
+            metrics,
+            duplicate_window=config.duplicate_window,
+        )
+        self._ports: list[Any] = []  # IListeningPort
+
+    @staticmethod
+    def _settings(config: RadiusConfig, dictionary: RadiusDictionary) -> Settings:
+        return Settings(
+            clients=build_client_table(config, dictionary),
+            reject_delay=config.reject_delay,
+            challenge_message=config.challenge_message,
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        """Bind every address or none (raising the first OSError)."""
+        reuse = self._config.workers > 1
+        try:
+            for host, port in self._listen:
+                sock = bind_socket(host, port, self._config.receive_buffer, reuse)
+                try:
+                    listening = self._reactor.adoptDatagramPort(
+                        sock.fileno(),
+                        sock.family,
+                        RadiusProtocol(self.handler),
+                        maxPacketSize=MAX_LENGTH + 1,
+                    )  # +1: an oversized datagram shows
+                finally:
+                    sock.close()  # the reactor holds its own duplicate
+                self._ports.append(listening)
+                log.info("radius: listening on %s:%d", *self._address(listening))
+        except Exception:
+            for p in self._ports:
+                p.stopListening()
+            self._ports = []
+            raise
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
+        """Answer what is in flight (bounded by DRAIN_TIMEOUT), then close the sockets."""
+        super().stopService()
+        done: Deferred[None] = Deferred()
+        timer = self._reactor.callLater(DRAIN_TIMEOUT, lambda: _fire(done))
+        drained = self.handler.drain()
+        drained.addBoth(lambda _: _fire(done))
+
+        def close(_: object) -> Deferred[Any]:
+            if timer.active():
+                timer.cancel()
+            stops = [d for p in self._ports if isinstance(d := p.stopListening(), Deferred)]
+            self._ports = []
+            return DeferredList(stops)
+
+        result: Deferred[None] = done.addCallback(close).addCallback(lambda _: None)
+        return result
+
+    def reload(self, config: RadiusConfig) -> None:
+        """Swap clients, secrets and reply rules (SIGHUP). Requests in flight finish
+        with the client they arrived under. Raises (and keeps the old settings) when
+        the new config is unusable."""
+        dictionary = (
+            self._dictionary
+            if config.dictionary == self._config.dictionary
+            else RadiusDictionary(config.dictionary)
+        )
+        settings = self._settings(config, dictionary)
+        if [parse_listen(s) for s in config.listen] != self._listen:
+            log.warning("radius: listen addresses changed; they take effect on restart")
+        if config.workers != self._config.workers:
+            log.warning("radius: workers changed; it takes effect on restart")
+        self.handler.settings = settings
+        self.handler.dedup.window = config.duplicate_window
+        self._dictionary = dictionary
+        self._config = config
+        log.info("radius: reloaded %d clients", len(settings.clients.clients))
+
+    def bound_ports(self) -> list[tuple[str, int]]:
+        """The (host, port) actually bound, in `radius.listen` order (port 0 resolved)."""
+        return [self._address(p) for p in self._ports]
+
+    @staticmethod
+    def _address(port: Any) -> tuple[str, int]:
+        addr = port.getHost()
+        return (str(addr.host), int(addr.port))
+
+
+def _fire(d: Deferred[None]) -> None:
+    if not d.called:
+        d.callback(None)

@@ -1,0 +1,195 @@
+"""`authd serve` as operators run it: a real process, READY=1 over $NOTIFY_SOCKET after
+the listeners bind, SIGHUP reload (a bad file keeps the old config), SIGTERM exits 0,
+and the example config starts as-is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AUTHD = [sys.executable, "-m", "authd"]
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, radius_port: int, http_port: int, extra: str = "") -> None:
+    path.write_text(f"""\
+store:
+  url: sqlite:///state/authd.db
+keys:
+  file: state/keys.json
+radius:
+  listen: ["127.0.0.1:{radius_port}"]
+  clients:
+    - name: loopback
+      address: 127.0.0.1/32
+      secret: "a-long-enough-test-secret"
+http:
+  listen: ["127.0.0.1:{http_port}"]
+{extra}""")
+
+
+class Daemon:
+    """A running `authd serve` with a notify socket to read its state messages."""
+
+    def __init__(self, config: Path, notify_path: Path) -> None:
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(notify_path))
+        self.notify.settimeout(20)
+        env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+        self.proc = subprocess.Popen(
+            [*AUTHD, "serve", "-c", str(config)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def next_state(self) -> str:
+        return self.notify.recv(256).decode()
+
+    def output(self) -> str:
+        self.proc.wait(timeout=20)
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.notify.close()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.close()
+
+
+def http_get(port: int, path: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return int(response.status)
+
+
+def test_serve_ready_reload_and_terminate(tmp_path: Path, daemon_factory: list[Daemon]) -> None:
+    """READY=1 comes once both listeners answer; a bad SIGHUP config is refused and the
+    daemon keeps serving; a good one is taken; SIGTERM sends STOPPING=1 and exits 0."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    write_config(config, radius_port, http_port)
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+
+    assert daemon.next_state() == "READY=1"
+    assert http_get(http_port, "/healthz") == 200
+    assert oct((tmp_path / "state" / "keys.json").stat().st_mode & 0o777) == "0o600"
+
+    config.write_text(config.read_text() + "radius:\n  nonsense: 1\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)  # the reload is asynchronous; give the reactor a moment (not a TOTP wait)
+    assert daemon.proc.poll() is None, "a bad reload must not stop the daemon"
+    assert http_get(http_port, "/healthz") == 200
+
+    write_config(config, radius_port, http_port, "otp:\n  lockout:\n    max_attempts: 3\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.next_state() == "STOPPING=1"
+    out = daemon.output()
+    assert daemon.proc.returncode == 0, out
+    assert "reload refused" in out
+    assert "config reloaded" in out
+    assert "a-long-enough-test-secret" not in out
+
+
+def test_bind_failure_exits_non_zero_without_ready(tmp_path: Path,
+                                                   daemon_factory: list[Daemon]) -> None:
+    """A port already taken makes start-up fail: exit 1, never READY=1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        config = tmp_path / "authd.yaml"
+        write_config(config, free_port(socket.SOCK_DGRAM), taken.getsockname()[1])
+        daemon = Daemon(config, tmp_path / "notify")
+        daemon_factory.append(daemon)
+        daemon.notify.settimeout(0.2)
+        out = daemon.output()
+        assert daemon.proc.returncode == 1, out
+        assert "could not start" in out
+        with pytest.raises(socket.timeout):
+            daemon.next_state()
+
+
+def test_check_config_reports_problems_and_exit_codes(tmp_path: Path) -> None:
+    """check-config exits 0 on a good file and 2 with FILE:LINE lines on a bad one."""
+    good = tmp_path / "good.yaml"
+    write_config(good, 11812, 18080)
+    ok = subprocess.run([*AUTHD, "check-config", "-c", str(good)], capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("otp:\n  lockout:\n    max_attempts: many\nradius:\n  listen: 5\n"
+                   "nonsense: true\n")
+    res = subprocess.run([*AUTHD, "check-config", "-c", str(bad)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.startswith(str(bad))]
+    assert len(lines) == 3, res.stderr
+    assert lines[0].startswith(f"{bad}:3: otp.lockout.max_attempts:")
+
+
+def test_example_config_starts_as_is(tmp_path: Path, daemon_factory: list[Daemon]) -> None:
+    """conf/authd.yaml, copied with its relative paths, starts on a fresh machine."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    shutil.copy(REPO / "conf" / "authd.yaml", conf / "authd.yaml")
+    for name in os.listdir(REPO / "conf"):
+        if name != "authd.yaml":
+            shutil.copy(REPO / "conf" / name, conf / name)
+    check = subprocess.run([*AUTHD, "check-config", "-c", str(conf / "authd.yaml")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_radius_workers_share_the_port_and_stop_with_the_main_process(
+        tmp_path: Path, daemon_factory: list[Daemon]) -> None:
+    """`radius.workers: 2` starts one worker process next to the main one; both bind the
+    RADIUS port (SO_REUSEPORT), READY=1 comes once, SIGTERM ends them all with exit 0."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    write_config(config, radius_port, http_port)
+    config.write_text(config.read_text().replace("radius:\n", "radius:\n  workers: 2\n", 1))
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+    assert daemon.next_state() == "READY=1"
+
+    def children() -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    deadline = time.monotonic() + 20
+    while not children() and time.monotonic() < deadline:
+        time.sleep(0.1)  # waiting for a process to appear, not for a clock
+    workers = children()
+    assert len(workers) == 1, workers
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.next_state() == "STOPPING=1"
+    out = daemon.output()
+    assert daemon.proc.returncode == 0, out
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or \
+            "zombie" in Path(f"/proc/{pid}/status").read_text().lower()

@@ -1,0 +1,110 @@
+"""A RADIUS listener in its own process for the radclient tests.
+
+Reads a JSON spec (argv[1]): the radius config pieces and which engine to use:
+`fake` (tests.fixtures.radius.FakeEngine on the wall clock) or `real` (Engine +
+SqlStore + local users on the given database and key file, in a small thread pool).
+Prints one JSON line with the bound ports, then serves until SIGTERM, when it drains
+and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from twisted.internet import reactor as global_reactor
+from twisted.python.threadpool import ThreadPool
+
+from authd.config.model import (
+    Config,
+    NetscalerGroupAttribute,
+    PasswordHashConfig,
+    RadiusClient,
+    RadiusConfig,
+    ReplyAttribute,
+    Secret,
+)
+from authd.metrics import Metrics
+from authd.radius.service import RadiusService
+from tests.fixtures.radius import FakeEngine
+
+reactor: Any = global_reactor  # this process is an entry point: the one global reactor
+
+
+def radius_config(spec: dict[str, Any]) -> RadiusConfig:
+    clients = tuple(
+        RadiusClient(
+            name=c["name"],
+            address=c["address"],
+            secret=Secret(c["secret"]),
+            require_message_authenticator=c.get("require_message_authenticator", True),
+            first_factor=c.get("first_factor", "chain"),
+            otp_mode=c.get("otp_mode", "inline"),
+            reply_attributes=tuple(ReplyAttribute(**r) for r in c.get("reply_attributes", ())),
+        )
+        for c in spec["clients"]
+    )
+    return RadiusConfig(
+        listen=tuple(spec.get("listen", ["127.0.0.1:0"])),
+        clients=clients,
+        reject_delay=spec.get("reject_delay", 0.05),
+        challenge_ttl=spec.get("challenge_ttl", 120.0),
+        duplicate_window=spec.get("duplicate_window", 30.0),
+        netscaler_group=NetscalerGroupAttribute(**spec.get("netscaler", {})),
+        workers=spec.get("workers", 1),
+    )
+
+
+def real_engine(spec: dict[str, Any], radius: RadiusConfig, metrics: Metrics) -> Any:
+    from authd.auth.engine import Engine
+    from authd.auth.local import LocalUsers, make_password_hasher
+    from authd.auth.threaded import ThreadedEngine
+    from authd.crypto import Keyring
+    from authd.storage.sql import SqlStore
+
+    phc = PasswordHashConfig(**spec.get("password_hash", {}))
+    config = Config(
+        radius=radius,
+        local_users=__import__("dataclasses").replace(Config().local_users, password_hash=phc),
+    )
+    keyring = Keyring.load_or_create(spec["keys"])
+    threads = spec.get("threads", 4)
+    store = SqlStore.open(spec["db"], keyring, pool_size=threads)
+    backends = [LocalUsers(store, make_password_hasher(phc))]
+    engine = Engine(config, store, backends, keyring.hash_key)
+    pool = ThreadPool(minthreads=1, maxthreads=threads, name="auth")
+    pool.start()
+    reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
+    reactor.addSystemEventTrigger("after", "shutdown", store.close)
+    return ThreadedEngine(engine, reactor, pool, metrics).authenticate
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+    radius = radius_config(spec)
+    metrics = Metrics()
+    if spec.get("engine", "fake") == "real":
+        authenticate = real_engine(spec, radius, metrics)
+    else:
+        authenticate = FakeEngine(now=time.time)
+    service = RadiusService(radius, authenticate, reactor, metrics)
+    service.startService()
+    print(json.dumps({"ports": service.bound_ports()}), flush=True)
+
+    def stop(*_: object) -> None:
+        def done(_: object) -> None:
+            print(json.dumps({"stopped": True}), flush=True)
+            reactor.stop()
+
+        reactor.callFromThread(lambda: service.stopService().addBoth(done))
+
+    signal.signal(signal.SIGTERM, stop)
+    reactor.run(installSignalHandlers=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Packet rules of the codec, checked on bytes (and against pyrad where it helps)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyrad import packet as pyrad_packet
+from pyrad.dictionary import Dictionary
+
+from authd.radius import codec
+from tests.fixtures.radius import SECRET, access_request
+
+KEY = SECRET.encode()
+
+
+def _raw(code: int, attrs: bytes, length: int | None = None) -> bytes:
+    n = 20 + len(attrs) if length is None else length
+    return bytes((code, 1)) + n.to_bytes(2, "big") + bytes(16) + attrs
+
+
+def test_decode_reads_header_and_attributes_in_order() -> None:
+    """A well-formed request yields its code, id, authenticator and attributes in order."""
+    data, auth = access_request(proxy_states=(b"p1", b"p2"), identifier=42)
+    pkt = codec.decode(data)
+    assert (pkt.code, pkt.identifier, pkt.authenticator) == (1, 42, auth)
+    assert pkt.first(codec.USER_NAME) == b"alice"
+    assert pkt.all(codec.PROXY_STATE) == [b"p1", b"p2"]
+    assert pkt.ma_offset == len(data) - 16
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x01\x01\x00\x14" + bytes(10), "short"),
+        (_raw(1, b"", length=19), "bad_length"),
+        (_raw(1, b"", length=4097), "bad_length"),
+        (_raw(1, b"\x01\x03a", length=22), "length_mismatch"),
+        (_raw(1, b"", length=30), "length_mismatch"),
+        (_raw(99, b""), "unknown_code"),
+        (_raw(1, b"\x01\x00"), "attribute_length"),
+        (_raw(1, b"\x01\x01"), "attribute_length"),
+        (_raw(1, b"\x01\x09abc"), "attribute_truncated"),
+        (_raw(1, b"\x01"), "attribute_truncated"),
+        (_raw(1, b"\x01\x02" * 201), "too_many_attributes"),
+        (_raw(1, b"\x50\x05abc"), "bad_message_authenticator"),
+        (_raw(1, (b"\x50\x12" + bytes(16)) * 2), "duplicate_message_authenticator"),
+    ],
+)
+def test_malformed_datagrams_raise_decode_error_with_reason(data: bytes, reason: str) -> None:
+    """Each malformation named by the issue is refused with its own metric reason."""
+    with pytest.raises(codec.DecodeError) as err:
+        codec.decode(data)
+    assert err.value.reason == reason
+
+
+def test_two_hundred_attributes_are_allowed() -> None:
+    """Exactly 200 attributes is the limit, not a violation."""
+    assert len(codec.decode(_raw(1, b"\x01\x02" * 200)).attributes) == 200
+
+
+def test_unknown_attributes_are_kept_not_fatal() -> None:
+    """An attribute type authd does not know is carried along, never a decode error."""
+    pkt = codec.decode(_raw(1, b"\xf0\x04ab\x01\x03x"))
+    assert pkt.attributes == ((0xF0, b"ab"), (1, b"x"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_only_ever_raise_decode_error(data: bytes) -> None:
+    """Whatever arrives, decode either parses it or raises DecodeError."""
+    with contextlib.suppress(codec.DecodeError):
+        codec.decode(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    code=st.integers(0, 255),
+    attrs=st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=30),
+    cut=st.integers(0, 40),
+    length_delta=st.integers(-3, 3),
+)
+def test_near_valid_packets_only_ever_raise_decode_error(
+    code: int, attrs: list[tuple[int, bytes]], cut: int, length_delta: int
+) -> None:
+    """Structured packets with a wrong length field or a cut tail never crash the parser,
+    and any packet it accepts has a consistent length."""
+    body = b"".join(bytes((t, len(v) + 2)) + v for t, v in attrs)
+    data = _raw(code, body, length=20 + len(body) + length_delta)
+    data = data[: len(data) - cut] if cut < len(data) else data
+    try:
+        pkt = codec.decode(data)
+    except codec.DecodeError:
+        return
+    assert 20 + sum(len(v) + 2 for _, v in pkt.attributes) == len(data)
+
+
+def test_message_authenticator_verifies_and_detects_tampering() -> None:
+    """A correct MA verifies; a flipped bit anywhere, or the wrong secret, fails."""
+    data, _ = access_request()
+    assert codec.verify_message_authenticator(codec.decode(data), KEY)
+    assert not codec.verify_message_authenticator(codec.decode(data), b"wrong")
+    tampered = bytearray(data)
+    tampered[22] ^= 1  # inside User-Name
+    assert not codec.verify_message_authenticator(codec.decode(bytes(tampered)), KEY)
+
+
+def test_message_authenticator_verified_wherever_it_sits() -> None:
+    """MA placed first (not last) is found and verified all the same."""
+    auth = os.urandom(16)
+    body = b"\x01\x07alice"
+    head = bytes((1, 3)) + (20 + 18 + len(body)).to_bytes(2, "big") + auth
+    ma = hmac.digest(KEY, head + b"\x50\x12" + bytes(16) + body, "md5")
+    data = head + b"\x50\x12" + ma + body
+    assert codec.verify_message_authenticator(codec.decode(data), KEY)
+
+
+def test_missing_message_authenticator_does_not_verify() -> None:
+    """No MA is never a valid MA."""
+    data, _ = access_request(message_authenticator=False)
+    assert not codec.verify_message_authenticator(codec.decode(data), KEY)
+
+
+@pytest.mark.parametrize("size", [1, 15, 16, 17, 31, 32, 127, 128])
+def test_password_round_trips_on_raw_bytes(size: int) -> None:
+    """RFC 2865 §5.2 hiding and unhiding agree for every block boundary up to 128."""
+    password = bytes((i % 94) + 33 for i in range(size))
+    auth = os.urandom(16)
+    hidden = codec.encode_password(password, KEY, auth)
+    assert len(hidden) % 16 == 0
+    assert codec.decode_password(hidden, KEY, auth) == password
+
+
+def test_password_matches_pyrads_encoding() -> None:
+    """Our decoder reads what pyrad's (independent) PwCrypt writes, non-ASCII included."""
+    d = Dictionary(str(codec.DEFAULT_DICTIONARY))
+    pkt = pyrad_packet.AuthPacket(secret=KEY, dict=d)
+    for pw in ("pässwörd-123456", "x" * 128, "a" * 16):
+        hidden = pkt.PwCrypt(pw)
+        assert codec.decode_password(hidden, KEY, pkt.authenticator) == pw.encode()
+
+
+@pytest.mark.parametrize("size", [0, 15, 17, 144])
+def test_password_of_bad_length_is_refused(size: int) -> None:
+    """Hidden passwords must be 16-128 octets in whole blocks."""
+    with pytest.raises(codec.DecodeError):
+        codec.decode_password(bytes(size), KEY, bytes(16))
+
+
+def test_reply_has_message_authenticator_first_and_valid_authenticators() -> None:
+    """Replies start with MA, echo Proxy-State in order, and both authenticators check
+    out (verified by our client-side check and by pyrad's VerifyReply)."""
+    data, auth = access_request(proxy_states=(b"one", b"two"))
+    req = codec.decode(data)
+    reply = codec.encode_reply(
+        codec.ACCESS_ACCEPT, req, KEY, [codec.attribute(codec.REPLY_MESSAGE, b"hi")]
+    )
+    parsed = codec.decode(reply)
+    assert parsed.attributes[0][0] == codec.MESSAGE_AUTHENTICATOR
+    assert [t for t, _ in parsed.attributes] == [80, 18, 33, 33]
+    assert parsed.all(codec.PROXY_STATE) == [b"one", b"two"]
+    assert parsed.identifier == req.identifier
+    assert codec.verify_reply(reply, auth, KEY)
+    d = Dictionary(str(codec.DEFAULT_DICTIONARY))
+    pyreq = pyrad_packet.AuthPacket(id=req.identifier, secret=KEY, authenticator=auth, dict=d)
+    pyreq.AddAttribute("Proxy-State", b"one")
+    pyreq.AddAttribute("Proxy-State", b"two")
+    assert pyreq.VerifyReply(pyrad_packet.Packet(packet=reply, secret=KEY, dict=d), reply)
+    assert not codec.verify_reply(reply, auth, b"wrong")
+
+
+def test_reply_message_authenticator_uses_request_authenticator() -> None:
+    """RFC 3579 §3.2: the reply MA is an HMAC over the reply with the Request
+    Authenticator in place of the Response Authenticator."""
+    data, auth = access_request()
+    reply = codec.encode_reply(codec.ACCESS_REJECT, codec.decode(data), KEY)
+    signed = reply[:4] + auth + reply[20:22] + bytes(16) + reply[38:]
+    assert hmac.compare_digest(hmac.digest(KEY, signed, "md5"), reply[22:38])
+    expect = hashlib.md5(reply[:4] + auth + reply[20:] + KEY, usedforsecurity=False).digest()
+    assert reply[4:20] == expect
+
+
+def test_long_text_is_split_over_attributes() -> None:
+    """A Reply-Message longer than 253 octets becomes several attributes."""
+    parts = codec.text_attributes(codec.REPLY_MESSAGE, "x" * 600)
+    assert [len(p) - 2 for p in parts] == [253, 253, 94]
+
+
+def test_dictionary_resolves_vendor_attributes() -> None:
+    """The shipped dictionary names the vendor attributes the issue lists."""
+    d = codec.RadiusDictionary()
+    found = {
+        n: d.get(n)
+        for n in (
+            "Class",
+            "Filter-Id",
+            "Fortinet-Group-Name",
+            "PaloAlto-User-Group",
+            "ASA-Group-Policy",
+            "Citrix-User-Groups",
+            "Proxy-State",
+            "State",
+            "Reply-Message",
+            "Message-Authenticator",
+        )
+    }
+    got = {n: (a.vendor_id, a.code) for n, a in found.items() if a is not None}
+    assert got == {
+        "Class": (0, 25),
+        "Filter-Id": (0, 11),
+        "Fortinet-Group-Name": (12356, 1),
+        "PaloAlto-User-Group": (25461, 5),
+        "ASA-Group-Policy": (3076, 25),
+        "Citrix-User-Groups": (3845, 16),
+        "Proxy-State": (0, 33),
+        "State": (0, 24),
+        "Reply-Message": (0, 18),
+        "Message-Authenticator": (0, 80),
+    }
+    assert d.get("No-Such-Attribute") is None

@@ -1,0 +1,317 @@
+"""Integration: FreeRADIUS's radclient (Debian freeradius-utils) against a real listener
+process over the real Engine and SqlStore (SQLite), plus raw datagrams where radclient
+cannot say what we need (identical retransmits, malformed bytes, other sources).
+
+Codes come from oathtool (Debian oathtool) for the first accept, proving the seed and
+clock agree with an independent TOTP implementation; later ones from the fixture's own.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from authd.crypto import Keyring
+from authd.radius import codec
+from authd.storage.sql import SqlStore
+from tests.fixtures.radius import (
+    FAST_ARGON2,
+    OTHER_SECRET,
+    PASSWORD,
+    SECRET,
+    SEED_HEX,
+    ServerProcess,
+    access_request,
+    add_local_user,
+    client_spec,
+    exchange,
+    need,
+    start_server,
+    totp,
+)
+
+pytestmark = pytest.mark.integration
+
+RADCLIENT = "/usr/bin/radclient"
+LENGTH_USERS = {15: "len15", 16: "len16", 17: "len17", 128: "len128"}
+
+
+def _password_for(total: int) -> str:
+    return ("p" * (total - 6))[: total - 6]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One listener: client nas1 (inline, group attributes) on 127.0.0.1, a challenge
+    client on 127.0.0.2 and another on 127.0.0.3; users for every test."""
+    tmp = tmp_path_factory.mktemp("radclient")
+    db = f"sqlite:///{tmp / 'authd.db'}"
+    keys = str(tmp / "keys.json")
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    users = ["inline", "replay", "wrong", "chal", "retrans", "groups", "proxy", "seed2"]
+    for u in users:
+        add_local_user(store, u, PASSWORD)
+    for total, u in LENGTH_USERS.items():
+        add_local_user(store, u, _password_for(total))
+    store.close()
+    replies = [
+        {"group": "vpn-users", "attribute": "Class", "value": "vpn"},
+        {"group": "admins", "attribute": "Filter-Id", "value": "admin-acl"},
+        {"group": "*", "attribute": "Fortinet-Group-Name", "value": "{group}"},
+    ]
+    spec = {
+        "engine": "real",
+        "db": db,
+        "keys": keys,
+        "password_hash": FAST_ARGON2,
+        "reject_delay": 0.05,
+        "clients": [
+            client_spec("nas1", "127.0.0.1/32", reply_attributes=replies),
+            client_spec("chal", "127.0.0.2/32", otp_mode="challenge"),
+            client_spec("other", "127.0.0.3/32", OTHER_SECRET, otp_mode="challenge"),
+        ],
+    }
+    s = start_server(spec, tmp)
+    yield s
+    assert s.stop() == 0, "SIGTERM must drain and exit 0"
+
+
+def radclient(
+    port: int,
+    lines: list[str],
+    tmp: Path,
+    *,
+    code: str = "auth",
+    filter_lines: list[str] | None = None,
+) -> tuple[int, str]:
+    """Run radclient once (-x, one try, 2 s timeout); (exit status, output)."""
+    prog = need(RADCLIENT, "freeradius-utils")
+    infile = tmp / "in.txt"
+    infile.write_text("\n".join(lines) + "\n")
+    target = str(infile)
+    if filter_lines is not None:
+        (tmp / "filter.txt").write_text("\n".join(filter_lines) + "\n")
+        target += f":{tmp / 'filter.txt'}"
+    out = subprocess.run(
+        [prog, "-x", "-r", "1", "-t", "2", "-f", target, f"127.0.0.1:{port}", code, SECRET],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    return out.returncode, out.stdout + out.stderr
+
+
+def request_lines(
+    user: str, password: str, *, ma: bool = True, extra: tuple[str, ...] = ()
+) -> list[str]:
+    lines = [f'User-Name = "{user}"', f'User-Password = "{password}"', *extra]
+    return lines + (["Message-Authenticator = 0x00"] if ma else [])
+
+
+def oathtool_code() -> str:
+    prog = need("oathtool", "oathtool")
+    out = subprocess.run(
+        [prog, "--totp", SEED_HEX], capture_output=True, text=True, timeout=10, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_inline_accept_with_oathtool_code(server: ServerProcess, tmp_path: Path) -> None:
+    """password + an oathtool-made TOTP accepts; the reply's first attribute is
+    Message-Authenticator (radclient verifies it)."""
+    rc, out = radclient(server.port, request_lines("inline", PASSWORD + oathtool_code()), tmp_path)
+    assert rc == 0, out
+    received = out.split("Received Access-Accept", 1)[1].splitlines()
+    assert received[1].strip().startswith("Message-Authenticator = 0x")
+
+
+def test_replayed_code_rejected(server: ServerProcess, tmp_path: Path) -> None:
+    """The same code in a second request is refused (RFC 6238 §5.2)."""
+    lines = request_lines("replay", PASSWORD + totp(time.time()))
+    assert radclient(server.port, lines, tmp_path)[0] == 0
+    rc, out = radclient(server.port, lines, tmp_path)
+    assert rc != 0 and "Received Access-Reject" in out
+
+
+def test_wrong_code_rejected(server: ServerProcess, tmp_path: Path) -> None:
+    """A wrong code gets Access-Reject, carrying only MA and Reply-Message."""
+    code = f"{(int(totp(time.time())) + 1) % 1_000_000:06d}"
+    rc, out = radclient(server.port, request_lines("wrong", PASSWORD + code), tmp_path)
+    assert rc != 0 and "Received Access-Reject" in out
+    reply = out.split("Received Access-Reject", 1)[1].splitlines()[1:]
+    names = {ln.split("=")[0].strip() for ln in reply if "=" in ln}
+    assert names <= {"Message-Authenticator", "Reply-Message"}
+
+
+def test_missing_message_authenticator_gets_no_reply(server: ServerProcess, tmp_path: Path) -> None:
+    """BlastRADIUS: an Access-Request without MA is dropped silently."""
+    rc, out = radclient(
+        server.port, request_lines("inline", PASSWORD + "123456", ma=False), tmp_path
+    )
+    assert rc != 0 and "Received" not in out and "No reply" in out
+
+
+def test_unknown_client_gets_no_reply(server: ServerProcess) -> None:
+    """A source address outside every client network gets nothing back."""
+    data, _ = access_request("inline", PASSWORD + "123456")
+    assert exchange(data, server.port, timeout=0.5, source=("127.0.0.9", 0)) is None
+
+
+def test_proxy_state_echoed_in_order(server: ServerProcess, tmp_path: Path) -> None:
+    """Proxy-State attributes come back in the order sent, after MA."""
+    lines = request_lines(
+        "proxy", PASSWORD + totp(time.time()), extra=("Proxy-State = 0x01", "Proxy-State = 0x02")
+    )
+    rc, out = radclient(server.port, lines, tmp_path)
+    assert rc == 0, out
+    received = out.split("Received Access-Accept", 1)[1]
+    assert re.findall(r"Proxy-State = (0x\w+)", received) == ["0x01", "0x02"]
+
+
+def test_status_server_answered(server: ServerProcess, tmp_path: Path) -> None:
+    """Status-Server with MA is answered with Access-Accept."""
+    rc, out = radclient(server.port, ["Message-Authenticator = 0x00"], tmp_path, code="status")
+    assert rc == 0 and "Received Access-Accept" in out, out
+
+
+def test_group_reply_attributes_match_filter(server: ServerProcess, tmp_path: Path) -> None:
+    """Access-Accept carries Class, Filter-Id and Fortinet-Group-Name from the groups,
+    as a radclient filter file checks."""
+    rc, out = radclient(
+        server.port,
+        request_lines("groups", PASSWORD + totp(time.time())),
+        tmp_path,
+        filter_lines=[
+            "Message-Authenticator =* ANY",
+            "Class == 0x76706e",
+            'Filter-Id == "admin-acl"',
+            'Fortinet-Group-Name == "vpn-users"',
+            'Fortinet-Group-Name == "admins"',
+        ],
+    )
+    assert rc == 0, out
+    assert "Received Access-Accept" in out
+
+
+@pytest.mark.parametrize("total", sorted(LENGTH_USERS))
+def test_password_lengths(server: ServerProcess, tmp_path: Path, total: int) -> None:
+    """User-Password of 15, 16, 17 and 128 bytes (password + code) all decode right."""
+    typed = _password_for(total) + totp(time.time())
+    assert len(typed) == total
+    rc, out = radclient(server.port, request_lines(LENGTH_USERS[total], typed), tmp_path)
+    assert rc == 0, out
+
+
+def test_retransmit_identical_reply_code_not_consumed_twice(server: ServerProcess) -> None:
+    """The same datagram from the same source port twice: identical bytes back, one
+    accept (a fresh request with the same code afterwards is a replay)."""
+    import socket
+
+    data, auth = access_request("retrans", PASSWORD + totp(time.time()))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(3)
+        s.sendto(data, ("127.0.0.1", server.port))
+        first = s.recv(8192)
+        s.sendto(data, ("127.0.0.1", server.port))
+        second = s.recv(8192)
+    assert first == second and first[0] == codec.ACCESS_ACCEPT
+    assert codec.verify_reply(first, auth, SECRET.encode())
+    again, _ = access_request("retrans", PASSWORD + totp(time.time()), identifier=99)
+    reply = exchange(again, server.port)
+    assert reply is not None and reply[0] == codec.ACCESS_REJECT
+
+
+def test_malformed_datagrams_leave_listener_serving(server: ServerProcess, tmp_path: Path) -> None:
+    """Garbage, truncated and oversized datagrams get no reply; a good request after
+    them is answered."""
+    good, _ = access_request("seed2", PASSWORD + totp(time.time()))
+    garbage = [
+        b"",
+        b"\x01",
+        b"\x01\x02\x00\x14" + bytes(10),
+        good[:-3],
+        good + b"xx",
+        b"\x01\x01\x00\x16" + bytes(16) + b"\x01\x00",
+        bytes(5000),
+        b"\x63\x01\x00\x14" + bytes(16),
+        b"\x01\x01\x00\x17" + bytes(16) + b"\x01\x09a",
+    ]
+    for g in garbage:
+        assert exchange(g, server.port, timeout=0.2) is None
+    rc, out = radclient(server.port, ["Message-Authenticator = 0x00"], tmp_path, code="status")
+    assert rc == 0, out
+    reply = exchange(good, server.port)
+    assert reply is not None and reply[0] == codec.ACCESS_ACCEPT
+
+
+def _state_from(out: str) -> str:
+    m = re.search(r"State = (0x[0-9a-f]+)", out)
+    assert m, out
+    return m.group(1)
+
+
+def test_challenge_round_trip_with_radclient(server: ServerProcess, tmp_path: Path) -> None:
+    """Challenge client: password -> Access-Challenge with State and Reply-Message;
+    State + code -> Accept; reusing the State -> Reject; a State from this client sent
+    from another client's address -> Reject."""
+    src_chal = ("127.0.0.2", 0)
+    data, auth = access_request("chal", PASSWORD, identifier=1)
+    reply = exchange(data, server.port, source=src_chal)
+    assert reply is not None and reply[0] == codec.ACCESS_CHALLENGE
+    assert codec.verify_reply(reply, auth, SECRET.encode())
+    ch = codec.decode(reply)
+    state = ch.first(codec.STATE)
+    assert state is not None and ch.first(codec.REPLY_MESSAGE)
+    code = totp(time.time())
+    data2, _ = access_request("chal", code, state=state, identifier=2)
+    ok = exchange(data2, server.port, source=src_chal)
+    assert ok is not None and ok[0] == codec.ACCESS_ACCEPT
+    data3, _ = access_request("chal", code, state=state, identifier=3)
+    reuse = exchange(data3, server.port, source=src_chal)
+    assert reuse is not None and reuse[0] == codec.ACCESS_REJECT
+    # another client's State
+    data4, _ = access_request("chal", PASSWORD, identifier=4)
+    st2 = codec.decode(exchange(data4, server.port, source=src_chal) or b"").first(codec.STATE)
+    data5, _ = access_request("chal", totp(time.time() + 30), OTHER_SECRET, state=st2, identifier=5)
+    foreign = exchange(data5, server.port, source=("127.0.0.3", 0))
+    assert foreign is not None and foreign[0] == codec.ACCESS_REJECT
+
+
+def test_challenge_round_trip_driven_by_radclient(tmp_path: Path) -> None:
+    """radclient itself: password -> Access-Challenge (State, Reply-Message); State +
+    code -> Access-Accept; the same State again -> Access-Reject."""
+    db = f"sqlite:///{tmp_path / 'authd.db'}"
+    keys = str(tmp_path / "keys.json")
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    add_local_user(store, "bob", PASSWORD)
+    store.close()
+    s = start_server(
+        {
+            "engine": "real",
+            "db": db,
+            "keys": keys,
+            "password_hash": FAST_ARGON2,
+            "reject_delay": 0.05,
+            "clients": [client_spec("vpn", "127.0.0.1/32", otp_mode="challenge")],
+        },
+        tmp_path,
+    )
+    try:
+        rc, out = radclient(s.port, request_lines("bob", PASSWORD), tmp_path)
+        assert rc != 0 and "Received Access-Challenge" in out, out
+        assert 'Reply-Message = "' in out
+        state = _state_from(out)
+        answer = request_lines("bob", totp(time.time()), extra=(f"State = {state}",))
+        rc, out = radclient(s.port, answer, tmp_path)
+        assert rc == 0 and "Received Access-Accept" in out, out
+        rc, out = radclient(s.port, answer, tmp_path)
+        assert rc != 0 and "Received Access-Reject" in out, out
+    finally:
+        assert s.stop() == 0
