@@ -214,9 +214,12 @@ class PrimaryBackend:
     user_search: UserSearch = field(default_factory=UserSearch)
     groups: GroupSearch = field(default_factory=GroupSearch)
     connect_timeout: float = field(default=1.0, metadata=meta(duration=True, minimum=0.05))
-    operation_timeout: float = field(default=2.0, metadata=meta(duration=True, minimum=0.05))
+    # connect + operation must stay well under NetScaler's 3 s RADIUS timeout even when
+    # one server hangs and the next answers.
+    operation_timeout: float = field(default=1.0, metadata=meta(duration=True, minimum=0.05))
     server_backoff: float = field(default=30.0, metadata=meta(duration=True, minimum=0))
-    pool_size: int = field(default=4, metadata=meta(minimum=1, maximum=64))
+    # One connection per auth thread (auth_threads), so binds never queue for a slot.
+    pool_size: int = field(default=8, metadata=meta(minimum=1, maximum=64))
     token_attribute: str = field(default="", metadata=meta(
         "multi-valued attribute for token_storage: ldap"))
     profile_attributes: dict[str, str] = field(default_factory=dict, metadata=meta(

@@ -1,0 +1,715 @@
+"""`token_storage: ldap`: OATH token records kept in the user's own directory entry.
+
+Each token is one value of a multi-valued attribute (`primary.backends[].token_attribute`)
+of the user's entry: ``<serial>|<ciphertext>``, the ciphertext being the whole record as
+JSON, AES-256-GCM under the data key with the serial as associated data, so the
+directory only ever shows serials and ciphertext. Every change is ONE LDAP modify that
+deletes the exact old value and adds the new one: the server applies it atomically
+(RFC 4511 §4.6) and refuses it when the old value is gone, so two authd nodes writing to
+one directory master can never both accept the same code (compare-and-set).
+
+A directory user's other state (failure count, lock deadline, PIN hash, backup-code
+hashes) is one more value of the same attribute, ``~state|<ciphertext>``, changed the
+same way, so lockouts and single-use backup codes are exact across nodes too. User
+records, last-seen data, challenges and audit stay in the SQL store this class
+delegates to, as do tokens without a user and everything about users the directory does
+not know (local users in a mixed chain).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import ldap3
+from ldap3.utils.conv import escape_filter_chars
+from twisted.logger import Logger
+
+from authd.auth.interfaces import (
+    Challenge,
+    DecisionCommit,
+    DecisionWrite,
+    LockState,
+    Store,
+    UserOverview,
+    commit_decision_in_steps,
+)
+from authd.auth.ldap_primary import DirectoryEntry, DirectoryUnavailable, LdapBackend
+from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound, StoreUnavailable
+from authd.core.lockout import after_failure, after_unlock
+from authd.core.model import Algorithm, AuditEvent, Token, TokenStatus, TokenType, User
+
+log = Logger(namespace="authd.ldap_attrs")
+
+SEPARATOR = "|"
+RECORD_VERSION = 1
+# One value per user holds the rest of the state; serials never start with "~".
+STATE_PREFIX = "~state|"
+STATE_EMPTY = "~state|-"  # no state yet: a constant, so concurrent creators collide
+STATE_AAD = b"authd-user-state"
+HINTS_MAX = 100_000
+CAS_ATTEMPTS = 16  # a compare-and-set lost to a concurrent writer is re-evaluated this often
+_SERIAL_RE = re.compile(r"^[^\s|~\x00-\x1f\x7f][^\s|\x00-\x1f\x7f]{0,127}$")
+
+
+class Cipher(Protocol):
+    """What this store needs of `authd.crypto.Keyring`."""
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> str: ...
+    def decrypt(self, blob: str, aad: bytes) -> bytes: ...
+    def rotate(self) -> str: ...
+
+
+def _back_off(attempt: int) -> None:
+    """Random pause after a lost compare-and-set, so two writers stop colliding in
+    lock-step (we are on a worker thread; sleeping blocks no reactor)."""
+    time.sleep(random.uniform(0, 0.002 * attempt))
+
+
+def _check_serial(serial: str) -> None:
+    if not _SERIAL_RE.match(serial):
+        raise InvalidInput(
+            f"token serial must be 1-128 printable characters without spaces or {SEPARATOR!r}"
+        )
+
+
+def encode_record(token: Token, cipher: Cipher) -> str:
+    """The attribute value for `token`: serial in clear, everything else encrypted."""
+    record = {
+        "v": RECORD_VERSION,
+        "serial": token.serial,
+        "user": token.user,
+        "type": token.type.value,
+        "seed": base64.b64encode(token.seed).decode(),
+        "algorithm": token.algorithm.value,
+        "digits": token.digits,
+        "period": token.period,
+        "counter": token.counter,
+        "last_step": token.last_step,
+        "drift": token.drift,
+        "status": token.status.value,
+        "description": token.description,
+        "created_at": token.created_at,
+    }
+    plaintext = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+    return f"{token.serial}{SEPARATOR}{cipher.encrypt(plaintext, token.serial.encode())}"
+
+
+def decode_record(value: str, cipher: Cipher) -> Token:
+    """The token in an attribute value; raises AuthdError when it is not ours or was
+    tampered with (the serial outside must be the one bound inside)."""
+    serial, sep, blob = value.partition(SEPARATOR)
+    if not sep or not serial:
+        raise InvalidInput("not an authd token value")
+    r: dict[str, Any] = json.loads(cipher.decrypt(blob, serial.encode()))
+    if r.get("v") != RECORD_VERSION or r.get("serial") != serial:
+        raise InvalidInput(f"token value for {serial!r} is inconsistent")
+    return Token(
+        serial=serial,
+        type=TokenType(r["type"]),
+        seed=base64.b64decode(r["seed"]),
+        user=r["user"],
+        algorithm=Algorithm(r["algorithm"]),
+        digits=int(r["digits"]),
+        period=int(r["period"]),
+        counter=int(r["counter"]),
+        last_step=int(r["last_step"]),
+        drift=int(r["drift"]),
+        status=TokenStatus(r["status"]),
+        description=str(r["description"]),
+        created_at=float(r["created_at"]),
+    )
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the directory keeps per user besides tokens (the issue's lock state,
+    failure count, PIN hash and backup-code hashes)."""
+
+    user: str
+    failures: int = 0
+    locked_until: float | None = None  # math.inf: until an operator unlocks
+    pin_hash: str | None = field(default=None, repr=False)
+    backup: tuple[str, ...] = field(default=(), repr=False)
+
+
+def encode_state(state: UserState, cipher: Cipher) -> str:
+    locked = state.locked_until
+    record = {
+        "v": RECORD_VERSION,
+        "user": state.user,
+        "failures": state.failures,
+        "locked_until": "inf" if locked is not None and math.isinf(locked) else locked,
+        "pin_hash": state.pin_hash,
+        "backup": list(state.backup),
+    }
+    plaintext = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+    return STATE_PREFIX + cipher.encrypt(plaintext, STATE_AAD)
+
+
+def decode_state(value: str, cipher: Cipher) -> UserState:
+    if not value.startswith(STATE_PREFIX):
+        raise InvalidInput("not an authd user state value")
+    r: dict[str, Any] = json.loads(cipher.decrypt(value[len(STATE_PREFIX) :], STATE_AAD))
+    if r.get("v") != RECORD_VERSION:
+        raise InvalidInput("user state version is not supported")
+    locked = r["locked_until"]
+    return UserState(
+        user=str(r["user"]),
+        failures=int(r["failures"]),
+        locked_until=math.inf if locked == "inf" else (None if locked is None else float(locked)),
+        pin_hash=r["pin_hash"],
+        backup=tuple(str(h) for h in r["backup"]),
+    )
+
+
+class LdapTokenStore:
+    """A `Store` whose token records live in directory attributes (see module doc).
+
+    `backend` is the LDAP first-factor backend that finds users (its service account
+    needs write access to the token attribute); `delegate` is the SQL store.
+    """
+
+    def __init__(
+        self, delegate: Store, backend: LdapBackend, cipher: Cipher, attribute: str | None = None
+    ) -> None:
+        self._delegate = delegate
+        self._backend = backend
+        self._directory = backend.directory
+        self._cipher = cipher
+        self._attr = attribute or backend.directory.config.token_attribute
+        if not self._attr:
+            raise ValueError("token_storage ldap needs primary.backends[].token_attribute")
+        self._base = backend.directory.config.user_search.base
+        self._where: dict[str, str] = {}  # serial -> DN last seen holding it (a hint)
+
+    # ------------------------------------------------------------ directory access
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except DirectoryUnavailable as e:
+            raise StoreUnavailable(f"directory holding tokens: {e}") from None
+
+    def _user_dn(self, user: str) -> str:
+        with self._reachable():
+            found = self._backend.find_user(user)
+        if found is None:
+            raise NotFound(f"user {user!r} is not in the directory")
+        return found.dn
+
+    def _entries(self, filt: str) -> list[DirectoryEntry]:
+        with self._reachable():
+            return self._directory.search(self._base, filt, [self._attr])
+
+    def _values(self, entry: DirectoryEntry) -> tuple[str, ...]:
+        return entry.attributes.get(self._attr.lower(), ())
+
+    def _decode_all(self, entry: DirectoryEntry) -> list[tuple[str, Token]]:
+        out = []
+        for value in self._values(entry):
+            if value.startswith(STATE_PREFIX):
+                continue
+            try:
+                out.append((value, decode_record(value, self._cipher)))
+            except (AuthdError, ValueError, KeyError) as e:
+                # Fail closed: an unreadable record is no token at all.
+                log.error(
+                    "unreadable token value in {dn}: {error}", dn=entry.dn, error=type(e).__name__
+                )
+        return out
+
+    def _locate(self, serial: str) -> tuple[str, str, Token] | None:
+        """(entry DN, exact attribute value, token) of a token kept in the directory.
+
+        The entry where the serial was last seen is read first (one base read); the
+        subtree search runs when it is not there (first use, or the token moved).
+        """
+        prefix = f"{serial}{SEPARATOR}"
+        hint = self._where.get(serial)
+        if hint is not None:
+            for entry in self._entries_of(hint):
+                for value, token in self._decode_all(entry):
+                    if token.serial == serial and value.startswith(prefix):
+                        return entry.dn, value, token
+        entries = self._entries(f"({self._attr}={escape_filter_chars(prefix)}*)")
+        for entry in entries:
+            for value, token in self._decode_all(entry):
+                if token.serial == serial and value.startswith(prefix):
+                    if len(self._where) >= HINTS_MAX:
+                        self._where.clear()
+                    self._where[serial] = entry.dn
+                    return entry.dn, value, token
+        return None
+
+    def _replace_value(self, dn: str, old: str | None, new: str | None) -> bool:
+        """Delete `old` and add `new` in ONE modify; False when `old` is already gone."""
+        changes: list[tuple[str, list[str]]] = []
+        if old is not None:
+            changes.append((ldap3.MODIFY_DELETE, [old]))
+        if new is not None:
+            changes.append((ldap3.MODIFY_ADD, [new]))
+        with self._reachable():
+            return self._directory.modify(dn, {self._attr: changes})
+
+    def _update(
+        self, serial: str, change: Callable[[Token], Token | None], fallback: Callable[[], bool]
+    ) -> bool:
+        """Compare-and-set loop: re-read, decide, write iff nobody wrote in between."""
+        for attempt in range(CAS_ATTEMPTS):
+            if attempt:
+                _back_off(attempt)
+            found = self._locate(serial)
+            if found is None:
+                return fallback()
+            dn, old_value, token = found
+            new = change(token)
+            if new is None:
+                return False
+            if new == token:
+                return True
+            if self._replace_value(dn, old_value, encode_record(new, self._cipher)):
+                return True
+        log.warn(
+            "token {serial}: gave up after {n} concurrent updates", serial=serial, n=CAS_ATTEMPTS
+        )
+        return False
+
+    # ------------------------------------------------------------ tokens
+    def add_token(self, token: Token) -> None:
+        """A directory user's token goes into the user's entry; one without a user, or of
+        a user only the SQL store knows, to the SQL store. Raises AlreadyExists for a
+        serial taken in either place, NotFound for a user neither knows."""
+        _check_serial(token.serial)
+        if self._locate(token.serial) is not None:
+            raise AlreadyExists(f"token {token.serial!r} exists")
+        dn = None if token.user is None else self._directory_dn(token.user)
+        if dn is None:  # unassigned, or a user only the SQL store knows (local user)
+            self._delegate.add_token(token)
+            return
+        if self._delegate.get_token(token.serial) is not None:
+            raise AlreadyExists(f"token {token.serial!r} exists")
+        if not self._replace_value(dn, None, encode_record(token, self._cipher)):
+            raise AlreadyExists(f"token {token.serial!r} exists")
+
+    def get_token(self, serial: str) -> Token | None:
+        found = self._locate(serial)
+        return found[2] if found is not None else self._delegate.get_token(serial)
+
+    def list_tokens(self, user: str | None = None) -> list[Token]:
+        """Directory tokens first, then those the SQL store keeps (unassigned, or
+        assigned hardware tokens imported there)."""
+        if user is None:
+            entries = self._entries(f"({self._attr}=*)")
+        else:
+            with self._reachable():
+                found = self._backend.find_user(user)
+            entries = [] if found is None else self._entries_of(found.dn)
+        tokens = [
+            t for e in entries for _, t in self._decode_all(e) if user is None or t.user == user
+        ]
+        seen = {t.serial for t in tokens}
+        tokens += [t for t in self._delegate.list_tokens(user) if t.serial not in seen]
+        return tokens
+
+    def _entries_of(self, dn: str) -> list[DirectoryEntry]:
+        with self._reachable():
+            return self._directory.search(dn, "(objectClass=*)", [self._attr], scope="base")
+
+    def active_tokens(self, user: str) -> list[Token]:
+        return [t for t in self.list_tokens(user) if t.status is TokenStatus.ACTIVE]
+
+    def set_token_status(self, serial: str, status: TokenStatus) -> bool:
+        status = TokenStatus(status)
+        return self._update(
+            serial,
+            lambda t: replace(t, status=status),
+            lambda: self._delegate.set_token_status(serial, status),
+        )
+
+    def assign_token(self, serial: str, user: str | None) -> bool:
+        """Move a directory token to another user's entry (add there first, then delete
+        here: a crash in between leaves a duplicate, never a loss); unassigning moves it
+        to the SQL store. Tokens kept in the SQL store stay there."""
+        found = self._locate(serial)
+        if found is None:
+            return self._delegate.assign_token(serial, user)
+        dn, value, token = found
+        if user is None:
+            self._delegate.add_token(replace(token, user=None))
+        else:
+            new_dn = self._user_dn(user)
+            moved = replace(token, user=user)
+            if new_dn.lower() == dn.lower():
+                return self._replace_value(dn, value, encode_record(moved, self._cipher))
+            self._replace_value(new_dn, None, encode_record(moved, self._cipher))
+        self._replace_value(dn, value, None)
+        return True
+
+    def accept_totp_step(self, serial: str, step: int, drift: int) -> bool:
+        """True for exactly one caller per (token, step), only for a step later than any
+        accepted before (RFC 6238 §5.2), on an active token; same rule as the SQL store."""
+
+        def change(t: Token) -> Token | None:
+            if t.status is not TokenStatus.ACTIVE or t.last_step >= step:
+                return None
+            return replace(t, last_step=step, drift=drift)
+
+        return self._update(
+            serial, change, lambda: self._delegate.accept_totp_step(serial, step, drift)
+        )
+
+    def accept_hotp_counter(self, serial: str, counter: int) -> bool:
+        """The counter becomes `counter + 1` if it was <= `counter` (RFC 4226 §7.2)."""
+
+        def change(t: Token) -> Token | None:
+            if t.status is not TokenStatus.ACTIVE or t.counter > counter:
+                return None
+            return replace(t, counter=counter + 1)
+
+        return self._update(
+            serial, change, lambda: self._delegate.accept_hotp_counter(serial, counter)
+        )
+
+    def resync_token(
+        self,
+        serial: str,
+        *,
+        counter: int | None = None,
+        last_step: int | None = None,
+        drift: int | None = None,
+    ) -> bool:
+        def change(t: Token) -> Token:
+            return replace(
+                t,
+                counter=t.counter if counter is None else counter,
+                last_step=t.last_step if last_step is None else last_step,
+                drift=t.drift if drift is None else drift,
+            )
+
+        return self._update(
+            serial,
+            change,
+            lambda: self._delegate.resync_token(
+                serial, counter=counter, last_step=last_step, drift=drift
+            ),
+        )
+
+    # ------------------------------------------------------------ user state
+    def _directory_dn(self, name: str) -> str | None:
+        """The entry of a directory user (whose state lives there), None for a user
+        only the SQL store knows (a local user in a mixed chain)."""
+        with self._reachable():
+            found = self._backend.find_user(name)
+        return None if found is None else found.dn
+
+    def _state_in(self, dn: str, user: str, values: Sequence[str]) -> tuple[str | None, UserState]:
+        """(exact state value or None when there is none yet, state) from an entry's
+        attribute values."""
+        found = [v for v in values if v.startswith(STATE_PREFIX)]
+        if not found:
+            return None, UserState(user=user)
+        if len(found) > 1:
+            log.error("{n} state values in {dn}; using the first", n=len(found), dn=dn)
+        value = found[0]
+        if value == STATE_EMPTY:
+            return value, UserState(user=user)
+        try:
+            state = decode_state(value, self._cipher)
+        except (AuthdError, ValueError, KeyError) as e:
+            # Fail closed: unreadable lock state must not look like "unlocked".
+            raise StoreUnavailable(f"unreadable user state in {dn}: {type(e).__name__}") from None
+        if state.user != user:
+            raise StoreUnavailable(f"user state in {dn} belongs to someone else")
+        return value, state
+
+    def _entry_values(self, dn: str) -> list[str]:
+        return [v for e in self._entries_of(dn) for v in self._values(e)]
+
+    def _read_state(self, dn: str, user: str) -> tuple[str | None, UserState]:
+        return self._state_in(dn, user, self._entry_values(dn))
+
+    def _update_state(
+        self, dn: str, user: str, change: Callable[[UserState], UserState | None]
+    ) -> UserState | None:
+        """Compare-and-set on the user's state value; None when `change` refused."""
+        for attempt in range(CAS_ATTEMPTS):
+            if attempt:
+                _back_off(attempt)
+            old_value, state = self._read_state(dn, user)
+            new = change(state)
+            if new is None:
+                return None
+            if new == state:
+                return state
+            if old_value is None:
+                # First state of this user: add the constant empty marker (of concurrent
+                # creators exactly one succeeds), then change it like any other value.
+                self._replace_value(dn, None, STATE_EMPTY)
+                continue
+            new_value = (
+                STATE_EMPTY if new == UserState(user=user) else encode_state(new, self._cipher)
+            )
+            if self._replace_value(dn, old_value, new_value):
+                return new
+        raise StoreUnavailable(f"user state of {user!r}: too many concurrent updates")
+
+    def _with_state(self, user: User) -> User:
+        dn = self._directory_dn(user.name)
+        if dn is None:
+            return user
+        _, state = self._read_state(dn, user.name)
+        return replace(
+            user,
+            failures=state.failures,
+            locked_until=state.locked_until,
+            pin_hash=state.pin_hash,
+        )
+
+    def get_user(self, name: str) -> User | None:
+        """The SQL record, with lock state and PIN hash from the directory for a
+        directory user."""
+        user = self._delegate.get_user(name)
+        return None if user is None else self._with_state(user)
+
+    def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]:
+        """One read of the user's entry gives tokens and state. Directory tokens come
+        back even before the first login has created the store record: the engine needs
+        them to split password and code."""
+        user = self._delegate.get_user(name)
+        dn = self._directory_dn(name)
+        if dn is None:
+            return user, self._delegate.list_tokens(name)
+        values = self._entry_values(dn)
+        tokens = [
+            t
+            for _, t in self._decode_all(DirectoryEntry(dn, {self._attr.lower(): tuple(values)}))
+            if t.user == name
+        ]
+        seen = {t.serial for t in tokens}
+        tokens += [t for t in self._delegate.list_tokens(name) if t.serial not in seen]
+        if user is not None:
+            _, state = self._state_in(dn, name, values)
+            user = replace(
+                user,
+                failures=state.failures,
+                locked_until=state.locked_until,
+                pin_hash=state.pin_hash,
+            )
+        return user, tokens
+
+    def add_user(self, user: User) -> None:
+        self._delegate.add_user(user)
+
+    def ensure_user(
+        self,
+        name: str,
+        source: str,
+        now: float,
+        profile: dict[str, str] | None = None,
+        groups: Sequence[str] = (),
+    ) -> User:
+        return self._with_state(self._delegate.ensure_user(name, source, now, profile, groups))
+
+    def list_users(
+        self, pattern: str | None = None, limit: int | None = None
+    ) -> list[UserOverview]:
+        """The SQL overview, completed from ONE search over every directory value:
+        tokens counted, lock state and registration taken from the directory."""
+        overviews = self._delegate.list_users(pattern, limit)
+        active: dict[str, int] = {}
+        has_token: set[str] = set()
+        states: dict[str, UserState] = {}
+        for entry in self._entries(f"({self._attr}=*)"):
+            for _, token in self._decode_all(entry):
+                if token.user:
+                    has_token.add(token.user)
+                    active[token.user] = active.get(token.user, 0) + (
+                        token.status is TokenStatus.ACTIVE
+                    )
+            for value in self._values(entry):
+                if value.startswith(STATE_PREFIX) and value != STATE_EMPTY:
+                    with contextlib.suppress(AuthdError, ValueError, KeyError):
+                        decoded = decode_state(value, self._cipher)
+                        states[decoded.user] = decoded
+        out = []
+        for o in overviews:
+            name = o.user.name
+            user, registered = o.user, o.registered or name in has_token
+            state: UserState | None = states.get(name)
+            if state is not None:
+                user = replace(
+                    user,
+                    failures=state.failures,
+                    locked_until=state.locked_until,
+                    pin_hash=state.pin_hash,
+                )
+                registered = registered or bool(state.pin_hash or state.backup)
+            out.append(
+                UserOverview(
+                    user=user,
+                    active_tokens=o.active_tokens + active.get(name, 0),
+                    registered=registered,
+                )
+            )
+        return out
+
+    def set_password_hash(self, name: str, password_hash: str | None) -> bool:
+        return self._delegate.set_password_hash(name, password_hash)
+
+    def set_disabled(self, name: str, disabled: bool) -> bool:
+        return self._delegate.set_disabled(name, disabled)
+
+    def set_pin_hash(self, name: str, pin_hash: str | None) -> bool:
+        dn = self._directory_dn(name)
+        if dn is None:
+            return self._delegate.set_pin_hash(name, pin_hash)
+        self._update_state(dn, name, lambda st: replace(st, pin_hash=pin_hash))
+        return True
+
+    def unlock_user(self, name: str) -> bool:
+        dn = self._directory_dn(name)
+        if dn is None:
+            return self._delegate.unlock_user(name)
+        update = after_unlock()
+        self._update_state(
+            dn, name, lambda st: replace(st, failures=update.failures, locked_until=None)
+        )
+        return True
+
+    def reset_user(self, name: str) -> bool:
+        """Drop the user's directory tokens, PIN and backup codes too; lock state is left
+        alone, as in the SQL store. One modify per value, so a value changed meanwhile
+        is retried, never resurrected."""
+        dn = self._directory_dn(name)
+        if dn is not None:
+            for _ in range(CAS_ATTEMPTS):
+                values = [
+                    v
+                    for e in self._entries_of(dn)
+                    for v in self._values(e)
+                    if not v.startswith(STATE_PREFIX)
+                ]
+                if not values:
+                    break
+                for value in values:
+                    self._replace_value(dn, value, None)
+            self._update_state(dn, name, lambda st: replace(st, pin_hash=None, backup=()))
+        return self._delegate.reset_user(name)
+
+    def record_failure(
+        self, name: str, now: float, max_attempts: int, lock_seconds: float | None
+    ) -> LockState:
+        """core.lockout.after_failure applied by compare-and-set on the directory value,
+        so two nodes counting at once both count."""
+        dn = self._directory_dn(name)
+        if dn is None:
+            return self._delegate.record_failure(name, now, max_attempts, lock_seconds)
+
+        def change(st: UserState) -> UserState:
+            update = after_failure(st.failures, st.locked_until, now, max_attempts, lock_seconds)
+            return replace(st, failures=update.failures, locked_until=update.locked_until)
+
+        new = self._update_state(dn, name, change)
+        assert new is not None
+        return LockState(failures=new.failures, locked_until=new.locked_until)
+
+    def record_attempt(
+        self, name: str, now: float, source: str, client: str, success: bool
+    ) -> None:
+        """Last-seen data stays in SQL; a success ends the run of failures and clears an
+        expired lock (never a running one), as in the SQL store."""
+        self._delegate.record_attempt(name, now, source, client, success)
+        if not success:
+            return
+        dn = self._directory_dn(name)
+        if dn is None:
+            return
+
+        def change(st: UserState) -> UserState:
+            running = st.locked_until is not None and now < st.locked_until
+            return replace(st, failures=0, locked_until=st.locked_until if running else None)
+
+        self._update_state(dn, name, change)
+
+    def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:
+        dn = self._directory_dn(user)
+        if dn is None:
+            self._delegate.replace_backup_codes(user, code_hashes, now)
+            return
+        codes = tuple(code_hashes)
+        self._update_state(dn, user, lambda st: replace(st, backup=codes))
+
+    def consume_backup_code(self, user: str, code_hash: str) -> bool:
+        """Single use: removing the hash is a compare-and-set, so one caller wins."""
+        dn = self._directory_dn(user)
+        if dn is None:
+            return self._delegate.consume_backup_code(user, code_hash)
+
+        def change(st: UserState) -> UserState | None:
+            if code_hash not in st.backup:
+                return None
+            return replace(st, backup=tuple(h for h in st.backup if h != code_hash))
+
+        return self._update_state(dn, user, change) is not None
+
+    def backup_codes_left(self, user: str) -> int:
+        dn = self._directory_dn(user)
+        if dn is None:
+            return self._delegate.backup_codes_left(user)
+        return len(self._read_state(dn, user)[1].backup)
+
+    def put_challenge(self, state_hash: str, challenge: Challenge) -> None:
+        self._delegate.put_challenge(state_hash, challenge)
+
+    def take_challenge(self, state_hash: str, now: float) -> Challenge | None:
+        return self._delegate.take_challenge(state_hash, now)
+
+    def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
+        """Token and lock state live in the directory, audit in SQL: no one transaction
+        spans both, so the write phase runs as its exact single steps."""
+        return commit_decision_in_steps(self, write)
+
+    def append_audit(self, event: AuditEvent) -> None:
+        self._delegate.append_audit(event)
+
+    def query_audit(
+        self,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[AuditEvent]:
+        return self._delegate.query_audit(user, since, limit, before_id)
+
+    # ------------------------------------------------------------ keys, health
+    def rotate_key(self) -> int:
+        """New data key (the SQL store rotates the key file), then every directory
+        value is re-encrypted under it by compare-and-set. Returns records rewritten."""
+        count = self._delegate.rotate_key()
+        for entry in self._entries(f"({self._attr}=*)"):
+            for value, token in self._decode_all(entry):
+                if self._replace_value(entry.dn, value, encode_record(token, self._cipher)):
+                    count += 1
+            for value in self._values(entry):
+                if value.startswith(STATE_PREFIX) and value != STATE_EMPTY:
+                    state = decode_state(value, self._cipher)
+                    if self._replace_value(entry.dn, value, encode_state(state, self._cipher)):
+                        count += 1
+        return count
+
+    def ping(self) -> None:
+        self._delegate.ping()
+        with self._reachable():
+            self._directory.ping()
+
+    def close(self) -> None:
+        self._delegate.close()
