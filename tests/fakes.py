@@ -16,7 +16,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from authd.auth.interfaces import Challenge, LockState, PrimaryResult, UserOverview
+from authd.auth.interfaces import (
+    Challenge,
+    DecisionCommit,
+    DecisionWrite,
+    LockState,
+    PrimaryResult,
+    UserOverview,
+    commit_decision_in_steps,
+    get_user_tokens_codes_in_steps,
+)
 from authd.core.errors import AlreadyExists, StoreUnavailable
 from authd.core.lockout import after_failure
 from authd.core.model import AuditEvent, LastSeen, Token, TokenStatus, User
@@ -49,6 +58,10 @@ class FakeStore:
         self._enter("get_user_with_tokens")
         user = self.users.get(name)
         return user, [t for t in self.tokens.values() if user is not None and t.user == name]
+
+    def get_user_tokens_codes(self, name: str) -> tuple[User | None, list[Token], int]:
+        self._enter("get_user_tokens_codes")
+        return get_user_tokens_codes_in_steps(self, name)
 
     def add_user(self, user: User) -> None:
         self._enter("add_user")
@@ -249,6 +262,12 @@ class FakeStore:
         if challenge is None or challenge.expires_at <= now:
             return None
         return challenge
+
+    # a decision's write phase
+    def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
+        self._enter("commit_decision")
+        # The Protocol's reference meaning, step by step (each step atomic on its own).
+        return commit_decision_in_steps(self, write)
 
     # audit, keys, health
     def append_audit(self, event: AuditEvent) -> None:

@@ -14,9 +14,9 @@ import dataclasses
 import enum
 import hashlib
 import json
+import re
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -24,15 +24,21 @@ from typing import ParamSpec, TypeVar
 from twisted.logger import Logger
 
 from authd.auth.interfaces import (
+    AttemptRecord,
     AuthRequest,
     Challenge,
     Decision,
+    DecisionCommit,
+    DecisionWrite,
     FirstFactorBackend,
-    LockState,
     Outcome,
     PrimaryResult,
     Reason,
+    SingleUse,
     Store,
+    UseBackupCode,
+    UseHotpCounter,
+    UseTotpStep,
 )
 from authd.config.model import Config
 from authd.core.backup_codes import hash_code, normalize_code
@@ -49,6 +55,9 @@ MAX_USER_LENGTH = 256
 # anything no real password + PIN + code reaches, before it costs an argon2 or a bind.
 MAX_SECRET_LENGTH = 1024
 MAX_STATE_LENGTH = 256
+# Unicode category Cc is exactly these 65 code points; one regex scan instead of a
+# unicodedata lookup per character (request_problem runs on every request).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _FIRST_FACTORS = frozenset({"chain", "none"})
 _OTP_MODES = frozenset({"inline", "challenge", "auto"})
 
@@ -101,7 +110,7 @@ def _invalid_text(text: object, limit: int, *, control_ok: bool) -> bool:
         text.encode("utf-8")  # lone surrogates cannot reach a directory or a hash
     except UnicodeEncodeError:
         return True
-    return not control_ok and any(unicodedata.category(ch) == "Cc" for ch in text)
+    return not control_ok and _CONTROL.search(text) is not None
 
 
 def request_problem(req: AuthRequest) -> str | None:
@@ -143,44 +152,22 @@ class _MeteredStore:
         finally:
             self.seconds += time.perf_counter() - start
 
-    def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]:
-        """The user and their ACTIVE tokens, in one round trip."""
-        user, tokens = self._call(self._store.get_user_with_tokens, name)
-        return user, [t for t in tokens if t.status == TokenStatus.ACTIVE and t.user == name]
-
     def ensure_user(
         self, name: str, source: str, now: float, profile: dict[str, str], groups: Sequence[str]
     ) -> User:
         return self._call(self._store.ensure_user, name, source, now, profile, groups)
 
-    def backup_codes_left(self, name: str) -> int:
-        return self._call(self._store.backup_codes_left, name)
-
-    def accept_totp_step(self, serial: str, step: int, drift: int) -> bool:
-        return self._call(self._store.accept_totp_step, serial, step, drift)
-
-    def accept_hotp_counter(self, serial: str, counter: int) -> bool:
-        return self._call(self._store.accept_hotp_counter, serial, counter)
-
-    def consume_backup_code(self, name: str, code_hash: str) -> bool:
-        return self._call(self._store.consume_backup_code, name, code_hash)
-
-    def record_failure(
-        self, name: str, now: float, max_attempts: int, lock_seconds: float | None
-    ) -> LockState:
-        return self._call(self._store.record_failure, name, now, max_attempts, lock_seconds)
-
-    def record_attempt(self, name: str, now: float, source: str, client: str, ok: bool) -> None:
-        self._call(self._store.record_attempt, name, now, source, client, ok)
-
-    def put_challenge(self, key: str, challenge: Challenge) -> None:
-        self._call(self._store.put_challenge, key, challenge)
+    def get_user_tokens_codes(self, name: str) -> tuple[User | None, list[Token], int]:
+        """The user, their ACTIVE tokens and backup codes left, in one round trip."""
+        user, tokens, codes = self._call(self._store.get_user_tokens_codes, name)
+        active = [t for t in tokens if t.status == TokenStatus.ACTIVE and t.user == name]
+        return user, active, codes
 
     def take_challenge(self, key: str, now: float) -> Challenge | None:
         return self._call(self._store.take_challenge, key, now)
 
-    def append_audit(self, event: AuditEvent) -> None:
-        self._call(self._store.append_audit, event)
+    def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
+        return self._call(self._store.commit_decision, write)
 
 
 class Engine:
@@ -242,11 +229,10 @@ class _Attempt:
 
     # ------------------------------------------------------------ user data
     def _load(self) -> None:
-        self.user, self.tokens = self.store.get_user_with_tokens(self.req.user)
-        self.backup_left = False
+        self.user, self.tokens, codes = self.store.get_user_tokens_codes(self.req.user)
+        self.backup_left = self.user is not None and codes > 0
         if self.user is not None:
             self.groups = self.user.groups
-            self.backup_left = self.store.backup_codes_left(self.user.name) > 0
 
     def _has_second_factor(self) -> bool:
         return bool(self.tokens) or self.backup_left
@@ -322,8 +308,8 @@ class _Attempt:
             self.req.user, backend, self.now, dict(result.profile), self.groups
         )
         # Tokens may have been assigned (token assign) before the first login.
-        _, self.tokens = self.store.get_user_with_tokens(self.req.user)
-        self.backup_left = self.store.backup_codes_left(self.req.user) > 0
+        _, self.tokens, codes = self.store.get_user_tokens_codes(self.req.user)
+        self.backup_left = codes > 0
 
     # ------------------------------------------------------------ second factor
     def _evaluate(self, cand: Candidate) -> _Match:
@@ -393,41 +379,45 @@ class _Attempt:
         return best
 
     def _consume(self, match: _Match | None) -> Decision:
-        """Apply a match with the store's compare-and-set; a lost race is a replay."""
+        """Apply a match with the store's compare-and-set, in the same transaction as
+        the attempt record and audit of either ending; a lost race is a replay."""
         if match is None:
             return self._second_factor_failed(Reason.BAD_OTP)
+        use: SingleUse
         if match.verdict is _Verdict.BACKUP:
             code_hash = hash_code(match.candidate.second, self.hash_key)
-            if self.store.consume_backup_code(self.req.user, code_hash):
-                self.detail = "backup code"
-                return self._accept(Reason.OK_BACKUP_CODE)
-            return self._second_factor_failed(Reason.BAD_OTP)
-        if match.verdict is _Verdict.BAD_PIN:
+            use, detail, ok, lost = (
+                UseBackupCode(self.req.user, code_hash),
+                "backup code",
+                Reason.OK_BACKUP_CODE,
+                Reason.BAD_OTP,
+            )
+        elif match.verdict is _Verdict.BAD_PIN:
             return self._second_factor_failed(Reason.BAD_PIN)
-        if match.verdict is not _Verdict.FRESH or match.token is None:
+        elif match.verdict is not _Verdict.FRESH or match.token is None:
             return self._second_factor_failed(Reason.REPLAY)
-        token = match.token
-        if match.totp is not None:
-            won = self.store.accept_totp_step(token.serial, match.totp.step, match.totp.drift)
-        elif match.hotp is not None:
-            won = self.store.accept_hotp_counter(token.serial, match.hotp)
-        else:  # pragma: no cover - a FRESH match always carries its step or counter
-            won = False
-        if not won:
-            return self._second_factor_failed(Reason.REPLAY)
-        self.detail = f"token {token.serial}"
-        return self._accept(Reason.OK)
+        else:
+            serial = match.token.serial
+            if match.totp is not None:
+                use = UseTotpStep(serial, match.totp.step, match.totp.drift)
+            elif match.hotp is not None:
+                use = UseHotpCounter(serial, match.hotp)
+            else:  # pragma: no cover - a FRESH match always carries its step or counter
+                return self._second_factor_failed(Reason.REPLAY)
+            detail, ok, lost = f"token {serial}", Reason.OK, Reason.REPLAY
+        result = self._commit(
+            self._record(Outcome.ACCEPT, ok, detail=detail),
+            use=use,
+            lost=self._record(Outcome.REJECT, lost, count_failure=True),
+        )
+        if result.won:
+            self.detail = detail
+            return self._decision(Outcome.ACCEPT, ok, "")
+        return self._decision(Outcome.REJECT, lost, GENERIC_REJECT)
 
     def _second_factor_failed(self, reason: Reason) -> Decision:
-        assert self.user is not None
-        lockout = self.cfg.otp.lockout
-        state = self.store.record_failure(
-            self.user.name, self.now, lockout.max_attempts, lockout.auto_unlock_after
-        )
-        self.locked_now = state.locked_until is not None and state.locked_until > self.now
-        if self.locked_now:
-            log.info("user {user} locked after {n} failures", user=self.user.name, n=state.failures)
-        return self._reject(reason)
+        self._commit(self._record(Outcome.REJECT, reason, count_failure=True))
+        return self._decision(Outcome.REJECT, reason, GENERIC_REJECT)
 
     # ------------------------------------------------------------ the checks in order
     def _gate(self, ff: _FF) -> Decision | None:
@@ -512,12 +502,13 @@ class _Attempt:
         state = secrets.token_bytes(32)
         ttl = self.cfg.radius.challenge_ttl
         data = json.dumps({"groups": list(self.groups)})
-        self.store.put_challenge(
-            state_hash(state),
-            Challenge(self.req.user, self.req.client, self.now + ttl, data),
-        )
+        challenge = Challenge(self.req.user, self.req.client, self.now + ttl, data)
         return self._finish(
-            Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED, self.cfg.radius.challenge_message, state
+            Outcome.CHALLENGE,
+            Reason.CHALLENGE_ISSUED,
+            self.cfg.radius.challenge_message,
+            state,
+            (state_hash(state), challenge),
         )
 
     def _answer_challenge(self, state: bytes) -> Decision:
@@ -551,16 +542,26 @@ class _Attempt:
         return self._finish(Outcome.REJECT, reason, message)
 
     def _finish(
-        self, outcome: Outcome, reason: Reason, message: str, state: bytes | None = None
+        self,
+        outcome: Outcome,
+        reason: Reason,
+        message: str,
+        state: bytes | None = None,
+        challenge: tuple[str, Challenge] | None = None,
     ) -> Decision:
+        self._commit(self._record(outcome, reason), challenge=challenge)
+        return self._decision(outcome, reason, message, state)
+
+    def _record(
+        self, outcome: Outcome, reason: Reason, *, count_failure: bool = False, detail: str = ""
+    ) -> AttemptRecord:
+        """One possible ending's writes: last attempt, counted failure, audit event."""
         req = self.req
         valid = reason is not Reason.BAD_REQUEST
-        if self.user is not None and valid:
-            self.store.record_attempt(
-                self.user.name, self.now, req.source, req.client, outcome is Outcome.ACCEPT
-            )
-        self.store.append_audit(
-            AuditEvent(
+        return AttemptRecord(
+            success=outcome is Outcome.ACCEPT,
+            count_failure=count_failure,
+            audit=AuditEvent(
                 at=self.now,
                 actor=f"{req.frontend}:{req.client}" if valid else "invalid",
                 action="auth",
@@ -569,11 +570,51 @@ class _Attempt:
                 client=req.client if valid else "",
                 source=req.source if valid else "",
                 reason=reason.value,
-                detail=self.detail,
+                detail=detail or self.detail,
+            ),
+        )
+
+    def _commit(
+        self,
+        won: AttemptRecord,
+        *,
+        use: SingleUse | None = None,
+        lost: AttemptRecord | None = None,
+        challenge: tuple[str, Challenge] | None = None,
+    ) -> DecisionCommit:
+        """The decision's whole write phase: one store call, one transaction, committed
+        before the caller can answer (nothing is sent on an uncommitted write)."""
+        lockout = self.cfg.otp.lockout
+        valid = won.audit.reason != Reason.BAD_REQUEST.value
+        result = self.store.commit_decision(
+            DecisionWrite(
+                user=self.user.name if self.user is not None and valid else None,
+                now=self.now,
+                source=self.req.source,
+                client=self.req.client,
+                max_attempts=lockout.max_attempts,
+                lock_seconds=lockout.auto_unlock_after,
+                won=won,
+                use=use,
+                lost=lost,
+                challenge=challenge,
             )
         )
+        lock = result.lock
+        self.locked_now = (
+            lock is not None and lock.locked_until is not None and (lock.locked_until > self.now)
+        )
+        if self.locked_now:
+            assert lock is not None and self.user is not None
+            log.info("user {user} locked after {n} failures", user=self.user.name, n=lock.failures)
+        return result
+
+    def _decision(
+        self, outcome: Outcome, reason: Reason, message: str, state: bytes | None = None
+    ) -> Decision:
+        valid = reason is not Reason.BAD_REQUEST
         groups = self.groups if outcome is Outcome.ACCEPT else ()
-        return Decision(outcome, reason, req.user if valid else "", message, state, groups)
+        return Decision(outcome, reason, self.req.user if valid else "", message, state, groups)
 
 
 def _groups_from(data: str, fallback: tuple[str, ...]) -> tuple[str, ...]:

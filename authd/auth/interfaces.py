@@ -129,6 +129,73 @@ class Challenge:
     data: str = ""
 
 
+@dataclass(frozen=True)
+class UseTotpStep:
+    """Single use of a TOTP step: compare-and-set as in `Store.accept_totp_step`."""
+
+    serial: str
+    step: int
+    drift: int
+
+
+@dataclass(frozen=True)
+class UseHotpCounter:
+    """Single use of an HOTP counter: compare-and-set as in `Store.accept_hotp_counter`."""
+
+    serial: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class UseBackupCode:
+    """Single use of a backup code: conditional DELETE as in `Store.consume_backup_code`."""
+
+    user: str
+    code_hash: str = field(repr=False)
+
+
+SingleUse = UseTotpStep | UseHotpCounter | UseBackupCode
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """What one outcome of a decision writes: the user's last attempt (`success` also
+    zeroes failures), optionally one counted failure (lockout), and one audit event."""
+
+    success: bool
+    count_failure: bool
+    audit: AuditEvent
+
+
+@dataclass(frozen=True)
+class DecisionWrite:
+    """The whole write phase of one decision, applied by `Store.commit_decision` as ONE
+    transaction: `use` (if any) first; `won` is applied when it succeeded (or there is
+    none), `lost` when another request had used it already. `user` None: no user row to
+    touch (only the audit event is written). `challenge` (state hash, Challenge) is
+    stored with a `won` outcome."""
+
+    user: str | None
+    now: float
+    source: str
+    client: str
+    max_attempts: int
+    lock_seconds: float | None
+    won: AttemptRecord
+    use: SingleUse | None = None
+    lost: AttemptRecord | None = None
+    challenge: tuple[str, Challenge] | None = None
+
+
+@dataclass(frozen=True)
+class DecisionCommit:
+    """What the committed write phase tells the engine: whether the single use was won,
+    and the lock state after a counted failure (None when none was counted)."""
+
+    won: bool
+    lock: LockState | None = None
+
+
 class Store(Protocol):
     """Durable state. Blocking; every method is atomic on its own, and the methods that
     must stay exact across nodes (failures, OTP steps, counters, backup codes, challenge
@@ -140,21 +207,32 @@ class Store(Protocol):
     def get_user(self, name: str) -> User | None: ...
     def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]: ...
     # ^ the user and all their tokens in one round trip; (None, []) when unknown
+    def get_user_tokens_codes(self, name: str) -> tuple[User | None, list[Token], int]: ...
+    # ^ the same, plus backup_codes_left (0 for an unknown user), still one round trip:
+    #   what a decision reads (see get_user_tokens_codes_in_steps for its meaning)
     def add_user(self, user: User) -> None: ...  # raises AlreadyExists
-    def ensure_user(self, name: str, source: str, now: float,
-                    profile: dict[str, str] | None = None,
-                    groups: Sequence[str] = ()) -> User: ...
-    def list_users(self, pattern: str | None = None,
-                   limit: int | None = None) -> list[UserOverview]: ...
+    def ensure_user(
+        self,
+        name: str,
+        source: str,
+        now: float,
+        profile: dict[str, str] | None = None,
+        groups: Sequence[str] = (),
+    ) -> User: ...
+    def list_users(
+        self, pattern: str | None = None, limit: int | None = None
+    ) -> list[UserOverview]: ...
     def set_password_hash(self, name: str, password_hash: str | None) -> bool: ...
     def set_disabled(self, name: str, disabled: bool) -> bool: ...
     def set_pin_hash(self, name: str, pin_hash: str | None) -> bool: ...
     def unlock_user(self, name: str) -> bool: ...
     def reset_user(self, name: str) -> bool: ...  # drop tokens, backup codes, PIN
-    def record_failure(self, name: str, now: float, max_attempts: int,
-                       lock_seconds: float | None) -> LockState: ...
-    def record_attempt(self, name: str, now: float, source: str, client: str,
-                       success: bool) -> None: ...  # success also zeroes failures
+    def record_failure(
+        self, name: str, now: float, max_attempts: int, lock_seconds: float | None
+    ) -> LockState: ...
+    def record_attempt(
+        self, name: str, now: float, source: str, client: str, success: bool
+    ) -> None: ...  # success also zeroes failures
 
     # tokens
     def add_token(self, token: Token) -> None: ...  # raises AlreadyExists
@@ -164,12 +242,17 @@ class Store(Protocol):
     def assign_token(self, serial: str, user: str | None) -> bool: ...
     def accept_totp_step(self, serial: str, step: int, drift: int) -> bool: ...
     def accept_hotp_counter(self, serial: str, counter: int) -> bool: ...
-    def resync_token(self, serial: str, *, counter: int | None = None,
-                     last_step: int | None = None, drift: int | None = None) -> bool: ...
+    def resync_token(
+        self,
+        serial: str,
+        *,
+        counter: int | None = None,
+        last_step: int | None = None,
+        drift: int | None = None,
+    ) -> bool: ...
 
     # backup codes (hashes only)
-    def replace_backup_codes(self, user: str, code_hashes: Sequence[str],
-                             now: float) -> None: ...
+    def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None: ...
     def consume_backup_code(self, user: str, code_hash: str) -> bool: ...
     def backup_codes_left(self, user: str) -> int: ...
 
@@ -177,10 +260,54 @@ class Store(Protocol):
     def put_challenge(self, state_hash: str, challenge: Challenge) -> None: ...
     def take_challenge(self, state_hash: str, now: float) -> Challenge | None: ...
 
+    # the write phase of one decision (see DecisionWrite; `commit_decision_in_steps`
+    # gives its meaning as calls of the methods above)
+    def commit_decision(self, write: DecisionWrite) -> DecisionCommit: ...
+
     # audit, keys, health
     def append_audit(self, event: AuditEvent) -> None: ...
-    def query_audit(self, user: str | None = None, since: float | None = None,
-                    limit: int = 100, before_id: int | None = None) -> list[AuditEvent]: ...
+    def query_audit(
+        self,
+        user: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[AuditEvent]: ...
     def rotate_key(self) -> int: ...  # re-encrypts every seed, returns how many
     def ping(self) -> None: ...
     def close(self) -> None: ...
+
+
+def get_user_tokens_codes_in_steps(store: Store, name: str) -> tuple[User | None, list[Token], int]:
+    """`Store.get_user_tokens_codes` as two reads, for stores that cannot do it in one."""
+    user, tokens = store.get_user_with_tokens(name)
+    return user, tokens, store.backup_codes_left(name) if user is not None else 0
+
+
+def commit_decision_in_steps(store: Store, write: DecisionWrite) -> DecisionCommit:
+    """`Store.commit_decision` as a sequence of the single-statement methods: what it
+    means, and a correct implementation for stores that cannot group the writes into
+    one transaction (each step stays exact on its own; only atomicity of the group is
+    lost, and nothing here is ever a read-modify-write)."""
+    won = True
+    use = write.use
+    if isinstance(use, UseTotpStep):
+        won = store.accept_totp_step(use.serial, use.step, use.drift)
+    elif isinstance(use, UseHotpCounter):
+        won = store.accept_hotp_counter(use.serial, use.counter)
+    elif isinstance(use, UseBackupCode):
+        won = store.consume_backup_code(use.user, use.code_hash)
+    record = write.won if won else write.lost
+    if record is None:
+        raise ValueError("DecisionWrite.lost is required when a single use can be lost")
+    lock: LockState | None = None
+    if won and write.challenge is not None:
+        store.put_challenge(*write.challenge)
+    if write.user is not None:
+        if record.count_failure:
+            lock = store.record_failure(
+                write.user, write.now, write.max_attempts, write.lock_seconds
+            )
+        store.record_attempt(write.user, write.now, write.source, write.client, record.success)
+    store.append_audit(record.audit)
+    return DecisionCommit(won, lock)

@@ -41,6 +41,7 @@ from authd.auth.interfaces import (
     Store,
     UserOverview,
     commit_decision_in_steps,
+    get_user_tokens_codes_in_steps,
 )
 from authd.auth.ldap_primary import DirectoryEntry, DirectoryUnavailable, LdapBackend
 from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound, StoreUnavailable
@@ -505,6 +506,10 @@ class LdapTokenStore:
                 pin_hash=state.pin_hash,
             )
         return user, tokens
+
+    def get_user_tokens_codes(self, name: str) -> tuple[User | None, list[Token], int]:
+        """Directory and SQL parts cannot be read in one round trip: two reads."""
+        return get_user_tokens_codes_in_steps(self, name)
 
     def add_user(self, user: User) -> None:
         self._delegate.add_user(user)

@@ -7,6 +7,11 @@ backup codes, challenge states) are single conditional statements, so they stay 
 across threads, processes and nodes without any lock in RAM. SQLite write transactions
 start with BEGIN IMMEDIATE: concurrent writers queue on the busy timeout instead of
 failing with "database is locked" on lock upgrade.
+
+What every decision does (`get_user_tokens_codes`, `commit_decision`; also
+`get_user_with_tokens`, `backup_codes_left`) skips SQLAlchemy's per-statement cost and
+runs the same statements on raw DB-API connections (`storage/hot_path.py`): one read and
+one write transaction per decision (on PostgreSQL the write phase is one statement).
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -45,7 +51,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from authd.auth.interfaces import Challenge, LockState, Store, UserOverview
+from authd.auth.interfaces import (
+    AttemptRecord,
+    Challenge,
+    DecisionCommit,
+    DecisionWrite,
+    LockState,
+    Store,
+    UseBackupCode,
+    UseHotpCounter,
+    UserOverview,
+    UseTotpStep,
+)
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import (
     Algorithm,
@@ -58,6 +75,7 @@ from authd.core.model import (
 )
 from authd.crypto import Keyring
 from authd.storage import migrations
+from authd.storage.hot_path import PgHotPath, SqliteHotPath
 from authd.storage.schema import (
     LOCKED_FOREVER,
     audit,
@@ -86,6 +104,20 @@ _TI = {c.name: i for i, c in enumerate(_TCOLS)}
 _GET_USER = select(*_UCOLS).where(_U.name == bindparam("p_name"))
 _GET_USER_WITH_TOKENS = (
     select(*_UCOLS, *_TCOLS)
+    .select_from(users.outerjoin(tokens, _T.user == _U.name))
+    .where(_U.name == bindparam("p_name"))
+    .order_by(_T.serial)
+)
+# ... and the user's backup codes left, as one more column (what a decision reads).
+_GET_USER_TOKENS_CODES = (
+    select(
+        *_UCOLS,
+        *_TCOLS,
+        select(func.count())
+        .select_from(backup_codes)
+        .where(backup_codes.c.user == _U.name)
+        .scalar_subquery(),
+    )
     .select_from(users.outerjoin(tokens, _T.user == _U.name))
     .where(_U.name == bindparam("p_name"))
     .order_by(_T.serial)
@@ -161,6 +193,9 @@ _ACCEPT_HOTP = (
     )
     .values(counter=bindparam("p_counter") + 1)
 )
+_COUNT_CODES = (
+    select(func.count()).select_from(backup_codes).where(backup_codes.c.user == bindparam("p_user"))
+)
 _CONSUME_CODE = delete(backup_codes).where(
     backup_codes.c.user == bindparam("p_user"), backup_codes.c.hash == bindparam("p_hash")
 )
@@ -182,6 +217,13 @@ _PURGE_CHALLENGES_PG = delete(challenges).where(
         .with_for_update(skip_locked=True)
     )
 )
+_PUT_CHALLENGE = insert(challenges).values(
+    state_hash=bindparam("p_hash"),
+    user=bindparam("p_user"),
+    client=bindparam("p_client"),
+    expires_at=bindparam("p_expires"),
+    data=bindparam("p_data"),
+)
 _APPEND_AUDIT = insert(audit).values(
     at=bindparam("p_at"),
     actor=bindparam("p_actor"),
@@ -193,6 +235,201 @@ _APPEND_AUDIT = insert(audit).values(
     reason=bindparam("p_reason"),
     detail=bindparam("p_detail"),
 )
+
+
+class _Cursor(Protocol):
+    """What `_apply_decision` reads from an executed statement (a DB-API cursor or a
+    SQLAlchemy CursorResult)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+
+def _audit_params(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "p_at": event.at,
+        "p_actor": event.actor,
+        "p_action": event.action,
+        "p_result": event.result,
+        "p_user": event.user,
+        "p_client": event.client,
+        "p_source": event.source,
+        "p_reason": event.reason,
+        "p_detail": event.detail,
+    }
+
+
+def _apply_decision(
+    run: Callable[[Any, dict[str, Any]], _Cursor], w: DecisionWrite
+) -> DecisionCommit:
+    """The statements of `Store.commit_decision`, inside the caller's transaction; `run`
+    executes one prebuilt statement (SQLAlchemy or its compiled SQL) with parameters.
+    Same single statements as the one-call methods: exact without any lock in RAM."""
+    won = True
+    use = w.use
+    if isinstance(use, UseTotpStep):
+        params = {"p_serial": use.serial, "p_step": use.step, "p_drift": use.drift}
+        won = run(_ACCEPT_TOTP, params).rowcount == 1
+    elif isinstance(use, UseHotpCounter):
+        won = run(_ACCEPT_HOTP, {"p_serial": use.serial, "p_counter": use.counter}).rowcount == 1
+    elif isinstance(use, UseBackupCode):
+        won = run(_CONSUME_CODE, {"p_user": use.user, "p_hash": use.code_hash}).rowcount > 0
+    record: AttemptRecord | None = w.won if won else w.lost
+    if record is None:
+        raise ValueError("DecisionWrite.lost is required when a single use can be lost")
+    if won and w.challenge is not None:
+        key, ch = w.challenge
+        run(
+            _PUT_CHALLENGE,
+            {
+                "p_hash": key,
+                "p_user": ch.user,
+                "p_client": ch.client,
+                "p_expires": ch.expires_at,
+                "p_data": ch.data,
+            },
+        )
+    lock: LockState | None = None
+    if w.user is not None:
+        if record.count_failure:
+            deadline = LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds
+            row = run(
+                _RECORD_FAILURE,
+                {"p_name": w.user, "p_now": w.now, "p_max": w.max_attempts, "p_deadline": deadline},
+            ).fetchone()
+            lock = (
+                LockState(failures=0, locked_until=None)
+                if row is None
+                else LockState(failures=row[0], locked_until=_from_db_deadline(row[1]))
+            )
+        run(
+            _RECORD_SUCCESS if record.success else _RECORD_ATTEMPT,
+            {"p_name": w.user, "p_at": w.now, "p_source": w.source, "p_client": w.client},
+        )
+    run(_APPEND_AUDIT, _audit_params(record.audit))
+    return DecisionCommit(won, lock)
+
+
+# PostgreSQL: a decision's write phase as ONE statement (one round trip, atomic on its
+# own in autocommit). Data-modifying CTEs: the single use runs first (its RETURNING rows
+# say whether it was won) and each ending's writes are conditioned on that; the two
+# endings exclude each other, so the user row is updated once. Same conditions and
+# arithmetic as _ACCEPT_TOTP / _ACCEPT_HOTP / _CONSUME_CODE / _RECORD_FAILURE /
+# _RECORD_ATTEMPT / _RECORD_SUCCESS (tests run both paths against the same promises).
+_PG_USE = {
+    UseTotpStep: (
+        "UPDATE tokens SET last_step = CAST(%(u_step)s AS BIGINT), drift = CAST(%(u_drift)s AS "
+        "INTEGER) WHERE serial = %(u_key)s AND last_step < CAST(%(u_step)s AS BIGINT) "
+        "AND status = 'active' RETURNING 1"
+    ),
+    UseHotpCounter: (
+        "UPDATE tokens SET counter = CAST(%(u_counter)s AS BIGINT) + 1 WHERE serial = "
+        "%(u_key)s AND counter <= CAST(%(u_counter)s AS BIGINT) "
+        "AND status = 'active' RETURNING 1"
+    ),
+    UseBackupCode: (
+        'DELETE FROM backup_codes WHERE "user" = %(u_key)s AND hash = %(u_hash)s RETURNING 1'
+    ),
+}
+_PG_NOW = "CAST(%(now)s AS DOUBLE PRECISION)"
+_PG_ATTEMPT = (
+    f"last_attempt_at = {_PG_NOW}, last_attempt_source = %(source)s, "
+    "last_attempt_client = %(client)s"
+)
+_PG_SUCCESS = (
+    f"{_PG_ATTEMPT}, last_success_at = {_PG_NOW}, last_success_source = %(source)s, "
+    "last_success_client = %(client)s, failures = 0, "
+    f"locked_until = CASE WHEN locked_until <= {_PG_NOW} THEN NULL ELSE locked_until END"
+)
+_PG_NEW_FAILURES = (
+    f"CASE WHEN locked_until IS NOT NULL AND locked_until <= {_PG_NOW} THEN 1 ELSE failures + 1 END"
+)
+_PG_FAILURE = (
+    f"{_PG_ATTEMPT}, failures = {_PG_NEW_FAILURES}, locked_until = CASE "
+    f"WHEN locked_until IS NOT NULL AND locked_until > {_PG_NOW} THEN locked_until "
+    f"WHEN {_PG_NEW_FAILURES} >= CAST(%(max)s AS INTEGER) "
+    "THEN CAST(%(deadline)s AS DOUBLE PRECISION) ELSE NULL END"
+)
+assert _ACTIVE == "active"  # spelled out in _PG_USE
+_PG_AUDIT_COLS = ("at", "actor", "action", "result", "user", "client", "source", "reason", "detail")
+
+
+def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
+    """The write phase as one PostgreSQL statement and its parameters, or None for a
+    shape it does not cover (then the statements run one by one in a transaction)."""
+    records = [("won", w.won)] + ([("lost", w.lost)] if w.use is not None and w.lost else [])
+    if w.use is not None and w.lost is None:
+        return None  # refused by _apply_decision with its error
+    if any(r.count_failure and r.success for _, r in records):
+        return None  # not an ending the engine writes; keep the step-by-step meaning
+    params: dict[str, Any] = {
+        "now": w.now,
+        "source": w.source,
+        "client": w.client,
+        "name": w.user,
+        "max": w.max_attempts,
+        "deadline": LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds,
+    }
+    ctes: list[str] = []
+    won_cond, lost_cond = "TRUE", "FALSE"
+    if w.use is not None:
+        use = w.use
+        if isinstance(use, UseTotpStep):
+            params.update(u_key=use.serial, u_step=use.step, u_drift=use.drift)
+        elif isinstance(use, UseHotpCounter):
+            params.update(u_key=use.serial, u_counter=use.counter)
+        else:
+            params.update(u_key=use.user, u_hash=use.code_hash)
+        ctes.append(f"used AS ({_PG_USE[type(use)]})")
+        won_cond, lost_cond = "EXISTS (SELECT 1 FROM used)", "NOT EXISTS (SELECT 1 FROM used)"
+    user_ctes: list[str] = []
+    for name, record in records:
+        cond = won_cond if name == "won" else lost_cond
+        if w.user is not None:
+            sets = (
+                _PG_FAILURE
+                if record.count_failure
+                else (_PG_SUCCESS if record.success else _PG_ATTEMPT)
+            )
+            # Only constants of this module are spliced in; every value is a parameter.
+            ctes.append(
+                f"{name}_user AS (UPDATE users SET {sets} WHERE name = %(name)s AND {cond} "  # noqa: S608
+                "RETURNING failures, locked_until)"
+            )
+            user_ctes.append(f"{name}_user")
+        event = _audit_params(record.audit)
+        for col in _PG_AUDIT_COLS:
+            params[f"{name}_{col}"] = event[f"p_{col}"]
+        ctes.append(
+            f"{name}_audit AS (INSERT INTO audit ("
+            + ", ".join(f'"{c}"' for c in _PG_AUDIT_COLS)
+            + ") SELECT CAST(%("
+            + name
+            + "_at)s AS DOUBLE PRECISION), "
+            + ", ".join(f"CAST(%({name}_{c})s AS TEXT)" for c in _PG_AUDIT_COLS[1:])
+            + f" WHERE {cond})"
+        )
+    if w.challenge is not None:
+        key, ch = w.challenge
+        params.update(c_key=key, c_user=ch.user, c_client=ch.client, c_exp=ch.expires_at)
+        params["c_data"] = ch.data
+        ctes.append(
+            'challenge AS (INSERT INTO challenges (state_hash, "user", client, expires_at, data) '
+            "SELECT %(c_key)s, %(c_user)s, %(c_client)s, CAST(%(c_exp)s AS DOUBLE PRECISION), "
+            f"%(c_data)s WHERE {won_cond})"
+        )
+    # The user row after the ending that applied (the endings exclude each other, so at
+    # most one CTE returned a row). A counted failure on a vanished row reads (NULL,
+    # NULL): the caller answers (0, None), as record_failure does.
+    lock_cols = "NULL::INTEGER, NULL::DOUBLE PRECISION"
+    if user_ctes:
+        lock_cols = ", ".join(
+            "COALESCE(" + ", ".join(f"(SELECT {col} FROM {cte})" for cte in user_ctes) + ")"  # noqa: S608
+            for col in ("failures", "locked_until")
+        )
+    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}", params
 
 
 def _glob_escape(pattern: str) -> str:
@@ -323,14 +560,30 @@ def _prepare_sqlite_file(path: str) -> None:
         raise StoreUnavailable(f"{path}: cannot create the database file: {e.strerror}") from None
 
 
+def _switch_to_wal(cur: Any) -> None:
+    """Nodes opening a new file at once race to switch it to WAL; SQLite answers the
+    loser "database is locked" at once (the busy handler is not used for this), so
+    retry within the busy timeout. WAL is persistent: later opens only read the mode."""
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # Take transaction control away from the sqlite3 module: we send BEGIN ourselves.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
         cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        _switch_to_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
         cur.execute("PRAGMA foreign_keys=ON")
     finally:
         cur.close()
@@ -358,6 +611,12 @@ class SqlStore:
         # PostgreSQL reads skip BEGIN/ROLLBACK round trips: each read is one statement.
         self._reader = (
             engine if self._sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        # The decision hot path bypasses SQLAlchemy (see storage/hot_path.py).
+        self._hot: SqliteHotPath | PgHotPath = (
+            SqliteHotPath(str(engine.url.database), _SQLITE_BUSY_MS / 1000)
+            if self._sqlite
+            else PgHotPath(engine.url)
         )
 
     @classmethod
@@ -475,13 +734,22 @@ class SqlStore:
     def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]:
         """The user and all their tokens (any status) in one round trip; (None, []) when
         the user does not exist. The hot path of every decision."""
-        with self._read() as conn:
-            rows = conn.execute(_GET_USER_WITH_TOKENS, {"p_name": name}).all()
+        rows = self._hot.read(_GET_USER_WITH_TOKENS, {"p_name": name})
         if not rows:
             return None, []
         off = len(_UCOLS)
         toks = [self._token_from(r, off) for r in rows if r[off + _TI["serial"]] is not None]
         return _user_from(rows[0]), toks
+
+    def get_user_tokens_codes(self, name: str) -> tuple[User | None, list[Token], int]:
+        """get_user_with_tokens and backup_codes_left in one statement: what every
+        decision reads (one snapshot, one round trip)."""
+        rows = self._hot.read(_GET_USER_TOKENS_CODES, {"p_name": name})
+        if not rows:
+            return None, [], 0
+        off = len(_UCOLS)
+        toks = [self._token_from(r, off) for r in rows if r[off + _TI["serial"]] is not None]
+        return _user_from(rows[0]), toks, int(rows[0][off + len(_TCOLS)])
 
     def add_user(self, user: User) -> None:
         """Raises AlreadyExists when the name is taken (names are case-sensitive)."""
@@ -734,14 +1002,7 @@ class SqlStore:
             return conn.execute(_CONSUME_CODE, {"p_user": user, "p_hash": code_hash}).rowcount > 0
 
     def backup_codes_left(self, user: str) -> int:
-        with self._read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(backup_codes)
-                    .where(backup_codes.c.user == user)
-                ).scalar_one()
-            )
+        return int(self._hot.read(_COUNT_CODES, {"p_user": user})[0][0])
 
     # ------------------------------------------------------------------ challenges
     def put_challenge(self, state_hash: str, challenge: Challenge) -> None:
@@ -768,24 +1029,31 @@ class SqlStore:
             return None
         return Challenge(user=row[0], client=row[1], expires_at=row[2], data=row[3])
 
+    # ------------------------------------------------------------------ decisions
+    def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
+        """A decision's write phase in ONE transaction (BEGIN IMMEDIATE on SQLite): the
+        single use (compare-and-set / conditional DELETE) decides which ending's attempt
+        record, failure count and audit row are written; all commit together or not at
+        all, before the caller sees the result."""
+        if isinstance(self._hot, PgHotPath):
+            one = _pg_decision(write)
+            if one is not None:
+                row = self._hot.execute_one(*one)
+                counted = (write.won if row[0] else write.lost or write.won).count_failure
+                lock = None
+                if counted and write.user is not None:
+                    lock = LockState(
+                        failures=0 if row[1] is None else row[1],
+                        locked_until=_from_db_deadline(row[2]),
+                    )
+                return DecisionCommit(bool(row[0]), lock)
+        return self._hot.write(lambda run: _apply_decision(run, write))
+
     # ------------------------------------------------------------------ audit
     def append_audit(self, event: AuditEvent) -> None:
         """Append-only: the store offers no way to change or remove an audit row."""
         with self._write() as conn:
-            conn.execute(
-                _APPEND_AUDIT,
-                {
-                    "p_at": event.at,
-                    "p_actor": event.actor,
-                    "p_action": event.action,
-                    "p_result": event.result,
-                    "p_user": event.user,
-                    "p_client": event.client,
-                    "p_source": event.source,
-                    "p_reason": event.reason,
-                    "p_detail": event.detail,
-                },
-            )
+            conn.execute(_APPEND_AUDIT, _audit_params(event))
 
     def query_audit(
         self,
@@ -844,6 +1112,7 @@ class SqlStore:
             conn.execute(text("SELECT 1")).scalar_one()
 
     def close(self) -> None:
+        self._hot.close()
         self._engine.dispose()
 
 

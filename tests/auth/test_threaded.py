@@ -6,6 +6,7 @@ back through callFromThread and the test drains them with a short deadline, no s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,3 +125,183 @@ def test_check_ready(fake_world: World, pool: ThreadPool) -> None:
     threaded.check_ready().addCallback(results.append)
     reactor.run_until(lambda: len(results) == 2, timeout=DEADLINE)
     assert results[1] == {"store": "ok", "dir": "error: ConnectionError"}
+
+
+class CountingReactor(FakeReactor):
+    """FakeReactor that counts hand-backs from worker threads (batching is observable)."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.handbacks = 0
+
+    def callFromThread(self, f: Any, *args: object) -> None:  # noqa: N802
+        self.handbacks += 1
+        super().callFromThread(f, *args)
+
+
+def test_many_requests_each_get_their_own_decision(fake_world: World, pool: ThreadPool) -> None:
+    """60 requests queued at once on a 2-thread pool: every Deferred fires exactly once
+    with the decision for its own user, in-flight returns to 0, and results come back
+    in fewer hand-offs than requests (batched)."""
+    w = fake_world
+    users = [w.user(f"u{i:02d}") for i in range(60)]
+    tokens = {u: w.token(u) for u in users}
+    reactor, metrics = CountingReactor(NOW), Metrics()
+    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    results: dict[str, list[Decision]] = {u: [] for u in users}
+    for i, u in enumerate(users):
+        # every other user answers with a wrong code: accepts and rejects interleave
+        code = w.code(tokens[u]) if i % 2 == 0 else "000000"
+        req = w.request(code, user=u, first_factor="none")
+        threaded.authenticate(req).addCallback(results[u].append)
+    reactor.run_until(lambda: all(results.values()), timeout=DEADLINE)
+    for i, u in enumerate(users):
+        (decision,) = results[u]
+        assert decision.user == u
+        assert decision.outcome is (Outcome.ACCEPT if i % 2 == 0 else Outcome.REJECT)
+    assert reactor.handbacks < len(users)
+    assert sample(metrics, "authd_requests_in_flight", {"frontend": "radius"}) == 0
+
+
+def test_one_failing_decision_does_not_disturb_its_batch(
+    fake_world: World, pool: ThreadPool
+) -> None:
+    """A decision that raises is a fail-closed reject for its own request only; the
+    requests decided around it in the same batch keep their own outcomes."""
+    w = fake_world
+    users = [w.user(f"u{i}") for i in range(6)]
+    tokens = {u: w.token(u) for u in users}
+    engine = w.engine()
+    real = engine.decide_with_stats
+
+    def flaky(req: Any, now: float) -> Any:
+        if req.user == "u3":
+            raise RuntimeError("boom")
+        return real(req, now)
+
+    engine.decide_with_stats = flaky  # type: ignore[method-assign]
+    reactor, metrics = FakeReactor(NOW), Metrics()
+    threaded = ThreadedEngine(engine, reactor, pool, metrics)
+    results: dict[str, Decision] = {}
+    for u in users:
+        req = w.request(w.code(tokens[u]), user=u, first_factor="none")
+        threaded.authenticate(req).addCallback(lambda d, u=u: results.__setitem__(u, d))
+    reactor.run_until(lambda: len(results) == len(users), timeout=DEADLINE)
+    assert results["u3"].reason is Reason.BACKEND_DOWN
+    assert all(results[u].outcome is Outcome.ACCEPT for u in users if u != "u3")
+
+
+def test_finished_results_go_back_before_a_slow_first_factor(fake_world: World) -> None:
+    """A result held back for batching is handed back before the same worker starts a
+    decision that may block on a directory: it never waits for that bind."""
+    w = fake_world
+    w.user("fast")
+    tok = w.token("fast")
+    w.user("slow")
+    w.token("slow")
+    entered, release = threading.Event(), threading.Event()
+    real_authenticate = w.directory.authenticate
+
+    def blocking(user: str, password: str) -> Any:
+        if user == "slow":
+            entered.set()
+            release.wait(timeout=DEADLINE)
+        return real_authenticate(user, password)
+
+    w.directory.authenticate = blocking  # type: ignore[method-assign]
+    single = ThreadPool(minthreads=1, maxthreads=1, name="auth-test-1")
+    single.start()
+    try:
+        reactor = FakeReactor(NOW)
+        threaded = ThreadedEngine(w.engine(), reactor, single, Metrics())
+        fast: list[Decision] = []
+        slow: list[Decision] = []
+        threaded.authenticate(w.request(w.code(tok), user="fast", first_factor="none")).addCallback(
+            fast.append
+        )
+        threaded.authenticate(w.request(PASSWORD + "000000", user="slow")).addCallback(slow.append)
+        reactor.run_until(lambda: bool(fast), timeout=DEADLINE)
+        assert entered.is_set() and not slow  # the bind is still running
+        assert fast[0].outcome is Outcome.ACCEPT
+        release.set()
+        reactor.run_until(lambda: bool(slow), timeout=DEADLINE)
+        assert slow[0].outcome is Outcome.REJECT
+    finally:
+        release.set()
+        single.stop()
+
+
+def test_store_only_threads_caps_concurrent_store_only_decisions(fake_world: World) -> None:
+    """With store_only_threads=1 on a 4-thread pool, 40 store-only requests are all
+    decided, never two at once (CPU-bound work gains nothing from more threads)."""
+    w = fake_world
+    users = [w.user(f"u{i:02d}") for i in range(40)]
+    tokens = {u: w.token(u) for u in users}
+    engine = w.engine()
+    real = engine.decide_with_stats
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def counted(req: Any, now: float) -> Any:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            threading.Event().wait(0.001)  # long enough for others to overlap if allowed
+            return real(req, now)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    engine.decide_with_stats = counted  # type: ignore[method-assign]
+    wide = ThreadPool(minthreads=4, maxthreads=4, name="auth-test-4")
+    wide.start()
+    try:
+        reactor = FakeReactor(NOW)
+        threaded = ThreadedEngine(engine, reactor, wide, Metrics(), store_only_threads=1)
+        results: list[Decision] = []
+        for u in users:
+            req = w.request(w.code(tokens[u]), user=u, first_factor="none")
+            threaded.authenticate(req).addCallback(results.append)
+        reactor.run_until(lambda: len(results) == len(users), timeout=DEADLINE)
+    finally:
+        wide.stop()
+    assert all(d.outcome is Outcome.ACCEPT for d in results)
+    assert peak[0] == 1
+
+
+def test_store_only_request_does_not_wait_behind_a_directory_bind(fake_world: World) -> None:
+    """A store-only request arriving while a first-factor request waits on the directory
+    gets its own thread (store_only_threads limits store-only work, not the pool)."""
+    w = fake_world
+    w.user("slow")
+    w.token("slow")
+    w.user("fast")
+    tok = w.token("fast")
+    entered, release = threading.Event(), threading.Event()
+    real_authenticate = w.directory.authenticate
+
+    def blocking(user: str, password: str) -> Any:
+        entered.set()
+        release.wait(timeout=DEADLINE)
+        return real_authenticate(user, password)
+
+    w.directory.authenticate = blocking  # type: ignore[method-assign]
+    two = ThreadPool(minthreads=2, maxthreads=2, name="auth-test-2")
+    two.start()
+    try:
+        reactor = FakeReactor(NOW)
+        threaded = ThreadedEngine(w.engine(), reactor, two, Metrics(), store_only_threads=1)
+        slow: list[Decision] = []
+        fast: list[Decision] = []
+        threaded.authenticate(w.request(PASSWORD + "000000", user="slow")).addCallback(slow.append)
+        assert entered.wait(timeout=DEADLINE)
+        req = w.request(w.code(tok), user="fast", first_factor="none")
+        threaded.authenticate(req).addCallback(fast.append)
+        reactor.run_until(lambda: bool(fast), timeout=DEADLINE)
+        assert fast[0].outcome is Outcome.ACCEPT and not slow
+        release.set()
+        reactor.run_until(lambda: bool(slow), timeout=DEADLINE)
+    finally:
+        release.set()
+        two.stop()

@@ -3,8 +3,10 @@
     .venv/bin/python -m tests.storage.bench_store [URL] [N]
 
 URL defaults to a SQLite file in a temp dir. Prints microseconds per call, then the
-decisions/s of a full hot path (get_user_with_tokens + accept_totp_step +
-record_attempt + append_audit) on 1 and 4 threads.
+decisions/s of a decision's store work on 1 and 4 threads: as the engine does it now
+(get_user_with_tokens + backup_codes_left + one commit_decision), and the old way
+(get_user_with_tokens + accept_totp_step + record_attempt + append_audit, each its own
+transaction). The whole engine is measured by scripts/bench/engine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable
 from itertools import count
 
+from authd.auth.interfaces import AttemptRecord, DecisionWrite, UseTotpStep
 from authd.core.model import AuditEvent, Token, TokenType, User
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
@@ -53,6 +56,13 @@ def main() -> None:
         source="10.0.0.1",
         reason="ok",
     )
+
+    def write(user: str, step: int) -> DecisionWrite:
+        won = AttemptRecord(success=True, count_failure=False, audit=event)
+        lost = AttemptRecord(success=False, count_failure=True, audit=event)
+        use = UseTotpStep(f"T-{user}", step, 0)
+        return DecisionWrite(user, NOW, "10.0.0.1", "vpn", 10**9, 60, won, use, lost)
+
     rows = {
         "get_user": lambda i: store.get_user(users[i % 8]),
         "list_tokens(user)": lambda i: store.list_tokens(users[i % 8]),
@@ -63,6 +73,8 @@ def main() -> None:
         ),
         "record_failure": lambda i: store.record_failure(users[i % 8], NOW, 10**9, 60),
         "append_audit": lambda i: store.append_audit(event),
+        "backup_codes_left": lambda i: store.backup_codes_left(users[i % 8]),
+        "commit_decision": lambda i: store.commit_decision(write(users[i % 8], next(steps))),
     }
     print(f"backend: {url.split(':')[0]}, {n} calls each")
     for name, fn in rows.items():
@@ -70,16 +82,27 @@ def main() -> None:
 
     def decision(i: int) -> None:
         user = users[i % 8]
+        store.get_user_with_tokens(user)
+        store.backup_codes_left(user)
+        assert store.commit_decision(write(user, next(steps))).won
+
+    def old_decision(i: int) -> None:
+        user = users[i % 8]
         _, toks = store.get_user_with_tokens(user)
         store.accept_totp_step(toks[-1].serial, next(steps), 0)
         store.record_attempt(user, NOW, "10.0.0.1", "vpn", True)
         store.append_audit(event)
 
-    for threads in (1, 4):
+    for label, fn, threads in [
+        ("one commit", decision, 1),
+        ("one commit", decision, 4),
+        ("four commits", old_decision, 1),
+        ("four commits", old_decision, 4),
+    ]:
         per = n // threads
         t0 = time.perf_counter()
         workers = [
-            threading.Thread(target=lambda k=per: [decision(i) for i in range(k)])
+            threading.Thread(target=lambda k=per, f=fn: [f(i) for i in range(k)])
             for _ in range(threads)
         ]
         for w in workers:
@@ -88,7 +111,7 @@ def main() -> None:
             w.join()
         dt = time.perf_counter() - t0
         print(
-            f"  hot path, {threads} thread(s): {per * threads / dt:8.0f} decisions/s "
+            f"  {label:12s} {threads} thread(s): {per * threads / dt:8.0f} decisions/s "
             f"({dt / (per * threads) * 1e6:.0f} us each)"
         )
     store.close()

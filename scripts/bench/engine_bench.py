@@ -1,0 +1,209 @@
+"""Benchmark of the decision hot path shared by RADIUS and HTTP (not a test).
+
+    scripts/bench/engine [--users N] [--threads T] [--window W] [--url URL]
+
+N distinct users, each with one TOTP token, in a fresh store (a temp SQLite file unless
+--url names a database). Every measured request is a real accept: first_factor `none`
+(the gateway checked the password), the user's current code, each code used once, so
+the compare-and-set on the step, the attempt record and the audit row are all in the
+measured path. Two phases, each on its own half of the users:
+
+1. `Engine.decide` in a loop on one thread: decisions/s, CPU µs per decision, p50/p99;
+2. `ThreadedEngine.authenticate` on a real reactor with `--threads` pool threads (at
+   most `--store-only-threads` of them on these store-only requests) and `--window`
+   requests in flight: decisions/s, CPU µs per decision (whole process), p50/p99 from
+   authenticate() to the Deferred firing.
+
+`now` is fixed (the reactor's clock is wrapped for it) so no TOTP step boundary can turn
+a late request into a reject mid-run; any non-accept aborts the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from authd.auth.engine import Engine
+from authd.auth.interfaces import AuthRequest, Decision, Outcome
+from authd.auth.threaded import ThreadedEngine
+from authd.config.model import Config
+from authd.core.otp import totp
+from authd.crypto import Keyring
+from authd.metrics import Metrics
+from authd.storage.schema import tokens, users
+from authd.storage.sql import SqlStore
+
+NOW = 1_767_225_607.0  # 7 s into a TOTP step
+
+
+def populate(store: SqlStore, keyring: Keyring, n: int) -> list[tuple[str, str]]:
+    """n users with one TOTP token each, inserted in bulk (the bench's set-up, not its
+    subject); returns (user, current code) pairs."""
+    people, toks, requests = [], [], []
+    for i in range(n):
+        name, serial, seed = f"bu{i:06d}", f"BT{i:06d}", os.urandom(20)
+        people.append({"name": name, "source": "local", "created_at": NOW})
+        toks.append(
+            {
+                "serial": serial,
+                "user": name,
+                "type": "totp",
+                "algorithm": "SHA1",
+                "digits": 6,
+                "period": 30,
+                "counter": 0,
+                "last_step": -1,
+                "drift": 0,
+                "status": "active",
+                "seed_enc": keyring.encrypt(seed, serial.encode()),
+                "created_at": NOW,
+            }
+        )
+        requests.append((name, totp(seed, NOW)))
+    with store._engine.begin() as conn:  # noqa: SLF001 - bench set-up only
+        conn.execute(insert(users), people)
+        conn.execute(insert(tokens), toks)
+    return requests
+
+
+def request(user: str, code: str) -> AuthRequest:
+    return AuthRequest(
+        user=user,
+        password=code,
+        frontend="radius",
+        client="bench",
+        source="127.0.0.1",
+        first_factor="none",
+    )
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
+
+
+def report(label: str, n: int, wall: float, cpu: float, lat: list[float]) -> None:
+    lat.sort()
+    print(
+        f"{label:34s} {n / wall:9.0f} decisions/s  {cpu / n * 1e6:7.1f} µs CPU/decision  "
+        f"p50 {pct(lat, 0.5) * 1e3:6.2f} ms  p99 {pct(lat, 0.99) * 1e3:6.2f} ms  "
+        f"(mean {statistics.fmean(lat) * 1e6:.0f} µs)"
+    )
+
+
+def check(decision: Decision, user: str) -> None:
+    if decision.outcome is not Outcome.ACCEPT:
+        sys.exit(f"not an accept for {user}: {decision.reason.value}; the bench is broken")
+
+
+def one_thread(engine: Engine, reqs: list[AuthRequest]) -> None:
+    lat = []
+    decide, clock = engine.decide, time.perf_counter
+    cpu0, t0 = time.process_time(), clock()
+    for req in reqs:
+        start = clock()
+        decision = decide(req, NOW)
+        lat.append(clock() - start)
+        check(decision, req.user)
+    wall, cpu = clock() - t0, time.process_time() - cpu0
+    report("Engine.decide, 1 thread", len(reqs), wall, cpu, lat)
+
+
+class _FixedClockReactor:
+    """The real reactor for thread hand-offs, with `now` pinned (see module doc)."""
+
+    def __init__(self, reactor: object) -> None:
+        self._reactor = reactor
+
+    def seconds(self) -> float:
+        return NOW
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> object:  # noqa: N802
+        return self._reactor.callFromThread(f, *args)  # type: ignore[attr-defined]
+
+
+def threaded(
+    engine: Engine, reqs: list[AuthRequest], threads: int, window: int, store_only: int | None
+) -> None:
+    from twisted.internet import reactor
+    from twisted.python.threadpool import ThreadPool
+
+    pool = ThreadPool(minthreads=threads, maxthreads=threads, name="bench-auth")
+    pool.start()
+    te = ThreadedEngine(
+        engine, _FixedClockReactor(reactor), pool, Metrics(), store_only_threads=store_only
+    )
+    lat: list[float] = []
+    pending = iter(reqs)
+    state = {"done": 0, "t0": 0.0, "cpu0": 0.0}
+
+    def launch() -> None:
+        req = next(pending, None)
+        if req is None:
+            return
+        start = time.perf_counter()
+
+        def finished(decision: Decision) -> None:
+            lat.append(time.perf_counter() - start)
+            check(decision, req.user)
+            state["done"] += 1
+            if state["done"] == len(reqs):
+                wall = time.perf_counter() - state["t0"]
+                cpu = time.process_time() - state["cpu0"]
+                label = f"ThreadedEngine {threads} thr/{store_only} s-o, {window} fl"
+                report(label, len(reqs), wall, cpu, lat)
+                reactor.stop()  # type: ignore[attr-defined]
+            else:
+                launch()
+
+        te.authenticate(req).addCallback(finished)
+
+    def begin() -> None:
+        state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
+        for _ in range(window):
+            launch()
+
+    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    pool.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=20_000, help="distinct users (both phases)")
+    ap.add_argument("--threads", type=int, default=8, help="auth pool threads (auth_threads)")
+    ap.add_argument("--window", type=int, default=64, help="requests in flight, phase 2")
+    ap.add_argument("--url", default="", help="store URL (default: a temp SQLite file)")
+    ap.add_argument(
+        "--store-only-threads",
+        type=int,
+        default=None,
+        help="ThreadedEngine store_only_threads (default: 1 on SQLite, --threads otherwise)",
+    )
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="authd-bench-engine-"))
+    url = args.url or f"sqlite:///{tmp / 'authd.db'}"
+    keyring = Keyring.load_or_create(str(tmp / "keys.json"))
+    store = SqlStore.open(url, keyring, pool_size=max(4, args.threads))
+    pairs = populate(store, keyring, args.users)
+    engine = Engine(Config(), store, [], keyring.hash_key)
+    reqs = [request(u, c) for u, c in pairs]
+    half = len(reqs) // 2
+    print(f"store: {url.split(':')[0]}, {args.users} users, python {sys.version.split()[0]}")
+    one_thread(engine, reqs[:half])
+    store_only = args.store_only_threads
+    if store_only is None:
+        store_only = 1 if url.startswith("sqlite") else args.threads
+    threaded(engine, reqs[half:], args.threads, args.window, store_only)
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
