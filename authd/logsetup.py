@@ -32,6 +32,14 @@ _LEVELS = {
 }
 
 
+_STDLIB_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
 def make_observer(cfg: LoggingConfig, stream: IO[str]) -> ILogObserver:
     """An observer writing events at or above cfg.level to `stream` in cfg.format."""
     base = jsonFileLogObserver(stream) if cfg.format == "json" else textFileLogObserver(stream)
@@ -45,7 +53,9 @@ def start_logging(cfg: LoggingConfig, stream: IO[str] | None = None) -> None:
     """Begin global logging once, at daemon start (the only global logging call)."""
     observer = make_observer(cfg, stream if stream is not None else sys.stdout)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    # Our own modules log at the configured level; chatty libraries only from WARNING.
     logging.basicConfig(level=logging.WARNING, handlers=[_TwistedHandler()], force=True)
+    logging.getLogger("authd").setLevel(_STDLIB_LEVELS[cfg.level])
 
 
 class _TwistedHandler(logging.Handler):

@@ -18,6 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
@@ -74,6 +75,13 @@ class DecisionStats:
     locked_now: bool = False
 
 
+class _LeaveBatch(Exception):
+    """A batched decision needs more than the store (a directory, a password check, a
+    challenge): it runs alone, outside the batch's transaction (which holds SQLite's
+    write lock, so nothing slow may happen inside it). Raised before that decision
+    wrote anything."""
+
+
 class _FF(enum.Enum):
     """Outcome of the first-factor chain."""
 
@@ -106,10 +114,11 @@ class _Match:
 def _invalid_text(text: object, limit: int, *, control_ok: bool) -> bool:
     if not isinstance(text, str) or len(text) > limit or "\x00" in text:
         return True
-    try:
-        text.encode("utf-8")  # lone surrogates cannot reach a directory or a hash
-    except UnicodeEncodeError:
-        return True
+    if not text.isascii():  # ASCII (the usual case) holds no surrogate: skip the encode
+        try:
+            text.encode("utf-8")  # lone surrogates cannot reach a directory or a hash
+        except UnicodeEncodeError:
+            return True
     return not control_ok and _CONTROL.search(text) is not None
 
 
@@ -186,6 +195,13 @@ class Engine:
         self.backends = tuple(backends)
         self._hash_key = hash_key
 
+    @property
+    def batches_decisions(self) -> bool:
+        """Whether `decide_many` shares one transaction between decisions (the store
+        offers `decision_batch`: SQLite). Otherwise it decides one by one, and callers
+        gain nothing from handing it several requests at once."""
+        return bool(getattr(self.store, "batches_decisions", False))
+
     def decide(self, req: AuthRequest, now: float) -> Decision:
         """The decision for `req` at `now`. Bad input is a BAD_REQUEST reject; store and
         backend errors propagate (the caller maps them, failing closed)."""
@@ -196,11 +212,83 @@ class Engine:
         decision = attempt.run()
         return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
 
+    def decide_many(
+        self, items: Sequence[tuple[AuthRequest, float]]
+    ) -> list[tuple[Decision, DecisionStats] | BaseException]:
+        """Each (request, now)'s decision, or the exception it raised, in order; every
+        result is final (committed) when this returns.
+
+        Where the store offers `decision_batch` (SQLite), consecutive store-only
+        decisions share one transaction: one BEGIN/COMMIT and one write of shared pages
+        instead of one each (~a third of a decision's store time). They see each
+        other's writes in order, exactly as if decided one after the other. A decision
+        that needs a directory or a challenge cuts the batch and runs alone; if anything
+        in a batch fails, the batch is rolled back (nothing of it was committed or
+        answered) and its decisions are taken again one by one, so one bad request
+        cannot fail its neighbours."""
+        batch = self.store.decision_batch if self.batches_decisions else None  # type: ignore[attr-defined]
+        out: list[tuple[Decision, DecisionStats] | BaseException] = []
+        rest = list(items)
+        while rest:
+            context: AbstractContextManager[None] | None = batch() if batch else None
+            if context is None:
+                out.extend(self._alone(req, now) for req, now in rest)
+                break
+            done: list[tuple[Decision, DecisionStats]] = []
+            leave = False
+            clock = time.perf_counter
+            begin = clock()
+            try:
+                with context:
+                    begun = clock()
+                    for req, now in rest:
+                        attempt = _Attempt(self, req, now, batched=True)
+                        try:
+                            decision = attempt.run()
+                        except _LeaveBatch:
+                            leave = True
+                            break
+                        done.append(
+                            (decision, DecisionStats(attempt.store.seconds, attempt.locked_now))
+                        )
+                    committing = clock()
+            except Exception as e:  # rolled back: none of `done` is committed or answered
+                # Only the error's type: its text may quote values.
+                log.warn(
+                    "decision batch rolled back ({error}); deciding its requests one by one",
+                    error=type(e).__name__,
+                )
+                n = len(done) + 1  # ... and the one that failed (none if COMMIT did)
+                out.extend(self._alone(req, now) for req, now in rest[:n])
+                rest = rest[n:]
+                continue
+            # BEGIN and COMMIT are shared: each decision is charged its part.
+            share = (begun - begin + clock() - committing) / max(1, len(done))
+            out.extend(
+                (d, DecisionStats(st.store_seconds + share, st.locked_now)) for d, st in done
+            )
+            rest = rest[len(done) :]
+            if leave:
+                out.append(self._alone(*rest[0]))
+                rest = rest[1:]
+        return out
+
+    def _alone(
+        self, req: AuthRequest, now: float
+    ) -> tuple[Decision, DecisionStats] | BaseException:
+        try:
+            return self.decide_with_stats(req, now)
+        except Exception as e:  # the caller fails closed on it (ThreadedEngine: reject)
+            return e
+
 
 class _Attempt:
     """The state of one decision; lives only inside `Engine.decide`."""
 
-    def __init__(self, engine: Engine, req: AuthRequest, now: float) -> None:
+    def __init__(
+        self, engine: Engine, req: AuthRequest, now: float, *, batched: bool = False
+    ) -> None:
+        self.batched = batched
         self.cfg = engine.config
         self.backends = engine.backends
         self.hash_key = engine._hash_key
@@ -221,6 +309,8 @@ class _Attempt:
         if problem is not None:
             self.detail = problem
             return self._reject(Reason.BAD_REQUEST)
+        if self.batched and self.req.first_factor != "none":
+            raise _LeaveBatch
         if self.req.first_factor == "none":
             return self._second_factor_only()
         if self.req.state is not None:
@@ -272,6 +362,8 @@ class _Attempt:
 
     def _lookup(self) -> _FF:
         """first_factor none: the user must still exist somewhere."""
+        if self.batched and self.backends:
+            raise _LeaveBatch  # a directory search must not hold the write lock
         unreachable: list[str] = []
         for backend in self.backends:
             result = backend.lookup(self.req.user)

@@ -6,6 +6,7 @@ back through callFromThread and the test drains them with a short deadline, no s
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,9 +17,10 @@ from twisted.python.threadpool import ThreadPool
 
 from authd.auth.interfaces import Decision, Outcome, Reason
 from authd.auth.threaded import ThreadedEngine
+from authd.core.errors import StoreUnavailable
 from authd.metrics import Metrics
 from tests.auth.conftest import NOW, PASSWORD, World
-from tests.fakes import FakeReactor
+from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor
 
 DEADLINE = 5.0
 
@@ -305,3 +307,186 @@ def test_store_only_request_does_not_wait_behind_a_directory_bind(fake_world: Wo
     finally:
         release.set()
         two.stop()
+
+
+# ---------------------------------------------------------------- Engine.decide_many
+def _db_path(world: World) -> str | None:
+    """The SQLite file behind a real store (None for the fake and PostgreSQL)."""
+    engine = getattr(world.store, "_engine", None)
+    if engine is None or engine.dialect.name != "sqlite":
+        return None
+    return str(engine.url.database)
+
+
+def test_decide_many_matches_deciding_one_by_one(world: World) -> None:
+    """A batch decides exactly as sequential decisions would: the second use of one code
+    is a replay, a wrong code and a malformed request are rejects, a user only the
+    directory knows is looked up (outside the batch's transaction), a first-factor
+    request runs alone; every decision is audited once."""
+    w = world
+    alice, bob = w.user("alice"), w.user("bob")
+    ta, tb = w.token(alice), w.token(bob)
+    w.directory.users["carol"] = FakeDirectoryUser(PASSWORD, ("staff",))
+    path = _db_path(w)
+    real_lookup = w.directory.lookup
+    lock_free: list[bool] = []
+
+    def lookup(user: str) -> Any:
+        if path is not None:  # SQLite: the write lock must not be held during a lookup
+            probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                lock_free.append(True)
+            except sqlite3.OperationalError:
+                lock_free.append(False)
+            finally:
+                probe.close()
+        return real_lookup(user)
+
+    w.directory.lookup = lookup  # type: ignore[method-assign]
+    none: dict[str, Any] = {"first_factor": "none"}
+    reqs = [
+        w.request(w.code(ta), user=alice, **none),
+        w.request(w.code(ta), user=alice, **none),  # same code again: replay
+        w.request("000000", user=bob, **none),
+        w.request(w.code(tb), user="bad\x00name", **none),
+        w.request("123456", user="carol", **none),  # directory only: lookup
+        w.request(w.code(tb), user=bob, **none),
+        w.request(PASSWORD + "999999", user=bob),  # first factor: runs alone
+    ]
+    results = w.engine().decide_many([(r, NOW) for r in reqs])
+    got = [(r[0].outcome, r[0].reason) for r in results if not isinstance(r, BaseException)]
+    assert got == [
+        (Outcome.ACCEPT, Reason.OK),
+        (Outcome.REJECT, Reason.REPLAY),
+        (Outcome.REJECT, Reason.BAD_OTP),
+        (Outcome.REJECT, Reason.BAD_REQUEST),
+        (Outcome.REJECT, Reason.NO_TOKEN),
+        (Outcome.ACCEPT, Reason.OK),
+        (Outcome.REJECT, Reason.BAD_OTP),
+    ]
+    assert w.directory.lookup_calls == ["carol"] and w.binds == 1
+    assert lock_free in ([], [True])
+    assert len(w.store.query_audit(limit=100)) == len(reqs)
+    assert w.stored_user(bob).failures == 1  # the accept reset it, the last reject counted
+
+
+def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) -> None:
+    """When one decision of a batch keeps raising, nothing of the batch stays
+    half-written: the others are decided again alone and accepted exactly once (one
+    audit row each), and only the failing request gets the error."""
+    w = world
+    users = [w.user(f"u{i}") for i in range(5)]
+    tokens = {u: w.token(u) for u in users}
+    engine = w.engine()
+    real = w.store.commit_decision
+    raised: list[str] = []
+
+    def flaky(write: Any) -> Any:
+        if write.user == "u3":
+            raised.append("u3")
+            raise StoreUnavailable("database error: OperationalError")
+        return real(write)
+
+    engine.store = _Wrapped(w.store, commit_decision=flaky)
+    reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
+    results = engine.decide_many(reqs)
+    # once alone; on SQLite once more inside the batch it rolled back
+    assert raised == (["u3", "u3"] if _db_path(w) else ["u3"])
+    for u, result in zip(users, results, strict=True):
+        if u == "u3":
+            assert isinstance(result, StoreUnavailable)
+        else:
+            assert not isinstance(result, BaseException)
+            assert result[0].outcome is Outcome.ACCEPT
+        assert len(w.store.query_audit(user=u)) == (0 if u == "u3" else 1)
+    # the failed request's code is still unused: a retry is accepted
+    decision, _ = w.engine().decide_with_stats(reqs[3][0], NOW)
+    assert decision.outcome is Outcome.ACCEPT
+
+
+class _Wrapped:
+    """A store with some methods replaced; everything else (decision_batch included,
+    when the real store has it) passes through."""
+
+    def __init__(self, store: Any, **replaced: Any) -> None:
+        self._store = store
+        self._replaced = replaced
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._replaced:
+            return self._replaced[name]
+        return getattr(self._store, name)
+
+
+def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) -> None:
+    """Through ThreadedEngine on a real SQLite store: 80 store-only requests (each code
+    sent twice) all get their own answer, each code is accepted once, fewer transactions
+    than decisions are used, and every decision is audited."""
+    from authd.crypto import Keyring
+    from authd.storage.sql import SqlStore
+
+    keyring = Keyring.load_or_create(str(tmp_path / "keys.json"))
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", keyring)
+    w = World(store, keyring.hash_key, FakeBackend("dir"))
+    users = [w.user(f"u{i:02d}") for i in range(40)]
+    tokens = {u: w.token(u) for u in users}
+    engine = w.engine()
+    batches: list[int] = []
+    real_many = engine.decide_many
+
+    def counted(items: Any) -> Any:
+        batches.append(len(items))
+        return real_many(items)
+
+    engine.decide_many = counted  # type: ignore[method-assign]
+    single = ThreadPool(minthreads=1, maxthreads=1, name="auth-test-1")
+    single.start()
+    try:
+        reactor, metrics = FakeReactor(NOW), Metrics()
+        threaded = ThreadedEngine(engine, reactor, single, metrics, store_only_threads=1)
+        results: dict[str, list[Decision]] = {u: [] for u in users}
+        for u in users * 2:
+            req = w.request(w.code(tokens[u]), user=u, first_factor="none")
+            threaded.authenticate(req).addCallback(results[u].append)
+        reactor.run_until(lambda: all(len(r) == 2 for r in results.values()), timeout=DEADLINE)
+    finally:
+        single.stop()
+    for u in users:
+        assert sorted(d.reason.value for d in results[u]) == ["ok", "replay"]
+        assert len(store.query_audit(user=u)) == 2
+    assert sum(batches) == 80 and len(batches) < 80
+    assert (
+        sample(
+            metrics,
+            "authd_requests_total",
+            {"frontend": "radius", "result": "accept", "reason": "ok"},
+        )
+        == 40
+    )
+    assert sample(metrics, "authd_store_seconds_count") == 80
+    store.close()
+
+
+def test_lockout_inside_one_batch_is_as_strict_as_one_by_one(world: World) -> None:
+    """Wrong codes in one batch count one by one: the failure that reaches max_attempts
+    locks the user, and the right code later in the same batch is refused as LOCKED
+    (decisions in a batch see each other's writes)."""
+    w = world
+    w.set("otp.lockout.max_attempts", 3)
+    alice = w.user("alice")
+    tok = w.token(alice)
+    none: dict[str, Any] = {"first_factor": "none", "user": alice}
+    reqs = [(w.request("000000", **none), NOW) for _ in range(3)]
+    reqs.append((w.request(w.code(tok), **none), NOW))
+    results = w.engine().decide_many(reqs)
+    reasons = [r[0].reason for r in results if not isinstance(r, BaseException)]
+    assert reasons == [Reason.BAD_OTP, Reason.BAD_OTP, Reason.BAD_OTP, Reason.LOCKED]
+    assert [r[1].locked_now for r in results if not isinstance(r, BaseException)] == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert w.stored_user(alice).failures == 3

@@ -434,3 +434,86 @@ def test_decision_read_is_user_tokens_and_codes(store: SqlStore) -> None:
     user, toks, codes = store.get_user_tokens_codes("alice")
     assert (user, toks) == store.get_user_with_tokens("alice") and codes == 3
     assert [t.serial for t in toks] == ["H", "T"]
+
+
+# ---------------------------------------------------------------- decision batches (SQLite)
+def test_batch_sees_its_own_writes_and_commits_them_together(
+    sqlite_store: SqlStore, tmp_path: Path
+) -> None:
+    """Inside decision_batch, reads see the batch's earlier writes (the second use of a
+    step is lost, exactly as if committed in between), another connection sees none of
+    them until the block exits, and then sees all of them."""
+    other = sqlite3.connect(tmp_path / "authd.db", isolation_level=None)
+    batch = sqlite_store.decision_batch()
+    assert batch is not None
+    with batch:
+        assert sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
+        _, toks, _ = sqlite_store.get_user_tokens_codes("alice")
+        assert {t.serial: t.last_step for t in toks}["T"] == 7
+        assert not sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
+        assert other.execute("SELECT last_step FROM tokens WHERE serial='T'").fetchone() == (-1,)
+        assert other.execute("SELECT count(*) FROM audit").fetchone() == (0,)
+    assert other.execute("SELECT last_step FROM tokens WHERE serial='T'").fetchone() == (7,)
+    assert other.execute("SELECT count(*) FROM audit").fetchone() == (2,)
+    other.close()
+    sqlite_store.close()
+
+
+def test_batch_rolls_back_entirely_on_an_error(sqlite_store: SqlStore) -> None:
+    """An exception inside decision_batch propagates and leaves nothing of the batch
+    behind; the next write phase (batched or not) works."""
+    batch = sqlite_store.decision_batch()
+    assert batch is not None
+    with pytest.raises(ValueError), batch:
+        assert sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
+        raise ValueError("boom")
+    token = sqlite_store.get_token("T")
+    assert token is not None and token.last_step == -1
+    assert sqlite_store.query_audit(user="alice") == []
+    assert sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
+    sqlite_store.close()
+
+
+def test_batch_holds_the_write_lock_and_queues_other_writers(
+    sqlite_store: SqlStore, tmp_path: Path
+) -> None:
+    """While a batch is open, another process cannot write (it waits on SQLite's lock)
+    and another thread's write phase waits for the batch's COMMIT, then runs."""
+    other = sqlite3.connect(tmp_path / "authd.db", timeout=0, isolation_level=None)
+    result: list[bool] = []
+    batch = sqlite_store.decision_batch()
+    assert batch is not None
+    with batch:
+        with pytest.raises(sqlite3.OperationalError):
+            other.execute("BEGIN IMMEDIATE")
+        writer = threading.Thread(
+            target=lambda: result.append(
+                sqlite_store.commit_decision(_write(UseHotpCounter("H", 0))).won
+            )
+        )
+        writer.start()
+        writer.join(timeout=0.2)
+        assert writer.is_alive() and result == []
+        assert sqlite_store.commit_decision(_write(UseTotpStep("T", 3, 0))).won
+    writer.join(timeout=30)
+    assert result == [True]
+    other.close()
+    sqlite_store.close()
+
+
+def test_batch_does_not_nest_and_is_absent_on_postgres(
+    sqlite_store: SqlStore, pg_store: SqlStore
+) -> None:
+    """A thread cannot open a batch inside its own batch (it would deadlock on itself);
+    PostgreSQL offers no batch (each write phase is one statement already)."""
+    outer = sqlite_store.decision_batch()
+    assert outer is not None
+    with outer:
+        inner = sqlite_store.decision_batch()
+        assert inner is not None
+        with pytest.raises(RuntimeError), inner:
+            pass
+    assert sqlite_store.commit_decision(_write(UseTotpStep("T", 1, 0))).won
+    assert pg_store.decision_batch() is None
+    assert sqlite_store.batches_decisions and not pg_store.batches_decisions
+    sqlite_store.close()
