@@ -103,8 +103,9 @@ class FailureBackoff:
     A success forgets the key; so does `forget_after` seconds without a failure.
     """
 
-    def __init__(self, base: float, cap: float, forget_after: float = 3600.0,
-                 max_keys: int = 100_000) -> None:
+    def __init__(
+        self, base: float, cap: float, forget_after: float = 3600.0, max_keys: int = 100_000
+    ) -> None:
         if base < 0 or cap < base or max_keys < 1:
             raise ValueError("0 <= base <= cap and max_keys >= 1 are required")
         self.base = base

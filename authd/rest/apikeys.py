@@ -1,0 +1,103 @@
+"""API keys: bearer keys known only by their SHA-256, checked in constant time.
+
+The config holds `key_sha256` (hex) or `key_file` (the key itself, read once at start
+or reload); either way only the digest stays in memory. A presented key is hashed and
+compared with every configured digest by `hmac.compare_digest`, all of them every time,
+so neither timing nor an early exit tells how close a guess came or which key exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from authd.config.model import ApiKey
+
+SCOPES = ("validate", "admin", "selfservice-admin")
+
+
+class ApiKeyConfigError(ValueError):
+    """A configured key cannot be used (bad hash, unreadable file); names the key only."""
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who called: the key's name (the audit actor is `http:<name>`) and its scopes."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+@dataclass(frozen=True)
+class _Entry:
+    identity: KeyIdentity
+    digest: bytes = field(repr=False)
+
+
+def _digest_of(key: ApiKey) -> bytes:
+    if key.key_sha256 and key.key_file:
+        raise ApiKeyConfigError(f"api key {key.name!r}: give key_sha256 or key_file, not both")
+    if key.key_sha256:
+        try:
+            digest = bytes.fromhex(key.key_sha256.strip())
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise ApiKeyConfigError(f"api key {key.name!r}: key_sha256 is not 64 hex digits")
+        return digest
+    if key.key_file:
+        try:
+            with open(key.key_file, "rb") as fh:
+                raw = fh.read(4096).strip()
+        except OSError as exc:
+            raise ApiKeyConfigError(
+                f"api key {key.name!r}: cannot read {key.key_file}: {exc.strerror}"
+            ) from None
+        if len(raw) < 16:
+            raise ApiKeyConfigError(f"api key {key.name!r}: {key.key_file} holds too short a key")
+        return hashlib.sha256(raw).digest()
+    raise ApiKeyConfigError(f"api key {key.name!r}: key_sha256 or key_file is required")
+
+
+class ApiKeyRing:
+    """The configured keys; immutable, so a reload swaps the whole ring at once."""
+
+    def __init__(self, entries: Iterable[_Entry] = ()) -> None:
+        self._entries = tuple(entries)
+
+    @classmethod
+    def from_config(cls, keys: Iterable[ApiKey]) -> ApiKeyRing:
+        """Build the ring; raises ApiKeyConfigError naming the first unusable key."""
+        entries = []
+        for key in keys:
+            unknown = sorted(set(key.scopes) - set(SCOPES))
+            if unknown:
+                raise ApiKeyConfigError(f"api key {key.name!r}: unknown scope(s) {unknown}")
+            entries.append(_Entry(KeyIdentity(key.name, frozenset(key.scopes)), _digest_of(key)))
+        return cls(entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"ApiKeyRing({[e.identity.name for e in self._entries]})"
+
+    def identify(self, authorization: bytes | None) -> KeyIdentity | None:
+        """The caller's key from an `Authorization: Bearer KEY` header, or None."""
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.strip().partition(b" ")
+        # RFC 6750 §2.1: the scheme is case-insensitive; the key itself is opaque.
+        if scheme.lower() != b"bearer" or not token.strip():
+            return None
+        presented = hashlib.sha256(token.strip()).digest()
+        found: KeyIdentity | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(presented, entry.digest) and found is None:
+                found = entry.identity
+        return found

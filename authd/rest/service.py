@@ -1,0 +1,172 @@
+"""`HttpService`: the HTTP front-end as a Twisted service on an injected reactor.
+
+start binds every `http.listen` address (TLS when `http.tls` is set) and raises if one
+cannot be bound (already-bound ones are released); stop stops listening, waits for the
+requests in flight (bounded), then closes idle keep-alive connections. `reload` swaps
+API keys, trusted proxies and limits at once (SIGHUP); a bad new config raises and the
+old one stays in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+
+from authd.admin import AdminOps
+from authd.config.model import Config, HttpConfig
+from authd.metrics import Metrics
+from authd.rest.admin_api import AdminEndpoints
+from authd.rest.apikeys import ApiKeyRing
+from authd.rest.clientaddr import parse_networks
+from authd.rest.health import HealthEndpoints, Ready
+from authd.rest.openapi import OpenApiEndpoint
+from authd.rest.ratelimit import Limits
+from authd.rest.resource import ApiResource, InFlight, Policy
+from authd.rest.routes import Clock, Router
+from authd.rest.site import AuthdSite
+from authd.rest.tls import context_factory
+from authd.rest.validate import AuthEndpoints, Authenticate
+
+log = Logger()
+DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight requests
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (interface, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"http.listen: {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _policy(http: HttpConfig) -> Policy:
+    return Policy(
+        keys=ApiKeyRing.from_config(http.api_keys), proxies=parse_networks(http.trusted_proxies)
+    )
+
+
+class Root(Resource):
+    """Mounted children (e.g. the self-service portal) first, the API for the rest."""
+
+    def __init__(self, api: ApiResource) -> None:
+        super().__init__()
+        self._api = api
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Any:  # noqa: N802
+        if path in self.children:
+            return self.children[path]
+        request.postpath.insert(0, path)
+        request.prepath.pop()
+        return self._api
+
+    def render(self, request: Any) -> Any:
+        return self._api.render(request)
+
+
+class HttpService(Service):
+    """The HTTP listener(s): validation API, admin API, health, metrics, OpenAPI."""
+
+    def __init__(
+        self,
+        config: Config,
+        authenticate: Authenticate,
+        admin: AdminOps | None,
+        run_blocking: Callable[..., Deferred[Any]],
+        ready: Ready,
+        reactor: Any,
+        metrics: Metrics,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self._config = config
+        self._reactor = reactor
+        clock = clock if clock is not None else reactor
+        self._policy = _policy(config.http)
+        self._limits = Limits(config.http.rate_limits)
+        self._in_flight = InFlight()
+        openapi = OpenApiEndpoint()
+        routes = [
+            *AuthEndpoints(authenticate, self._limits, clock, metrics).routes(),
+            *AdminEndpoints(admin, run_blocking, self._limits, clock).routes(),
+            *HealthEndpoints(ready, metrics).routes(),
+            openapi.route(),
+        ]
+        openapi.publish(routes)
+        self.router = Router(routes)
+        self._api = ApiResource(
+            self.router, lambda: self._policy, self._limits, clock, metrics, self._in_flight
+        )
+        self._root = Root(self._api)
+        self.site = AuthdSite(self._root, reactor, config.http.max_body)  # type: ignore[arg-type]
+        self._ports: list[Any] = []  # IListeningPort
+
+    def mount(self, name: bytes, resource: IResource) -> None:
+        """Serve `resource` under `/<name>/` (the self-service portal's hook)."""
+        self._root.putChild(name, resource)
+
+    def startService(self) -> None:  # noqa: N802 (Twisted override)
+        http = self._config.http
+        if not http.enabled:
+            super().startService()
+            return
+        tls = context_factory(http.tls) if http.tls is not None else None
+        try:
+            for address in http.listen:
+                host, port = parse_listen(address)
+                if tls is not None:
+                    p = self._reactor.listenSSL(port, self.site, tls, interface=host)
+                else:
+                    p = self._reactor.listenTCP(port, self.site, interface=host)
+                self._ports.append(p)
+                log.info(
+                    "HTTP listening on {host}:{port}{tls}",
+                    host=host,
+                    port=p.getHost().port,
+                    tls=" (TLS)" if tls else "",
+                )
+        except Exception:
+            for p in self._ports:
+                p.stopListening()
+            self._ports = []
+            raise
+        super().startService()
+
+    def stopService(self) -> Deferred[Any]:  # noqa: N802 (Twisted override)
+        super().stopService()
+        ports, self._ports = self._ports, []
+        d = gatherResults([maybeDeferred(p.stopListening) for p in ports])
+        d.addCallback(lambda _: self._drain())
+        d.addCallback(lambda _: self.site.close_connections())
+        return d
+
+    def _drain(self) -> Deferred[None]:
+        d = self._in_flight.drained()
+        d.addTimeout(DRAIN_TIMEOUT, self._reactor)
+
+        def gave_up(failure: Any) -> None:
+            log.warn(
+                "HTTP stop: {n} request(s) still in flight after {t}s",
+                n=self._in_flight.count,
+                t=DRAIN_TIMEOUT,
+            )
+
+        d.addErrback(gave_up)
+        return d
+
+    def reload(self, config: Config) -> None:
+        """Swap API keys, proxies, limits and the body cap; raises (keeping the old
+        ones) if the new keys are unusable. Listen addresses and TLS need a restart."""
+        policy = _policy(config.http)
+        self._policy = policy
+        self._limits.reconfigure(config.http.rate_limits)
+        self.site.max_body = config.http.max_body
+        self._config = config
+
+    def bound_ports(self) -> list[int]:
+        """The ports actually bound (for tests listening on port 0)."""
+        return [p.getHost().port for p in self._ports]
