@@ -92,11 +92,12 @@ class _Generator:
         self._digits = digits
         self._modulus = 10**digits
 
-    def codes(self, counters: range) -> list[str]:
-        """The code of every counter in `counters`, in order."""
+    def values(self, counters: range) -> list[int]:
+        """The code of every counter in `counters`, in order, as integers (the code's
+        digits read as a number; `digits` fixes the width, so no formatting is needed)."""
         if counters and not (counters[0] >= 0 and counters[-1] < 1 << 64):
             raise InvalidInput("counter out of range")
-        copy, pack, modulus, digits = self._mac.copy, _COUNTER.pack, self._modulus, self._digits
+        copy, pack, modulus = self._mac.copy, _COUNTER.pack, self._modulus
         out = []
         for counter in counters:
             mac = copy()
@@ -104,9 +105,34 @@ class _Generator:
             digest = mac.digest()
             # RFC 4226 §5.4 dynamic truncation.
             offset = digest[-1] & 0x0F
-            value = int.from_bytes(digest[offset : offset + 4], "big") & 0x7FFFFFFF
-            out.append(f"{value % modulus:0{digits}d}")
+            out.append((int.from_bytes(digest[offset : offset + 4]) & 0x7FFFFFFF) % modulus)
         return out
+
+    def codes(self, counters: range) -> list[str]:
+        """The code of every counter in `counters`, in order, as shown to users."""
+        digits = self._digits
+        return [f"{value:0{digits}d}" for value in self.values(counters)]
+
+    def first(self, target: int, counters: range) -> int | None:
+        """The first counter in `counters` (in the order given) whose code is `target`,
+        or None; stops at the first match (see `match_hotp` for why that is safe).
+
+        The comparison is of two ints below 2**31: for 1..9 digits both are single-digit
+        CPython ints, compared in constant time (no string formatting, no per-character
+        loop)."""
+        if counters and not (
+            min(counters[0], counters[-1]) >= 0 and max(counters[0], counters[-1]) < 1 << 64
+        ):
+            raise InvalidInput("counter out of range")
+        copy, pack, modulus = self._mac.copy, _COUNTER.pack, self._modulus
+        for counter in counters:
+            mac = copy()
+            mac.update(pack(counter))
+            digest = mac.digest()
+            offset = digest[-1] & 0x0F  # RFC 4226 §5.4 dynamic truncation
+            if (int.from_bytes(digest[offset : offset + 4]) & 0x7FFFFFFF) % modulus == target:
+                return counter
+        return None
 
 
 def hotp(seed: bytes, counter: int, digits: int = 6, algorithm: Algorithm = Algorithm.SHA1) -> str:
@@ -139,16 +165,6 @@ def is_code_shaped(text: str, digits: int) -> bool:
     return len(text) == digits and all(ch in _ASCII_DIGITS for ch in text)
 
 
-def _matches(gen: _Generator, code: str, counters: range) -> list[tuple[int, bool]]:
-    """(counter, matched) for every candidate: all are computed and compared, so the time
-    taken does not depend on where (or whether) the code matched. `code` is ASCII (checked
-    by is_code_shaped), which compare_digest requires of str arguments."""
-    return [
-        (c, hmac.compare_digest(x, code))
-        for c, x in zip(counters, gen.codes(counters), strict=True)
-    ]
-
-
 def _usable(token: Token, expected: TokenType) -> bool:
     """Fail closed: only an active token of the right type with a seed can match."""
     return token.type == expected and token.status == TokenStatus.ACTIVE and bool(token.seed)
@@ -161,6 +177,12 @@ def match_totp(token: Token, code: str, now: float, skew: float) -> TotpMatch | 
     `token.drift`, and only steps after `token.last_step` (RFC 6238 §5.2: a code is used
     at most once). When a code matches several candidate steps the latest wins, so that
     storing it as last_step also burns the earlier ones. Never mutates anything.
+
+    Stops at the first (latest) match: a wrong code always costs the whole window, a
+    right one less, by how far below the top of the window its step lies. That timing
+    says only where a *valid* code sits in the window, which whoever holds the code
+    (it is shown on their token) knows already; it tells nothing about a wrong code,
+    so it cannot guide a guess. The outcome itself is answered anyway.
     """
     if not _usable(token, TokenType.TOTP) or not is_code_shaped(code, token.digits):
         return None
@@ -169,33 +191,35 @@ def match_totp(token: Token, code: str, now: float, skew: float) -> TotpMatch | 
     current = time_step(now, token.period)
     centre = current + token.drift
     reach = math.ceil(skew / token.period)
-    candidates = range(max(0, centre - reach), max(0, centre + reach + 1))
+    # Only steps after last_step can match; the latest wins, so walk down from the top
+    # and stop at the first hit (it is the maximum). Steps at or before last_step are
+    # never computed.
+    low = max(0, centre - reach, token.last_step + 1)
+    high = centre + reach
+    if low > high:
+        return None
     gen = _Generator(token.seed, token.digits, token.algorithm)
-    best: int | None = None
-    for step, matched in _matches(gen, code, candidates):
-        # Evaluated for every candidate (no early exit): the replay filter is applied
-        # after the comparison, not before it.
-        if matched and step > token.last_step:
-            best = step
-    return None if best is None else TotpMatch(step=best, drift=best - current)
+    step = gen.first(int(code), range(high, low - 1, -1))
+    return None if step is None else TotpMatch(step=step, drift=step - current)
 
 
 def match_hotp(token: Token, code: str, look_ahead: int) -> int | None:
     """The counter c in [token.counter, token.counter + look_ahead] whose code is `code`
     (the earliest, if several, as RFC 4226 §7.2 walks the window in order: taking a later
     twin would skip counters the token has not shown yet and refuse its next codes). The
-    caller stores c + 1 as the next expected counter, so the counter never moves back."""
+    caller stores c + 1 as the next expected counter, so the counter never moves back.
+
+    Walks the window from the expected counter and stops at the first match (usually
+    the first HMAC instead of look_ahead + 1). The time saved tells only how far ahead
+    of the server a *valid* code's token was, which its holder knows; every wrong code
+    costs the full window, so timing cannot narrow a guess (as in `match_totp`)."""
     if not _usable(token, TokenType.HOTP) or not is_code_shaped(code, token.digits):
         return None
     if look_ahead < 0:
         raise InvalidInput("look_ahead must not be negative")
     start = max(0, token.counter)
     gen = _Generator(token.seed, token.digits, token.algorithm)
-    best: int | None = None
-    for counter, matched in _matches(gen, code, range(start, start + look_ahead + 1)):
-        if matched and best is None:
-            best = counter  # no early exit: every candidate costs the same
-    return best
+    return gen.first(int(code), range(start, start + look_ahead + 1))
 
 
 def _consecutive(codes: list[str], first: int, code1: str, code2: str) -> list[int]:

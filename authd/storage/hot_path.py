@@ -8,9 +8,9 @@ connection (no pool checkout per call).
 
 SQLite (`SqliteHotPath`): concurrent write phases of this process share one BEGIN
 IMMEDIATE ... COMMIT (group commit: a leader runs every queued write phase, in order,
-in one transaction; each caller gets its own result only after that COMMIT), and
-`batch()` lets one thread run several whole decisions (reads included) in one
-transaction (`Engine.decide_many`: they see each other's writes, as if one by one).
+in one transaction; each caller gets its own result only after that COMMIT);
+`Engine.decide_many` reads for many decisions under one `snapshot()` (no write lock),
+then commits all their write phases with one `write_all()`.
 PostgreSQL (`PgHotPath`): one transaction per write phase on the thread's connection;
 psycopg prepares the statements server-side after their first uses.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -128,10 +128,10 @@ class SqliteHotPath:
     # ---------------------------------------------------------------- reads
     def read(self, stmt: ClauseElement, params: dict[str, Any]) -> list[Any]:
         """All rows of one SELECT, in autocommit: WAL gives it a consistent snapshot
-        without any lock a writer waits for. Inside `batch()` the read runs in the
-        batch's transaction, so it sees the batch's earlier (uncommitted) writes."""
+        without any lock a writer waits for. Inside `snapshot()` it reads that one
+        snapshot (and so does not see writes committed since it began)."""
         c = self._statements.get(stmt)
-        conn = getattr(self._local, "batch", None) or self._reader()
+        conn = self._reader()
         try:
             return conn.execute(c.sql, {**c.defaults, **params}).fetchall()
         except sqlite3.Error as e:
@@ -140,15 +140,7 @@ class SqliteHotPath:
     # ---------------------------------------------------------------- writes
     def write(self, fn: Callable[[Run], T]) -> T:
         """Run `fn(run)` inside a write transaction shared with whatever other threads
-        queued meanwhile; return its result once that transaction has committed.
-        Inside `batch()` it runs in the batch's transaction instead, and its result is
-        only final once the batch commits (the batch's owner holds it back until then)."""
-        conn = getattr(self._local, "batch", None)
-        if conn is not None:
-            try:
-                return fn(self._run(conn))
-            except sqlite3.Error as e:
-                raise _unavailable(e) from e
+        queued meanwhile; return its result once that transaction has committed."""
         job: _Job[T] = _Job(fn)
         with self._pending_lock:
             self._pending.append(job)
@@ -164,43 +156,35 @@ class SqliteHotPath:
         return job.result  # type: ignore[return-value]
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """One write transaction on the writer connection for everything this thread
-        reads and writes until the block ends: COMMIT on a normal exit, ROLLBACK on an
-        exception (which propagates). Saves a BEGIN IMMEDIATE ... COMMIT and the WAL
-        frames of pages the decisions share, per decision.
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction (deferred BEGIN) on this thread's reader connection for
+        every `read` until the block ends: one snapshot instead of one per statement.
+        Under WAL it takes no lock a writer waits for, so other processes write on."""
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as e:
+            raise _unavailable(e) from e
+        try:
+            yield
+        finally:
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")  # read-only: nothing to keep or lose
+                except sqlite3.Error as e:
+                    raise _unavailable(e) from e
 
-        The caller must hold every result back until the block has exited normally
-        (no answer before COMMIT), must not wait on anything slow inside (the SQLite
-        write lock is held: other processes wait), and must not write through another
-        connection (SQLAlchemy's `SqlStore._write`) from inside: that would wait on this
-        very transaction."""
-        if getattr(self._local, "batch", None) is not None:
-            raise RuntimeError("batch() does not nest")
+    def write_all(self, fns: Sequence[Callable[[Run], T]]) -> list[T]:
+        """Every `fn(run)` in order in ONE write transaction (BEGIN IMMEDIATE ... COMMIT)
+        on the writer connection; their results only once it has committed. Any error
+        rolls all of them back and propagates (StoreUnavailable for a database error):
+        the caller retries them one by one if it wants to."""
+        jobs: list[_Job[T]] = [_Job(fn) for fn in fns]
         with self._commit_lock:
-            if self._writer is None:
-                self._writer = self._connect(0)
-            conn = self._writer
             try:
-                self._begin(conn)
+                return self._transaction(jobs)
             except sqlite3.Error as e:
                 raise _unavailable(e) from e
-            self._local.batch = conn
-            try:
-                yield
-                conn.execute("COMMIT")
-            except BaseException as e:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:  # broken: open a new one next time
-                        self._writer = None
-                        conn.close()
-                if isinstance(e, sqlite3.Error):
-                    raise _unavailable(e) from e
-                raise
-            finally:
-                self._local.batch = None
 
     def _run(self, conn: sqlite3.Connection) -> Run:
         def run(stmt: Any, params: dict[str, Any]) -> sqlite3.Cursor:

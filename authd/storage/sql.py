@@ -23,7 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from sqlalchemy import (
@@ -1065,19 +1065,30 @@ class SqlStore:
 
     @property
     def batches_decisions(self) -> bool:
-        """Whether `decision_batch` gives a shared transaction (SQLite only)."""
+        """Whether `decision_reads` / `commit_decisions` save work (SQLite only)."""
         return isinstance(self._hot, SqliteHotPath)
 
-    def decision_batch(self) -> AbstractContextManager[None] | None:
-        """SQLite: a context in which this thread's `get_user_tokens_codes` and
-        `commit_decision` calls share ONE transaction, committed when it exits normally
-        (see `SqliteHotPath.batch` for what the caller must do: hold results until then,
-        nothing slow and no other store call inside). None on PostgreSQL, where each
-        write phase is one statement already and a long transaction would only hold row
-        locks other nodes wait for."""
+    def decision_reads(self) -> AbstractContextManager[None]:
+        """A context in which this thread's `get_user_tokens_codes` calls read one
+        snapshot without any write lock (SQLite: one read transaction; PostgreSQL:
+        nothing, each read is its own round trip). Writes must not be made inside."""
         if isinstance(self._hot, SqliteHotPath):
-            return self._hot.batch()
-        return None
+            return self._hot.snapshot()
+        return nullcontext()
+
+    def commit_decisions(self, writes: Sequence[DecisionWrite]) -> list[DecisionCommit]:
+        """Several decisions' write phases, in order, with the results of each (as
+        `commit_decision`), returned only after they committed. SQLite: ONE BEGIN
+        IMMEDIATE ... COMMIT for all (all or nothing; the write lock is held for the
+        statements alone). PostgreSQL: one transaction each, as `commit_decision`
+        (a long transaction would hold row locks other nodes wait for)."""
+        if isinstance(self._hot, SqliteHotPath):
+
+            def phase(w: DecisionWrite) -> Callable[[Any], DecisionCommit]:
+                return lambda run: _apply_decision(run, w)
+
+            return self._hot.write_all([phase(w) for w in writes])
+        return [self.commit_decision(w) for w in writes]
 
     # ------------------------------------------------------------------ audit
     def append_audit(self, event: AuditEvent) -> None:

@@ -18,6 +18,7 @@ from twisted.python.threadpool import ThreadPool
 from authd.auth.interfaces import Decision, Outcome, Reason
 from authd.auth.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
+from authd.core.model import TokenType
 from authd.metrics import Metrics
 from tests.auth.conftest import NOW, PASSWORD, World
 from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor
@@ -373,9 +374,10 @@ def test_decide_many_matches_deciding_one_by_one(world: World) -> None:
 
 
 def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) -> None:
-    """When one decision of a batch keeps raising, nothing of the batch stays
-    half-written: the others are decided again alone and accepted exactly once (one
-    audit row each), and only the failing request gets the error."""
+    """When one decision's write phase keeps raising, nothing of its batch stays
+    half-written (the batch's one transaction rolls back): the others are decided again
+    alone and accepted exactly once (one audit row each), and only the failing request
+    gets the error."""
     w = world
     users = [w.user(f"u{i}") for i in range(5)]
     tokens = {u: w.token(u) for u in users}
@@ -389,7 +391,13 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
             raise StoreUnavailable("database error: OperationalError")
         return real(write)
 
-    engine.store = _Wrapped(w.store, commit_decision=flaky)
+    def flaky_many(writes: Any) -> Any:
+        if any(write.user == "u3" for write in writes):
+            raised.append("u3")
+            raise StoreUnavailable("database error: OperationalError")
+        return w.store.commit_decisions(writes)
+
+    engine.store = _Wrapped(w.store, commit_decision=flaky, commit_decisions=flaky_many)
     reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
     results = engine.decide_many(reqs)
     # once alone; on SQLite once more inside the batch it rolled back
@@ -406,9 +414,159 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
     assert decision.outcome is Outcome.ACCEPT
 
 
+def _sqlite_world(tmp_path: Any) -> World:
+    from authd.crypto import Keyring
+    from authd.storage.sql import SqlStore
+
+    keyring = Keyring.load_or_create(str(tmp_path / "keys.json"))
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", keyring)
+    return World(store, keyring.hash_key, FakeBackend("dir"))
+
+
+def test_batch_reads_and_matches_without_the_write_lock(tmp_path: Any) -> None:
+    """Phase 1 of a SQLite batch (reads, OTP matching) holds no write lock: another
+    process can take SQLite's write lock during every read of the batch, so worker
+    processes compute side by side; the batch still accepts every code once."""
+    w = _sqlite_world(tmp_path)
+    users = [w.user(f"u{i}") for i in range(4)]
+    tokens = {u: w.token(u, type=TokenType.HOTP) for u in users}
+    path = _db_path(w)
+    assert path is not None
+    real_read = w.store.get_user_tokens_codes
+    lock_free: list[bool] = []
+
+    def read(name: str) -> Any:
+        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError:
+            lock_free.append(False)
+        finally:
+            probe.close()
+        return real_read(name)
+
+    engine = w.engine()
+    engine.store = _Wrapped(w.store, get_user_tokens_codes=read)
+    reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
+    results = engine.decide_many(reqs)
+    assert [r[0].reason for r in results if not isinstance(r, BaseException)] == [Reason.OK] * 4
+    assert lock_free == [True] * 4
+    for u in users:
+        token = w.store.get_token(tokens[u].serial)
+        assert token is not None and token.counter == 1
+    w.store.close()  # type: ignore[attr-defined]
+
+
+def test_code_used_by_another_process_between_read_and_write_is_a_replay(
+    tmp_path: Any,
+) -> None:
+    """Exactness does not rest on the batch's read snapshot: when another process uses
+    the same HOTP code after the batch read the token but before its write phase, the
+    compare-and-set loses and the decision is a REPLAY reject that counts a failure;
+    the other users of the batch are unaffected, and nothing is accepted twice."""
+    from authd.crypto import Keyring
+    from authd.storage.sql import SqlStore
+
+    w = _sqlite_world(tmp_path)
+    alice, bob = w.user("alice"), w.user("bob")
+    ta, tb = w.token(alice, type=TokenType.HOTP), w.token(bob, type=TokenType.HOTP)
+    path = _db_path(w)
+    assert path is not None
+    other_node = SqlStore.open(
+        f"sqlite:///{path}", Keyring.load_or_create(str(tmp_path / "keys.json"))
+    )
+    real_read = w.store.get_user_tokens_codes
+
+    def read(name: str) -> Any:
+        found = real_read(name)
+        if name == alice:  # "another node" wins the race for alice's counter 0
+            assert other_node.accept_hotp_counter(ta.serial, 0)
+        return found
+
+    engine = w.engine()
+    engine.store = _Wrapped(w.store, get_user_tokens_codes=read)
+    none: dict[str, Any] = {"first_factor": "none"}
+    reqs = [
+        (w.request(w.code(ta), user=alice, **none), NOW),
+        (w.request(w.code(tb), user=bob, **none), NOW),
+    ]
+    results = engine.decide_many(reqs)
+    got = [(r[0].outcome, r[0].reason) for r in results if not isinstance(r, BaseException)]
+    assert got == [(Outcome.REJECT, Reason.REPLAY), (Outcome.ACCEPT, Reason.OK)]
+    assert w.stored_user(alice).failures == 1 and w.stored_user(bob).failures == 0
+    token = w.store.get_token(ta.serial)
+    assert token is not None and token.counter == 1
+    other_node.close()
+    w.store.close()  # type: ignore[attr-defined]
+
+
+def test_a_users_second_request_starts_a_new_batch(tmp_path: Any) -> None:
+    """A user appears once per write transaction: their next request is read after the
+    first one committed (so consecutive HOTP codes both pass, as one by one), while
+    other users' requests keep sharing transactions."""
+    w = _sqlite_world(tmp_path)
+    alice, bob, carol = w.user("alice"), w.user("bob"), w.user("carol")
+    ta = w.token(alice, type=TokenType.HOTP)
+    tb, tc = w.token(bob, type=TokenType.HOTP), w.token(carol, type=TokenType.HOTP)
+    engine = w.engine()
+    transactions: list[int] = []
+    real_many = w.store.commit_decisions  # type: ignore[attr-defined]
+
+    def many(writes: Any) -> Any:
+        transactions.append(len(writes))
+        return real_many(writes)
+
+    engine.store = _Wrapped(w.store, commit_decisions=many)
+    none: dict[str, Any] = {"first_factor": "none"}
+    reqs = [
+        (w.request(w.code(ta, counter=0), user=alice, **none), NOW),
+        (w.request(w.code(tb), user=bob, **none), NOW),
+        (w.request(w.code(ta, counter=1), user=alice, **none), NOW),
+        (w.request(w.code(tc), user=carol, **none), NOW),
+    ]
+    results = engine.decide_many(reqs)
+    assert [r[0].reason for r in results if not isinstance(r, BaseException)] == [Reason.OK] * 4
+    assert transactions == [2, 2]
+    token = w.store.get_token(ta.serial)
+    assert token is not None and token.counter == 2
+    w.store.close()  # type: ignore[attr-defined]
+
+
+def test_batched_attempts_are_freed_without_the_cyclic_gc(tmp_path: Any) -> None:
+    """Between its two phases a batched decision holds only plain data, and once decided
+    nothing of it (attempt or held write) is left for the cyclic GC, whose full passes
+    over a busy daemon's heap showed up as tens of ms of tail latency."""
+    import gc
+
+    from authd.auth import engine as engine_module
+
+    w = _sqlite_world(tmp_path)
+    users = [w.user(f"u{i}") for i in range(8)]
+    tokens = {u: w.token(u, type=TokenType.HOTP) for u in users}
+    reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
+    reqs.append((w.request("000000", user=users[0], first_factor="none"), NOW))
+    engine = w.engine()
+    kinds = (engine_module._Attempt, engine_module._Held)
+    gc.collect()
+    gc.disable()
+    try:
+        before = {id(o) for o in gc.get_objects() if isinstance(o, kinds)}  # other tests'
+        results = engine.decide_many(reqs)
+        left = [o for o in gc.get_objects() if isinstance(o, kinds) and id(o) not in before]
+    finally:
+        gc.enable()
+    assert [r[0].outcome for r in results if not isinstance(r, BaseException)] == [
+        Outcome.ACCEPT
+    ] * 8 + [Outcome.REJECT]
+    assert left == []
+    w.store.close()  # type: ignore[attr-defined]
+
+
 class _Wrapped:
-    """A store with some methods replaced; everything else (decision_batch included,
-    when the real store has it) passes through."""
+    """A store with some methods replaced; everything else (decision_reads and
+    commit_decisions included, when the real store has them) passes through."""
 
     def __init__(self, store: Any, **replaced: Any) -> None:
         self._store = store

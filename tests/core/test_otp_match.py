@@ -432,3 +432,52 @@ def test_hotp_twin_codes_take_the_earliest_counter() -> None:
     assert match_hotp(token, codes[first_twin], look_ahead=11) == earliest
     advanced = dataclasses.replace(token, counter=earliest + 1)
     assert match_hotp(advanced, codes[earliest + 1], look_ahead=0) == earliest + 1
+
+
+@given(
+    seed=seeds,
+    digits=st.integers(1, 8),
+    period=periods,
+    drift=st.integers(-5, 5),
+    last=st.integers(-3, 8),
+    skew=st.integers(0, 200),
+    offset=st.integers(-8, 8),
+)
+@settings(max_examples=300)
+def test_prop_totp_early_exit_agrees_with_brute_force(
+    seed: bytes, digits: int, period: int, drift: int, last: int, skew: int, offset: int
+) -> None:
+    """match_totp (latest step first, stops at the first hit) answers exactly what
+    computing every candidate would: the latest matching step after last_step. With
+    1-2 digits twins are common, so the order of the search is really exercised."""
+    now = NOW + 7
+    current = time_step(now, period)
+    token = totp_token(
+        seed=seed, digits=digits, period=period, drift=drift, last_step=current + last - 4
+    )
+    code = code_at(token, current + offset)
+    centre, reach = current + drift, math.ceil(skew / period)
+    steps = range(max(0, centre - reach), max(0, centre + reach + 1))
+    hits = [s for s in steps if code_at(token, s) == code and s > token.last_step]
+    got = match_totp(token, code, now, skew)
+    assert got == (TotpMatch(hits[-1], hits[-1] - current) if hits else None)
+
+
+@given(
+    seed=seeds,
+    digits=st.integers(1, 8),
+    counter=st.integers(0, 10**6),
+    look_ahead=st.integers(0, 40),
+    offset=st.integers(-5, 45),
+)
+@settings(max_examples=300)
+def test_prop_hotp_early_exit_agrees_with_brute_force(
+    seed: bytes, digits: int, counter: int, look_ahead: int, offset: int
+) -> None:
+    """match_hotp (expected counter first, stops at the first hit) answers exactly the
+    earliest matching counter of the whole window, or None."""
+    token = hotp_token(seed=seed, counter=counter, digits=digits)
+    code = hotp(seed, max(0, counter + offset), digits)
+    window = range(counter, counter + look_ahead + 1)
+    hits = [c for c in window if hotp(seed, c, digits) == code]
+    assert match_hotp(token, code, look_ahead) == (hits[0] if hits else None)

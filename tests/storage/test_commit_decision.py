@@ -3,6 +3,7 @@ both backends, under concurrency, and (SQLite) through the group-committing hot 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -437,83 +438,99 @@ def test_decision_read_is_user_tokens_and_codes(store: SqlStore) -> None:
 
 
 # ---------------------------------------------------------------- decision batches (SQLite)
-def test_batch_sees_its_own_writes_and_commits_them_together(
+def test_commit_decisions_is_one_transaction_in_order(
     sqlite_store: SqlStore, tmp_path: Path
 ) -> None:
-    """Inside decision_batch, reads see the batch's earlier writes (the second use of a
-    step is lost, exactly as if committed in between), another connection sees none of
-    them until the block exits, and then sees all of them."""
+    """commit_decisions applies the write phases in order, as one after the other (the
+    second use of a step is a lost CAS), and another connection sees all of them at once
+    when it returns."""
     other = sqlite3.connect(tmp_path / "authd.db", isolation_level=None)
-    batch = sqlite_store.decision_batch()
-    assert batch is not None
-    with batch:
-        assert sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
-        _, toks, _ = sqlite_store.get_user_tokens_codes("alice")
-        assert {t.serial: t.last_step for t in toks}["T"] == 7
-        assert not sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
-        assert other.execute("SELECT last_step FROM tokens WHERE serial='T'").fetchone() == (-1,)
-        assert other.execute("SELECT count(*) FROM audit").fetchone() == (0,)
-    assert other.execute("SELECT last_step FROM tokens WHERE serial='T'").fetchone() == (7,)
-    assert other.execute("SELECT count(*) FROM audit").fetchone() == (2,)
+    writes = [_write(UseTotpStep("T", 7, 0)), _write(UseTotpStep("T", 7, 0))]
+    writes.append(_write(UseHotpCounter("H", 0)))
+    results = sqlite_store.commit_decisions(writes)
+    assert [r.won for r in results] == [True, False, True]
+    assert results[1].lock is not None and results[1].lock.failures == 1
+    assert other.execute("SELECT last_step, counter FROM tokens ORDER BY serial").fetchall() == [
+        (-1, 1),
+        (7, 0),
+    ]
+    assert other.execute("SELECT count(*) FROM audit").fetchone() == (3,)
     other.close()
     sqlite_store.close()
 
 
-def test_batch_rolls_back_entirely_on_an_error(sqlite_store: SqlStore) -> None:
-    """An exception inside decision_batch propagates and leaves nothing of the batch
-    behind; the next write phase (batched or not) works."""
-    batch = sqlite_store.decision_batch()
-    assert batch is not None
-    with pytest.raises(ValueError), batch:
-        assert sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
-        raise ValueError("boom")
+def test_commit_decisions_rolls_back_entirely_on_an_error(sqlite_store: SqlStore) -> None:
+    """An error in one write phase rolls back all of them (nothing committed, so nothing
+    may be answered); the next write phase works."""
+    bad = dataclasses.replace(_write(UseTotpStep("T", 7, 0)), lost=None)  # loses: no record
+    with pytest.raises(ValueError):
+        sqlite_store.commit_decisions([_write(UseTotpStep("T", 7, 0)), bad])
     token = sqlite_store.get_token("T")
     assert token is not None and token.last_step == -1
     assert sqlite_store.query_audit(user="alice") == []
-    assert sqlite_store.commit_decision(_write(UseTotpStep("T", 7, 0))).won
+    assert sqlite_store.commit_decisions([_write(UseTotpStep("T", 7, 0))])[0].won
     sqlite_store.close()
 
 
-def test_batch_holds_the_write_lock_and_queues_other_writers(
+def test_decision_reads_hold_no_write_lock_and_read_one_snapshot(
     sqlite_store: SqlStore, tmp_path: Path
 ) -> None:
-    """While a batch is open, another process cannot write (it waits on SQLite's lock)
-    and another thread's write phase waits for the batch's COMMIT, then runs."""
+    """Inside decision_reads another process can still write (no write lock is held, so
+    processes compute side by side); the reads see one snapshot (not that write), and
+    the next reads after the block do."""
     other = sqlite3.connect(tmp_path / "authd.db", timeout=0, isolation_level=None)
+    with sqlite_store.decision_reads():
+        _, before, _ = sqlite_store.get_user_tokens_codes("alice")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE tokens SET last_step = 9 WHERE serial = 'T'")
+        other.execute("COMMIT")
+        _, during, _ = sqlite_store.get_user_tokens_codes("alice")
+        assert during == before
+    _, after, _ = sqlite_store.get_user_tokens_codes("alice")
+    assert {t.serial: t.last_step for t in after}["T"] == 9
+    # A write phase computed from the stale snapshot loses its CAS: exactness is in SQL.
+    assert not sqlite_store.commit_decisions([_write(UseTotpStep("T", 9, 0))])[0].won
+    other.close()
+    sqlite_store.close()
+
+
+def test_commit_decisions_waits_for_another_process_lock(
+    sqlite_store: SqlStore, tmp_path: Path
+) -> None:
+    """While another process holds the write lock, commit_decisions waits (short naps)
+    and commits once it is released; its result only comes after that COMMIT."""
+    other = sqlite3.connect(tmp_path / "authd.db", timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
     result: list[bool] = []
-    batch = sqlite_store.decision_batch()
-    assert batch is not None
-    with batch:
-        with pytest.raises(sqlite3.OperationalError):
-            other.execute("BEGIN IMMEDIATE")
-        writer = threading.Thread(
-            target=lambda: result.append(
-                sqlite_store.commit_decision(_write(UseHotpCounter("H", 0))).won
-            )
+    writer = threading.Thread(
+        target=lambda: result.extend(
+            r.won for r in sqlite_store.commit_decisions([_write(UseHotpCounter("H", 0))])
         )
-        writer.start()
-        writer.join(timeout=0.2)
-        assert writer.is_alive() and result == []
-        assert sqlite_store.commit_decision(_write(UseTotpStep("T", 3, 0))).won
+    )
+    writer.start()
+    writer.join(timeout=0.2)
+    assert writer.is_alive() and result == []
+    other.execute("COMMIT")
     writer.join(timeout=30)
     assert result == [True]
     other.close()
     sqlite_store.close()
 
 
-def test_batch_does_not_nest_and_is_absent_on_postgres(
+def test_postgres_commits_decisions_one_by_one_with_the_same_results(
     sqlite_store: SqlStore, pg_store: SqlStore
 ) -> None:
-    """A thread cannot open a batch inside its own batch (it would deadlock on itself);
-    PostgreSQL offers no batch (each write phase is one statement already)."""
-    outer = sqlite_store.decision_batch()
-    assert outer is not None
-    with outer:
-        inner = sqlite_store.decision_batch()
-        assert inner is not None
-        with pytest.raises(RuntimeError), inner:
-            pass
-    assert sqlite_store.commit_decision(_write(UseTotpStep("T", 1, 0))).won
-    assert pg_store.decision_batch() is None
+    """PostgreSQL keeps one transaction per write phase (no batch): commit_decisions
+    gives the same results as SQLite's single transaction, and decision_reads is a plain
+    context; only SQLite reports that batching saves work."""
+    writes = [_write(UseTotpStep("T", 7, 0)), _write(UseTotpStep("T", 7, 0))]
+    writes.append(_write(UseHotpCounter("H", 0)))
+    _alice(pg_store)
+    with pg_store.decision_reads():
+        user, _, _ = pg_store.get_user_tokens_codes("alice")
+    assert user is not None
+    pg = pg_store.commit_decisions(writes)
+    lite = sqlite_store.commit_decisions(writes)
+    assert pg == lite and [r.won for r in pg] == [True, False, True]
     assert sqlite_store.batches_decisions and not pg_store.batches_decisions
     sqlite_store.close()
