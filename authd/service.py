@@ -8,6 +8,7 @@ failure stops what was started and propagates (the daemon exits non-zero).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -62,6 +63,12 @@ class AuthdService(Service):
             self.pool.stop()
             self.running = False
             raise
+        # Everything built at start-up (config, routes, compiled statements, modules)
+        # lives as long as the process: frozen out of the cyclic collector's reach, a full
+        # collection no longer walks it. Measured: HTTP otp/check p99 56 -> 24 ms (+11%
+        # req/s); RADIUS workers=2 p99 ~38 -> 11 ms (scripts/bench/http, scripts/bench/radius).
+        gc.collect()
+        gc.freeze()
         self._notify("READY=1")
         log.info("authd ready")
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hmac
 import json
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -42,6 +43,10 @@ _FIXED_HEADERS = (
     (b"x-content-type-options", [b"nosniff"]),
     (b"server", [b"authd"]),
 )
+
+
+# Per connection: the key ring, the Authorization header and who it identified.
+_KeyCache = weakref.WeakKeyDictionary[Any, tuple[ApiKeyRing, bytes, "KeyIdentity | None"]]
 
 
 class _BoundMetrics:
@@ -99,17 +104,20 @@ class InFlight:
         return d
 
 
-def _identify(request: Request, keys: ApiKeyRing, header: bytes) -> KeyIdentity | None:
+def _identify(
+    request: Request, keys: ApiKeyRing, header: bytes, seen: _KeyCache
+) -> KeyIdentity | None:
     """`keys.identify(header)`, remembered per connection: a keep-alive client sends the
     same header on every request. The remembered header is compared in constant time,
     and a reload (a new ring) invalidates it; nothing outlives the connection."""
     channel = request.channel
-    cached = getattr(channel, "_authd_key", None)
+    if channel is None:  # the connection is already gone: nothing to remember it on
+        return keys.identify(header)
+    cached = seen.get(channel)
     if cached is not None and cached[0] is keys and hmac.compare_digest(cached[1], header):
-        return cast("KeyIdentity | None", cached[2])
+        return cached[2]
     key = keys.identify(header)
-    if channel is not None:
-        channel._authd_key = (keys, header, key)
+    seen[channel] = (keys, header, key)
     return key
 
 
@@ -140,6 +148,7 @@ class ApiResource(Resource):
         self._metrics = metrics
         self._in_flight = in_flight
         self._bound = _BoundMetrics(metrics)
+        self._key_cache: _KeyCache = weakref.WeakKeyDictionary()
 
     def render(self, request: Request) -> int:
         started = time.perf_counter()
@@ -154,8 +163,8 @@ class ApiResource(Resource):
         # engine call answers later. Both end in `_write` exactly once.
         try:
             result = self._handle(request, state)
-        except Exception:
-            result = self._failed(Failure())
+        except Exception as exc:  # mapped to a status; unknown ones are a logged 500
+            result = self._error_reply(exc)
         if isinstance(result, Deferred):
             result.addErrback(self._failed)
             result.addCallback(self._write, request, state, started)
@@ -173,7 +182,11 @@ class ApiResource(Resource):
         self._in_flight.end()
 
     def _failed(self, failure: Failure) -> Reply:
-        err = from_exception(failure.value)
+        return self._error_reply(failure.value)
+
+    @staticmethod
+    def _error_reply(exc: BaseException) -> Reply:
+        err = from_exception(exc)
         return Reply(status=err.status, body=err.body(), headers=err.headers)
 
     def _write_failed(self, failure: Failure, request: Request) -> None:
@@ -212,8 +225,8 @@ class ApiResource(Resource):
             [_JSON if reply.content_type == "application/json" else reply.content_type.encode()],
         )
         headers.setRawHeaders(b"content-length", [b"%d" % len(payload)])
-        for name, value in _FIXED_HEADERS:
-            headers.setRawHeaders(name, value)
+        for raw_name, raw_values in _FIXED_HEADERS:
+            headers.setRawHeaders(raw_name, raw_values)
         for name, text in reply.headers:
             request.setHeader(name.encode(), text.encode())
         if request.method != b"HEAD":
@@ -236,7 +249,11 @@ class ApiResource(Resource):
                 self._bound.source_limited.inc()
                 raise too_many("source", wait)
         auth_headers = request.requestHeaders.getRawHeaders(b"authorization") or []
-        key = _identify(request, policy.keys, auth_headers[0]) if len(auth_headers) == 1 else None
+        key = (
+            _identify(request, policy.keys, auth_headers[0], self._key_cache)
+            if len(auth_headers) == 1
+            else None
+        )
         if segments[:3] == ADMIN_PREFIX:
             # CONTRACT: any path under /api/v1/admin/ is 401/403 before it is a 404.
             self._require(key, "admin")

@@ -1,7 +1,8 @@
 """`HttpService`: the HTTP front-end as a Twisted service on an injected reactor.
 
 start binds every `http.listen` address (TLS when `http.tls` is set) and raises if one
-cannot be bound (already-bound ones are released); stop stops listening, waits for the
+cannot be bound (already-bound ones are released); with `http.workers` > 1 each socket
+is bound with SO_REUSEPORT, so worker processes share the port; stop stops listening, waits for the
 requests in flight (bounded), then closes idle keep-alive connections. `reload` swaps
 API keys, trusted proxies and limits at once (SIGHUP); a bad new config raises and the
 old one stays in force.
@@ -9,12 +10,14 @@ old one stays in force.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import IResource, Resource
 
 from authd.admin import AdminOps
@@ -34,6 +37,7 @@ from authd.rest.validate import AuthEndpoints, Authenticate
 
 log = Logger()
 DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight requests
+BACKLOG = 1024  # accept queue of a socket bound here (listenTCP's default is 50)
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -42,6 +46,25 @@ def parse_listen(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"http.listen: {address!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket with SO_REUSEPORT: several processes bind the
+    same address and the kernel spreads new connections among them (one core each)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _policy(http: HttpConfig) -> Policy:
@@ -82,9 +105,12 @@ class HttpService(Service):
         metrics: Metrics,
         *,
         clock: Clock | None = None,
+        reuse_port: bool | None = None,
     ) -> None:
         self._config = config
         self._reactor = reactor
+        # None: share the port exactly when the config asks for several processes.
+        self._reuse_port = config.http.workers > 1 if reuse_port is None else reuse_port
         clock = clock if clock is not None else reactor
         self._policy = _policy(config.http)
         self._limits = Limits(config.http.rate_limits)
@@ -118,7 +144,9 @@ class HttpService(Service):
         try:
             for address in http.listen:
                 host, port = parse_listen(address)
-                if tls is not None:
+                if self._reuse_port:
+                    p = self._adopt(host, port, tls)
+                elif tls is not None:
                     p = self._reactor.listenSSL(port, self.site, tls, interface=host)
                 else:
                     p = self._reactor.listenTCP(port, self.site, interface=host)
@@ -135,6 +163,17 @@ class HttpService(Service):
             self._ports = []
             raise
         super().startService()
+
+    def _adopt(self, host: str, port: int, tls: Any) -> Any:
+        """Listen on a socket bound here with SO_REUSEPORT (listenTCP cannot set it)."""
+        factory: Any = (
+            self.site if tls is None else TLSMemoryBIOFactory(tls, False, cast(Any, self.site))
+        )
+        sock = reuse_port_socket(host, port)
+        try:
+            return self._reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate
 
     def stopService(self) -> Deferred[Any]:  # noqa: N802 (Twisted override)
         super().stopService()

@@ -10,6 +10,10 @@ Two layouts: "1 core" pins the daemon to CPU 0 and the load generator to CPU 1;
 "2 cores" leaves both unpinned, sharing the two CPUs. Not part of the test suite.
 `--fake-engine` serves the same HTTP stack with an engine that accepts at once (no
 thread hop, no store): the ceiling of the HTTP layer itself.
+`--processes N` (layout "2" only) starts N `authd serve` processes on one SQLite store,
+sharing the port through SO_REUSEPORT (`http.workers: N` in their config); each also
+listens on a port of its own, so the bench knows when every one of them is ready.
+Until `authd serve` forks its own workers, this is how several processes are measured.
 
     scripts/bench/http/run [--seconds 10] [--connections 64] [--users-per-conn 16]
 """
@@ -50,8 +54,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(tmp: Path, port: int, key: str, auth_threads: int) -> Path:
-    cfg = tmp / "bench.yaml"
+def write_config(
+    tmp: Path,
+    port: int,
+    key: str,
+    auth_threads: int,
+    *,
+    workers: int = 1,
+    own_port: int | None = None,
+    name: str = "bench.yaml",
+) -> Path:
+    cfg = tmp / name
+    listen = [f"127.0.0.1:{port}"] + ([f"127.0.0.1:{own_port}"] if own_port else [])
     cfg.write_text(
         f"""
 store:
@@ -61,7 +75,8 @@ keys:
 radius:
   enabled: false
 http:
-  listen: ["127.0.0.1:{port}"]
+  listen: {json.dumps(listen)}
+  workers: {workers}
   api_keys:
     - name: bench
       key_sha256: "{hashlib.sha256(key.encode()).hexdigest()}"
@@ -254,6 +269,7 @@ def main() -> None:
     ap.add_argument("--endpoints", default="otp/check,validate")
     ap.add_argument("--auth-threads", type=int, default=8, help="config auth_threads")
     ap.add_argument("--fake-engine", action="store_true", help="measure the HTTP layer alone")
+    ap.add_argument("--processes", type=int, default=1, help="authd serve processes (SO_REUSEPORT)")
     ap.add_argument("--serve-fake-engine", metavar="CONFIG", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_fake_engine:
@@ -271,21 +287,40 @@ def main() -> None:
             counters = {f"u{i:05d}": 0 for i in range(n_users)}
             server_cpus = {0} if layout == "1" else {0, 1}
             client_cpus = {1} if layout == "1" else {0, 1}
-            server = (
-                [sys.executable, __file__, "--serve-fake-engine", str(cfg)]
-                if args.fake_engine
-                else [sys.executable, "-m", "authd", "serve", "-c", str(cfg)]
-            )
-            proc = subprocess.Popen(
-                server,
-                cwd=REPO,
-                preexec_fn=lambda cpus=server_cpus: os.sched_setaffinity(0, cpus),  # noqa: PLW0108
-                stdout=subprocess.DEVNULL,
-                stderr=open(tmp / "authd.log", "wb"),  # noqa: SIM115
-            )
+            n_procs = args.processes if layout != "1" else 1
+            procs = []
+            for i in range(n_procs):
+                own = free_port() if n_procs > 1 else None
+                cfg_i = (
+                    write_config(
+                        tmp,
+                        port,
+                        key,
+                        args.auth_threads,
+                        workers=n_procs,
+                        own_port=own,
+                        name=f"bench-{i}.yaml",
+                    )
+                    if n_procs > 1
+                    else cfg
+                )
+                server = (
+                    [sys.executable, __file__, "--serve-fake-engine", str(cfg_i)]
+                    if args.fake_engine
+                    else [sys.executable, "-m", "authd", "serve", "-c", str(cfg_i)]
+                )
+                proc = subprocess.Popen(
+                    server,
+                    cwd=REPO,
+                    preexec_fn=lambda cpus=server_cpus: os.sched_setaffinity(0, cpus),  # noqa: PLW0108
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(tmp / f"authd-{i}.log", "wb"),  # noqa: SIM115
+                )
+                procs.append((proc, own if own is not None else port))
             os.sched_setaffinity(0, client_cpus)
             try:
-                wait_ready(port, proc)
+                for proc, ready_port in procs:
+                    wait_ready(ready_port, proc)
                 for endpoint in args.endpoints.split(","):
                     path = f"/api/v1/{endpoint}"
                     r = asyncio.run(
@@ -303,6 +338,8 @@ def main() -> None:
                     )
                     n = len(r.latencies)
                     label = f"{layout} core{'s' if layout != '1' else ''}"
+                    if n_procs > 1:
+                        label += f", {n_procs} processes"
                     if args.fake_engine:
                         label += ", no-op engine"
                     rows.append(
@@ -325,11 +362,13 @@ def main() -> None:
                         flush=True,
                     )
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                for proc, _ in procs:
+                    proc.send_signal(signal.SIGTERM)
+                for proc, _ in procs:
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
                 os.sched_setaffinity(0, {0, 1})
     print()
     print(
