@@ -2,8 +2,10 @@
 
 `FakeStore` keeps the `Store` Protocol's promises in memory (compare-and-set on steps and
 counters, single-use backup codes and challenges, lockout by `core.lockout`), so engine
-tests read like the real thing. `FakeBackend` is a first-factor source that counts calls.
-`FakeReactor` runs `callFromThread` work when a test drains it. Others may reuse these.
+and AdminOps tests read like the real thing; given a `FakeKeyring`, `rotate_key` rotates it
+first, as SqlStore rotates its key file before re-encrypting. `FakeBackend` is a
+first-factor source that counts calls. `FakeReactor` runs `callFromThread` work when a test
+drains it. Others may reuse these.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import queue
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,14 +34,34 @@ from authd.core.lockout import after_failure
 from authd.core.model import AuditEvent, LastSeen, Token, TokenStatus, User
 
 
+class FakeKeyring:
+    """What AdminOps needs of `authd.crypto.Keyring`: a fixed hash key and a key id that
+    each rotation advances (`rotated` counts them)."""
+
+    def __init__(self) -> None:
+        self.hash_key = secrets.token_bytes(32)
+        self.rotated = 0
+        self.current_key_id = "k0"
+
+    def __repr__(self) -> str:
+        return f"FakeKeyring(current_key_id={self.current_key_id!r})"  # never the key
+
+    def rotate(self) -> str:
+        self.rotated += 1
+        self.current_key_id = f"k{self.rotated}"
+        return self.current_key_id
+
+
 class FakeStore:
     """An in-memory `Store`. One lock makes each method atomic, as the real one is."""
 
-    def __init__(self) -> None:
+    def __init__(self, keyring: FakeKeyring | None = None) -> None:
         self._lock = threading.Lock()
+        self.keyring = keyring  # rotated by rotate_key, like SqlStore's keyring
+        self.rotations = 0
         self.users: dict[str, User] = {}
         self.tokens: dict[str, Token] = {}
-        self.backup_codes: dict[str, set[str]] = {}
+        self.backup_codes: dict[str, list[str]] = {}  # in the order they were given
         self.challenges: dict[str, Challenge] = {}
         self.audit: list[AuditEvent] = []
         self.down = False  # True: every call raises StoreUnavailable
@@ -188,7 +211,11 @@ class FakeStore:
 
     def list_tokens(self, user: str | None = None) -> list[Token]:
         self._enter("list_tokens")
-        return [t for t in self.tokens.values() if user is None or t.user == user]
+        # Ordered by serial, as SqlStore's query is.
+        return sorted(
+            (t for t in self.tokens.values() if user is None or t.user == user),
+            key=lambda t: t.serial,
+        )
 
     def _update_token(self, serial: str, when: Callable[[Token], bool], **changes: Any) -> bool:
         with self._lock:
@@ -234,12 +261,12 @@ class FakeStore:
     def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:
         self._enter("replace_backup_codes")
         with self._lock:
-            self.backup_codes[user] = set(code_hashes)
+            self.backup_codes[user] = list(code_hashes)
 
     def consume_backup_code(self, user: str, code_hash: str) -> bool:
         self._enter("consume_backup_code")
         with self._lock:
-            codes = self.backup_codes.get(user, set())
+            codes = self.backup_codes.get(user, [])
             if code_hash not in codes:
                 return False
             codes.remove(code_hash)
@@ -294,7 +321,12 @@ class FakeStore:
 
     def rotate_key(self) -> int:
         self._enter("rotate_key")
-        return len(self.tokens)
+        # Like SqlStore: the key file gets the new key first, then seeds move to it.
+        with self._lock:
+            if self.keyring is not None:
+                self.keyring.rotate()
+            self.rotations += 1
+            return len(self.tokens)
 
     def ping(self) -> None:
         self._enter("ping")

@@ -16,7 +16,7 @@ from authd.config.model import BackupCodesConfig, Config, OtpConfig
 from authd.core import backup_codes, otp, pin
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound
 from authd.core.model import Algorithm, TokenStatus, TokenType
-from tests.ctl.fakes import FakeDirectory, FakeKeyring, FakeStore
+from tests.fakes import FakeBackend, FakeDirectoryUser, FakeKeyring, FakeStore
 
 ACTOR = "authctl:tester"
 SECRET_B32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits
@@ -188,7 +188,10 @@ def test_add_token_for_directory_user_records_them_first(store: FakeStore, clock
     """A user only the directory knows is recorded (source: the backend's name, as the
     engine records it) on enrolment;
     a name nobody knows, or an unreachable directory, is NotFound (fail closed)."""
-    directory = FakeDirectory({"hank": ("staff",)})
+    directory = FakeBackend(
+        "fake-ldap",
+        {"hank": FakeDirectoryUser("hank-pw", ("staff",), {"email": "hank@example.org"})},
+    )
     ops = AdminOps(Config(), store, FakeKeyring(), clock.seconds, backends=[directory])
     ops.add_token(ACTOR, "hank", "totp")
     user = store.users["hank"]
@@ -200,7 +203,7 @@ def test_add_token_for_directory_user_records_them_first(store: FakeStore, clock
         store,
         FakeKeyring(),
         clock.seconds,
-        backends=[FakeDirectory({"ivy": ()}, unreachable=True)],
+        backends=[FakeBackend("fake-ldap", {"ivy": FakeDirectoryUser("ivy-pw")}, unreachable=True)],
     )
     with pytest.raises(NotFound):
         down.add_token(ACTOR, "ivy", "totp")
@@ -414,7 +417,9 @@ def test_generate_backup_codes_replaces_the_set(store: FakeStore, clock: Clock) 
     ops.add_user(ACTOR, "uma")
     first = ops.generate_backup_codes(ACTOR, "uma")
     assert len(first.codes) == 4 and len(set(first.codes)) == 4
-    assert store.codes["uma"] == [backup_codes.hash_code(c, keyring.hash_key) for c in first.codes]
+    assert store.backup_codes["uma"] == [
+        backup_codes.hash_code(c, keyring.hash_key) for c in first.codes
+    ]
     second = ops.generate_backup_codes(ACTOR, "uma")
     assert not set(first.codes) & set(second.codes)
     assert not store.consume_backup_code(
