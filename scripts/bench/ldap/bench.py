@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seconds", type=float, default=5.0, help="per variant")
     ap.add_argument("--threads", type=int, default=8, help="like auth_threads")
-    ap.add_argument("--pool-size", type=int, default=4, help="authd pool_size")
+    ap.add_argument("--pool-size", type=int, default=PrimaryBackend().pool_size,
+                    help="authd pool_size (default: the config default)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, median kept")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = ap.parse_args(argv)
