@@ -124,15 +124,17 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
                   environ: Mapping[str, str] = os.environ) -> AuthdService:
     """The whole daemon, not yet started.
 
-    With `radius.workers: N` the main process also supervises N-1 RADIUS-only worker
-    processes sharing the port (SO_REUSEPORT); a worker has no HTTP listener and does
-    not talk to systemd (the main process reports READY once its own sockets bound).
+    With `radius.workers` or `http.workers` above 1 the main process also supervises
+    worker processes (authd/workers.py): process i serves RADIUS while i < radius.workers
+    and HTTP while i < http.workers, all sharing their ports with SO_REUSEPORT. A worker
+    does not talk to systemd: the main process reports READY once its own sockets bound.
     """
     from authd.radius.service import RadiusService
-    from authd.radius.workers import WorkerSupervisor, is_worker
     from authd.rest.service import HttpService
+    from authd.workers import WorkerSupervisor, worker_index
 
-    worker = is_worker(environ)
+    index = worker_index(environ)
+    processes = process_count(config)
 
     metrics = metrics if metrics is not None else Metrics()
     core = build_core(config, reactor.seconds, metrics)
@@ -147,17 +149,17 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         return deferToThreadPool(reactor, pool, f, *args, **kwargs)
 
     listeners: list[_ListenerAdapter] = []
-    if config.radius.enabled:
+    if config.radius.enabled and index < config.radius.workers:
         radius = RadiusService(config.radius, threaded.authenticate, reactor, metrics)
         listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
-    if config.radius.enabled and config.radius.workers > 1 and not worker:
-        argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
-        supervisor = WorkerSupervisor(config.radius.workers, argv, reactor, environ)
-        listeners.append(_ListenerAdapter(supervisor, lambda c: None))
-    if config.http.enabled and not worker:
+    if config.http.enabled and index < config.http.workers:
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
                            threaded.check_ready, reactor, metrics)
         listeners.append(_ListenerAdapter(http, lambda c: c))
+    if processes > 1 and index == 0:
+        argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
+        supervisor = WorkerSupervisor(processes, argv, reactor, environ)
+        listeners.append(_ListenerAdapter(supervisor, lambda c: None))
 
     def on_reload(new: Config) -> None:
         # Policies and OTP settings take effect for the next request; the store, keys
@@ -165,7 +167,14 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         core.engine.config = replace(new, store=config.store, keys=config.keys,
                                      primary=config.primary)
 
-    if worker:
+    if index > 0:
         return AuthdService(pool, listeners, on_reload, close_store=core.close,
                             notify=lambda state: None)
     return AuthdService(pool, listeners, on_reload, close_store=core.close)
+
+
+def process_count(config: Config) -> int:
+    """How many daemon processes the config asks for (main process included)."""
+    radius = config.radius.workers if config.radius.enabled else 1
+    http = config.http.workers if config.http.enabled else 1
+    return max(radius, http)

@@ -300,6 +300,9 @@ class RadiusConfig:
     netscaler_group: NetscalerGroupAttribute = field(default_factory=NetscalerGroupAttribute)
     workers: int = field(default=1, metadata=meta("processes sharing the port (SO_REUSEPORT)",
                                                   minimum=1, maximum=64))
+    pin_workers: bool = field(default=True, metadata=meta(
+        "with workers > 1, pin process i to the i-th allowed core (main process: the first) "
+        "when there are at least `workers` cores"))
     receive_buffer: int = field(default=1 << 20, metadata=meta("SO_RCVBUF bytes",
                                                                minimum=65536))
 
@@ -351,6 +354,8 @@ class HttpConfig:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=meta(
         "CIDRs whose X-Forwarded-For is believed"))
+    workers: int = field(default=1, metadata=meta(
+        "processes sharing the HTTP port (SO_REUSEPORT)", minimum=1, maximum=64))
 
 
 # ---------------------------------------------------------------- portal, logging, audit

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from authd.config.model import RadiusClient, RadiusConfig
-from authd.radius.codec import RadiusDictionary
+from authd.radius.codec import Keys, RadiusDictionary
 from authd.radius.replies import ReplyPlan, build_reply_plan
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Client:
     first_factor: str
     otp_mode: str
     replies: ReplyPlan
+    keys: Keys = field(repr=False, compare=False)  # the secret keyed once for the hot path
 
 
 class ClientConfigError(ValueError):
@@ -101,6 +102,7 @@ def build_client(rc: RadiusClient, config: RadiusConfig, dictionary: RadiusDicti
         first_factor=rc.first_factor,
         otp_mode=rc.otp_mode,
         replies=plan,
+        keys=Keys(rc.secret.reveal_bytes()),
     )
 
 

@@ -49,6 +49,8 @@ MAX_LENGTH = 4096  # RFC 2865 §3
 MAX_ATTRIBUTES = 200
 MAX_ATTR_VALUE = 253
 _ZERO16 = bytes(16)
+_MA_HEAD = bytes((MESSAGE_AUTHENTICATOR, 18))
+_MA_ZEROED = _MA_HEAD + _ZERO16
 
 # The curated dictionary: conf/dictionary in a source tree (and editable installs), else
 # where a wheel's data_files put it (share/authd/dictionary under the install prefix).
@@ -79,6 +81,7 @@ class Packet:
     attributes: tuple[tuple[int, bytes], ...] = field(repr=False)
     raw: bytes = field(repr=False)
     ma_offset: int = -1
+    proxy: bool = False  # any Proxy-State (saves a scan when encoding the reply)
 
     def first(self, attr_type: int) -> bytes | None:
         """The first value of `attr_type`, or None."""
@@ -112,6 +115,7 @@ def decode(datagram: bytes) -> Packet:
         raise DecodeError("unknown_code")
     attrs: list[tuple[int, bytes]] = []
     ma_offset = -1
+    proxy = False
     pos = HEADER_LEN
     while pos < length:
         if len(attrs) >= MAX_ATTRIBUTES:
@@ -132,6 +136,8 @@ def decode(datagram: bytes) -> Packet:
             if ma_offset >= 0:
                 raise DecodeError("duplicate_message_authenticator")
             ma_offset = pos + 2
+        elif a_type == PROXY_STATE:
+            proxy = True
         attrs.append((a_type, datagram[pos + 2 : end]))
         pos = end
     return Packet(
@@ -141,22 +147,64 @@ def decode(datagram: bytes) -> Packet:
         attributes=tuple(attrs),
         raw=datagram,
         ma_offset=ma_offset,
+        proxy=proxy,
     )
 
 
-def verify_message_authenticator(packet: Packet, secret: bytes) -> bool:
+class Keys:
+    """One shared secret keyed once for the hot path (per client, per reload).
+
+    HMAC-MD5 is computed from pre-keyed inner and outer MD5 states (RFC 2104), and the
+    User-Password pad from a pre-fed MD5 state: copying a keyed state costs about half
+    of keying from the secret on every packet. The repr never shows the secret.
+    """
+
+    __slots__ = ("secret", "_inner", "_outer", "_pad")
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        # RFC 2104 §2: a key longer than the block is hashed first, then zero-padded.
+        key = hashlib.md5(secret, usedforsecurity=False).digest() if len(secret) > 64 else secret
+        key = key.ljust(64, b"\x00")
+        self._inner = hashlib.md5(bytes(b ^ 0x36 for b in key), usedforsecurity=False)
+        self._outer = hashlib.md5(bytes(b ^ 0x5C for b in key), usedforsecurity=False)
+        self._pad = hashlib.md5(secret, usedforsecurity=False)
+
+    def __repr__(self) -> str:
+        return "Keys(<secret hidden>)"
+
+    def hmac_md5(self, message: bytes) -> bytes:
+        """HMAC-MD5(secret, message), equal to hmac.digest(secret, message, "md5")."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def pad(self, previous: bytes) -> bytes:
+        """MD5(secret + previous): one RFC 2865 §5.2 keystream block."""
+        h = self._pad.copy()
+        h.update(previous)
+        return h.digest()
+
+
+def as_keys(secret: bytes | Keys) -> Keys:
+    """Callers outside the hot path (tests, tools) may pass the raw secret."""
+    return secret if isinstance(secret, Keys) else Keys(secret)
+
+
+def verify_message_authenticator(packet: Packet, secret: bytes | Keys) -> bool:
     """RFC 3579 §3.2 HMAC-MD5 over the packet with the MA value zeroed, compared in
     constant time. False when the packet has no Message-Authenticator."""
     off = packet.ma_offset
     if off < 0:
         return False
     raw = packet.raw
-    zeroed = raw[:off] + _ZERO16 + raw[off + 16 :]
-    expected = hmac.digest(secret, zeroed, "md5")
+    expected = as_keys(secret).hmac_md5(raw[:off] + _ZERO16 + raw[off + 16 :])
     return hmac.compare_digest(expected, raw[off : off + 16])
 
 
-def decode_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes:
+def decode_password(hidden: bytes, secret: bytes | Keys, authenticator: bytes) -> bytes:
     """RFC 2865 §5.2 User-Password on raw bytes; trailing NUL padding removed.
 
     Raises DecodeError unless the value is 16-128 octets in 16-octet blocks.
@@ -164,16 +212,18 @@ def decode_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes
     n = len(hidden)
     if n < 16 or n > 128 or n % 16:
         raise DecodeError("bad_password_length")
-    out = bytearray(n)
+    keys = as_keys(secret)
+    if n == 16:  # the common case: one block, no join
+        plain = int.from_bytes(hidden, "big") ^ int.from_bytes(keys.pad(authenticator), "big")
+        return plain.to_bytes(16, "big").rstrip(b"\x00")
+    out = []
     prev = authenticator
     for i in range(0, n, 16):
-        b = hashlib.md5(secret + prev, usedforsecurity=False).digest()
         block = hidden[i : i + 16]
-        out[i : i + 16] = (int.from_bytes(block, "big") ^ int.from_bytes(b, "big")).to_bytes(
-            16, "big"
-        )
+        plain = int.from_bytes(block, "big") ^ int.from_bytes(keys.pad(prev), "big")
+        out.append(plain.to_bytes(16, "big"))
         prev = block
-    return bytes(out).rstrip(b"\x00")
+    return b"".join(out).rstrip(b"\x00")
 
 
 def encode_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
@@ -218,7 +268,7 @@ def text_attributes(attr_type: int, text: str) -> list[bytes]:
 def encode_reply(
     code: int,
     request: Packet,
-    secret: bytes,
+    secret: bytes | Keys,
     attributes: Iterable[bytes] = (),
 ) -> bytes:
     """A reply to `request`: Message-Authenticator first, then `attributes` (already
@@ -227,17 +277,18 @@ def encode_reply(
     RFC 3579 §3.2: the MA of a reply is computed with the Request Authenticator in the
     header; RFC 2865 §3: the Response Authenticator covers the final attributes.
     """
-    body = b"".join(attributes)
-    proxy = b"".join(attribute(PROXY_STATE, v) for v in request.all(PROXY_STATE))
-    length = HEADER_LEN + 18 + len(body) + len(proxy)
+    keys = as_keys(secret)
+    tail = b"".join(attributes)
+    if request.proxy:
+        tail += b"".join(attribute(PROXY_STATE, v) for v in request.all(PROXY_STATE))
+    length = HEADER_LEN + 18 + len(tail)
     if length > MAX_LENGTH:
         raise ValueError("reply longer than 4096 octets")
     head = bytes((code, request.identifier)) + length.to_bytes(2, "big")
-    tail = body + proxy
-    ma = hmac.digest(secret, head + request.authenticator + b"\x50\x12" + _ZERO16 + tail, "md5")
-    attrs = b"\x50\x12" + ma + tail
+    ma = keys.hmac_md5(head + request.authenticator + _MA_ZEROED + tail)
+    attrs = _MA_HEAD + ma + tail
     response_auth = hashlib.md5(
-        head + request.authenticator + attrs + secret, usedforsecurity=False
+        head + request.authenticator + attrs + keys.secret, usedforsecurity=False
     ).digest()
     return head + response_auth + attrs
 

@@ -21,6 +21,11 @@ class Seen(enum.Enum):
     ANSWERED = "answered"
 
 
+_ABSENT = b"absent"  # a sentinel no stored reply is identical to (compared with `is`)
+_NEW: tuple[Seen, None] = (Seen.NEW, None)
+_IN_PROGRESS: tuple[Seen, None] = (Seen.IN_PROGRESS, None)
+
+
 class DuplicateCache:
     """Bounded cache of requests in progress and replies sent.
 
@@ -41,14 +46,16 @@ class DuplicateCache:
     def check(self, key: Key, now: float) -> tuple[Seen, bytes | None]:
         """Classify a request; NEW marks it in progress (the caller must then call
         `answered` or `forget`)."""
-        self._sweep(now)
-        try:
-            reply = self._replies[key]
-        except KeyError:
+        exp = self._expiry
+        if exp and exp[0][0] <= now:
+            self._sweep(now)
+        # A new key is the common case: a sentinel lookup, not a raised KeyError.
+        reply = self._replies.get(key, _ABSENT)
+        if reply is _ABSENT:
             self._replies[key] = None
-            return Seen.NEW, None
+            return _NEW
         if reply is None:
-            return Seen.IN_PROGRESS, None
+            return _IN_PROGRESS
         return Seen.ANSWERED, reply
 
     def answered(self, key: Key, reply: bytes, now: float) -> None:

@@ -3,9 +3,10 @@
 `startService` binds every `radius.listen` address before returning and raises on
 failure, so the daemon announces READY=1 only with every socket open. Sockets are made
 here (not with `listenUDP`) to set SO_RCVBUF before traffic arrives and, for
-`radius.workers` > 1, SO_REUSEPORT so several processes share one port; the kernel
-hashes the source 4-tuple, so a client's retransmits reach the same worker and its
-duplicate cache.
+`radius.workers` > 1, SO_REUSEPORT so several processes share one port; a small BPF
+program spreads requests by Request Authenticator, so a client's retransmits reach the
+same worker and its duplicate cache; with `radius.pin_workers` each process is pinned
+to its own core (workers.py says when and why).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from authd.metrics import Metrics
 from authd.radius.clients import build_client_table
 from authd.radius.codec import MAX_LENGTH, RadiusDictionary
 from authd.radius.protocol import Authenticate, RadiusHandler, RadiusProtocol, Settings
+from authd.radius.reuseport import spread_by_authenticator
+from authd.workers import allowed_cores, core_for, pin_process, worker_index
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,9 @@ class RadiusService(Service):
             duplicate_window=config.duplicate_window,
         )
         self._ports: list[Any] = []  # IListeningPort
+        # Taken before anything pins (see workers.py): a worker gets it in CORES_ENV.
+        self._cores = allowed_cores()
+        self.pinned_core: int | None = None
 
     @staticmethod
     def _settings(config: RadiusConfig, dictionary: RadiusDictionary) -> Settings:
@@ -108,6 +114,8 @@ class RadiusService(Service):
         try:
             for host, port in self._listen:
                 sock = bind_socket(host, port, self._config.receive_buffer, reuse)
+                if reuse:
+                    spread_by_authenticator(sock, self._config.workers)
                 try:
                     listening = self._reactor.adoptDatagramPort(
                         sock.fileno(),
@@ -124,6 +132,10 @@ class RadiusService(Service):
                 p.stopListening()
             self._ports = []
             raise
+        if self._config.pin_workers:
+            core = core_for(worker_index(), self._config.workers, self._cores)
+            if core is not None and pin_process(core):
+                self.pinned_core = core
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +143,7 @@ def run_loadgen(
 
 # ---------------------------------------------------------------- authd
 def authd_world(
-    tmp: Path, users: int, requests: int, tb_users: int, argon: dict[str, int]
+    tmp: Path, users: int, requests: int, tb_users: int, argon: dict[str, int], url: str
 ) -> tuple[list[bytes], list[tuple[str, bytes]]]:
     """SQLite store with `users` HOTP users (workload a) and `tb_users` password+TOTP users
     (workload b); returns workload a's datagrams and b's (user, seed) list."""
@@ -151,9 +153,7 @@ def authd_world(
     from authd.crypto import Keyring
     from authd.storage.sql import SqlStore
 
-    store = SqlStore.open(
-        f"sqlite:///{tmp / 'authd.db'}", Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1
-    )
+    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
     seeds = []
     per_user = -(-requests // users)
     for u in range(users):
@@ -195,12 +195,19 @@ def distinct_codes_seed(counters: int) -> bytes:
 
 
 def authd_config(
-    tmp: Path, port: int, first_factor: str, workers: int, argon: dict[str, int], threads: int
+    tmp: Path,
+    port: int,
+    first_factor: str,
+    workers: int,
+    argon: dict[str, int],
+    threads: int,
+    pin: bool,
+    url: str,
 ) -> Path:
     cfg = tmp / f"authd-{first_factor}-{workers}.yaml"
     cfg.write_text(f"""
 store:
-  url: "sqlite:///{tmp / "authd.db"}"
+  url: "{url}"
   pool_size: {threads}
 keys:
   file: "{tmp / "keys.json"}"
@@ -217,6 +224,7 @@ http:
 radius:
   listen: ["127.0.0.1:{port}"]
   workers: {workers}
+  pin_workers: {"true" if pin else "false"}
   reject_delay: 0s
   clients:
     - name: bench
@@ -228,24 +236,43 @@ radius:
     return cfg
 
 
-def start_authd(
-    cfg: Path, port: int, workers: int, cores: str | None
-) -> list[subprocess.Popen[bytes]]:
-    """`workers` daemons on one port: with radius.workers > 1 each binds SO_REUSEPORT,
-    as the worker processes of `radius.workers` do."""
-    procs = []
-    for _ in range(workers):
-        with open(cfg.with_suffix(".log"), "ab") as logfile:
-            procs.append(
-                subprocess.Popen(
-                    [*taskset(cores), sys.executable, "-m", "authd", "serve", "-c", str(cfg)],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=logfile,
-                )
-            )
-        wait_for_status(port)
-    return procs
+def start_authd(cfg: Path, port: int, workers: int, cores: str | None) -> subprocess.Popen[bytes]:
+    """The daemon; with radius.workers > 1 it starts its own worker processes (all
+    binding the port with SO_REUSEPORT). Returns once every process has bound it."""
+    with open(cfg.with_suffix(".log"), "ab") as logfile:
+        proc = subprocess.Popen(
+            [*taskset(cores), sys.executable, "-m", "authd", "serve", "-c", str(cfg)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=logfile,
+        )
+    wait_for_status(port)
+    deadline = time.monotonic() + 60
+    while udp_sockets_on(port) < workers or len(server_pids(proc)) < workers:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"authd did not start {workers} workers on port {port}")
+        time.sleep(0.1)
+    return proc
+
+
+def udp_sockets_on(port: int) -> int:
+    """How many UDP sockets are bound to `port` (one per RADIUS process)."""
+    with open("/proc/net/udp") as f:
+        return sum(1 for line in f if line.split()[1].endswith(f":{port:04X}"))
+
+
+def server_pids(proc: subprocess.Popen[bytes]) -> list[int]:
+    """The daemon and its worker processes (children), for CPU accounting."""
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            return [proc.pid, *(int(c) for c in f.read().split())]
+    except OSError:
+        return [proc.pid]
+
+
+def cores_of(pid: int) -> str:
+    """The affinity of a process, as taskset would print it (to report pinning)."""
+    return ",".join(map(str, sorted(os.sched_getaffinity(pid))))
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -258,6 +285,64 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
+
+
+@contextmanager
+def postgres_cluster(tmp: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL 15 cluster on loopback (fsync off: the data is disposable,
+    as in tests/fixtures/postgres.py); yields its URL."""
+    bindir = Path("/usr/lib/postgresql/15/bin")
+    if not (bindir / "initdb").exists():
+        raise SystemExit("PostgreSQL server binaries not found: apt-get install postgresql-15")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    pgdir = tmp / "pg"
+    pgdir.mkdir()
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(pgdir, pw.pw_uid, pw.pw_gid)
+    data = pgdir / "data"
+    subprocess.run(
+        [*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "authd", "--auth=trust"]
+        + ["-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = free_tcp_port()
+    opts = (
+        f"-k {pgdir} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    subprocess.run(
+        [*as_pg, str(bindir / "pg_ctl"), "start", "-D", str(data), "-l", str(pgdir / "log")]
+        + ["-w", "-t", "60", "-o", opts],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="authd", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute('CREATE DATABASE "authd_bench"')
+        yield f"postgresql://authd@127.0.0.1:{port}/authd_bench"
+    finally:
+        subprocess.run(
+            [*as_pg, str(bindir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"],
+            capture_output=True,
+            timeout=90,
+            check=False,
+        )
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- FreeRADIUS
@@ -337,12 +422,19 @@ server default {{
 
 
 def freeradius_run(
-    tmp: Path, users: int, requests: int, window: int, cores: str | None, loadgen: Path, label: str
+    tmp: Path,
+    users: int,
+    requests: int,
+    window: int,
+    cores: str | None,
+    loadgen: Path,
+    label: str,
+    run: int = 0,
 ) -> Result:
     binary = shutil.which("freeradius") or "/usr/sbin/freeradius"
     if not os.path.exists(binary) or not os.path.exists("/usr/lib/freeradius/rlm_totp.so"):
         raise SystemExit("FreeRADIUS with rlm_totp not found: apt-get install freeradius")
-    d = tmp / f"raddb-{label}"
+    d = tmp / f"raddb-{label}-{run}"
     d.mkdir()
     port = free_port()
     (d / "radiusd.conf").write_text(FR_CONF.format(d=d, port=port, secret=SECRET))
@@ -368,7 +460,7 @@ def freeradius_run(
         )
         stats, cpu = run_loadgen(loadgen, reqfile, port, window, other_core(cores), [proc.pid])
     finally:
-        stop([proc])  # type: ignore[list-item]
+        stop([proc])
     return result(f"FreeRADIUS 3.2 + rlm_totp ({label})", cores or "all", stats, cpu)
 
 
@@ -396,11 +488,18 @@ def result(name: str, cores: str, stats: dict[str, float], cpu: float) -> Result
     )
 
 
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median requests/s (its own latency and CPU figures with it)."""
+    ordered = sorted(runs, key=lambda r: r.rps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=20000, help="workload (a) requests")
+    ap.add_argument("--requests", type=int, default=10000, help="workload (a) requests per run")
     ap.add_argument("--users", type=int, default=2000, help="workload (a) HOTP users")
     ap.add_argument("--window", type=int, default=64, help="requests in flight")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     ap.add_argument("--b-requests", type=int, default=48, help="workload (b) requests")
     ap.add_argument("--b-window", type=int, default=8, help="workload (b) in flight")
     ap.add_argument("--threads", type=int, default=8, help="authd auth_threads")
@@ -408,88 +507,129 @@ def main() -> int:
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep logs and databases")
     ap.add_argument("--skip-b", action="store_true", help="skip workload (b)")
     ap.add_argument("--skip-two-cores", action="store_true")
+    ap.add_argument(
+        "--listener-only", action="store_true", help="only the listener run (profiling aid)"
+    )
+    ap.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="authd's store (postgresql: a throwaway local cluster, fsync off)",
+    )
+    ap.add_argument(
+        "--compare-pinning",
+        action="store_true",
+        help="also run workers=2 with radius.pin_workers: false",
+    )
     args = ap.parse_args()
 
     for prog, pkg in (("gcc", "gcc"), ("taskset", "util-linux")):
         if shutil.which(prog) is None:
             raise SystemExit(f"{prog} not found: apt-get install {pkg}")
     argon = {"time_cost": 3, "memory_cost_kib": 65536, "parallelism": 1}  # config defaults
+    # (label, radius.workers, cores for taskset, radius.pin_workers)
+    configs: list[tuple[str, int, str | None, bool]] = [("workers=1", 1, "0", True)]
+    if not args.skip_two_cores:
+        # Both cores: one process unpinned (SQLite and argon2 release the GIL) and
+        # radius.workers=2 (SO_REUSEPORT, one core each); FreeRADIUS unpinned.
+        configs.append(("workers=1", 1, None, True))
+        configs.append(("workers=2", 2, None, True))
+        if args.compare_pinning:
+            configs.append(("workers=2 unpinned", 2, None, False))
+    if args.listener_only:
+        configs = []
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="authd-bench-") as tmpname:
+    with tempfile.TemporaryDirectory(prefix="authd-bench-") as tmpname, ExitStack() as stack:
         tmp = Path(args.keep) if args.keep else Path(tmpname)
         tmp.mkdir(parents=True, exist_ok=True)
+        if args.store == "postgresql":
+            os.chmod(tmp, 0o711)  # noqa: S103 - the cluster (user postgres) must reach pg/
+            url = stack.enter_context(postgres_cluster(tmp))
+        else:
+            url = f"sqlite:///{tmp / 'authd.db'}"
         loadgen = tmp / "loadgen"
         subprocess.run(
             ["gcc", "-O2", "-o", str(loadgen), str(REPO / "scripts/bench/loadgen.c")], check=True
         )
+        total = args.requests * args.repeat * max(1, len(configs))
         log(
-            f"building the authd store: {args.users} HOTP users, {args.b_requests} "
-            "password+TOTP users"
+            f"building the authd store: {args.users} HOTP users ({total} codes), "
+            f"{args.b_requests} password+TOTP users"
         )
-        packets, b_users = authd_world(tmp, args.users, args.requests, args.b_requests, argon)
-        port = free_port()
-        log("authd listener only (engine answers at once), cores=0")
-        lproc = subprocess.Popen(
-            [
-                *taskset("0"),
-                sys.executable,
-                str(REPO / "scripts/bench/radius_listener.py"),
-                str(port),
-                SECRET,
-            ],
-            cwd=REPO,
-        )
-        try:
-            wait_for_status(port)
-            reqfile = tmp / "listener.bin"
-            write_requests(reqfile, packets)
-            stats, cpu = run_loadgen(
-                loadgen, reqfile, port, args.window, other_core("0"), [lproc.pid]
-            )
-        finally:
-            stop([lproc])
-        results.append(result("authd listener only (no engine/store)", "0", stats, cpu))
-        third = len(packets) // 3
-        runs = [("1", "0", packets[:third], True)]
-        if not args.skip_two_cores:
-            # Both cores: one process unpinned (SQLite and argon2 release the GIL) and
-            # radius.workers=2 (SO_REUSEPORT); FreeRADIUS runs once, unpinned.
-            runs.append(("1", None, packets[third : 2 * third], False))
-            runs.append(("2", None, packets[2 * third :], True))
-        for workers, cores, pkts, anchor in runs:
+        packets, b_users = authd_world(tmp, args.users, total, args.b_requests, argon, url)
+        chunks = iter(packets[i : i + args.requests] for i in range(0, len(packets), args.requests))
+
+        runs: list[Result] = []
+        for n in range(args.repeat):
+            log(f"authd listener only (engine answers at once), cores=0, run {n + 1}")
             port = free_port()
-            cfg = authd_config(tmp, port, "none", int(workers), argon, args.threads)
-            log(f"authd (a) OTP-only, workers={workers}, cores={cores or 'all'}")
-            procs = start_authd(cfg, port, int(workers), cores)
+            lproc = subprocess.Popen(
+                [
+                    *taskset("0"),
+                    sys.executable,
+                    str(REPO / "scripts/bench/radius_listener.py"),
+                    str(port),
+                    SECRET,
+                ],
+                cwd=REPO,
+            )
             try:
-                reqfile = tmp / f"authd-a-{workers}-{cores}.bin"
-                write_requests(reqfile, pkts)
+                wait_for_status(port)
+                reqfile = tmp / "listener.bin"
+                # The listener's engine accepts anything: the same datagrams every run.
+                write_requests(reqfile, packets[: args.requests])
                 stats, cpu = run_loadgen(
-                    loadgen, reqfile, port, args.window, other_core(cores), [p.pid for p in procs]
+                    loadgen, reqfile, port, args.window, other_core("0"), [lproc.pid]
                 )
             finally:
-                stop(procs)
-            results.append(
-                result(f"authd (a) OTP-only, workers={workers}", cores or "all", stats, cpu)
-            )
-            if anchor and not args.skip_freeradius:
-                log(f"FreeRADIUS (a), cores={cores or 'all'}")
-                results.append(
-                    freeradius_run(
-                        tmp,
-                        args.users,
-                        len(pkts),
-                        args.window,
-                        cores,
-                        loadgen,
-                        f"cores={cores or 'all'}",
+                stop([lproc])
+            runs.append(result("authd listener only (no engine/store)", "0", stats, cpu))
+        results.append(median_run(runs))
+
+        for label, workers, cores, pin in configs:
+            runs = []
+            for n in range(args.repeat):
+                port = free_port()
+                cfg = authd_config(tmp, port, "none", workers, argon, args.threads, pin, url)
+                log(f"authd (a) OTP-only, {label}, cores={cores or 'all'}, run {n + 1}")
+                proc = start_authd(cfg, port, workers, cores)
+                pids = server_pids(proc)
+                placed = "|".join(cores_of(p) for p in pids)
+                try:
+                    reqfile = tmp / "authd-a.bin"
+                    write_requests(reqfile, next(chunks))
+                    stats, cpu = run_loadgen(
+                        loadgen, reqfile, port, args.window, other_core(cores), pids
                     )
-                )
-        if not args.skip_b:
+                finally:
+                    stop([proc])
+                shown = cores or ("all" if workers == 1 or not pin else placed)
+                runs.append(result(f"authd (a) OTP-only, {label}", shown, stats, cpu))
+            results.append(median_run(runs))
+            if cores == "0" or (cores is None and workers == 1):
+                if args.skip_freeradius:
+                    continue
+                runs = []
+                for n in range(args.repeat):
+                    log(f"FreeRADIUS (a), cores={cores or 'all'}, run {n + 1}")
+                    runs.append(
+                        freeradius_run(
+                            tmp,
+                            args.users,
+                            args.requests,
+                            args.window,
+                            cores,
+                            loadgen,
+                            f"cores={cores or 'all'}",
+                            n,
+                        )
+                    )
+                results.append(median_run(runs))
+        if not args.skip_b and not args.listener_only:
             port = free_port()
-            cfg = authd_config(tmp, port, "chain", 1, argon, args.threads)
+            cfg = authd_config(tmp, port, "chain", 1, argon, args.threads, True, url)
             log("authd (b) password (argon2id) + TOTP, workers=1, cores=0")
-            procs = start_authd(cfg, port, 1, "0")
+            proc = start_authd(cfg, port, 1, "0")
             try:
                 now = time.time()
                 reqfile = tmp / "authd-b.bin"
@@ -506,11 +646,11 @@ def main() -> int:
                     port,
                     args.b_window,
                     other_core("0"),
-                    [p.pid for p in procs],
+                    [proc.pid],
                     60000,
                 )
             finally:
-                stop(procs)
+                stop([proc])
             results.append(
                 result(
                     f"authd (b) argon2id t=3 m=64MiB p=1 + TOTP, {args.b_window} in flight",
@@ -521,7 +661,11 @@ def main() -> int:
             )
 
     print()
-    print(f"requests in flight: {args.window}; loadgen on the other core when pinned")
+    print(
+        f"store: {args.store}; requests in flight: {args.window}; "
+        "loadgen on the other core when pinned; "
+        f"median of {args.repeat} runs of {args.requests} requests (by req/s)"
+    )
     print(f"| {'server':<52} | cores | req/s   | p50 ms | p99 ms | CPU µs/req | accepted |")
     print(f"|{'-' * 54}|-------|---------|--------|--------|------------|----------|")
     for r in results:
@@ -530,16 +674,23 @@ def main() -> int:
             f"| {r.name:<52} | {r.cores:<5} | {r.rps:7.0f} | {r.p50:6.2f} | {r.p99:6.2f} "
             f"| {r.cpu_us:10.0f} | {r.accept}/{r.sent}{lost} |"
         )
-    by = {(r.name, r.cores): r for r in results}
-    fr1 = ("FreeRADIUS 3.2 + rlm_totp (cores=0)", "0")
-    fr2 = ("FreeRADIUS 3.2 + rlm_totp (cores=all)", "all")
-    for label, a_key, f_key in (
-        ("one core", ("authd (a) OTP-only, workers=1", "0"), fr1),
-        ("two cores, one process", ("authd (a) OTP-only, workers=1", "all"), fr2),
-        ("two cores, workers=2", ("authd (a) OTP-only, workers=2", "all"), fr2),
+
+    def find(name: str, cores: str | None = None) -> Result | None:
+        for r in results:
+            if r.name == name and (cores is None or r.cores == cores):
+                return r
+        return None
+
+    a_name = "authd (a) OTP-only, "
+    fr1 = find("FreeRADIUS 3.2 + rlm_totp (cores=0)")
+    fr2 = find("FreeRADIUS 3.2 + rlm_totp (cores=all)")
+    for label, a, f in (
+        ("one core", find(a_name + "workers=1", "0"), fr1),
+        ("two cores, one process", find(a_name + "workers=1", "all"), fr2),
+        ("two cores, workers=2", find(a_name + "workers=2"), fr2),
+        ("two cores, workers=2 unpinned", find(a_name + "workers=2 unpinned"), fr2),
     ):
-        if a_key in by and f_key in by and by[f_key].rps:
-            a, f = by[a_key], by[f_key]
+        if a is not None and f is not None and f.rps:
             print(
                 f"ratio authd/FreeRADIUS, {label}: {a.rps / f.rps:.1%} of req/s, "
                 f"{a.cpu_us / max(f.cpu_us, 1e-9):.1f}x CPU/req"

@@ -5,6 +5,7 @@ and the example config starts as-is."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -193,3 +194,40 @@ def test_radius_workers_share_the_port_and_stop_with_the_main_process(
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or \
             "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_http_workers_serve_the_same_port(tmp_path: Path,
+                                          daemon_factory: list[Daemon]) -> None:
+    """`http.workers: 2` (RADIUS left at one process) starts one worker that answers HTTP
+    on the shared port: fresh connections reach both processes' pids."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    write_config(config, radius_port, http_port)
+    config.write_text(config.read_text().replace("http:\n", "http:\n  workers: 2\n", 1))
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+    assert daemon.next_state() == "READY=1"
+
+    def worker_pids() -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.proc.pid)],
+                             capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    deadline = time.monotonic() + 20
+    while not worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)  # waiting for a process to appear, not for a clock
+    (worker,) = worker_pids()
+
+    def listening_pids() -> set[int]:
+        out = subprocess.run(["ss", "-Htlnp", f"sport = :{http_port}"],
+                             capture_output=True, text=True).stdout
+        return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+    while listening_pids() != {daemon.proc.pid, worker} and time.monotonic() < deadline:
+        time.sleep(0.1)  # the worker binds after it has started
+    assert listening_pids() == {daemon.proc.pid, worker}
+    assert all(http_get(http_port, "/healthz") == 200 for _ in range(20))
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.next_state() == "STOPPING=1"
+    out = daemon.output()
+    assert daemon.proc.returncode == 0, out

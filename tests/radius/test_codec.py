@@ -223,3 +223,39 @@ def test_dictionary_resolves_vendor_attributes() -> None:
         "Message-Authenticator": (0, 80),
     }
     assert d.get("No-Such-Attribute") is None
+
+
+@given(secret=st.binary(min_size=1, max_size=200), message=st.binary(max_size=600))
+@settings(max_examples=200, deadline=None)
+def test_prekeyed_hmac_equals_the_standard_library(secret: bytes, message: bytes) -> None:
+    """Keys' RFC 2104 shortcut gives hmac's HMAC-MD5 for any secret, also past 64 octets."""
+    assert codec.Keys(secret).hmac_md5(message) == hmac.digest(secret, message, "md5")
+
+
+@pytest.mark.parametrize("size", [1, 16, 17, 100, 128])
+def test_password_decodes_the_same_with_prekeyed_keys(size: int) -> None:
+    """The hot path's Keys object and the raw secret decode User-Password identically."""
+    password, auth = os.urandom(size).replace(b"\x00", b"x"), os.urandom(16)
+    hidden = codec.encode_password(password, KEY, auth)
+    keys = codec.Keys(KEY)
+    assert codec.decode_password(hidden, keys, auth) == password
+    assert codec.decode_password(hidden, KEY, auth) == password
+
+
+def test_keys_repr_hides_the_secret() -> None:
+    """A Keys object in a log line or traceback shows nothing of the shared secret."""
+    keys = codec.Keys(KEY)
+    assert SECRET not in repr(keys) and SECRET not in str(keys)
+    assert "hidden" in repr(keys)
+
+
+def test_reply_without_proxy_state_echoes_none_and_with_keeps_order() -> None:
+    """The Proxy-State flag set while decoding drives the echo: none, or all in order."""
+    plain = codec.decode(access_request()[0])
+    assert not plain.proxy
+    reply = codec.decode(codec.encode_reply(codec.ACCESS_ACCEPT, plain, codec.Keys(KEY)))
+    assert reply.all(codec.PROXY_STATE) == []
+    proxied = codec.decode(access_request(proxy_states=(b"a", b"b"))[0])
+    assert proxied.proxy
+    reply = codec.decode(codec.encode_reply(codec.ACCESS_ACCEPT, proxied, KEY))
+    assert reply.all(codec.PROXY_STATE) == [b"a", b"b"]

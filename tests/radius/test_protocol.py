@@ -406,3 +406,75 @@ def test_engine_raising_synchronously_rejects_and_frees_the_request(clock: Clock
     handler.datagram(data, NAS, wire)
     assert wire.codes() == [codec.ACCESS_REJECT, codec.ACCESS_REJECT]
     assert wire.sent[0][1] == wire.sent[1][1]
+
+
+class _FakeSocket:
+    """Records sendto calls; `error` makes the next one fail like a full send buffer."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.error: OSError | None = None
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> int:
+        if self.error is not None:
+            raise self.error
+        self.sent.append((data, addr))
+        return len(data)
+
+
+class _FakeTransport:
+    """A port as Twisted's udp.Port looks to a protocol: `write`, and maybe `socket`."""
+
+    def __init__(self, sock: _FakeSocket | None) -> None:
+        if sock is not None:
+            self.socket = sock
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.written.append((data, addr))
+
+
+@pytest.mark.parametrize("with_socket", [True, False])
+def test_protocol_replies_through_the_socket_or_the_transport(
+    clock: Clock, with_socket: bool
+) -> None:
+    """Replies go straight to the socket's sendto when the port exposes one, else through
+    transport.write; a send error is logged, never raised into the reactor."""
+    from authd.radius.protocol import RadiusProtocol
+
+    engine = FakeEngine(now=clock.seconds)
+    proto = RadiusProtocol(_handler(clock, engine))
+    sock = _FakeSocket() if with_socket else None
+    transport = _FakeTransport(sock)
+    proto.makeConnection(transport)  # type: ignore[arg-type]
+    data, auth = access_request(password=PASSWORD + totp(clock.seconds()))
+    proto.datagramReceived(data, NAS)
+    out = sock.sent if sock is not None else transport.written
+    assert [a for _, a in out] == [NAS] and codec.verify_reply(out[0][0], auth, KEY)
+    if sock is not None:
+        assert transport.written == []
+        sock.error = BlockingIOError(11, "Resource temporarily unavailable")
+        data2, _ = access_request(password=PASSWORD + totp(clock.seconds() + 30), identifier=9)
+        proto.datagramReceived(data2, NAS)  # does not raise
+        assert len(sock.sent) == 1
+    proto.doStop()
+    proto.datagramReceived(data, NAS)  # after stop: the cached reply finds no socket
+    assert len(out) == 1
+
+
+def test_packet_and_reply_counts_are_exact_at_every_collection(clock: Clock, setup: Setup) -> None:
+    """Counts kept in plain integers reach Prometheus before each collection, once: two
+    scrapes in a row, and scrapes between packets, never double count or lag."""
+    from prometheus_client import generate_latest
+
+    handler, engine, wire, metrics = setup
+    for i in range(3):
+        data, _ = access_request(password=PASSWORD + totp(clock.seconds()), identifier=i)
+        handler.datagram(data, NAS, wire)
+        clock.advance(30)  # next TOTP step: each request is a fresh accept
+        want = float(i + 1)
+        assert _metric(metrics, "authd_radius_packets_total", code="Access-Request") == want
+        assert _metric(metrics, "authd_radius_replies_total", code="Access-Accept") == want
+    text = generate_latest(metrics.registry).decode()
+    assert 'authd_radius_packets_total{code="Access-Request"} 3.0' in text
+    assert _metric(metrics, "authd_radius_replies_total", code="Access-Accept") == 3.0

@@ -135,3 +135,73 @@ def test_one_socket_per_listen_address_ipv4_and_ipv6(radius_server: Any) -> None
             reply, src = s.recvfrom(4096)
         assert src[:2] == (host, port)
         assert codec.verify_reply(reply, auth, SECRET.encode())
+
+
+class _PortsClock(Clock):
+    """A Clock that adopts datagram sockets as fake ports (no real reactor needed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adopted: list[int] = []
+
+    def adoptDatagramPort(self, fd: int, family: Any, proto: Any, maxPacketSize: int) -> Any:  # noqa: N802,N803
+        self.adopted.append(fd)
+        return _FakePort()
+
+
+class _FakePort:
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        return type("Addr", (), {"host": "127.0.0.1", "port": 1812})()
+
+    def stopListening(self) -> None:  # noqa: N802 - Twisted's name
+        return None
+
+
+@pytest.mark.parametrize(
+    ("workers", "pin", "cores", "index", "want"),
+    [
+        (2, True, "0,1", "", 0),  # main process: the first allowed core
+        (2, True, "2,3", "1", 3),  # worker 1: the second
+        (2, False, "0,1", "1", None),  # radius.pin_workers: false
+        (1, True, "0,1", "", None),  # one process: left to the scheduler
+        (3, True, "0,1", "2", None),  # fewer cores than processes
+    ],
+)
+def test_start_pins_by_worker_index_when_configured(
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    pin: bool,
+    cores: str,
+    index: str,
+    want: int | None,
+) -> None:
+    """startService pins process i to the i-th allowed core only when radius.pin_workers
+    is on and there are at least `workers` cores."""
+    import dataclasses
+
+    from authd.radius import service as service_module
+    from authd.workers import CORES_ENV, WORKER_ENV
+
+    monkeypatch.setenv(CORES_ENV, cores)
+    monkeypatch.setenv(WORKER_ENV, index)
+    pinned: list[int] = []
+
+    def fake_pin(core: int) -> bool:
+        pinned.append(core)
+        return True
+
+    monkeypatch.setattr(service_module, "pin_process", fake_pin)
+    reactor: Any = _PortsClock()
+    config = dataclasses.replace(
+        radius_config(), listen=("127.0.0.1:0",), workers=workers, pin_workers=pin
+    )
+    svc = RadiusService(config, FakeEngine(now=reactor.seconds), reactor, Metrics())
+    svc.startService()
+    try:
+        assert svc.pinned_core == want
+        assert pinned == ([] if want is None else [want])
+        assert len(reactor.adopted) == 1
+    finally:
+        svc.stopService()
+        reactor.advance(20)
+    assert reactor.getDelayedCalls() == []

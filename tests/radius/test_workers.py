@@ -8,7 +8,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from authd.radius.workers import KILL_AFTER, RESTART_DELAY, WORKER_ENV, WorkerSupervisor, is_worker
+from authd.workers import KILL_AFTER, RESTART_DELAY, WORKER_ENV, WorkerSupervisor, is_worker
 
 
 class FakeTransport:
@@ -94,3 +94,133 @@ def test_reload_forwards_sighup_and_stop_drains_then_kills() -> None:
     assert not d.called
     b.end(Failure(ProcessTerminated(signal=9)))
     assert d.called and len(r.spawned) == 2  # no restart while stopping
+
+
+def test_worker_index_and_allowed_cores_come_from_the_environment() -> None:
+    """A worker learns its index and the daemon's original cores from its environment."""
+    from authd.workers import CORES_ENV, allowed_cores, worker_index
+
+    assert worker_index({}) == 0
+    assert worker_index({WORKER_ENV: "2"}) == 2
+    assert worker_index({WORKER_ENV: "junk"}) == 0
+    assert allowed_cores({CORES_ENV: "3,1"}) == [1, 3]
+    import os
+
+    assert allowed_cores({}) == sorted(os.sched_getaffinity(0))
+
+
+def test_core_for_pins_by_index_only_with_enough_cores() -> None:
+    """Process i goes to the i-th allowed core; one process or too few cores: no pinning."""
+    from authd.workers import core_for
+
+    assert [core_for(i, 2, [4, 6]) for i in range(2)] == [4, 6]
+    assert core_for(0, 1, [0, 1]) is None  # a single process is left to the scheduler
+    assert core_for(2, 3, [0, 1]) is None  # fewer cores than processes
+    assert core_for(5, 2, [0, 1]) is None
+
+
+def test_supervisor_hands_workers_the_cores_seen_before_pinning() -> None:
+    """Workers get the supervisor's original affinity (a child inherits a pinned mask)."""
+    from authd.workers import CORES_ENV
+
+    r = ProcessClock()
+    sup = WorkerSupervisor(2, ARGV, r, environ={"PATH": "/usr/bin", CORES_ENV: "0,1"})
+    sup.startService()
+    assert [env[CORES_ENV] for _, _, env in r.spawned] == ["0,1"]
+    sup.stopService()
+    for t, _, _ in list(r.spawned):
+        t.end(Failure(ProcessDone(0)))
+    assert r.getDelayedCalls() == []
+
+
+def test_pin_process_moves_every_thread(tmp_path: Any) -> None:
+    """pin_process sets the affinity of every listed thread, and survives ones that ended."""
+    import os
+    import threading
+
+    from authd.workers import pin_process
+
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    done = threading.Event()
+    t = threading.Thread(target=done.wait, args=(5,))
+    t.start()
+    try:
+        tids = os.listdir("/proc/self/task")
+        fake = tmp_path / "task"
+        fake.mkdir()
+        for tid in [*tids, "999999999"]:  # the last one does not exist
+            (fake / tid).mkdir()
+        assert pin_process(core, str(fake))
+        assert all(os.sched_getaffinity(int(tid)) == {core} for tid in tids)
+    finally:
+        done.set()
+        t.join()
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), before)
+
+
+def test_requests_from_one_source_spread_by_authenticator_and_retransmits_stick() -> None:
+    """With the BPF program on a two-socket reuseport group, datagrams from ONE source
+    port go to socket (authenticator word % 2): both workers get work, and a retransmit
+    (same Request Authenticator) reaches the same socket as its original."""
+    import os
+    import select
+    import socket
+
+    from authd.radius.reuseport import spread_by_authenticator
+    from authd.radius.service import bind_socket
+
+    first = bind_socket("127.0.0.1", 0, 1 << 16, reuse_port=True)
+    port = first.getsockname()[1]
+    second = bind_socket("127.0.0.1", port, 1 << 16, reuse_port=True)
+    socks = [first, second]
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert spread_by_authenticator(first, 2)
+        landed: list[int] = []
+        for i in range(40):
+            auth = os.urandom(16)
+            datagram = bytes((1, i, 0, 20)) + auth
+            for _ in range(2):  # the original, then its retransmit
+                client.sendto(datagram, ("127.0.0.1", port))
+                ready, _, _ = select.select(socks, [], [], 2.0)
+                assert len(ready) == 1, "exactly one socket receives each datagram"
+                got = ready[0].recv(100)
+                assert got == datagram
+                landed.append(socks.index(ready[0]))
+            want = int.from_bytes(auth[:4], "big") % 2
+            assert landed[-2:] == [want, want]
+        assert set(landed) == {0, 1}
+    finally:
+        client.close()
+        for s in socks:
+            s.close()
+
+
+def test_spreading_never_loses_a_datagram_while_workers_are_missing() -> None:
+    """A program for 3 workers on a 2-socket group (a worker restarting), and datagrams
+    too short to carry an authenticator, fall back to the kernel's hash: all delivered."""
+    import os
+    import select
+    import socket
+
+    from authd.radius.reuseport import spread_by_authenticator
+    from authd.radius.service import bind_socket
+
+    first = bind_socket("127.0.0.1", 0, 1 << 16, reuse_port=True)
+    port = first.getsockname()[1]
+    second = bind_socket("127.0.0.1", port, 1 << 16, reuse_port=True)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert spread_by_authenticator(first, 3)
+        datagrams = [bytes((1, i, 0, 20)) + os.urandom(16) for i in range(30)]
+        datagrams += [b"\x01\x02"] * 5
+        for datagram in datagrams:
+            client.sendto(datagram, ("127.0.0.1", port))
+            ready, _, _ = select.select([first, second], [], [], 2.0)
+            assert len(ready) == 1 and ready[0].recv(100) == datagram
+    finally:
+        client.close()
+        first.close()
+        second.close()

@@ -1,14 +1,19 @@
-"""`radius.workers: N`: N-1 extra daemon processes sharing the RADIUS port.
+"""Worker processes: `radius.workers` / `http.workers` > 1 run extra daemon processes.
 
 Python runs one request at a time per process, so a second core needs a second process.
-Every process binds the RADIUS addresses with SO_REUSEPORT (RadiusService does, when
-workers > 1); the kernel hashes each client's source address and port to one socket,
-so a retransmit meets the duplicate cache that saw the original. Processes share only
-the store, where exactness lives (DESIGN.md), so nothing in RAM needs to agree.
+The main process (index 0) supervises `max(radius.workers, http.workers)` - 1 workers,
+each `authd serve` on the same config with WORKER_ENV set to its index: worker i serves
+RADIUS when i < radius.workers and HTTP when i < http.workers, binding with
+SO_REUSEPORT (authd.radius.reuseport steers RADIUS datagrams). Processes share only the
+store, where exactness lives (DESIGN.md), so nothing in RAM needs to agree. A worker
+does not talk to systemd; the supervisor forwards SIGHUP, restarts a worker that dies,
+and on stop sends SIGTERM and waits for them to drain.
 
-The supervisor runs in the main process: it starts the workers with WORKER_ENV set
-(a worker serves RADIUS only: no HTTP, no systemd notification), forwards SIGHUP,
-restarts a worker that dies, and on stop sends SIGTERM and waits for them to drain.
+`radius.pin_workers` pins process i (main: 0) to the i-th core the daemon was allowed
+to use, when there are at least `workers` of them: each process then keeps its own
+core's caches and the kernel never stacks two busy interpreters on one core. The
+allowed set is taken before anyone pins and handed to workers in CORES_ENV, since a
+child inherits its parent's (by then pinned) mask.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from twisted.python.failure import Failure
 
 log = logging.getLogger(__name__)
 
-WORKER_ENV = "AUTHD_RADIUS_WORKER"
+WORKER_ENV = "AUTHD_WORKER"
+CORES_ENV = "AUTHD_CORES"  # the cores the daemon may use, e.g. "0,1"
 RESTART_DELAY = 1.0  # seconds before a dead worker is started again (no tight loop)
 KILL_AFTER = 15.0  # seconds a worker may take to drain after SIGTERM
 
@@ -34,6 +40,50 @@ KILL_AFTER = 15.0  # seconds a worker may take to drain after SIGTERM
 def is_worker(environ: Mapping[str, str] = os.environ) -> bool:
     """True inside a worker process started by WorkerSupervisor."""
     return bool(environ.get(WORKER_ENV))
+
+
+def worker_index(environ: Mapping[str, str] = os.environ) -> int:
+    """0 in the main process, i in worker i."""
+    try:
+        return max(0, int(environ.get(WORKER_ENV, "0") or "0"))
+    except ValueError:
+        return 0
+
+
+def allowed_cores(environ: Mapping[str, str] = os.environ) -> list[int]:
+    """The cores this daemon may use: from CORES_ENV in a worker, else this process's
+    affinity mask (taskset, cgroup cpuset)."""
+    text = environ.get(CORES_ENV, "")
+    if text:
+        try:
+            return sorted({int(c) for c in text.split(",") if c})
+        except ValueError:
+            pass
+    return sorted(os.sched_getaffinity(0))
+
+
+def core_for(index: int, workers: int, cores: Sequence[int]) -> int | None:
+    """The core process `index` of `workers` is pinned to, or None: one process, or
+    fewer cores than processes (then the scheduler places them)."""
+    if workers < 2 or len(cores) < workers or not 0 <= index < workers:
+        return None
+    return sorted(cores)[index]
+
+
+def pin_process(core: int, task_dir: str = "/proc/self/task") -> bool:
+    """Move every thread of this process onto `core` (Linux affinity is per thread;
+    threads started later inherit it). False, logged, when the kernel refuses."""
+    try:
+        for tid in os.listdir(task_dir):
+            try:
+                os.sched_setaffinity(int(tid), {core})
+            except ProcessLookupError:
+                continue  # a thread that ended meanwhile
+    except OSError as exc:
+        log.warning("radius: cannot pin to core %d: %s", core, exc)
+        return False
+    log.info("process %d pinned to core %d", os.getpid(), core)
+    return True
 
 
 class _Worker(ProcessProtocol):
@@ -61,6 +111,8 @@ class WorkerSupervisor(Service):
         self.argv = list(argv)
         self._reactor = reactor
         self._environ = dict(os.environ if environ is None else environ)
+        # Taken now, before the main process pins itself (its children inherit that).
+        self._environ.setdefault(CORES_ENV, ",".join(map(str, allowed_cores(self._environ))))
         self._workers: dict[int, tuple[_Worker, Any]] = {}
         self._restarts: dict[int, Any] = {}  # index -> pending IDelayedCall
         self._stopping = False
