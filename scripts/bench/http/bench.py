@@ -10,10 +10,10 @@ Two layouts: "1 core" pins the daemon to CPU 0 and the load generator to CPU 1;
 "2 cores" leaves both unpinned, sharing the two CPUs. Not part of the test suite.
 `--fake-engine` serves the same HTTP stack with an engine that accepts at once (no
 thread hop, no store): the ceiling of the HTTP layer itself.
-`--processes N` (layout "2" only) starts N `authd serve` processes on one SQLite store,
-sharing the port through SO_REUSEPORT (`http.workers: N` in their config); each also
-listens on a port of its own, so the bench knows when every one of them is ready.
-Until `authd serve` forks its own workers, this is how several processes are measured.
+`--processes N` (layout "2" only) runs `authd serve` with `http.workers: N`: the daemon
+starts N-1 worker processes sharing the port through SO_REUSEPORT; the bench waits
+until N sockets listen on it. With `--fake-engine` it starts N fake servers itself, each
+also on a port of its own so the bench knows when every one of them is ready.
 
     scripts/bench/http/run [--seconds 10] [--connections 64] [--users-per-conn 16]
 """
@@ -259,6 +259,21 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) ->
     raise SystemExit("authd did not become healthy")
 
 
+def wait_listeners(port: int, count: int, proc: subprocess.Popen[bytes],
+                   timeout: float = 30) -> None:
+    """Until `count` sockets listen on `port` (the daemon's workers bind after it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"authd exited with {proc.returncode}")
+        out = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True,
+                             text=True).stdout
+        if len(out.splitlines()) >= count:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"authd's {count} processes did not all listen on {port}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -289,8 +304,10 @@ def main() -> None:
             client_cpus = {1} if layout == "1" else {0, 1}
             n_procs = args.processes if layout != "1" else 1
             procs = []
-            for i in range(n_procs):
-                own = free_port() if n_procs > 1 else None
+            # The real daemon forks its own workers (http.workers); fake servers do not.
+            starts = n_procs if args.fake_engine else 1
+            for i in range(starts):
+                own = free_port() if starts > 1 else None
                 cfg_i = (
                     write_config(
                         tmp,
@@ -317,6 +334,8 @@ def main() -> None:
                     stderr=open(tmp / f"authd-{i}.log", "wb"),  # noqa: SIM115
                 )
                 procs.append((proc, own if own is not None else port))
+            if not args.fake_engine and n_procs > 1:
+                wait_listeners(port, n_procs, procs[0][0])
             os.sched_setaffinity(0, client_cpus)
             try:
                 for proc, ready_port in procs:

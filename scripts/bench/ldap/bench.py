@@ -10,7 +10,11 @@ Variants (each runs `--threads` worker threads for `--seconds`):
                   then bind, every time.
   engine-db       the whole decision, Engine.decide: LDAP first factor, password+TOTP
                   (a fresh step each time), token and state in SQLite (token_storage db).
-  engine-ldap     the same with token_storage ldap: the token record is read from and
+  engine-pool     engine-db as `authd serve` runs it: each request goes from the reactor
+                  (run in its own thread) to ThreadedEngine, is decided in its bounded
+                  pool of `--threads`, and answered back on the reactor, while `--threads`
+                  client threads wait for their answers. The operator's figure.
+  engine-ldap     the same as engine-db with token_storage ldap: the token record is read from and
                   compare-and-set in the user's entry.
 Variants run in interleaved rounds; the median round is kept.
 Prints ops/s, p50/p99 latency and authd's share of the raw bind rate (target >= 70%).
@@ -33,12 +37,15 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import ldap3
+from twisted.python.threadpool import ThreadPool
 
 from authd.auth.engine import Engine
-from authd.auth.interfaces import AuthRequest, Outcome, Store
+from authd.auth.interfaces import AuthRequest, Decision, Outcome, Store
 from authd.auth.ldap_primary import LdapBackend
+from authd.auth.threaded import ThreadedEngine
 from authd.config.model import (
     Config,
     GroupSearch,
@@ -51,6 +58,7 @@ from authd.config.model import (
 )
 from authd.core.model import Token, TokenType
 from authd.crypto import Keyring
+from authd.metrics import Metrics
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, Slapd, start_slapd
@@ -144,28 +152,74 @@ def totp(seed: bytes, now: float) -> str:
     return str((int.from_bytes(mac[off : off + 4], "big") & 0x7FFFFFFF) % 1_000_000).zfill(6)
 
 
+def _requests(store: Store, tag: str) -> Callable[[], tuple[AuthRequest, float]]:
+    """One worker's request source: it owns one TOTP token (a user may hold several) and
+    moves its own `now` one step per request, so every code is fresh and none a replay."""
+    i = next(_WORKERS)
+    user = USERS[i % len(USERS)]
+    seed = os.urandom(20)
+    store.ensure_user(user, "bench", time.time(), {}, ())  # SQL tokens need the user
+    store.add_token(Token(serial=f"BENCH-{tag}-{i}", type=TokenType.TOTP, seed=seed, user=user))
+    now = [time.time()]
+
+    def next_request() -> tuple[AuthRequest, float]:
+        now[0] += 30
+        typed = PASSWORDS[user] + totp(seed, now[0])
+        req = AuthRequest(
+            user=user, password=typed, frontend="radius", client="bench", source="127.0.0.1"
+        )
+        return req, now[0]
+
+    return next_request
+
+
+_WORKERS = itertools.count()
+
+
 def engine_variant(engine: Engine, store: Store) -> Callable[[], Callable[[str, str], bool]]:
-    """Each worker thread owns one TOTP token (a user may hold several) and moves its own
-    `now` one step per request, so every code is fresh and none is a replay."""
-    workers = itertools.count()
+    """Engine.decide called directly by each client thread."""
 
     def make() -> Callable[[str, str], bool]:
-        i = next(workers)
-        user = USERS[i % len(USERS)]
-        seed = os.urandom(20)
-        store.ensure_user(user, "bench", time.time(), {}, ())  # SQL tokens need the user
-        store.add_token(
-            Token(serial=f"BENCH-{id(engine)}-{i}", type=TokenType.TOTP, seed=seed, user=user)
-        )
-        now = [time.time()]
+        next_request = _requests(store, f"direct-{id(engine)}")
+        return lambda _user, _password: engine.decide(*next_request()).outcome is Outcome.ACCEPT
+
+    return make
+
+
+class _ReactorAt:
+    """The running reactor, except that `seconds()` is the `now` of the request being
+    handed over (set on the reactor thread just before): the workers' fresh TOTP steps
+    lie in the future."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.now = 0.0
+
+    def seconds(self) -> float:
+        return self.now
+
+    def callFromThread(self, f: object, *args: object) -> object:  # noqa: N802
+        return self._reactor.callFromThread(f, *args)
+
+
+def pool_variant(
+    engine: Engine, store: Store, threaded: ThreadedEngine, at: _ReactorAt
+) -> Callable[[], Callable[[str, str], bool]]:
+    """The daemon's path: reactor -> ThreadedEngine's pool -> reactor."""
+
+    def make() -> Callable[[str, str], bool]:
+        next_request = _requests(store, f"pool-{id(engine)}")
 
         def work(_user: str, _password: str) -> bool:
-            now[0] += 30
-            typed = PASSWORDS[user] + totp(seed, now[0])
-            req = AuthRequest(
-                user=user, password=typed, frontend="radius", client="bench", source="127.0.0.1"
-            )
-            return engine.decide(req, now[0]).outcome is Outcome.ACCEPT
+            done = threading.Event()
+            answer: list[Decision] = []
+
+            def ask(req: AuthRequest, now: float) -> None:  # on the reactor thread
+                at.now = now
+                threaded.authenticate(req).addCallback(answer.append).addBoth(lambda _: done.set())
+
+            at._reactor.callFromThread(ask, *next_request())
+            return done.wait(10) and bool(answer) and answer[0].outcome is Outcome.ACCEPT
 
         return work
 
@@ -178,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seconds", type=float, default=5.0, help="per variant")
     ap.add_argument("--threads", type=int, default=8, help="like auth_threads")
-    ap.add_argument("--pool-size", type=int, default=PrimaryBackend().pool_size,
-                    help="authd pool_size (default: the config default)")
+    ap.add_argument(
+        "--pool-size",
+        type=int,
+        default=PrimaryBackend().pool_size,
+        help="authd pool_size (default: the config default)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, median kept")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = ap.parse_args(argv)
@@ -210,17 +268,32 @@ def main(argv: list[str] | None = None) -> int:
                 store: Store = sql if storage == "db" else LdapTokenStore(sql, backend, keyring)
                 config = Config(
                     primary=PrimaryConfig(backends=(backend_cfg,)),
-                    store=StoreConfig(token_storage=storage),  # type: ignore[arg-type]
+                    store=StoreConfig(token_storage=storage),
                     auth_threads=args.threads,
                 )
                 engine = Engine(config, store, [backend], keyring.hash_key)
                 engines[storage] = (engine, store, backend)
+            # The reactor runs in its own thread here (in the daemon, the main thread);
+            # ThreadedEngine is built as app.py builds it for SQLite.
+            from twisted.internet import reactor as installed
+
+            reactor: Any = installed
+
+            reactor_thread = threading.Thread(
+                target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+            )
+            reactor_thread.start()
+            pool = ThreadPool(minthreads=1, maxthreads=args.threads, name="authd-auth")
+            pool.start()
+            at = _ReactorAt(reactor)
+            threaded = ThreadedEngine(engines["db"][0], at, pool, Metrics(), store_only_threads=1)
             variants = {
                 "raw-bind": raw_bind(slapd),
                 "raw-connect": raw_connect(slapd),
                 "authd": authd(cached),
                 "authd-nocache": authd(uncached),
                 "engine-db": engine_variant(*engines["db"][:2]),
+                "engine-pool": pool_variant(*engines["db"][:2], threaded, at),
                 "engine-ldap": engine_variant(*engines["ldap"][:2]),
             }
             for name, make in variants.items():
@@ -235,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                 name: sorted(rs, key=lambda r: r["ops_per_s"])[len(rs) // 2]
                 for name, rs in rounds.items()
             }
+            reactor.callFromThread(reactor.stop)
+            reactor_thread.join(10)
+            pool.stop()
             cached.close()
             uncached.close()
             for _, store, backend in engines.values():
