@@ -749,7 +749,7 @@ def _check_listen(listen: tuple[str, ...], path: str, b: _Builder) -> None:
     seen: dict[tuple[str, int], int] = {}
     for i, entry in enumerate(listen):
         try:
-            address = _listen_address(entry)
+            address = listen_address(entry)
         except ConfigValueError as exc:
             b.check_failed(f"{path}[{i}]", str(exc))
             continue
@@ -760,8 +760,11 @@ def _check_listen(listen: tuple[str, ...], path: str, b: _Builder) -> None:
         seen.setdefault(address, i)
 
 
-def _listen_address(entry: str) -> tuple[str, int]:
-    """("ip", port) from `1.2.3.4:1812` or `[::1]:1812`; raises ConfigValueError."""
+def listen_address(entry: str) -> tuple[str, int]:
+    """("ip", port) from `1.2.3.4:1812` or `[::1]:1812`; raises ConfigValueError.
+
+    The one parser of `radius.listen` / `http.listen` entries: the listeners call it on
+    entries this module already validated."""
     match = re.fullmatch(r"\[([^\]]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})", entry)
     if match is None:
         raise ConfigValueError(f"{_show(entry)} is not ADDRESS:PORT (IPv6: [ADDRESS]:PORT)")

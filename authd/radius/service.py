@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 
 from authd.config.model import RadiusConfig
+from authd.config.parse import listen_address
 from authd.metrics import Metrics
 from authd.radius.clients import build_client_table
 from authd.radius.codec import MAX_LENGTH, RadiusDictionary
@@ -30,22 +31,6 @@ from authd.workers import allowed_cores, core_for, pin_process, worker_index
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
-
-
-def parse_listen(spec: str) -> tuple[str, int]:
-    """`host:port`, `[v6]:port` or `:port` (all IPv4 addresses) -> (host, port)."""
-    host, sep, port_text = spec.rpartition(":")
-    if not sep:
-        raise ValueError(f"radius.listen {spec!r}: expected host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError as exc:
-        raise ValueError(f"radius.listen {spec!r}: bad port") from exc
-    if not 0 <= port <= 65535:
-        raise ValueError(f"radius.listen {spec!r}: bad port")
-    return host or "0.0.0.0", port  # noqa: S104 - explicit ":port" means every address
 
 
 def bind_socket(
@@ -86,7 +71,7 @@ class RadiusService(Service):
         # zope interfaces do not type-check as classes under plain mypy: hold as Any.
         self._reactor: Any = reactor
         self._dictionary = RadiusDictionary(config.dictionary)
-        self._listen = [parse_listen(s) for s in config.listen]
+        self._listen = [listen_address(s) for s in config.listen]
         self.handler = RadiusHandler(
             self._settings(config, self._dictionary),
             authenticate,
@@ -166,7 +151,7 @@ class RadiusService(Service):
             else RadiusDictionary(config.dictionary)
         )
         settings = self._settings(config, dictionary)
-        if [parse_listen(s) for s in config.listen] != self._listen:
+        if [listen_address(s) for s in config.listen] != self._listen:
             log.warning("radius: listen addresses changed; they take effect on restart")
         if config.workers != self._config.workers:
             log.warning("radius: workers changed; it takes effect on restart")

@@ -22,6 +22,7 @@ from twisted.web.resource import IResource, Resource
 
 from authd.admin import AdminOps
 from authd.config.model import Config, HttpConfig
+from authd.config.parse import listen_address
 from authd.metrics import Metrics
 from authd.rest.admin_api import AdminEndpoints
 from authd.rest.apikeys import ApiKeyRing
@@ -38,14 +39,6 @@ from authd.rest.validate import AuthEndpoints, Authenticate
 log = Logger()
 DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight requests
 BACKLOG = 1024  # accept queue of a socket bound here (listenTCP's default is 50)
-
-
-def parse_listen(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (interface, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"http.listen: {address!r} is not host:port")
-    return host.strip("[]"), int(port)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -143,7 +136,7 @@ class HttpService(Service):
         tls = context_factory(http.tls) if http.tls is not None else None
         try:
             for address in http.listen:
-                host, port = parse_listen(address)
+                host, port = listen_address(address)
                 if self._reuse_port:
                     p = self._adopt(host, port, tls)
                 elif tls is not None:
