@@ -7,3 +7,22 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.radius",
 ]
+
+
+def pytest_unconfigure(config: object) -> None:
+    """Fail fast, not hang: a test that leaves a non-daemon thread running (a Twisted
+    ThreadPool not stopped) would make the interpreter wait for it at exit forever."""
+    import os
+    import sys
+    import threading
+
+    leftovers = [t for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    for thread in leftovers:
+        thread.join(timeout=5)
+    alive = [t.name for t in leftovers if t.is_alive()]
+    if alive:
+        sys.stderr.write(f"\nERROR: tests left threads running: {', '.join(alive)}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)

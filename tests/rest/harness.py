@@ -324,7 +324,15 @@ def start_app(
         metrics,
         clock=clock,
     )
-    service.startService()
+    try:
+        service.startService()
+    except BaseException:
+        # A failed start (e.g. a taken port) must not leave the pool's non-daemon
+        # threads behind: the interpreter would wait for them at exit forever.
+        pool.stop()
+        store.close()
+        loop.close()
+        raise
     http_pool = HTTPConnectionPool(reactor, persistent=True)
     client = HTTPClient(Agent(reactor, pool=http_pool))
     return App(
