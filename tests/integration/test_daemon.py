@@ -80,6 +80,19 @@ def daemon_factory(tmp_path: Path) -> Iterator[list[Daemon]]:
         d.close()
 
 
+def wait_for_workers(daemon: Daemon, count: int, timeout: float = 20) -> list[int]:
+    """The daemon's worker processes (its children), once `count` of them exist."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.proc.pid)],
+                             capture_output=True, text=True).stdout
+        pids = [int(pid) for pid in out.split()]
+        if len(pids) >= count or time.monotonic() > deadline:
+            assert len(pids) == count, pids
+            return pids
+        time.sleep(0.1)  # waiting for a process to appear, not for a clock
+
+
 def http_get(port: int, path: str) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return int(response.status)
@@ -177,16 +190,7 @@ def test_radius_workers_share_the_port_and_stop_with_the_main_process(
     daemon_factory.append(daemon)
     assert daemon.next_state() == "READY=1"
 
-    def children() -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.proc.pid)],
-                             capture_output=True, text=True).stdout
-        return [int(pid) for pid in out.split()]
-
-    deadline = time.monotonic() + 20
-    while not children() and time.monotonic() < deadline:
-        time.sleep(0.1)  # waiting for a process to appear, not for a clock
-    workers = children()
-    assert len(workers) == 1, workers
+    workers = wait_for_workers(daemon, 1)
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.next_state() == "STOPPING=1"
     out = daemon.output()
@@ -208,15 +212,8 @@ def test_http_workers_serve_the_same_port(tmp_path: Path,
     daemon_factory.append(daemon)
     assert daemon.next_state() == "READY=1"
 
-    def worker_pids() -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(daemon.proc.pid)],
-                             capture_output=True, text=True).stdout
-        return [int(pid) for pid in out.split()]
-
+    (worker,) = wait_for_workers(daemon, 1)
     deadline = time.monotonic() + 20
-    while not worker_pids() and time.monotonic() < deadline:
-        time.sleep(0.1)  # waiting for a process to appear, not for a clock
-    (worker,) = worker_pids()
 
     def listening_pids() -> set[int]:
         out = subprocess.run(["ss", "-Htlnp", f"sport = :{http_port}"],

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import ldap3
 import pytest
@@ -72,6 +73,26 @@ def totp(serial: str, user: str | None = "alice", **kw: object) -> Token:
         serial=serial, type=TokenType.TOTP, seed=SEED, user=user, created_at=1_767_225_600.0, **kw
     )  # type: ignore[arg-type]
 
+
+
+def run_two_nodes(script: str, args: dict[str, Any], tmp_path: Path, db_prefix: str,
+                  timeout: float) -> list[Any]:
+    """Run `script` as two separate processes (two authd nodes, each with its own SQLite
+    file, one directory) and return each one's JSON result."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script,
+             json.dumps(dict(args, db=f"sqlite:///{tmp_path / f'{db_prefix}{i}.db'}"))],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        for i in range(2)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    return results
 
 def test_tokens_in_the_directory_show_only_ciphertext(
     ldap_store: LdapTokenStore, slapd: Slapd
@@ -265,23 +286,7 @@ def test_two_processes_accept_each_step_once(
         "n": n,
         "start": time.time() + 3.0,
     }
-    procs = []
-    for i in range(2):
-        node = dict(args, db=f"sqlite:///{tmp_path / f'node{i}.db'}")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", NODE, json.dumps(node)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-        )
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        results.append(json.loads(out))
+    results = run_two_nodes(NODE, args, tmp_path, "node", timeout=60)
     both = results[0] + results[1]
     assert sorted(both) == list(range(1000, 1000 + n)), results
     t = ldap_store.get_token("RACE-1")
@@ -443,23 +448,8 @@ def test_two_processes_count_failures_and_use_codes_exactly(
         "codes": codes,
         "start": time.time() + 3.0,
     }
-    procs = []
-    for i in range(2):
-        node = dict(args, db=f"sqlite:///{tmp_path / f'state{i}.db'}")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", STATE_NODE, json.dumps(node)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-        )
-    won = []
-    for p in procs:
-        out, err = p.communicate(timeout=90)
-        assert p.returncode == 0, err
-        won += json.loads(out)
+    won = [w for result in run_two_nodes(STATE_NODE, args, tmp_path, "state", timeout=90)
+           for w in result]
     assert sorted(won) == sorted(codes)
     assert ldap_store.record_failure("dave", 1000.0, 10**6, 60.0).failures == 2 * n + 1
     assert ldap_store.backup_codes_left("dave") == 0
