@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from authd.auth.interfaces import AuthRequest, Decision, FirstFactorBackend, Store
 from authd.auth.local import hash_password, make_password_hasher
@@ -298,6 +298,62 @@ class TestResult:
             "message": self.message,
             "groups": list(self.groups),
         }
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One line of `authctl status`: a store, a first-factor backend or one LDAP server.
+
+    `state` is "ok" or "error: <what>", where <what> is an exception type name or a fixed
+    word, never an exception message (which could quote a DN, a URL password, a secret).
+    """
+
+    component: str
+    kind: str  # "store", "backend" or "server"
+    state: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "kind": self.kind,
+            "state": self.state,
+            "detail": self.detail,
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """`authctl status`: can this node reach its store and every first-factor backend?"""
+
+    components: tuple[ComponentStatus, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.components)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "components": [c.to_json() for c in self.components]}
+
+
+@runtime_checkable
+class _DirectoryStatus(Protocol):
+    def status(self) -> list[tuple[str, bool]]: ...
+
+
+def _probe(ping: Callable[[], None]) -> str:
+    """ "ok", or "error: <exception type>": any failure means unreachable; report it,
+    never raise it, and never carry its message (it may quote a URL with a password)."""
+    try:
+        ping()
+    except Exception as e:  # every failure is a state to report
+        return f"error: {type(e).__name__}"
+    return "ok"
 
 
 # ---------------------------------------------------------------- the actions
@@ -740,6 +796,40 @@ class AdminOps:
         events = self._store.query_audit(user=user, since=since, limit=limit, before_id=before_id)
         last_id = events[-1].id if len(events) == limit and events else None
         return AuditPage(tuple(events), last_id)
+
+    def status(self, actor: str) -> StatusReport:
+        """Ping the store and every configured first-factor backend, in config order, and
+        list each LDAP server as usable or backed off (issue 4). A read: not audited.
+
+        A server is "ok" unless its last attempt failed: with failover, the ping may
+        succeed on the first server and never try the others. A local backend keeps its
+        users in the store, so it reports the store's state without a second ping.
+        """
+        store_state = _probe(self._store.ping)
+        scheme = self._config.store.url.partition(":")[0]  # never the URL: it may hold a password
+        rows = [ComponentStatus("store", "store", store_state, scheme)]
+        by_name = {b.name: b for b in self._backends}
+        for cfg in self._config.primary.backends:
+            name = cfg.name or cfg.type  # the default names app.py gives backends
+            backend = by_name.get(name)
+            if cfg.type == "local" or backend is None:
+                detail = "local users, kept in the store"
+                state = store_state if cfg.type == "local" else "error: NotConfigured"
+                rows.append(ComponentStatus(name, "backend", state, detail))
+                continue
+            state = _probe(backend.ping)
+            directory = getattr(backend, "directory", None)
+            servers = directory.status() if isinstance(directory, _DirectoryStatus) else []
+            rows.append(
+                ComponentStatus(name, "backend", state, f"{cfg.type}, {len(servers)} server(s)")
+            )
+            rows.extend(
+                ComponentStatus(
+                    f"{name} server", "server", "ok" if usable else "error: unreachable", url
+                )
+                for url, usable in servers
+            )
+        return StatusReport(tuple(rows))
 
     def rotate_key(self, actor: str) -> KeyRotation:
         """A new data key for new seeds; every stored seed is re-encrypted under it."""

@@ -167,11 +167,16 @@ def run(
         return _one(codes, render.backup_code_set(codes))
     if cmd == "audit":
         since = parse_since(args.since, now()) if args.since is not None else None
-        page = ops.audit(actor, user=args.user, since=since, limit=args.limit)
+        page = ops.audit(
+            actor, user=args.user, since=since, limit=args.limit, before_id=args.before_id
+        )
         return _one(page, render.audit_page(page))
     if cmd == "key.rotate":
         rotation = ops.rotate_key(actor)
         return _one(rotation, render.key_rotation(rotation))
     if cmd == "test":
         return _test(ops, actor, args, console)
+    if cmd == "status":
+        report = ops.status(actor)
+        return _one(report, render.status_report(report), EXIT_OK if report.ok else EXIT_FAILURE)
     raise AssertionError(f"parser produced an unknown command {cmd!r}")

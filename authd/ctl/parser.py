@@ -2,6 +2,7 @@
 
 Each verb's parser sets `command` to a dotted name ("user.add", "token.resync") that
 `authd.ctl.commands` dispatches on; options map one to one onto `AdminOps` arguments.
+`status` (issue 4) is a noun of its own, added to the contract's set.
 Commands of later issues (export, import, issue, apikey, token import) are not
 registered at all, so argparse reports them as usage errors (exit 2).
 """
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit(nouns)
     _key(nouns)
     _test(nouns)
+    _status(nouns)
     return parser
 
 
@@ -159,6 +161,12 @@ def _audit(nouns: _Subs) -> None:
         "--since", metavar="T", help="ISO 8601 time, or a duration ago such as 30m, 2h, 7d"
     )
     p.add_argument("--limit", type=_positive_int, default=100)
+    p.add_argument(
+        "--before-id",
+        metavar="N",
+        type=_positive_int,
+        help="only events older than id N (the next page: the id the previous page names)",
+    )
 
 
 def _key(nouns: _Subs) -> None:
@@ -170,3 +178,10 @@ def _test(nouns: _Subs) -> None:
     p = nouns.add_parser("test", help="run the daemon's decision for a user")
     p.set_defaults(command="test")
     p.add_argument("user")
+
+
+def _status(nouns: _Subs) -> None:
+    p = nouns.add_parser(
+        "status", help="can this node reach its store and directories? exit 1 if not"
+    )
+    p.set_defaults(command="status")

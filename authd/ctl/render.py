@@ -16,6 +16,7 @@ from authd.admin import (
     BackupCodeSet,
     Done,
     KeyRotation,
+    StatusReport,
     TestResult,
     TokenAdded,
     TokenInfo,
@@ -157,7 +158,8 @@ def backup_code_set(codes: BackupCodeSet) -> str:
 
 
 def audit_page(page: AuditPage) -> str:
-    return table(
+    """The events, then how to get the older ones when this page was full."""
+    text = table(
         ("ID", "TIME", "ACTOR", "ACTION", "RESULT", "USER", "CLIENT", "SOURCE", "REASON",
          "DETAIL"),
         [
@@ -176,6 +178,9 @@ def audit_page(page: AuditPage) -> str:
             for e in page.events
         ],
     )  # fmt: skip
+    if page.next_before_id is not None:
+        text += f"\n\nolder events: authctl audit --before-id {page.next_before_id}"
+    return text
 
 
 def done(d: Done) -> str:
@@ -194,3 +199,13 @@ def test_result(r: TestResult) -> str:
     if r.groups:
         lines.append(f"groups: {', '.join(r.groups)}")
     return "\n".join(lines)
+
+
+def status_report(report: StatusReport) -> str:
+    """One row per store, backend and LDAP server, then a verdict line."""
+    text = table(
+        ("COMPONENT", "STATE", "DETAIL"),
+        [(c.component, c.state, c.detail or "-") for c in report.components],
+    )
+    verdict = "all reachable" if report.ok else "NOT all reachable"
+    return f"{text}\n\n{verdict}"
