@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import queue
 import ssl
@@ -58,6 +59,22 @@ _NO_SUCH_ATTRIBUTE = 16
 
 class DirectoryUnavailable(AuthdError):
     """No configured directory server could answer (down, hung, TLS or service bind)."""
+
+
+class DeadlineExceeded(DirectoryUnavailable):
+    """The request's deadline (request_timeout) passed before a server answered; the
+    caller fails closed exactly as for any unreachable directory."""
+
+
+class _DeadlinePassed(Exception):
+    """No time is left for the next network wait; not a fault of the server."""
+
+
+# The deadline (a time.monotonic() instant) of the request running in this thread, so
+# that every search and bind on its behalf (including GroupResolver's) shares one budget.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "authd_ldap_deadline", default=None
+)
 
 
 class _ServerFailure(Exception):
@@ -143,10 +160,13 @@ class _Pool:
             _close(conn)
 
     @contextlib.contextmanager
-    def connection(self, fresh: bool = False) -> Iterator[tuple[ldap3.Connection, bool]]:
+    def connection(
+        self, fresh: bool = False, wait: float | None = None
+    ) -> Iterator[tuple[ldap3.Connection, bool]]:
         """(connection for this thread alone, whether it was reused); the connection is
-        dropped, not reused, if the body raised. fresh: drop every idle one first."""
-        if not self._slots.acquire(self._wait):
+        dropped, not reused, if the body raised. fresh: drop every idle one first.
+        wait: how long to queue for a slot, when less than the pool's own wait."""
+        if not self._slots.acquire(self._wait if wait is None else min(wait, self._wait)):
             raise _PoolBusy("every connection stayed busy")
         try:
             if fresh:
@@ -213,6 +233,8 @@ class Directory:
     when all are backed off the one whose back-off ends first gets a single probe. One
     attempt on one server costs at most connect_timeout (TCP and TLS handshake) plus
     operation_timeout per LDAP operation. Writes go to the first reachable server.
+    Inside `deadline()`, every wait (pool slot, connect, operation) is also cut to what
+    is left of the deadline, and no server is tried once it has passed.
     """
 
     def __init__(
@@ -220,11 +242,15 @@ class Directory:
         config: PrimaryBackend,
         *,
         clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        """clock: back-off bookkeeping (tests move it); timer: real time, since it bounds
+        real socket waits."""
         if not config.servers:
             raise ValueError(f"ldap backend {config.name!r} has no servers")
         self._config = config
         self._clock = clock
+        self._timer = timer
         self._lock = threading.Lock()
         self._tls: ldap3.Tls | None = None
         if config.start_tls or any(s.url.startswith("ldaps:") for s in config.servers):
@@ -249,6 +275,30 @@ class Directory:
     def config(self) -> PrimaryBackend:
         return self._config
 
+    # ------------------------------------------------------------ deadline
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Bound every operation in this block (this thread) to `seconds` in total. A
+        nested deadline never extends an outer one."""
+        until = self._timer() + seconds
+        outer = _deadline.get()
+        token = _deadline.set(until if outer is None else min(outer, until))
+        try:
+            yield
+        finally:
+            _deadline.reset(token)
+
+    def _budget(self, own: float) -> float:
+        """How long the next network wait may take: its own timeout, or what is left of
+        the deadline when that is less. Raises _DeadlinePassed when nothing is left."""
+        until = _deadline.get()
+        if until is None:
+            return own
+        left = until - self._timer()
+        if left <= 0:
+            raise _DeadlinePassed()
+        return min(own, left)
+
     # ------------------------------------------------------------ connections
     def _connect(self, server: _Server, *, service: bool) -> ldap3.Connection:
         cfg = self._config
@@ -258,7 +308,8 @@ class Directory:
             use_ssl=server.use_ssl,
             tls=self._tls,
             get_info=ldap3.NONE,
-            connect_timeout=cfg.connect_timeout,
+            # ldap3 keeps this timeout on the socket through the ldaps TLS handshake.
+            connect_timeout=self._budget(cfg.connect_timeout),
         )
         # receive_timeout stays None: ldap3 2.9 packs it as an integer (floats crash), so
         # the operation timeout is set on the socket ourselves right after connecting.
@@ -273,7 +324,7 @@ class Directory:
         )
         try:
             conn.open(read_server_info=False)
-            conn.socket.settimeout(cfg.operation_timeout)
+            conn.socket.settimeout(self._budget(cfg.operation_timeout))
             if cfg.start_tls and not server.use_ssl and not conn.start_tls(read_server_info=False):
                 raise _ServerFailure("StartTLS refused")
             if service and cfg.bind_dn:
@@ -283,7 +334,7 @@ class Directory:
                 code = _simple_bind(conn, cfg.bind_dn, password)
                 if code != 0:
                     raise _ServerFailure(f"service account bind refused (result {code})")
-        except _ServerFailure:
+        except (_ServerFailure, _DeadlinePassed):
             _close(conn)
             raise
         except (LDAPException, OSError) as e:
@@ -300,8 +351,13 @@ class Directory:
             return [min(self._servers, key=lambda s: s.down_until)]
 
     def _run(self, kind: str, work: Callable[[ldap3.Connection], T]) -> T:
-        """Run `work` on the first server that can do it; back off the ones that fail."""
-        reasons = []
+        """Run `work` on the first server that can do it; back off the ones that fail.
+
+        A server whose wait was cut short by the deadline is backed off like any server
+        that did not answer in the time it was given: otherwise a request_timeout below
+        a hung first server's own timeouts would never reach the second server.
+        """
+        reasons: list[str] = []
         for server in self._candidates():
             pool = server.search_pool if kind == "search" else server.bind_pool
             assert pool is not None
@@ -310,6 +366,8 @@ class Directory:
                     return self._attempt(pool, work, fresh=False)
                 except _StaleConnection:
                     return self._attempt(pool, work, fresh=True)
+            except _DeadlinePassed:
+                break
             except _PoolBusy as e:
                 log.warn("LDAP server {url}: {reason}", url=server.url, reason=str(e))
                 reasons.append(f"{server.url}: {e}")
@@ -328,12 +386,31 @@ class Directory:
                     backoff=self._config.server_backoff,
                 )
                 reasons.append(f"{server.url}: {e}")
+            if self._deadline_passed():
+                break
+        if self._deadline_passed():
+            raise DeadlineExceeded(
+                f"no LDAP server of {self._config.name!r} answered within request_timeout"
+                f" ({self._config.request_timeout}s): " + ("; ".join(reasons) or "no time left")
+            )
         raise DirectoryUnavailable(
             f"no LDAP server of {self._config.name!r} answered: " + "; ".join(reasons)
         )
 
+    def _deadline_passed(self) -> bool:
+        until = _deadline.get()
+        return until is not None and self._timer() >= until
+
     def _attempt(self, pool: _Pool, work: Callable[[ldap3.Connection], T], *, fresh: bool) -> T:
-        with pool.connection(fresh=fresh) as (conn, reused):
+        with pool.connection(fresh=fresh, wait=self._budget(self._config.operation_timeout)) as (
+            conn,
+            reused,
+        ):
+            # Reused or just opened (the connect spent part of the budget): either way
+            # this operation may wait only for what is left.
+            wait = self._budget(self._config.operation_timeout)
+            if conn.socket is not None:
+                conn.socket.settimeout(wait)
             started = time.monotonic()
             try:
                 return work(conn)
@@ -341,7 +418,7 @@ class Directory:
                 # A reused connection that failed fast was most likely closed by the
                 # server while idle; one that timed out means a hung server, which must
                 # not cost a second timeout.
-                fast = time.monotonic() - started < self._config.operation_timeout / 2
+                fast = time.monotonic() - started < wait / 2
                 if reused and not fresh and fast:
                     raise _StaleConnection() from None
                 raise _ServerFailure(f"{type(e).__name__}: {e}") from None
@@ -490,7 +567,10 @@ class LdapBackend:
     def authenticate(self, user: str, password: str) -> PrimaryResult:
         started = time.perf_counter()
         try:
-            return self._authenticate(user, password)
+            # One budget for search, group walk and bind across every server, so the
+            # whole first factor ends before a RADIUS client gives up (issue 4).
+            with self.directory.deadline(self._config.request_timeout):
+                return self._authenticate(user, password)
         finally:
             if self._metrics is not None:
                 self._metrics.directory_latency.labels(backend=self.name).observe(
@@ -521,7 +601,8 @@ class LdapBackend:
 
     def lookup(self, user: str) -> PrimaryResult:
         try:
-            found = self.find_user(user)
+            with self.directory.deadline(self._config.request_timeout):
+                found = self.find_user(user)
         except DirectoryUnavailable as e:
             log.error("LDAP backend {name}: {error}", name=self.name, error=str(e))
             return PrimaryResult(known=False, ok=False, unreachable=True)
@@ -530,7 +611,9 @@ class LdapBackend:
         return PrimaryResult(known=True, ok=False, groups=found.groups, profile=dict(found.profile))
 
     def ping(self) -> None:
-        self.directory.ping()
+        # /readyz must not hang on a set of hung servers either.
+        with self.directory.deadline(self._config.request_timeout):
+            self.directory.ping()
 
     # ------------------------------------------------------------ directory users
     def find_user(self, user: str) -> DirectoryUser | None:

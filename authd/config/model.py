@@ -217,6 +217,9 @@ class PrimaryBackend:
     # connect + operation must stay well under NetScaler's 3 s RADIUS timeout even when
     # one server hangs and the next answers.
     operation_timeout: float = field(default=1.0, metadata=meta(duration=True, minimum=0.05))
+    # One deadline over a whole authenticate()/lookup(), across servers and operations:
+    # per-wait timeouts alone add up (two hung servers, search then bind) past 3 s.
+    request_timeout: float = field(default=2.5, metadata=meta(duration=True, minimum=0.1))
     server_backoff: float = field(default=30.0, metadata=meta(duration=True, minimum=0))
     # One connection per auth thread (auth_threads), so binds never queue for a slot.
     pool_size: int = field(default=8, metadata=meta(minimum=1, maximum=64))
