@@ -238,6 +238,28 @@ TEST_RESULT = {
         "groups": {"type": "array", "items": {"type": "string"}},
     },
 }
+STATUS_REPORT = {
+    "type": "object",
+    "required": ["ok", "components"],
+    "description": "a report, not a health check: 200 even when `ok` is false (see /readyz)",
+    "properties": {
+        "ok": {"type": "boolean", "description": "every component reachable"},
+        "components": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["component", "kind", "state", "detail", "ok"],
+                "properties": {
+                    "component": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["store", "backend", "server"]},
+                    "state": {"type": "string", "description": '"ok" or "error: <what>"'},
+                    "detail": {"type": "string"},
+                    "ok": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
 _ERRORS = (400, 401, 403, 404, 409, 413, 415, 429)
 
 
@@ -447,6 +469,14 @@ class AdminEndpoints:
                 TEST_RESULT,
                 body=TEST_BODY,
             ),
+            ops(
+                "GET",
+                "/api/v1/admin/status",
+                self.status,
+                "showStatus",
+                "`authctl status`: can this node reach its store and first-factor backends?",
+                STATUS_REPORT,
+            ),
         ]
 
     @staticmethod
@@ -599,6 +629,12 @@ class AdminEndpoints:
     # ---------------------------------------------------------------- keys, test
     def rotate_key(self, call: Call) -> Deferred[Reply]:
         return self._call(self._ops().rotate_key, call.actor)
+
+    def status(self, call: Call) -> Deferred[Reply]:
+        """`authctl status` over HTTP: always 200 with the report (its `ok` says whether
+        all is reachable); a failed probe is a row, not an error status. /readyz is the
+        health check that answers 503."""
+        return self._call(self._ops().status, call.actor)
 
     def test_auth(self, call: Call) -> Deferred[Reply]:
         """`authctl test` over HTTP: counts as a real attempt (lockout, audit)."""

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from authd.core.model import Algorithm
 from authd.core.otp import hotp
-from tests.rest.harness import ADMIN_KEY, PASSWORD, SEED, SEED_B32, VALIDATE_KEY, App
+from tests.rest.harness import ADMIN_KEY, BOTH_KEY, PASSWORD, SEED, SEED_B32, VALIDATE_KEY, App
 
 
 def _admin(app: App, method: str, path: str, body: object = None) -> tuple[int, object]:
@@ -200,3 +200,110 @@ def test_test_endpoint_shows_the_internal_reason_to_admins_only(app: App) -> Non
         "POST", "/api/v1/admin/test", {"user": "alice", "password": "x"}, key=VALIDATE_KEY
     )
     assert r.status == 403
+
+
+# ---------------------------------------------------------------- status (authctl status)
+PG_PASSWORD = "pg-pass-s3cret-9f2"
+BIND_PASSWORD = "bind-pass-s3cret-7c1"
+
+
+class _UnreachableStore:
+    """A store whose ping fails with a message quoting its URL, password included, as
+    a real driver's error may: the report must carry the type, never the message."""
+
+    def ping(self) -> None:
+        raise ConnectionError(f"cannot reach postgresql://authd:{PG_PASSWORD}@127.0.0.1:1/authd")
+
+
+class _DirectoryServers:
+    """The LDAP pool's view of its servers: one backed off."""
+
+    def status(self) -> list[tuple[str, bool]]:
+        return [("ldap://127.0.0.1:1", False)]
+
+
+class _DownDirectory:
+    """An LDAP first-factor backend whose service bind fails, quoting its password."""
+
+    name = "corp"
+    directory = _DirectoryServers()
+
+    def ping(self) -> None:
+        raise PermissionError(f"bind as cn=svc with {BIND_PASSWORD} refused")
+
+
+def test_status_reports_the_store_row_to_admins_only(app: App) -> None:
+    """GET /admin/status is `authctl status`'s JSON: 200, ok, a store row naming the
+    scheme; a validate-only key gets 403 and no key 401; no key or path secret leaks."""
+    r = app.request("GET", "/api/v1/admin/status", key=ADMIN_KEY)
+    assert r.status == 200
+    assert r.json == app.admin.status("test").to_json()
+    assert r.json["ok"] is True
+    store = [c for c in r.json["components"] if c["kind"] == "store"]
+    assert store == [
+        {"component": "store", "kind": "store", "state": "ok", "detail": "sqlite", "ok": True}
+    ]
+    local = [c for c in r.json["components"] if c["kind"] == "backend"]
+    assert [(c["component"], c["state"]) for c in local] == [("local", "ok")]
+    text = r.raw.decode()
+    for secret in (ADMIN_KEY, VALIDATE_KEY, BOTH_KEY, str(app.tmp)):
+        assert secret not in text
+    forbidden = app.request("GET", "/api/v1/admin/status", key=VALIDATE_KEY)
+    assert forbidden.status == 403 and forbidden.json["error"] == "forbidden"
+    assert app.request("GET", "/api/v1/admin/status").status == 401
+    assert _admin(app, "GET", "/status?verbose=1")[0] == 400  # takes no query
+
+
+def test_status_is_200_with_ok_false_when_unreachable(tmp_path: object) -> None:
+    """A report, not a health check: an unreachable store and directory give 200 with
+    `"ok": false` and one row each (plus the backed-off server); neither the store
+    URL's password nor the bind password reaches the body."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from authd.admin import AdminOps
+    from authd.config.model import LdapServer, PrimaryBackend, PrimaryConfig, Secret, StoreConfig
+    from authd.crypto import Keyring
+    from tests.rest.harness import make_config, start_app
+
+    tmp = Path(str(tmp_path))
+    config = make_config(tmp)
+    ops_config = replace(
+        config,
+        store=StoreConfig(url=f"postgresql://authd:{PG_PASSWORD}@127.0.0.1:1/authd"),
+        primary=PrimaryConfig(
+            backends=(
+                PrimaryBackend(
+                    type="ldap",
+                    name="corp",
+                    servers=(LdapServer(url="ldap://127.0.0.1:1"),),
+                    bind_dn="cn=svc",
+                    bind_password=Secret(BIND_PASSWORD),
+                ),
+            )
+        ),
+    )
+    ops = AdminOps(
+        ops_config,
+        _UnreachableStore(),  # type: ignore[arg-type]
+        Keyring.load_or_create(config.keys.file),
+        lambda: 0.0,
+        backends=[_DownDirectory()],  # type: ignore[list-item]
+    )
+    a = start_app(tmp, config, admin=ops)
+    try:
+        r = a.request("GET", "/api/v1/admin/status", key=ADMIN_KEY)
+        assert r.status == 200
+        assert r.json["ok"] is False
+        rows = [(c["component"], c["kind"], c["state"], c["ok"]) for c in r.json["components"]]
+        assert rows == [
+            ("store", "store", "error: ConnectionError", False),
+            ("corp", "backend", "error: PermissionError", False),
+            ("corp server", "server", "error: unreachable", False),
+        ]
+        assert r.json["components"][0]["detail"] == "postgresql"
+        text = r.raw.decode()
+        for secret in (PG_PASSWORD, BIND_PASSWORD, ADMIN_KEY):
+            assert secret not in text
+    finally:
+        a.close()
