@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import math
 import random
@@ -27,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
@@ -59,6 +60,9 @@ STATE_AAD = b"authd-user-state"
 HINTS_MAX = 100_000
 CAS_ATTEMPTS = 16  # a compare-and-set lost to a concurrent writer is re-evaluated this often
 _SERIAL_RE = re.compile(r"^[^\s|~\x00-\x1f\x7f][^\s|\x00-\x1f\x7f]{0,127}$")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Cipher(Protocol):
@@ -172,6 +176,22 @@ def decode_state(value: str, cipher: Cipher) -> UserState:
     )
 
 
+def _bounded(
+    method: Callable[Concatenate[LdapTokenStore, P], R],
+) -> Callable[Concatenate[LdapTokenStore, P], R]:
+    """Run a store call under ONE directory deadline (request_timeout) covering all its
+    reads, modifies and compare-and-set retries: one engine request with tokens in the
+    directory must not outlast request_timeout when servers hang (it fails closed with
+    StoreUnavailable instead)."""
+
+    @functools.wraps(method)
+    def bounded(self: LdapTokenStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._directory.deadline(self._timeout):
+            return method(self, *args, **kwargs)
+
+    return bounded
+
+
 class LdapTokenStore:
     """A `Store` whose token records live in directory attributes (see module doc).
 
@@ -190,13 +210,17 @@ class LdapTokenStore:
         if not self._attr:
             raise ValueError("token_storage ldap needs primary.backends[].token_attribute")
         self._base = backend.directory.config.user_search.base
+        self._timeout = backend.directory.config.request_timeout
         self._where: dict[str, str] = {}  # serial -> DN last seen holding it (a hint)
 
     # ------------------------------------------------------------ directory access
     @contextlib.contextmanager
     def _reachable(self) -> Iterator[None]:
+        """Every directory operation is bounded by request_timeout even outside a
+        `_bounded` call (a nested deadline never extends the call's own)."""
         try:
-            yield
+            with self._directory.deadline(self._timeout):
+                yield
         except DirectoryUnavailable as e:
             raise StoreUnavailable(f"directory holding tokens: {e}") from None
 
@@ -285,6 +309,7 @@ class LdapTokenStore:
         return False
 
     # ------------------------------------------------------------ tokens
+    @_bounded
     def add_token(self, token: Token) -> None:
         """A directory user's token goes into the user's entry; one without a user, or of
         a user only the SQL store knows, to the SQL store. Raises AlreadyExists for a
@@ -301,10 +326,12 @@ class LdapTokenStore:
         if not self._replace_value(dn, None, encode_record(token, self._cipher)):
             raise AlreadyExists(f"token {token.serial!r} exists")
 
+    @_bounded
     def get_token(self, serial: str) -> Token | None:
         found = self._locate(serial)
         return found[2] if found is not None else self._delegate.get_token(serial)
 
+    @_bounded
     def list_tokens(self, user: str | None = None) -> list[Token]:
         """Directory tokens first, then those the SQL store keeps (unassigned, or
         assigned hardware tokens imported there)."""
@@ -328,6 +355,7 @@ class LdapTokenStore:
     def active_tokens(self, user: str) -> list[Token]:
         return [t for t in self.list_tokens(user) if t.status is TokenStatus.ACTIVE]
 
+    @_bounded
     def set_token_status(self, serial: str, status: TokenStatus) -> bool:
         status = TokenStatus(status)
         return self._update(
@@ -336,6 +364,7 @@ class LdapTokenStore:
             lambda: self._delegate.set_token_status(serial, status),
         )
 
+    @_bounded
     def assign_token(self, serial: str, user: str | None) -> bool:
         """Move a directory token to another user's entry (add there first, then delete
         here: a crash in between leaves a duplicate, never a loss); unassigning moves it
@@ -355,6 +384,7 @@ class LdapTokenStore:
         self._replace_value(dn, value, None)
         return True
 
+    @_bounded
     def accept_totp_step(self, serial: str, step: int, drift: int) -> bool:
         """True for exactly one caller per (token, step), only for a step later than any
         accepted before (RFC 6238 §5.2), on an active token; same rule as the SQL store."""
@@ -368,6 +398,7 @@ class LdapTokenStore:
             serial, change, lambda: self._delegate.accept_totp_step(serial, step, drift)
         )
 
+    @_bounded
     def accept_hotp_counter(self, serial: str, counter: int) -> bool:
         """The counter becomes `counter + 1` if it was <= `counter` (RFC 4226 §7.2)."""
 
@@ -380,6 +411,7 @@ class LdapTokenStore:
             serial, change, lambda: self._delegate.accept_hotp_counter(serial, counter)
         )
 
+    @_bounded
     def resync_token(
         self,
         serial: str,
@@ -475,12 +507,14 @@ class LdapTokenStore:
             pin_hash=state.pin_hash,
         )
 
+    @_bounded
     def get_user(self, name: str) -> User | None:
         """The SQL record, with lock state and PIN hash from the directory for a
         directory user."""
         user = self._delegate.get_user(name)
         return None if user is None else self._with_state(user)
 
+    @_bounded
     def get_user_with_tokens(self, name: str) -> tuple[User | None, list[Token]]:
         """One read of the user's entry gives tokens and state. Directory tokens come
         back even before the first login has created the store record: the engine needs
@@ -507,6 +541,7 @@ class LdapTokenStore:
             )
         return user, tokens
 
+    @_bounded
     def get_user_tokens_codes(self, name: str) -> tuple[User | None, list[Token], int]:
         """Directory and SQL parts cannot be read in one round trip: two reads."""
         return get_user_tokens_codes_in_steps(self, name)
@@ -514,6 +549,7 @@ class LdapTokenStore:
     def add_user(self, user: User) -> None:
         self._delegate.add_user(user)
 
+    @_bounded
     def ensure_user(
         self,
         name: str,
@@ -524,6 +560,7 @@ class LdapTokenStore:
     ) -> User:
         return self._with_state(self._delegate.ensure_user(name, source, now, profile, groups))
 
+    @_bounded
     def list_users(
         self, pattern: str | None = None, limit: int | None = None
     ) -> list[UserOverview]:
@@ -573,6 +610,7 @@ class LdapTokenStore:
     def set_disabled(self, name: str, disabled: bool) -> bool:
         return self._delegate.set_disabled(name, disabled)
 
+    @_bounded
     def set_pin_hash(self, name: str, pin_hash: str | None) -> bool:
         dn = self._directory_dn(name)
         if dn is None:
@@ -580,6 +618,7 @@ class LdapTokenStore:
         self._update_state(dn, name, lambda st: replace(st, pin_hash=pin_hash))
         return True
 
+    @_bounded
     def unlock_user(self, name: str) -> bool:
         dn = self._directory_dn(name)
         if dn is None:
@@ -590,6 +629,7 @@ class LdapTokenStore:
         )
         return True
 
+    @_bounded
     def reset_user(self, name: str) -> bool:
         """Drop the user's directory tokens, PIN and backup codes too; lock state is left
         alone, as in the SQL store. One modify per value, so a value changed meanwhile
@@ -610,6 +650,7 @@ class LdapTokenStore:
             self._update_state(dn, name, lambda st: replace(st, pin_hash=None, backup=()))
         return self._delegate.reset_user(name)
 
+    @_bounded
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
     ) -> LockState:
@@ -627,6 +668,7 @@ class LdapTokenStore:
         assert new is not None
         return LockState(failures=new.failures, locked_until=new.locked_until)
 
+    @_bounded
     def record_attempt(
         self, name: str, now: float, source: str, client: str, success: bool
     ) -> None:
@@ -645,6 +687,7 @@ class LdapTokenStore:
 
         self._update_state(dn, name, change)
 
+    @_bounded
     def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:
         dn = self._directory_dn(user)
         if dn is None:
@@ -653,6 +696,7 @@ class LdapTokenStore:
         codes = tuple(code_hashes)
         self._update_state(dn, user, lambda st: replace(st, backup=codes))
 
+    @_bounded
     def consume_backup_code(self, user: str, code_hash: str) -> bool:
         """Single use: removing the hash is a compare-and-set, so one caller wins."""
         dn = self._directory_dn(user)
@@ -666,6 +710,7 @@ class LdapTokenStore:
 
         return self._update_state(dn, user, change) is not None
 
+    @_bounded
     def backup_codes_left(self, user: str) -> int:
         dn = self._directory_dn(user)
         if dn is None:
@@ -678,6 +723,7 @@ class LdapTokenStore:
     def take_challenge(self, state_hash: str, now: float) -> Challenge | None:
         return self._delegate.take_challenge(state_hash, now)
 
+    @_bounded
     def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
         """Token and lock state live in the directory, audit in SQL: no one transaction
         spans both, so the write phase runs as its exact single steps."""
