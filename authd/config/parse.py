@@ -397,15 +397,21 @@ class _Builder:
                 out[key] = value
         return out if ok else _BAD
 
+    def _checked_scalar(self, node: ScalarNode, path: str, line: int) -> Any:
+        """The scalar's value, or _BAD after reporting why it cannot be read."""
+        try:
+            return self.scalar(node)
+        except ConfigValueError as exc:
+            self.problem(path, line, str(exc))
+            return _BAD
+
     def _literal(self, args: tuple[Any, ...], node: Node, path: str, line: int) -> Any:
         if not isinstance(node, ScalarNode):
             self.problem(path, line, f"expected one of {_choices(args)}, got {_describe(node)}")
             return _BAD
-        try:
-            value = self.scalar(node)
-        except ConfigValueError as exc:
-            self.problem(path, line, str(exc))
-            return _BAD
+        value = self._checked_scalar(node, path, line)
+        if isinstance(value, _Bad):
+            return value
         for choice in args:
             if type(choice) is type(value) and choice == value:
                 return value
@@ -496,11 +502,9 @@ class _Builder:
         if not isinstance(node, ScalarNode):
             self.problem(path, line, f"expected {_KIND[_type_tag(tp)]}, got {_describe(node)}")
             return _BAD
-        try:
-            value = self.scalar(node)
-        except ConfigValueError as exc:
-            self.problem(path, line, str(exc))
-            return _BAD
+        value = self._checked_scalar(node, path, line)
+        if isinstance(value, _Bad):
+            return value
         if tp is bool:
             if type(value) is bool:
                 return value

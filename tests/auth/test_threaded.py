@@ -48,6 +48,19 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) ->
     return 0.0 if value is None else value
 
 
+
+def _write_lock_free(path: str) -> bool:
+    """True when another connection could take SQLite's write lock right now."""
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
+
 def test_authenticate_runs_in_pool_and_counts(fake_world: World, pool: ThreadPool) -> None:
     """A decision made in the pool at the reactor's time arrives through the Deferred;
     requests, store latency and in-flight metrics are recorded."""
@@ -334,15 +347,7 @@ def test_decide_many_matches_deciding_one_by_one(world: World) -> None:
 
     def lookup(user: str) -> Any:
         if path is not None:  # SQLite: the write lock must not be held during a lookup
-            probe = sqlite3.connect(path, timeout=0, isolation_level=None)
-            try:
-                probe.execute("BEGIN IMMEDIATE")
-                probe.execute("ROLLBACK")
-                lock_free.append(True)
-            except sqlite3.OperationalError:
-                lock_free.append(False)
-            finally:
-                probe.close()
+            lock_free.append(_write_lock_free(path))
         return real_lookup(user)
 
     w.directory.lookup = lookup  # type: ignore[method-assign]
@@ -436,15 +441,7 @@ def test_batch_reads_and_matches_without_the_write_lock(tmp_path: Any) -> None:
     lock_free: list[bool] = []
 
     def read(name: str) -> Any:
-        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            lock_free.append(True)
-        except sqlite3.OperationalError:
-            lock_free.append(False)
-        finally:
-            probe.close()
+        lock_free.append(_write_lock_free(path))
         return real_read(name)
 
     engine = w.engine()

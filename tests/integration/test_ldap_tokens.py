@@ -246,7 +246,9 @@ def test_record_round_trip_keeps_every_field(keyring: Keyring) -> None:
     assert t.seed.hex() not in repr(t)
 
 
-NODE = textwrap.dedent("""
+# What both node scripts start with: an authd node (own SQLite file, shared directory)
+# that waits for the common start time, so the two processes really race.
+NODE_SETUP = textwrap.dedent("""
     import json, sys, time
     from authd.auth.ldap_primary import LdapBackend
     from authd.config.model import *
@@ -261,6 +263,9 @@ NODE = textwrap.dedent("""
     store = LdapTokenStore(SqlStore.open(a["db"], keyring), LdapBackend(cfg), keyring)
     while time.time() < a["start"]:
         time.sleep(0.001)
+""")
+
+NODE = NODE_SETUP + textwrap.dedent("""
     wins = [s for s in range(a["first"], a["first"] + a["n"])
             if store.accept_totp_step(a["serial"], s, 0)]
     print(json.dumps(wins))
@@ -407,21 +412,7 @@ def test_local_users_keep_their_state_in_sql(ldap_store: LdapTokenStore) -> None
     assert not ldap_store.accept_totp_step("LOCAL-1", 10, 0)
 
 
-STATE_NODE = textwrap.dedent("""
-    import json, sys, time
-    from authd.auth.ldap_primary import LdapBackend
-    from authd.config.model import *
-    from authd.crypto import Keyring
-    from authd.storage.ldap_attrs import LdapTokenStore
-    from authd.storage.sql import SqlStore
-    a = json.loads(sys.argv[1])
-    keyring = Keyring.load_or_create(a["keys"])
-    cfg = PrimaryBackend(type="ldap", name="dir", servers=(LdapServer(a["url"]),),
-        bind_dn=a["bind_dn"], bind_password=Secret(a["bind_pw"]),
-        user_search=UserSearch(base=a["base"]), token_attribute=a["attr"])
-    store = LdapTokenStore(SqlStore.open(a["db"], keyring), LdapBackend(cfg), keyring)
-    while time.time() < a["start"]:
-        time.sleep(0.001)
+STATE_NODE = NODE_SETUP + textwrap.dedent("""
     for _ in range(a["n"]):
         store.record_failure("dave", 1000.0, 10**6, 60.0)
     won = [c for c in a["codes"] if store.consume_backup_code("dave", c)]
