@@ -6,11 +6,13 @@ result, reason, RADIUS code and drop reason, all from small fixed sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from authd import __version__
 
@@ -34,6 +36,75 @@ class _BeforeCollect(Collector):
         return []
 
 
+class HistogramChild:
+    """One label set's buckets as plain integers: `observe` is a bisect and two
+    additions (~0.3 µs), against ~2.5 µs for prometheus_client's Histogram.observe (a
+    lock and a walk over the bounds), paid on the reactor for every request."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        """Count one observation (`le` buckets: `amount` <= bound)."""
+        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.sum += amount
+
+
+class ReactorHistogram(Collector):
+    """A Prometheus histogram (same samples as prometheus_client's, read at collect
+    time) for values observed on ONE thread, the reactor's: the counts are plain
+    integers, not locked. Anything observed from worker threads uses `Histogram`."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = tuple(sorted(float(b) for b in buckets))
+        self._children: dict[tuple[str, ...], HistogramChild] = {}
+        if not self._labelnames:
+            self._children[()] = HistogramChild(self._bounds)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, **values: str) -> HistogramChild:
+        """The child for one label set (bind it once; it is created on first use)."""
+        if set(values) != set(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}")
+        key = tuple(str(values[n]) for n in self._labelnames)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = HistogramChild(self._bounds)
+        return child
+
+    def observe(self, amount: float) -> None:
+        """For a histogram without labels."""
+        self._children[()].observe(amount)
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> list[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for key, child in list(self._children.items()):
+            counts, running, buckets = list(child.counts), 0, []
+            for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):
+                running += n
+                buckets.append((floatToGoString(bound), running))
+            family.add_metric(list(key), buckets, child.sum)
+        return [family]
+
+
 class Metrics:
     """Every metric authd exports; front-ends receive this object, never the registry."""
 
@@ -53,13 +124,14 @@ class Metrics:
         self.drops = Counter(
             "authd_drops_total", "Requests dropped without reply, by front-end and reason",
             ["frontend", "reason"], registry=r)
-        self.latency = Histogram(
+        # Observed on the reactor for every request (RADIUS, HTTP, ThreadedEngine).
+        self.latency = ReactorHistogram(
             "authd_request_seconds", "Time from request received to reply sent",
             ["frontend"], buckets=LATENCY_BUCKETS, registry=r)
         self.lockouts = Counter(
             "authd_lockouts_total", "Users locked after too many second-factor failures",
             registry=r)
-        self.store_latency = Histogram(
+        self.store_latency = ReactorHistogram(
             "authd_store_seconds", "Time spent in the store per decision",
             buckets=LATENCY_BUCKETS, registry=r)
         self.directory_latency = Histogram(

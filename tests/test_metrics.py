@@ -1,0 +1,61 @@
+"""ReactorHistogram must expose exactly what prometheus_client's Histogram would for the
+same observations (dashboards and alerts read those series), only cheaper to update."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from authd.metrics import LATENCY_BUCKETS, Metrics, ReactorHistogram
+
+_VALUES = st.lists(
+    st.floats(min_value=0, max_value=20, allow_nan=False, allow_infinity=False), max_size=50
+)
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@given(_VALUES)
+def test_same_buckets_count_and_sum_as_prometheus_histogram(values: list[float]) -> None:
+    """Every bucket (bounds are inclusive, `le`), _count and _sum match the reference
+    implementation, including values exactly on a bound and beyond the last one."""
+    ours, reference = CollectorRegistry(), CollectorRegistry()
+    fast = ReactorHistogram("x_seconds", "doc", ["frontend"], registry=ours)
+    slow = Histogram("x_seconds", "doc", ["frontend"], buckets=LATENCY_BUCKETS, registry=reference)
+    child = fast.labels(frontend="radius")
+    for v in [*values, *LATENCY_BUCKETS]:
+        child.observe(v)
+        slow.labels(frontend="radius").observe(v)
+    got, want = _samples(ours), _samples(reference)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value), key
+
+
+def test_unlabelled_histogram_and_text_exposition() -> None:
+    """Metrics.store_latency has no labels: observe() on it directly; the text format
+    carries the usual _bucket/_count/_sum lines."""
+    metrics = Metrics()
+    metrics.store_latency.observe(0.003)
+    metrics.store_latency.observe(7.0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'authd_store_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'authd_store_seconds_bucket{le="+Inf"} 2.0' in text
+    assert "authd_store_seconds_count 2.0" in text
+    assert "authd_store_seconds_sum 7.003" in text
+
+
+def test_wrong_labels_are_refused() -> None:
+    """A typo in a label name is a programming error, caught at once, not a new series."""
+    metrics = Metrics()
+    with pytest.raises(ValueError):
+        metrics.latency.labels(front_end="radius")
