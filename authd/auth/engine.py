@@ -105,7 +105,7 @@ def _locked_now(result: DecisionCommit, user: str | None, now: float) -> bool:
     return locked
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class DecisionStats:
     """What `ThreadedEngine` turns into metrics: time spent in the store, and whether this
     request's failure locked the user (metrics.lockouts)."""
@@ -140,7 +140,7 @@ class _Verdict(enum.IntEnum):
     FRESH = 4  # valid, unused, PIN right (if any)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class _Match:
     candidate: Candidate
     verdict: _Verdict
@@ -294,7 +294,8 @@ class Engine:
         users: set[str] = set()
         cut = False
         try:
-            with self.store.decision_reads():  # type: ignore[attr-defined]
+            names = [req.user for req, _ in items]
+            with self.store.decision_reads(names):  # type: ignore[attr-defined]
                 for req, now in items:
                     if req.user in users:
                         break  # the next batch sees this one's writes

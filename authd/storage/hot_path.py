@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -39,7 +39,6 @@ from sqlalchemy.sql import ClauseElement
 from authd.core.errors import StoreUnavailable
 
 T = TypeVar("T")
-Run = Callable[[Any, dict[str, Any]], Any]  # (statement, params) -> DB-API cursor
 
 _SQLITE = sqlite_dialect.dialect(paramstyle="named")
 _PG = psycopg_dialect.dialect()
@@ -52,6 +51,16 @@ def _unavailable(e: sqlite3.Error | psycopg.Error) -> StoreUnavailable:
     return StoreUnavailable(f"database error: {type(e).__name__}")
 
 
+class Run(Protocol):
+    """Executes prebuilt statements inside the caller's write transaction."""
+
+    def __call__(self, stmt: Any, params: dict[str, Any]) -> Any:
+        """One statement; its DB-API cursor (rowcount, fetchone)."""
+
+    def many(self, stmt: Any, params: Sequence[dict[str, Any]]) -> None:
+        """One statement for each parameter set (executemany: one call, no result)."""
+
+
 class _Compiled:
     __slots__ = ("defaults", "sql")
 
@@ -60,6 +69,31 @@ class _Compiled:
         self.sql = str(compiled)
         # Literals SQLAlchemy turned into binds (e.g. status = 'active'); ours are p_*.
         self.defaults = {k: v for k, v in compiled.params.items() if not k.startswith("p_")}
+
+
+class _Runner:
+    """`Run` on one DB-API connection (sqlite3 or psycopg) and its compiled statements."""
+
+    __slots__ = ("_conn", "_statements")
+
+    def __init__(self, conn: Any, statements: _Statements) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    def __call__(self, stmt: Any, params: dict[str, Any]) -> Any:
+        c = self._statements.get(stmt)
+        return self._conn.execute(c.sql, {**c.defaults, **params} if c.defaults else params)
+
+    def many(self, stmt: Any, params: Sequence[dict[str, Any]]) -> None:
+        if not params:
+            return
+        c = self._statements.get(stmt)
+        rows = [{**c.defaults, **p} for p in params] if c.defaults else params
+        cursor = self._conn.cursor()
+        try:
+            cursor.executemany(c.sql, rows)
+        finally:
+            cursor.close()
 
 
 class _Statements:
@@ -186,13 +220,6 @@ class SqliteHotPath:
             except sqlite3.Error as e:
                 raise _unavailable(e) from e
 
-    def _run(self, conn: sqlite3.Connection) -> Run:
-        def run(stmt: Any, params: dict[str, Any]) -> sqlite3.Cursor:
-            c = self._statements.get(stmt)
-            return conn.execute(c.sql, {**c.defaults, **params})
-
-        return run
-
     def _begin(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, waiting for other processes' writers in short naps (this
         connection has busy_timeout 0: SQLite's own handler naps up to 100 ms)."""
@@ -229,7 +256,7 @@ class SqliteHotPath:
         if self._writer is None:
             self._writer = self._connect(0)
         conn = self._writer
-        run = self._run(conn)
+        run = _Runner(conn, self._statements)
         self._begin(conn)
         try:
             results = [job.fn(run) for job in batch]
@@ -302,14 +329,9 @@ class PgHotPath:
     def write(self, fn: Callable[[Run], T]) -> T:
         """Run `fn(run)` in one transaction; its result is returned after COMMIT."""
         conn = self._conn()
-
-        def run(stmt: Any, params: dict[str, Any]) -> Any:
-            c = self._statements.get(stmt)
-            return conn.execute(c.sql, {**c.defaults, **params})
-
         try:
             with conn.transaction():
-                return fn(run)
+                return fn(_Runner(conn, self._statements))
         except psycopg.Error as e:
             raise self._failed(conn, e) from e
 

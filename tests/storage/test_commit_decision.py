@@ -361,7 +361,7 @@ def test_postgres_single_statement_matches_the_statement_sequence(
     statements give the same answers and leave the same state, for any sequence of
     uses, endings and times (user `a` takes the single statement, user `b` the
     sequence)."""
-    from authd.storage.sql import _apply_decision
+    from authd.storage.sql import _apply_decisions
 
     tag = f"{next(_examples)}"
     for who in ("a", "b"):
@@ -396,7 +396,7 @@ def test_postgres_single_statement_matches_the_statement_sequence(
             if who == "a":
                 answers.append(pg_store.commit_decision(write))
             else:
-                answers.append(hot.write(lambda run, w=write: _apply_decision(run, w)))
+                answers.append(hot.write(lambda run, w=write: _apply_decisions(run, (w,))[0]))
         assert answers[0] == answers[1]
     ua, ub = pg_store.get_user(f"a{tag}"), pg_store.get_user(f"b{tag}")
     assert ua is not None and ub is not None
@@ -456,6 +456,28 @@ def test_commit_decisions_is_one_transaction_in_order(
     ]
     assert other.execute("SELECT count(*) FROM audit").fetchone() == (3,)
     other.close()
+    sqlite_store.close()
+
+
+@pytest.mark.parametrize(
+    ("uses", "failures"),
+    [
+        # lost (counted) then won: the success resets the count -> 0
+        ([UseTotpStep("T", 7, 0), UseTotpStep("T", 7, 0), UseHotpCounter("H", 0)], 0),
+        # won then lost: the failure counts after the success -> 1
+        ([UseHotpCounter("H", 0), UseTotpStep("T", 7, 0), UseTotpStep("T", 7, 0)], 1),
+    ],
+)
+def test_commit_decisions_keeps_one_users_endings_in_decision_order(
+    sqlite_store: SqlStore, uses: list[SingleUse], failures: int
+) -> None:
+    """Endings are written together at the end of a batch (executemany), but never past a
+    later decision of the same user: a success after a counted failure clears it, a
+    failure after a success stays counted, as if decided one by one."""
+    sqlite_store.commit_decisions([_write(use) for use in uses])
+    user = sqlite_store.get_user("alice")
+    assert user is not None and user.failures == failures
+    assert len(sqlite_store.query_audit(user="alice")) == 3
     sqlite_store.close()
 
 
