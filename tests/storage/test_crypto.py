@@ -114,6 +114,28 @@ def test_tampered_ciphertext_is_refused(keyring: Keyring) -> None:
             keyring.decrypt(junk, b"s")
 
 
+def test_remembered_blobs_still_refuse_tampering_and_another_record(
+    keyring: Keyring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a blob was opened, the remembered plaintext is given for that exact blob and
+    record only: a tampered copy or another record's aad still fails, and the memory is
+    bounded (the oldest is forgotten first)."""
+    monkeypatch.setattr("authd.crypto.OPENED_MAX", 3)
+    blob = keyring.encrypt(SEED, b"serial-1")
+    assert keyring.decrypt(blob, b"serial-1") == SEED
+    assert keyring.decrypt(blob, b"serial-1") == SEED  # remembered
+    prefix, body = blob.rsplit(":", 1)
+    raw = bytearray(base64.urlsafe_b64decode(body))
+    raw[-1] ^= 0x01
+    with pytest.raises(KeyFileError):
+        keyring.decrypt(f"{prefix}:{base64.urlsafe_b64encode(bytes(raw)).decode()}", b"serial-1")
+    with pytest.raises(KeyFileError):
+        keyring.decrypt(blob, b"serial-2")
+    others = [keyring.encrypt(bytes([i]) * 20, b"x") for i in range(5)]
+    assert [keyring.decrypt(b, b"x") for b in others] == [bytes([i]) * 20 for i in range(5)]
+    assert len(keyring._opened) == 3  # bounded: the first ones made way
+
+
 def test_rotate_keeps_old_blobs_readable_and_file_private(keyring: Keyring) -> None:
     """rotate() adds a current key, keeps the old ones and the hash key, rewrites 0600."""
     old_id, hash_key = keyring.current_key_id, keyring.hash_key
