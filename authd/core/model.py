@@ -109,7 +109,7 @@ def user_status(user: User, active_tokens: int, registered: bool, now: float) ->
     return UserStatus.UNREGISTERED
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class AuditEvent:
     """One line of the append-only audit trail. Never holds a secret, code or PIN."""
 

@@ -68,7 +68,7 @@ _BASE32_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _BASE32_VALID_TAILS = frozenset({0, 2, 4, 5, 7})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class TotpMatch:
     """Where a TOTP code matched: `step` to store as last_step, `drift` (in steps) =
     step minus the step of `now`, to remember so a drifting clock keeps working."""

@@ -32,7 +32,7 @@ class PinRule:
     max_length: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class Candidate:
     """One reading of the typed string. Holds secrets: never log or repr the fields."""
 
