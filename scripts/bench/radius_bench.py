@@ -3,6 +3,9 @@ Debian's FreeRADIUS 3.2 + rlm_totp, same machine, same load generator, same core
 
 Run through `scripts/bench/radius` (one command). Not part of the test suite.
 
+`--ldap` runs workload (c) instead: authd with an LDAP first factor (password + HOTP)
+against raw ldap3 binds on the same private slapd, in the same run (issue 4).
+
 Every authd request is a real accept by a distinct (user, HOTP counter) pair, so replay
 protection, counter compare-and-set, attempt recording and audit are all in the measured
 path. The load generator (loadgen.c, compiled here with gcc) replays pre-encoded
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -50,6 +54,7 @@ class Result:
     accept: int
     sent: int
     lost: int
+    peer_cpu_us: float = 0.0  # LDAP rows: slapd's CPU per request
 
 
 def log(msg: str) -> None:
@@ -494,6 +499,308 @@ def median_run(runs: list[Result]) -> Result:
     return ordered[(len(ordered) - 1) // 2]
 
 
+# ---------------------------------------------------------------- LDAP (c)
+LDAP_BACKEND = "directory"  # the backend's name: the store's `source` of its users
+
+
+def ldap_world(
+    tmp: Path, users: int, per_user: int, url: str
+) -> tuple[Any, list[tuple[str, str, str]], list[list[bytes]]]:
+    """A private slapd (tests/fixtures/slapd.py) with `users` more entries, each user
+    with an HOTP token in authd's SQLite store (as `authctl token add` makes for a
+    directory user). Returns the slapd, [(uid, dn, password)] and, per round, one
+    datagram per user: "password" + that round's HOTP code, so every request is a real
+    accept and every code is used once."""
+    from authd.core.model import Token, TokenType, User
+    from authd.crypto import Keyring
+    from authd.storage.sql import SqlStore
+    from tests.fixtures.slapd import start_slapd
+
+    slapd = start_slapd(tmp / "slapd", log_stats=False)
+    try:
+        creds = [(f"lu{u:05d}", f"Pw-{u:05d}-{os.urandom(6).hex()}") for u in range(users)]
+        slapd.ldapmodify(
+            "\n".join(
+                f"dn: {slapd.user_dn(uid)}\nchangetype: add\nobjectClass: inetOrgPerson\n"
+                f"uid: {uid}\ncn: {uid}\nsn: Bench\nmail: {uid}@example.org\n"
+                f"userPassword: {pw}\n"
+                for uid, pw in creds
+            )
+        )
+        store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
+        seeds = []
+        for u, (uid, _) in enumerate(creds):
+            seed = distinct_codes_seed(per_user + 11)
+            store.add_user(User(name=uid, source=LDAP_BACKEND))
+            store.add_token(Token(serial=f"L{u:05d}", type=TokenType.HOTP, seed=seed, user=uid))
+            seeds.append(seed)
+        store.close()
+    except BaseException:
+        slapd.stop()
+        raise
+    # Round-robin over users, as in workload (a): a user's next code is sent only
+    # `users` requests later, never while the previous one is in flight.
+    rounds = [
+        [encode(u, uid, pw + hotp(seeds[u], r)) for u, (uid, pw) in enumerate(creds)]
+        for r in range(per_user)
+    ]
+    return slapd, [(uid, slapd.user_dn(uid), pw) for uid, pw in creds], rounds
+
+
+def ldap_config(
+    tmp: Path,
+    port: int,
+    slapd: Any,
+    workers: int,
+    threads: int,
+    pool_size: int,
+    pin: bool,
+    url: str,
+) -> Path:
+    """authd as an operator would run it for LDAP + OTP: a `chain` client, one ldap
+    backend (search-then-bind as the service account, groups from memberOf, defaults
+    for timeouts and cache), tokens in SQLite."""
+    cfg = tmp / f"authd-ldap-{workers}.yaml"
+    cfg.write_text(f"""
+store:
+  url: "{url}"
+  pool_size: {threads}
+keys:
+  file: "{tmp / "keys.json"}"
+auth_threads: {threads}
+logging:
+  level: warning
+primary:
+  backends:
+    - type: ldap
+      name: {LDAP_BACKEND}
+      servers:
+        - url: "{slapd.url}"
+      bind_dn: "{slapd.service_dn}"
+      bind_password: "{slapd.service_password}"
+      user_search:
+        base: "{slapd.people}"
+      pool_size: {pool_size}
+http:
+  enabled: false
+radius:
+  listen: ["127.0.0.1:{port}"]
+  workers: {workers}
+  pin_workers: {"true" if pin else "false"}
+  reject_delay: 0s
+  clients:
+    - name: bench
+      address: 127.0.0.1/32
+      secret: "{SECRET}"
+      first_factor: chain
+      otp_mode: inline
+""")
+    return cfg
+
+
+def raw_binds(
+    tmp: Path,
+    slapd_url: str,
+    creds: list[tuple[str, str, str]],
+    requests: int,
+    procs: int,
+    threads: int,
+    slapd_pid: int,
+    cores: str | None,
+) -> Result:
+    """The baseline: `procs` processes x `threads` threads of raw ldap3 binds
+    (scripts/bench/ldap/rawbind.py), `requests` binds in all, all started together.
+    CPU µs/req is the clients' own CPU (the authd rows show authd's)."""
+    creds_file = tmp / "creds.json"
+    creds_file.write_text(json.dumps([[dn, pw] for _, dn, pw in creds]))
+    start_at = time.time() + 1.0 + 0.3 * procs  # every process connected by then
+    share = [requests // procs + (i < requests % procs) for i in range(procs)]
+    before = cpu_seconds([slapd_pid])
+    children = [
+        subprocess.Popen(
+            [
+                *taskset(cores),
+                sys.executable,
+                str(REPO / "scripts/bench/ldap/rawbind.py"),
+                slapd_url,
+                str(creds_file),
+                str(threads),
+                str(share[i]),
+                repr(start_at),
+                # Each process starts at its own place in the user list.
+                str(i * len(creds) // procs),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
+    outs = []
+    for child in children:
+        out, _ = child.communicate(timeout=300)
+        if child.returncode != 0:
+            raise SystemExit(f"raw bind client failed ({child.returncode})")
+        outs.append(json.loads(out))
+    slapd_cpu = cpu_seconds([slapd_pid]) - before
+    if sum(o["failures"] for o in outs):
+        raise SystemExit("raw binds failed: benchmark invalid")
+    lat = sorted(x for o in outs for x in o["latencies_ms"])
+    done = len(lat)
+    elapsed = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
+    return Result(
+        f"raw ldap3 binds, {procs} proc x {threads} threads",
+        cores or "all",
+        done / elapsed,
+        lat[len(lat) // 2],
+        lat[int(0.99 * (len(lat) - 1))],
+        sum(o["cpu_s"] for o in outs) / done * 1e6,
+        done,
+        done,
+        0,
+        slapd_cpu / done * 1e6,
+    )
+
+
+# (name, radius.workers = raw-bind client processes, taskset cores or None for all)
+LDAP_LAYOUTS: dict[str, tuple[int, str | None]] = {
+    # One core for the client side (authd, or the raw clients), slapd and loadgen on the
+    # other: as when the directory is another host.
+    "one": (1, "0"),
+    # Both cores for everything: authd radius.workers 2 (pinned one per core by authd),
+    # two raw-bind processes.
+    "two": (2, None),
+}
+
+
+def place_threads(pid: int, cores: str | None) -> None:
+    """Set the CPU affinity of every thread of `pid` (taskset -p alone moves one
+    thread); None: all cores."""
+    allowed = {int(c) for c in cores.split(",")} if cores else set(range(os.cpu_count() or 1))
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), allowed)
+
+
+def ldap_main(args: argparse.Namespace, loadgen: Path, tmp: Path) -> list[tuple[str, Result]]:
+    """Workload (c): authd with an LDAP first factor (password + HOTP in one
+    User-Password) against raw ldap3 binds on the same slapd, interleaved in one run.
+
+    Per layout, the same processes, threads (auth_threads = raw-bind threads per process)
+    and cores on both sides. Every daemon is started and warmed up first; then each round
+    runs, per layout, the raw binds and authd once (an idle daemon costs nothing), so
+    other load on the machine hits both alike. Returns (layout, row) pairs."""
+    layouts = [(name, *LDAP_LAYOUTS[name]) for name in args.ldap_layouts.split(",")]
+    per_user = -(-args.requests // args.ldap_users)
+    rounds_needed = len(layouts) * (1 + args.repeat * per_user)
+    url = f"sqlite:///{tmp / 'authd-ldap.db'}"
+    log(
+        f"building slapd with {args.ldap_users} users and the authd store "
+        f"({rounds_needed} HOTP codes each)"
+    )
+    slapd, creds, rounds = ldap_world(tmp, args.ldap_users, rounds_needed, url)
+    round_iter = iter(rounds)
+    pool_size = args.ldap_pool_size or args.threads
+    daemons: dict[str, tuple[int, subprocess.Popen[bytes], list[int]]] = {}
+    raw_runs: dict[str, list[Result]] = {name: [] for name, _, _ in layouts}
+    authd_runs: dict[str, list[Result]] = {name: [] for name, _, _ in layouts}
+    reqfile = tmp / "authd-c.bin"
+    try:
+        for name, workers, cores in layouts:
+            port = free_port()
+            cfg = ldap_config(tmp, port, slapd, workers, args.threads, pool_size, True, url)
+            log(f"authd (c) LDAP + HOTP, {name} core(s), workers={workers}: start, warm up")
+            proc = start_authd(cfg, port, workers, cores)
+            daemons[name] = (port, proc, server_pids(proc))
+            # Warm-up: every user once (first sight: search and groups, then the DN is
+            # cached for groups.cache_ttl as in production; pool connections opened).
+            write_requests(reqfile, next(round_iter))
+            stats, _ = run_loadgen(loadgen, reqfile, port, args.window, None, daemons[name][2])
+            if stats["accept"] != len(creds):
+                raise SystemExit(f"warm-up: {stats}: not every request was accepted")
+        for n in range(args.repeat):
+            for name, workers, cores in layouts:
+                # slapd (and loadgen) on the cores the client side does not use, if any.
+                place_threads(slapd.process.pid, other_core(cores))
+                log(f"raw ldap3 binds, {name} core(s), {workers} x {args.threads}, run {n + 1}")
+                raw_runs[name].append(
+                    raw_binds(
+                        tmp,
+                        slapd.url,
+                        creds,
+                        args.requests,
+                        workers,
+                        args.threads,
+                        slapd.process.pid,
+                        cores,
+                    )
+                )
+                port, _, pids = daemons[name]
+                log(f"authd (c) LDAP + HOTP, {name} core(s), workers={workers}, run {n + 1}")
+                packets = [p for _ in range(per_user) for p in next(round_iter)]
+                write_requests(reqfile, packets)
+                slapd_before = cpu_seconds([slapd.process.pid])
+                stats, cpu = run_loadgen(
+                    loadgen, reqfile, port, args.window, other_core(cores), pids
+                )
+                r = result(
+                    f"authd LDAP + HOTP, workers {workers} x {args.threads} threads",
+                    cores or "all",
+                    stats,
+                    cpu,
+                )
+                r.peer_cpu_us = (
+                    (cpu_seconds([slapd.process.pid]) - slapd_before) / max(1, r.sent) * 1e6
+                )
+                authd_runs[name].append(r)
+    finally:
+        stop([proc for _, proc, _ in daemons.values()])
+        slapd.stop()
+    out: list[tuple[str, Result]] = []
+    for name, _, _ in layouts:
+        out += [(name, median_run(raw_runs[name])), (name, median_run(authd_runs[name]))]
+    return out
+
+
+def ldap_bench(args: argparse.Namespace) -> int:
+    """`--ldap`: build the world, run workload (c), print its table and the ratios."""
+    if shutil.which("gcc") is None:
+        raise SystemExit("gcc not found: apt-get install gcc")
+    if shutil.which("taskset") is None:
+        raise SystemExit("taskset not found: apt-get install util-linux")
+    with tempfile.TemporaryDirectory(prefix="authd-bench-ldap-") as tmpname:
+        tmp = Path(args.keep) if args.keep else Path(tmpname)
+        tmp.mkdir(parents=True, exist_ok=True)
+        loadgen = tmp / "loadgen"
+        subprocess.run(
+            ["gcc", "-O2", "-o", str(loadgen), str(REPO / "scripts/bench/loadgen.c")], check=True
+        )
+        results = ldap_main(args, loadgen, tmp)
+    print()
+    print(
+        f"slapd (mdb) on loopback, {args.ldap_users} users; authd: RADIUS PAP password+HOTP, "
+        f"LDAP search-then-bind (DN cached), tokens in SQLite, auth_threads {args.threads}, "
+        f"ldap pool_size {args.ldap_pool_size or args.threads}, {args.window} requests in "
+        f"flight; raw: ldap3 binds, one persistent connection per thread; median of "
+        f"{args.repeat} interleaved runs of >= {args.requests} requests"
+    )
+    print(
+        f"| {'client':<42} | cores | req/s   | p50 ms | p99 ms | CPU µs/req | slapd µs/req | ok |"
+    )
+    print(f"|{'-' * 44}|-------|---------|--------|--------|------------|--------------|----|")
+    for _, r in results:
+        lost = f" lost {r.lost}" if r.lost else ""
+        print(
+            f"| {r.name:<42} | {r.cores:<5} | {r.rps:7.0f} | {r.p50:6.2f} | {r.p99:6.2f} "
+            f"| {r.cpu_us:10.0f} | {r.peer_cpu_us:12.0f} | {r.accept}/{r.sent}{lost} |"
+        )
+    for i in range(0, len(results), 2):
+        (layout, raw), (_, authd) = results[i], results[i + 1]
+        print(
+            f"ratio authd / raw ldap3 binds, {layout} core(s): {authd.rps / raw.rps:.1%} of "
+            f"req/s, {authd.cpu_us / max(raw.cpu_us, 1e-9):.1f}x client CPU per request"
+        )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=10000, help="workload (a) requests per run")
@@ -521,7 +828,23 @@ def main() -> int:
         action="store_true",
         help="also run workers=2 with radius.pin_workers: false",
     )
+    ap.add_argument(
+        "--ldap",
+        action="store_true",
+        help="workload (c) only: LDAP first factor + HOTP vs raw ldap3 binds, same slapd",
+    )
+    ap.add_argument("--ldap-users", type=int, default=1000, help="(c) directory users")
+    ap.add_argument(
+        "--ldap-layouts",
+        default="one,two",
+        help="(c) comma-separated: one (client side on core 0), two (workers 2, both cores)",
+    )
+    ap.add_argument(
+        "--ldap-pool-size", type=int, default=0, help="(c) ldap pool_size (0: --threads)"
+    )
     args = ap.parse_args()
+    if args.ldap:
+        return ldap_bench(args)
 
     for prog, pkg in (("gcc", "gcc"), ("taskset", "util-linux")):
         if shutil.which(prog) is None:

@@ -3,6 +3,7 @@ groups, caching, concurrency and secrecy."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import threading
@@ -12,10 +13,19 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ldap3.protocol.sasl.sasl import sasl_prep
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import provider
 
-from authd.auth.ldap_primary import Directory, DirectoryEntry, DirectoryUnavailable, LdapBackend
+from authd.auth.ldap_primary import (
+    Directory,
+    DirectoryEntry,
+    DirectoryUnavailable,
+    LdapBackend,
+    wire_password,
+)
 from authd.config.model import GroupSearch, LdapServer, PrimaryBackend, Secret, UserSearch
 from tests.fixtures.slapd import PASSWORDS, Slapd
 
@@ -366,8 +376,8 @@ def test_secrets_never_reach_logs_or_reprs(slapd: Slapd) -> None:
             texts += [repr(b), repr(b.directory), repr(cfg), repr(bad)]
             for server in b.directory._servers:
                 assert server.search_pool is not None and server.bind_pool is not None
-                texts += [repr(c) for c, _ in server.search_pool._idle.queue]
-                texts += [repr(c) for c, _ in server.bind_pool._idle.queue]
+                texts += [repr(c) for c, _ in server.search_pool._idle]
+                texts += [repr(c) for c, _ in server.bind_pool._idle]
         finally:
             globalLogPublisher.removeObserver(observe)
             b.close()
@@ -403,7 +413,7 @@ def test_connections_dropped_while_idle_are_replaced(slapd: Slapd) -> None:
         assert b.authenticate("alice", PASSWORDS["alice"]).ok
         server = b.directory._servers[0]
         assert server.search_pool is not None and server.bind_pool is not None
-        idle = [c for c, _ in server.search_pool._idle.queue + server.bind_pool._idle.queue]
+        idle = [c for c, _ in (*server.search_pool._idle, *server.bind_pool._idle)]
         assert idle
         for conn in idle:
             conn.socket.shutdown(socket.SHUT_RDWR)  # as a server closing idle connections
@@ -412,3 +422,36 @@ def test_connections_dropped_while_idle_are_replaced(slapd: Slapd) -> None:
         assert b.directory.status() == [(slapd.url, True)]
     finally:
         b.close()
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1))
+def test_printable_ascii_passwords_go_out_exactly_as_saslprep_would_send_them(pw: str) -> None:
+    """The SASLprep shortcut is exact: for printable ASCII, the octets authd hands ldap3
+    are the UTF-8 of RFC 4013's output, so no password binds differently because of it."""
+    assert wire_password(pw) == sasl_prep(pw).encode("utf-8")
+
+
+def test_other_passwords_are_left_to_ldap3s_saslprep() -> None:
+    """Non-ASCII and control characters stay text, so ldap3 still SASLpreps (maps,
+    normalises, or refuses) them."""
+    for pw in ("pässwörd", "a\u00a0b", "tab\there", "e\u0301", "x\x7f"):
+        assert wire_password(pw) == pw
+
+
+def test_non_ascii_password_binds_after_saslprep(slapd: Slapd) -> None:
+    """A real bind: a stored UTF-8 password binds when typed in either form SASLprep
+    maps to it (a no-break space becomes a space), and a wrong one does not."""
+    dn = f"cn=saslprep-check,ou=services,{slapd.base_dn}"
+    stored = "Grüße aus Köln"
+    encoded = base64.b64encode(stored.encode("utf-8")).decode()
+    slapd.ldapmodify(
+        f"dn: {dn}\nchangetype: add\nobjectClass: simpleSecurityObject\n"
+        f"objectClass: organizationalRole\ncn: saslprep-check\nuserPassword:: {encoded}\n"
+    )
+    directory = Directory(make_config(slapd))
+    try:
+        assert directory.bind(dn, stored)
+        assert directory.bind(dn, "Grüße\u00a0aus\u00a0Köln")
+        assert not directory.bind(dn, "Grüsse aus Köln")
+    finally:
+        directory.close()

@@ -1,8 +1,9 @@
 """authd's LDAP first factor vs raw ldap3 binds, against one private slapd, same run.
 
 Variants (each runs `--threads` worker threads for `--seconds`):
-  raw-bind        ldap3, one persistent connection per thread, a simple bind per auth:
-                  the best a Python client can do, the baseline.
+  raw-bind        ldap3, one persistent connection per thread, a simple bind per auth
+                  (printable-ASCII passwords as bytes, skipping ldap3's SASLprep, as
+                  authd does): the best a Python client can do, the baseline.
   raw-connect     ldap3, connect + bind + unbind per auth (what a naive client does).
   authd           LdapBackend.authenticate, default config (user DN, groups and
                   profile cached for groups.cache_ttl: one bind per auth).
@@ -44,7 +45,7 @@ from twisted.python.threadpool import ThreadPool
 
 from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Store
-from authd.auth.ldap_primary import LdapBackend
+from authd.auth.ldap_primary import LdapBackend, wire_password
 from authd.auth.threaded import ThreadedEngine
 from authd.config.model import (
     Config,
@@ -115,7 +116,7 @@ def raw_bind(slapd: Slapd) -> Callable[[], Callable[[str, str], bool]]:
         conn.open(read_server_info=False)
 
         def work(user: str, password: str) -> bool:
-            conn.user, conn.password = slapd.user_dn(user), password
+            conn.user, conn.password = slapd.user_dn(user), wire_password(password)
             return bool(conn.bind(read_server_info=False))
 
         return work
