@@ -62,7 +62,6 @@ _DIGESTS: dict[Algorithm, Callable[..., hashlib._Hash]] = {
 }
 
 _COUNTER = struct.Struct(">Q")
-_ASCII_DIGITS = frozenset("0123456789")
 _BASE32_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 # RFC 4648 §6: unpadded lengths (mod 8) that a whole number of bytes can produce.
 _BASE32_VALID_TAILS = frozenset({0, 2, 4, 5, 7})
@@ -162,7 +161,7 @@ def totp(
 
 def is_code_shaped(text: str, digits: int) -> bool:
     """Exactly `digits` ASCII digits (str.isdigit would also take '²' or Arabic-Indic)."""
-    return len(text) == digits and all(ch in _ASCII_DIGITS for ch in text)
+    return len(text) == digits and text.isascii() and text.isdigit()
 
 
 def _usable(token: Token, expected: TokenType) -> bool:

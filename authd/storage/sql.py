@@ -23,8 +23,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import (
@@ -101,6 +102,31 @@ _UCOLS = tuple(users.c)
 _TCOLS = tuple(tokens.c)
 _UI = {c.name: i for i, c in enumerate(_UCOLS)}
 _TI = {c.name: i for i, c in enumerate(_TCOLS)}
+# Row decoding: the columns each record is built from, in the record's field order,
+# fetched with one itemgetter per offset in the row (0, or after the users columns of
+# a join) instead of a dict lookup per column (~1 µs a decision).
+_TOKEN_COLUMNS = (
+    "serial", "type", "seed_enc", "user", "algorithm", "digits", "period", "counter",
+    "last_step", "drift", "status", "description", "created_at",
+)  # fmt: skip
+_USER_COLUMNS = (
+    "name", "source", "password_hash", "pin_hash", "disabled", "failures", "locked_until",
+    "email", "phone", "first_name", "last_name", "groups", "last_attempt_at",
+    "last_attempt_source", "last_attempt_client", "last_success_at", "last_success_source",
+    "last_success_client", "created_at",
+)  # fmt: skip
+
+
+@functools.cache
+def _token_fields(offset: int) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    return itemgetter(*(offset + _TI[c] for c in _TOKEN_COLUMNS))
+
+
+@functools.cache
+def _user_fields(offset: int) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    return itemgetter(*(offset + _UI[c] for c in _USER_COLUMNS))
+
+
 # Enum members by stored value: a dict lookup instead of an Enum call (~1 µs each, three
 # per token on every decision). A value not in the dict still goes through the Enum.
 _TOKEN_TYPES = {m.value: m for m in TokenType}
@@ -509,30 +535,43 @@ def _groups(text: str) -> tuple[str, ...]:
 
 def _user_from(r: Sequence[Any], o: int = 0) -> User:
     """Decode a users row (columns in table order, starting at offset `o`)."""
+    (
+        name,
+        source,
+        password_hash,
+        pin_hash,
+        disabled,
+        failures,
+        locked_until,
+        email,
+        phone,
+        first_name,
+        last_name,
+        groups,
+        attempt_at,
+        attempt_source,
+        attempt_client,
+        success_at,
+        success_source,
+        success_client,
+        created_at,
+    ) = _user_fields(o)(r)
     return User(
-        name=r[o + _UI["name"]],
-        source=r[o + _UI["source"]],
-        password_hash=r[o + _UI["password_hash"]],
-        pin_hash=r[o + _UI["pin_hash"]],
-        disabled=bool(r[o + _UI["disabled"]]),
-        failures=r[o + _UI["failures"]],
-        locked_until=_from_db_deadline(r[o + _UI["locked_until"]]),
-        email=r[o + _UI["email"]],
-        phone=r[o + _UI["phone"]],
-        first_name=r[o + _UI["first_name"]],
-        last_name=r[o + _UI["last_name"]],
-        groups=_groups(r[o + _UI["groups"]]),
-        last_attempt=_last_seen(
-            r[o + _UI["last_attempt_at"]],
-            r[o + _UI["last_attempt_source"]],
-            r[o + _UI["last_attempt_client"]],
-        ),
-        last_success=_last_seen(
-            r[o + _UI["last_success_at"]],
-            r[o + _UI["last_success_source"]],
-            r[o + _UI["last_success_client"]],
-        ),
-        created_at=r[o + _UI["created_at"]],
+        name,
+        source,
+        password_hash,
+        pin_hash,
+        bool(disabled),
+        failures,
+        _from_db_deadline(locked_until),
+        email,
+        phone,
+        first_name,
+        last_name,
+        _groups(groups),
+        _last_seen(attempt_at, attempt_source, attempt_client),
+        _last_seen(success_at, success_source, success_client),
+        created_at,
     )
 
 
@@ -749,22 +788,35 @@ class SqlStore:
             _raise_unavailable(e)
 
     def _token_from(self, r: Sequence[Any], o: int = 0) -> Token:
-        serial = r[o + _TI["serial"]]
+        (
+            serial,
+            kind,
+            seed_enc,
+            user,
+            algorithm,
+            digits,
+            period,
+            counter,
+            last_step,
+            drift,
+            status,
+            description,
+            created_at,
+        ) = _token_fields(o)(r)
         return Token(
-            serial=serial,
-            type=_TOKEN_TYPES.get(r[o + _TI["type"]]) or TokenType(r[o + _TI["type"]]),
-            seed=self._keyring.decrypt(r[o + _TI["seed_enc"]], serial.encode()),
-            user=r[o + _TI["user"]],
-            algorithm=_ALGORITHMS.get(r[o + _TI["algorithm"]])
-            or Algorithm(r[o + _TI["algorithm"]]),
-            digits=r[o + _TI["digits"]],
-            period=r[o + _TI["period"]],
-            counter=r[o + _TI["counter"]],
-            last_step=r[o + _TI["last_step"]],
-            drift=r[o + _TI["drift"]],
-            status=_TOKEN_STATUSES.get(r[o + _TI["status"]]) or TokenStatus(r[o + _TI["status"]]),
-            description=r[o + _TI["description"]],
-            created_at=r[o + _TI["created_at"]],
+            serial,
+            _TOKEN_TYPES.get(kind) or TokenType(kind),
+            self._keyring.decrypt(seed_enc, serial.encode()),
+            user,
+            _ALGORITHMS.get(algorithm) or Algorithm(algorithm),
+            digits,
+            period,
+            counter,
+            last_step,
+            drift,
+            _TOKEN_STATUSES.get(status) or TokenStatus(status),
+            description,
+            created_at,
         )
 
     # ------------------------------------------------------------------ users

@@ -263,6 +263,8 @@ def test_token_round_trip_and_listing(store: SqlStore) -> None:
     assert store.list_tokens("alice") == [hotp, totp]
     assert store.list_tokens() == [hotp, totp, loose]
     assert store.list_tokens("bob") == []
+    # The decision read decodes the same records from its join (tokens after users).
+    assert store.get_user_tokens_codes("alice") == (store.get_user("alice"), [hotp, totp], 0)
 
 
 def test_add_token_errors(store: SqlStore) -> None:
