@@ -69,7 +69,13 @@ def test_authenticate_runs_in_pool_and_counts(fake_world: World, pool: ThreadPoo
     tok = w.token()
     reactor, metrics = FakeReactor(NOW), Metrics()
     threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
-    d = run(reactor, threaded, w, PASSWORD + w.code(tok))
+    results: list[Decision] = []
+    threaded.authenticate(w.request(PASSWORD + w.code(tok))).addCallback(results.append)
+    # Counted on the reactor until its answer is delivered (the fake reactor runs no
+    # delivery before run_until).
+    assert sample(metrics, "authd_requests_in_flight", {"frontend": "radius"}) == 1
+    reactor.run_until(lambda: bool(results), timeout=DEADLINE)
+    d = results[0]
     assert (d.outcome, d.reason) == (Outcome.ACCEPT, Reason.OK)
     labels = {"frontend": "radius", "result": "accept", "reason": "ok"}
     assert sample(metrics, "authd_requests_total", labels) == 1
