@@ -33,7 +33,7 @@ class UserStatus(enum.StrEnum):
     DISABLED = "disabled"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class Token:
     """An OATH token with its seed in clear: lives in memory only, never logged.
 
@@ -58,7 +58,7 @@ class Token:
     created_at: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class LastSeen:
     """Where and when a user last tried or succeeded."""
 
@@ -67,7 +67,7 @@ class LastSeen:
     client: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class User:
     """A user as the store knows it. `source` is `local` or the backend that found it."""
 
