@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import unicodedata
 
-from authd.auth.engine import GENERIC_REJECT, Engine, state_hash
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from authd.auth.engine import GENERIC_REJECT, Engine, _invalid_text, state_hash
 from authd.auth.interfaces import Challenge, Outcome, Reason
 from authd.config.model import GroupPolicy
 from authd.core.errors import StoreUnavailable
@@ -638,6 +642,23 @@ def test_bad_requests(fake_world: World) -> None:
         )
     assert w.binds == 0
     assert engine.decide(w.request(PASSWORD, user="a" * 256), NOW).reason is Reason.UNKNOWN_USER
+
+
+@settings(max_examples=500)
+@given(st.text(st.characters(exclude_categories=()), max_size=40), st.booleans())
+def test_text_check_matches_its_definition(text: str, control_ok: bool) -> None:
+    """The fast ASCII path of the request check refuses exactly what its definition
+    refuses: NUL always, a control character (Unicode Cc) unless allowed, and text that
+    cannot be UTF-8 (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+        encodable = True
+    except UnicodeEncodeError:
+        encodable = False
+    has_control = any(unicodedata.category(ch) == "Cc" for ch in text)
+    expected = "\x00" in text or not encodable or (has_control and not control_ok)
+    assert _invalid_text(text, 40, control_ok) is expected
+    assert _invalid_text(text + "x", len(text), control_ok) is True  # over the limit
 
 
 # ------------------------------------------------------------------ store behaviour
