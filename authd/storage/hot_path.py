@@ -35,8 +35,11 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql import ClauseElement
+from twisted.logger import Logger
 
 from authd.core.errors import StoreUnavailable
+
+log = Logger(namespace="authd.storage")
 
 T = TypeVar("T")
 
@@ -121,6 +124,50 @@ class _Job(Generic[T]):
         self.error: BaseException | None = None
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database file on its own thread and connection, so
+    that no decision's COMMIT does it. SQLite's automatic checkpoint runs inside the
+    commit that crosses 1,000 WAL pages: it copies them and fsyncs the file while that
+    batch's answers wait (measured under scripts/bench/radius, one core, 64 in flight:
+    p99 ~13 ms with it, ~10-11 ms without). PASSIVE never waits for a reader or a
+    writer; at most one checkpoint per `interval` seconds, none while nothing commits."""
+
+    def __init__(self, path: str, interval: float = 0.1) -> None:
+        self._path = path
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, name="authd-wal-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def committed(self) -> None:
+        """A write transaction committed: the WAL grew."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._wake.wait()
+                if self._stopping:
+                    return
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:  # retried after the next commit
+                    log.warn("WAL checkpoint failed: {error}", error=type(e).__name__)
+                time.sleep(self._interval)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+
 class SqliteHotPath:
     """Per-thread reader connections and one group-committing writer connection on the
     database file at `path` (already created and migrated by `SqlStore.open`)."""
@@ -136,6 +183,7 @@ class SqliteHotPath:
         self._pending_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._closed = False
 
     # ---------------------------------------------------------------- connections
@@ -255,12 +303,17 @@ class SqliteHotPath:
     def _transaction(self, batch: list[_Job[Any]]) -> list[Any]:
         if self._writer is None:
             self._writer = self._connect(0)
+            # Checkpoints run in the background (_Checkpointer), not in our commits.
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            if self._checkpointer is None:
+                self._checkpointer = _Checkpointer(self._path)
         conn = self._writer
         run = _Runner(conn, self._statements)
         self._begin(conn)
         try:
             results = [job.fn(run) for job in batch]
             conn.execute("COMMIT")
+            self._checkpointer.committed()  # type: ignore[union-attr]
         except BaseException:
             if conn.in_transaction:
                 try:
@@ -277,6 +330,9 @@ class SqliteHotPath:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ from authd.auth.interfaces import (
 from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenType, User
 from authd.crypto import Keyring
+from authd.storage.hot_path import SqliteHotPath
 from authd.storage.sql import _ACCEPT_TOTP, SqlStore
 
 NOW = 1_767_225_600.0
@@ -305,6 +307,33 @@ def test_closed_store_refuses_hot_path_calls(sqlite_store: SqlStore) -> None:
         sqlite_store.commit_decision(_write(UseTotpStep("T", 1, 0)))
     with pytest.raises(StoreUnavailable):
         sqlite_store.get_user_with_tokens("alice")
+
+
+def test_wal_is_checkpointed_in_the_background(sqlite_store: SqlStore, tmp_path: Path) -> None:
+    """Decision commits never run SQLite's automatic checkpoint (it would copy and fsync
+    inside a batch's COMMIT); the background checkpointer copies committed writes into
+    the database file itself, and close() stops its thread."""
+    sqlite_store.commit_decisions([_write(UseTotpStep("T", 9, 0))])
+    hot = sqlite_store._hot
+    assert isinstance(hot, SqliteHotPath) and hot._writer is not None
+    assert hot._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    # immutable=1 reads the main file alone, ignoring the WAL: the step shows there only
+    # once a checkpoint copied it.
+    def step_in_main_file() -> object:
+        main_file = sqlite3.connect(f"file:{tmp_path / 'authd.db'}?immutable=1", uri=True)
+        try:
+            return main_file.execute("SELECT last_step FROM tokens WHERE serial = 'T'").fetchone()
+        except sqlite3.OperationalError:  # not even the schema copied yet
+            return None
+        finally:
+            main_file.close()
+
+    deadline = time.monotonic() + 10
+    while step_in_main_file() != (9,):
+        assert time.monotonic() < deadline, "the WAL was not checkpointed"
+        time.sleep(0.02)
+    sqlite_store.close()
+    assert not [t for t in threading.enumerate() if t.name == "authd-wal-checkpoint"]
 
 
 # ---------------------------------------------------------------- PostgreSQL hot path
