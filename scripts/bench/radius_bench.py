@@ -199,18 +199,13 @@ def distinct_codes_seed(counters: int) -> bytes:
             return seed
 
 
-def authd_config(
-    tmp: Path,
-    port: int,
-    first_factor: str,
-    workers: int,
-    argon: dict[str, int],
-    threads: int,
-    pin: bool,
-    url: str,
-) -> Path:
-    cfg = tmp / f"authd-{first_factor}-{workers}.yaml"
-    cfg.write_text(f"""
+def daemon_yaml(
+    tmp: Path, url: str, threads: int, port: int, workers: int, pin: bool, first_factor: str
+) -> tuple[str, str]:
+    """The parts of a bench daemon's config every variant shares: (store, keys, threads,
+    logging) before the variant's own sections, (http off, the RADIUS listener and the
+    bench client) after them."""
+    head = f"""
 store:
   url: "{url}"
   pool_size: {threads}
@@ -219,12 +214,8 @@ keys:
 auth_threads: {threads}
 logging:
   level: warning
-local_users:
-  password_hash:
-    time_cost: {argon["time_cost"]}
-    memory_cost_kib: {argon["memory_cost_kib"]}
-    parallelism: {argon["parallelism"]}
-http:
+"""
+    tail = f"""http:
   enabled: false
 radius:
   listen: ["127.0.0.1:{port}"]
@@ -237,7 +228,28 @@ radius:
       secret: "{SECRET}"
       first_factor: {first_factor}
       otp_mode: inline
-""")
+"""
+    return head, tail
+
+
+def authd_config(
+    tmp: Path,
+    port: int,
+    first_factor: str,
+    workers: int,
+    argon: dict[str, int],
+    threads: int,
+    pin: bool,
+    url: str,
+) -> Path:
+    cfg = tmp / f"authd-{first_factor}-{workers}.yaml"
+    head, tail = daemon_yaml(tmp, url, threads, port, workers, pin, first_factor)
+    cfg.write_text(f"""{head}local_users:
+  password_hash:
+    time_cost: {argon["time_cost"]}
+    memory_cost_kib: {argon["memory_cost_kib"]}
+    parallelism: {argon["parallelism"]}
+{tail}""")
     return cfg
 
 
@@ -561,16 +573,8 @@ def ldap_config(
     backend (search-then-bind as the service account, groups from memberOf, defaults
     for timeouts and cache), tokens in SQLite."""
     cfg = tmp / f"authd-ldap-{workers}.yaml"
-    cfg.write_text(f"""
-store:
-  url: "{url}"
-  pool_size: {threads}
-keys:
-  file: "{tmp / "keys.json"}"
-auth_threads: {threads}
-logging:
-  level: warning
-primary:
+    head, tail = daemon_yaml(tmp, url, threads, port, workers, pin, "chain")
+    cfg.write_text(f"""{head}primary:
   backends:
     - type: ldap
       name: {LDAP_BACKEND}
@@ -581,20 +585,7 @@ primary:
       user_search:
         base: "{slapd.people}"
       pool_size: {pool_size}
-http:
-  enabled: false
-radius:
-  listen: ["127.0.0.1:{port}"]
-  workers: {workers}
-  pin_workers: {"true" if pin else "false"}
-  reject_delay: 0s
-  clients:
-    - name: bench
-      address: 127.0.0.1/32
-      secret: "{SECRET}"
-      first_factor: chain
-      otp_mode: inline
-""")
+{tail}""")
     return cfg
 
 
