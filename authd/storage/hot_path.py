@@ -313,7 +313,8 @@ class SqliteHotPath:
         try:
             results = [job.fn(run) for job in batch]
             conn.execute("COMMIT")
-            self._checkpointer.committed()  # type: ignore[union-attr]
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
         except BaseException:
             if conn.in_transaction:
                 try:
