@@ -33,7 +33,7 @@ FILE_VERSION = 1
 BLOB_VERSION = "v1"
 KEY_BYTES = 32
 NONCE_BYTES = 12
-OPENED_MAX = 100_000  # opened blobs Keyring.decrypt remembers (~100 B each)
+OPENED_MAX = 100_000  # opened blobs Keyring.decrypt remembers (~300 B each, ~30 MB at most)
 
 
 def _b64(data: bytes) -> str:
