@@ -733,21 +733,21 @@ class _Attempt:
         """One possible ending's writes: last attempt, counted failure, audit event."""
         req = self.req
         valid = reason is not Reason.BAD_REQUEST
-        return AttemptRecord(
-            success=outcome is Outcome.ACCEPT,
-            count_failure=count_failure,
-            audit=AuditEvent(
-                at=self.now,
-                actor=f"{req.frontend}:{req.client}" if valid else "invalid",
-                action="auth",
-                result=outcome.value,
-                user=req.user if valid else "",
-                client=req.client if valid else "",
-                source=req.source if valid else "",
-                reason=reason.value,
-                detail=detail or self.detail,
-            ),
+        actor = f"{req.frontend}:{req.client}" if valid else "invalid"
+        # Positional, in field order: both endings' records are built for every decision,
+        # and keyword arguments cost a dataclass __init__ about twice as much.
+        audit = AuditEvent(
+            self.now,  # at
+            actor,
+            "auth",  # action
+            outcome.value,  # result
+            req.user if valid else "",
+            req.client if valid else "",
+            req.source if valid else "",
+            reason.value,
+            detail or self.detail,
         )
+        return AttemptRecord(outcome is Outcome.ACCEPT, count_failure, audit)
 
     def _commit(
         self,
@@ -766,17 +766,17 @@ class _Attempt:
         (a reject, should it ever escape) is returned."""
         lockout = self.cfg.otp.lockout
         valid = won.audit.reason != Reason.BAD_REQUEST.value
-        write = DecisionWrite(
-            user=self.user.name if self.user is not None and valid else None,
-            now=self.now,
-            source=self.req.source,
-            client=self.req.client,
-            max_attempts=lockout.max_attempts,
-            lock_seconds=lockout.auto_unlock_after,
-            won=won,
-            use=use,
-            lost=lost,
-            challenge=challenge,
+        write = DecisionWrite(  # positional, as in _record
+            self.user.name if self.user is not None and valid else None,  # user
+            self.now,
+            self.req.source,
+            self.req.client,
+            lockout.max_attempts,
+            lockout.auto_unlock_after,  # lock_seconds
+            won,
+            use,
+            lost,
+            challenge,
         )
         if self.batched:
             self.held = _Held(write, if_won, if_lost or if_won, self.now)

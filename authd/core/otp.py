@@ -199,7 +199,7 @@ def match_totp(token: Token, code: str, now: float, skew: float) -> TotpMatch | 
         return None
     gen = _Generator(token.seed, token.digits, token.algorithm)
     step = gen.first(int(code), range(high, low - 1, -1))
-    return None if step is None else TotpMatch(step=step, drift=step - current)
+    return None if step is None else TotpMatch(step, step - current)
 
 
 def match_hotp(token: Token, code: str, look_ahead: int) -> int | None:
