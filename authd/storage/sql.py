@@ -196,21 +196,15 @@ _RECORD_ATTEMPT = (
         last_attempt_client=bindparam("p_client"),
     )
 )
-_RECORD_SUCCESS = (
-    update(users)
-    .where(_U.name == bindparam("p_name"))
-    .values(
-        last_attempt_at=bindparam("p_at"),
-        last_attempt_source=bindparam("p_source"),
-        last_attempt_client=bindparam("p_client"),
-        last_success_at=bindparam("p_at"),
-        last_success_source=bindparam("p_source"),
-        last_success_client=bindparam("p_client"),
-        failures=0,
-        # core.lockout.after_success: (0, None). An expired deadline is cleared; a lock
-        # still running stays (fail closed, should another node have locked meanwhile).
-        locked_until=case((_U.locked_until <= bindparam("p_at"), null()), else_=_U.locked_until),
-    )
+# A success is an attempt that also moves last_success and clears the failure count.
+_RECORD_SUCCESS = _RECORD_ATTEMPT.values(
+    last_success_at=bindparam("p_at"),
+    last_success_source=bindparam("p_source"),
+    last_success_client=bindparam("p_client"),
+    failures=0,
+    # core.lockout.after_success: (0, None). An expired deadline is cleared; a lock
+    # still running stays (fail closed, should another node have locked meanwhile).
+    locked_until=case((_U.locked_until <= bindparam("p_at"), null()), else_=_U.locked_until),
 )
 # RFC 6238 §5.2: one step is accepted once; a step at or before the last one is a replay.
 _ACCEPT_TOTP = (
