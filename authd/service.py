@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from authd import systemd
+from authd import hot_path_build, systemd
 from authd.config.errors import ConfigErrors
 from authd.config.model import Config
 
@@ -70,7 +70,7 @@ class AuthdService(Service):
         gc.collect()
         gc.freeze()
         self._notify("READY=1")
-        log.info("authd ready")
+        log.info("authd ready (hot path: {build})", build=hot_path_build())
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()

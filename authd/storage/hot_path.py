@@ -137,10 +137,11 @@ class _Checkpointer:
         self._interval = interval
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(
+        # not `_thread`: mypyc (setup.py) names the field `__thread`, a C keyword
+        self._worker = threading.Thread(
             target=self._run, name="authd-wal-checkpoint", daemon=True
         )
-        self._thread.start()
+        self._worker.start()
 
     def committed(self) -> None:
         """A write transaction committed: the WAL grew."""
@@ -165,7 +166,7 @@ class _Checkpointer:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout=5)
+        self._worker.join(timeout=5)
 
 
 class SqliteHotPath:

@@ -35,6 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from authd import hot_path_build  # noqa: E402
 from authd.core.otp import hotp, totp  # noqa: E402
 from authd.radius import codec  # noqa: E402
 
@@ -771,7 +772,8 @@ def ldap_bench(args: argparse.Namespace) -> int:
         f"LDAP search-then-bind (DN cached), tokens in SQLite, auth_threads {args.threads}, "
         f"ldap pool_size {args.ldap_pool_size or args.threads}, {args.window} requests in "
         f"flight; raw: ldap3 binds, one persistent connection per thread; median of "
-        f"{args.repeat} interleaved runs of >= {args.requests} requests"
+        f"{args.repeat} interleaved runs of >= {args.requests} requests; authd hot path: "
+        f"{hot_path_build()}"
     )
     print(
         f"| {'client':<42} | cores | req/s   | p50 ms | p99 ms | CPU µs/req | slapd µs/req | ok |"
@@ -978,7 +980,8 @@ def main() -> int:
     print(
         f"store: {args.store}; requests in flight: {args.window}; "
         "loadgen on the other core when pinned; "
-        f"median of {args.repeat} runs of {args.requests} requests (by req/s)"
+        f"median of {args.repeat} runs of {args.requests} requests (by req/s); "
+        f"authd hot path: {hot_path_build()}"
     )
     print(f"| {'server':<52} | cores | req/s   | p50 ms | p99 ms | CPU µs/req | accepted |")
     print(f"|{'-' * 54}|-------|---------|--------|--------|------------|----------|")
