@@ -28,6 +28,7 @@ from setuptools import Extension, setup
 HOT_PATH = [
     "authd/auth/engine.py",
     "authd/auth/interfaces.py",
+    "authd/auth/threaded.py",
     "authd/core/backup_codes.py",
     "authd/core/errors.py",
     "authd/core/lockout.py",
@@ -38,7 +39,10 @@ HOT_PATH = [
     "authd/core/split.py",
     "authd/crypto.py",
     "authd/metrics.py",
+    "authd/radius/clients.py",
     "authd/radius/codec.py",
+    "authd/radius/dedup.py",
+    "authd/radius/protocol.py",
     "authd/storage/hot_path.py",
 ]
 

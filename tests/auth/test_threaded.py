@@ -9,13 +9,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from twisted.logger import globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import Decision, Outcome, Reason
 from authd.auth.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
@@ -570,8 +569,8 @@ def test_batched_attempts_are_freed_without_the_cyclic_gc(tmp_path: Any) -> None
 
 
 class _Wrapped:
-    """A store (or engine) with some methods replaced; everything else (decision_reads
-    and commit_decisions included, when the real store has them) passes through."""
+    """A store with some methods replaced; everything else (decision_reads and
+    commit_decisions included, when the real store has them) passes through."""
 
     def __init__(self, store: Any, **replaced: Any) -> None:
         self._store = store
@@ -595,15 +594,19 @@ def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) ->
     w = World(store, keyring.hash_key, FakeBackend("dir"))
     users = [w.user(f"u{i:02d}") for i in range(40)]
     tokens = {u: w.token(u) for u in users}
-    real_engine = w.engine()
-    batches: list[int] = []
+    transactions: list[int] = []  # decisions written by each write transaction
+    real_one, real_many = store.commit_decision, store.commit_decisions
 
-    def counted(items: Any) -> Any:
-        batches.append(len(items))
-        return real_engine.decide_many(items)
+    def one(write: Any) -> Any:
+        transactions.append(1)
+        return real_one(write)
 
-    # A stand-in: the Engine's own methods cannot be replaced once compiled.
-    engine = cast(Engine, _Wrapped(real_engine, decide_many=counted))
+    def many(writes: Any) -> Any:
+        transactions.append(len(writes))
+        return real_many(writes)
+
+    engine = w.engine()
+    engine.store = _Wrapped(store, commit_decision=one, commit_decisions=many)
     single = ThreadPool(minthreads=1, maxthreads=1, name="auth-test-1")
     single.start()
     try:
@@ -619,7 +622,7 @@ def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) ->
     for u in users:
         assert sorted(d.reason.value for d in results[u]) == ["ok", "replay"]
         assert len(store.query_audit(user=u)) == 2
-    assert sum(batches) == 80 and len(batches) < 80
+    assert sum(transactions) == 80 and len(transactions) < 80
     assert (
         sample(
             metrics,
