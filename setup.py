@@ -13,6 +13,7 @@ build says so; `authd serve` logs which one runs. Everything else is in setup.cf
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -46,6 +47,13 @@ HOT_PATH = [
 ]
 
 
+# The third-party packages the HOT_PATH modules import. mypyc compiles against their
+# types; where one cannot be imported at build time it would silently compile against
+# Any instead (a fresh venv: setup.cfg's dependencies are installed after the build), so
+# pyproject.toml lists them as build requirements and the build refuses without them.
+TYPED_IMPORTS = ("cryptography", "prometheus_client", "psycopg", "pyrad", "sqlalchemy", "twisted")
+
+
 def _why_not_compiled() -> str | None:
     """None when this machine can compile the hot path, else the reason it will not."""
     if os.environ.get("AUTHD_PURE") == "1":
@@ -64,6 +72,12 @@ def _ext_modules() -> list[Extension]:
     if reason is not None:
         print(f"authd: installing the pure-Python hot path: {reason}", file=sys.stderr)
         return []
+    unseen = [name for name in TYPED_IMPORTS if importlib.util.find_spec(name) is None]
+    if unseen:
+        raise SystemExit(
+            f"authd: cannot compile the hot path: {', '.join(unseen)} not importable at "
+            "build time (pyproject.toml's build requirements; or set AUTHD_PURE=1)"
+        )
     from mypyc.build import mypycify
 
     return mypycify(HOT_PATH, opt_level="3", group_name="authd")

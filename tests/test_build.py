@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import sys
 from pathlib import Path
 
 from authd import hot_path_build
@@ -36,3 +38,19 @@ def test_every_listed_module_runs_in_the_same_build() -> None:
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None
         assert spec.origin.endswith(".py") is not compiled, f"{name}: {spec.origin}"
+
+
+def test_typed_imports_cover_what_the_compiled_modules_import() -> None:
+    """setup.py's TYPED_IMPORTS (checked at build time, and build requirements in
+    pyproject.toml) name every third-party package a compiled module imports: one left
+    out would be compiled against Any in a fresh venv."""
+    setup = _setup_module()
+    imported: set[str] = set()
+    for path in setup.HOT_PATH:  # type: ignore[attr-defined]
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"authd", "__future__"}
+    assert third_party == set(setup.TYPED_IMPORTS)  # type: ignore[attr-defined]
