@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from authd import __version__
+from authd import __version__, hot_path_build
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -113,8 +113,8 @@ class Metrics:
         r = self.registry
         self._before_collect = _BeforeCollect()
         r.register(self._before_collect)
-        self.build_info = Info("authd_build", "authd version", registry=r)
-        self.build_info.info({"version": __version__})
+        self.build_info = Info("authd_build", "authd version and hot path build", registry=r)
+        self.build_info.info({"version": __version__, "hot_path": hot_path_build()})
         self.requests = Counter(
             "authd_requests_total", "Authentication requests by front-end, result and reason",
             ["frontend", "result", "reason"], registry=r)

@@ -7,7 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from authd import hot_path_build
+from authd import __version__, hot_path_build
+from authd.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +55,9 @@ def test_typed_imports_cover_what_the_compiled_modules_import() -> None:
                 imported.add(node.module.split(".")[0])
     third_party = imported - set(sys.stdlib_module_names) - {"authd", "__future__"}
     assert third_party == set(setup.TYPED_IMPORTS)  # type: ignore[attr-defined]
+
+
+def test_build_info_metric_names_the_build() -> None:
+    """An operator sees in /metrics which build answers (the compiled one is faster)."""
+    labels = {"version": __version__, "hot_path": hot_path_build()}
+    assert Metrics().registry.get_sample_value("authd_build_info", labels) == 1.0

@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = f"sqlite:///{tmp / 'authd.db'}"
     keys = str(tmp / "keys.json")
     store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
-    users = ["inline", "replay", "wrong", "chal", "retrans", "groups", "proxy", "seed2"]
+    users = ["inline", "replay", "wrong", "chal", "retrans", "groups", "proxy", "seed2", "forti"]
     for u in users:
         add_local_user(store, u, PASSWORD)
     for total, u in LENGTH_USERS.items():
@@ -312,6 +312,58 @@ def test_challenge_round_trip_driven_by_radclient(tmp_path: Path) -> None:
         rc, out = radclient(s.port, answer, tmp_path)
         assert rc == 0 and "Received Access-Accept" in out, out
         rc, out = radclient(s.port, answer, tmp_path)
+        assert rc != 0 and "Received Access-Reject" in out, out
+    finally:
+        assert s.stop() == 0
+
+
+def test_fortigate_style_client_finds_message_authenticator_first_in_every_reply(
+    server: ServerProcess,
+) -> None:
+    """A FortiGate 7.4-style client drops any reply without a valid Message-Authenticator:
+    Accept, Reject and Challenge all carry it, first, and verify with the client's secret
+    (as does the Response Authenticator)."""
+    replies = []
+    data, auth = access_request("forti", PASSWORD + totp(time.time()), identifier=11)
+    replies.append((exchange(data, server.port), auth, codec.ACCESS_ACCEPT))
+    data, auth = access_request("forti", PASSWORD + "000000", identifier=12)
+    replies.append((exchange(data, server.port), auth, codec.ACCESS_REJECT))
+    data, auth = access_request("forti", PASSWORD, identifier=13)
+    challenge = exchange(data, server.port, source=("127.0.0.2", 0))  # the challenge client
+    replies.append((challenge, auth, codec.ACCESS_CHALLENGE))
+    for reply, auth, code in replies:
+        assert reply is not None and reply[0] == code
+        assert codec.decode(reply).attributes[0][0] == codec.MESSAGE_AUTHENTICATOR
+        assert codec.verify_reply(reply, auth, SECRET.encode())
+
+
+def test_openvpn_style_inline_client_without_message_authenticator(tmp_path: Path) -> None:
+    """An OpenVPN-style client (radiusplugin: PAP, password and code typed together, no
+    Message-Authenticator) works once the operator sets require_message_authenticator:
+    false for it: radclient's request without one is accepted, its replay rejected."""
+    db = f"sqlite:///{tmp_path / 'authd.db'}"
+    keys = str(tmp_path / "keys.json")
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    add_local_user(store, "carol", PASSWORD)
+    store.close()
+    s = start_server(
+        {
+            "engine": "real",
+            "db": db,
+            "keys": keys,
+            "password_hash": FAST_ARGON2,
+            "reject_delay": 0.05,
+            "clients": [
+                client_spec("openvpn", otp_mode="inline", require_message_authenticator=False)
+            ],
+        },
+        tmp_path,
+    )
+    try:
+        typed = PASSWORD + oathtool_code()
+        rc, out = radclient(s.port, request_lines("carol", typed, ma=False), tmp_path)
+        assert rc == 0 and "Received Access-Accept" in out, out
+        rc, out = radclient(s.port, request_lines("carol", typed, ma=False), tmp_path)
         assert rc != 0 and "Received Access-Reject" in out, out
     finally:
         assert s.stop() == 0
