@@ -45,6 +45,18 @@ def _password_for(total: int) -> str:
     return ("p" * (total - 6))[: total - 6]
 
 
+def _spec(db: str, keys: str, clients: list[dict[str, object]]) -> dict[str, object]:
+    """A serve.py spec: the real engine and store, fast argon2, a short reject delay."""
+    return {
+        "engine": "real",
+        "db": db,
+        "keys": keys,
+        "password_hash": FAST_ARGON2,
+        "reject_delay": 0.05,
+        "clients": clients,
+    }
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One listener: client nas1 (inline, group attributes) on 127.0.0.1, a challenge
@@ -64,19 +76,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         {"group": "admins", "attribute": "Filter-Id", "value": "admin-acl"},
         {"group": "*", "attribute": "Fortinet-Group-Name", "value": "{group}"},
     ]
-    spec = {
-        "engine": "real",
-        "db": db,
-        "keys": keys,
-        "password_hash": FAST_ARGON2,
-        "reject_delay": 0.05,
-        "clients": [
-            client_spec("nas1", "127.0.0.1/32", reply_attributes=replies),
-            client_spec("chal", "127.0.0.2/32", otp_mode="challenge"),
-            client_spec("other", "127.0.0.3/32", OTHER_SECRET, otp_mode="challenge"),
-        ],
-    }
-    s = start_server(spec, tmp)
+    clients = [
+        client_spec("nas1", "127.0.0.1/32", reply_attributes=replies),
+        client_spec("chal", "127.0.0.2/32", otp_mode="challenge"),
+        client_spec("other", "127.0.0.3/32", OTHER_SECRET, otp_mode="challenge"),
+    ]
+    s = start_server(_spec(db, keys, clients), tmp)
     yield s
     assert s.stop() == 0, "SIGTERM must drain and exit 0"
 
@@ -284,25 +289,21 @@ def test_challenge_round_trip_with_radclient(server: ServerProcess, tmp_path: Pa
     assert foreign is not None and foreign[0] == codec.ACCESS_REJECT
 
 
-def test_challenge_round_trip_driven_by_radclient(tmp_path: Path) -> None:
-    """radclient itself: password -> Access-Challenge (State, Reply-Message); State +
-    code -> Access-Accept; the same State again -> Access-Reject."""
+def _own_server(tmp_path: Path, user: str, client: dict[str, object]) -> ServerProcess:
+    """A listener of the test's own: one local user, one client on 127.0.0.1 (where
+    radclient sends from), for client settings the shared server cannot have."""
     db = f"sqlite:///{tmp_path / 'authd.db'}"
     keys = str(tmp_path / "keys.json")
     store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
-    add_local_user(store, "bob", PASSWORD)
+    add_local_user(store, user, PASSWORD)
     store.close()
-    s = start_server(
-        {
-            "engine": "real",
-            "db": db,
-            "keys": keys,
-            "password_hash": FAST_ARGON2,
-            "reject_delay": 0.05,
-            "clients": [client_spec("vpn", "127.0.0.1/32", otp_mode="challenge")],
-        },
-        tmp_path,
-    )
+    return start_server(_spec(db, keys, [client]), tmp_path)
+
+
+def test_challenge_round_trip_driven_by_radclient(tmp_path: Path) -> None:
+    """radclient itself: password -> Access-Challenge (State, Reply-Message); State +
+    code -> Access-Accept; the same State again -> Access-Reject."""
+    s = _own_server(tmp_path, "bob", client_spec("vpn", otp_mode="challenge"))
     try:
         rc, out = radclient(s.port, request_lines("bob", PASSWORD), tmp_path)
         assert rc != 0 and "Received Access-Challenge" in out, out
@@ -341,24 +342,8 @@ def test_openvpn_style_inline_client_without_message_authenticator(tmp_path: Pat
     """An OpenVPN-style client (radiusplugin: PAP, password and code typed together, no
     Message-Authenticator) works once the operator sets require_message_authenticator:
     false for it: radclient's request without one is accepted, its replay rejected."""
-    db = f"sqlite:///{tmp_path / 'authd.db'}"
-    keys = str(tmp_path / "keys.json")
-    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
-    add_local_user(store, "carol", PASSWORD)
-    store.close()
-    s = start_server(
-        {
-            "engine": "real",
-            "db": db,
-            "keys": keys,
-            "password_hash": FAST_ARGON2,
-            "reject_delay": 0.05,
-            "clients": [
-                client_spec("openvpn", otp_mode="inline", require_message_authenticator=False)
-            ],
-        },
-        tmp_path,
-    )
+    openvpn = client_spec("openvpn", otp_mode="inline", require_message_authenticator=False)
+    s = _own_server(tmp_path, "carol", openvpn)
     try:
         typed = PASSWORD + oathtool_code()
         rc, out = radclient(s.port, request_lines("carol", typed, ma=False), tmp_path)
