@@ -397,8 +397,12 @@ class _Builder:
                 out[key] = value
         return out if ok else _BAD
 
-    def _checked_scalar(self, node: ScalarNode, path: str, line: int) -> Any:
-        """The scalar's value, or _BAD after reporting why it cannot be read."""
+    def _checked_scalar(self, node: Node, path: str, line: int, expected: str) -> Any:
+        """The scalar's value, or _BAD after reporting why it cannot be read (`expected`
+        names what belongs here, for a mapping or list in its place)."""
+        if not isinstance(node, ScalarNode):
+            self.problem(path, line, f"expected {expected}, got {_describe(node)}")
+            return _BAD
         try:
             return self.scalar(node)
         except ConfigValueError as exc:
@@ -406,10 +410,7 @@ class _Builder:
             return _BAD
 
     def _literal(self, args: tuple[Any, ...], node: Node, path: str, line: int) -> Any:
-        if not isinstance(node, ScalarNode):
-            self.problem(path, line, f"expected one of {_choices(args)}, got {_describe(node)}")
-            return _BAD
-        value = self._checked_scalar(node, path, line)
+        value = self._checked_scalar(node, path, line, f"one of {_choices(args)}")
         if isinstance(value, _Bad):
             return value
         for choice in args:
@@ -499,10 +500,7 @@ class _Builder:
             if isinstance(value, _Bad):
                 return value
             return self._text_checks(value, path, line, fmeta)
-        if not isinstance(node, ScalarNode):
-            self.problem(path, line, f"expected {_KIND[_type_tag(tp)]}, got {_describe(node)}")
-            return _BAD
-        value = self._checked_scalar(node, path, line)
+        value = self._checked_scalar(node, path, line, _KIND[_type_tag(tp)])
         if isinstance(value, _Bad):
             return value
         if tp is bool:
@@ -521,7 +519,8 @@ class _Builder:
                 self.problem(path, line, "must be a finite number")
                 return _BAD
             return self._bounds(number, path, line, fmeta, _number)
-        quote = "; remove the quotes" if node.tag == _STR and node.style in ("'", '"') else ""
+        quoted = isinstance(node, ScalarNode) and node.tag == _STR and node.style in ("'", '"')
+        quote = "; remove the quotes" if quoted else ""
         self.problem(path, line, f"expected {_KIND[_type_tag(tp)]}, got {_describe(node)}{quote}")
         return _BAD
 

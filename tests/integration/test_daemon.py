@@ -93,6 +93,20 @@ def wait_for_workers(daemon: Daemon, count: int, timeout: float = 20) -> list[in
         time.sleep(0.1)  # waiting for a process to appear, not for a clock
 
 
+def start_with_two_workers(
+        section: str, tmp_path: Path, daemon_factory: list[Daemon]) -> tuple[Daemon, int]:
+    """The daemon with `<section>.workers: 2`, once READY=1; returns it and its HTTP port."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    write_config(config, radius_port, http_port)
+    head = f"{section}:\n"
+    config.write_text(config.read_text().replace(head, f"{head}  workers: 2\n", 1))
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+    assert daemon.next_state() == "READY=1"
+    return daemon, http_port
+
+
 def http_get(port: int, path: str) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return int(response.status)
@@ -182,14 +196,7 @@ def test_radius_workers_share_the_port_and_stop_with_the_main_process(
         tmp_path: Path, daemon_factory: list[Daemon]) -> None:
     """`radius.workers: 2` starts one worker process next to the main one; both bind the
     RADIUS port (SO_REUSEPORT), READY=1 comes once, SIGTERM ends them all with exit 0."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
-    config = tmp_path / "authd.yaml"
-    write_config(config, radius_port, http_port)
-    config.write_text(config.read_text().replace("radius:\n", "radius:\n  workers: 2\n", 1))
-    daemon = Daemon(config, tmp_path / "notify")
-    daemon_factory.append(daemon)
-    assert daemon.next_state() == "READY=1"
-
+    daemon, _ = start_with_two_workers("radius", tmp_path, daemon_factory)
     workers = wait_for_workers(daemon, 1)
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.next_state() == "STOPPING=1"
@@ -204,14 +211,7 @@ def test_http_workers_serve_the_same_port(tmp_path: Path,
                                           daemon_factory: list[Daemon]) -> None:
     """`http.workers: 2` (RADIUS left at one process) starts one worker that answers HTTP
     on the shared port: fresh connections reach both processes' pids."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
-    config = tmp_path / "authd.yaml"
-    write_config(config, radius_port, http_port)
-    config.write_text(config.read_text().replace("http:\n", "http:\n  workers: 2\n", 1))
-    daemon = Daemon(config, tmp_path / "notify")
-    daemon_factory.append(daemon)
-    assert daemon.next_state() == "READY=1"
-
+    daemon, http_port = start_with_two_workers("http", tmp_path, daemon_factory)
     (worker,) = wait_for_workers(daemon, 1)
     deadline = time.monotonic() + 20
 
