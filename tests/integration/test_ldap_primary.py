@@ -455,3 +455,14 @@ def test_non_ascii_password_binds_after_saslprep(slapd: Slapd) -> None:
         assert not directory.bind(dn, "Grüsse aus Köln")
     finally:
         directory.close()
+
+
+def test_password_saslprep_prohibits_is_refused_without_blaming_the_server(
+    backend: LdapBackend, slapd: Slapd
+) -> None:
+    """A password with a character RFC 4013 prohibits cannot bind anywhere: it is a
+    wrong password, not a fault of the directory (no back-off, no unreachable)."""
+    r = backend.authenticate("alice", PASSWORDS["alice"] + "\x7f")
+    assert (r.known, r.ok, r.unreachable) == (True, False, False)
+    assert backend.directory.status() == [(slapd.url, True)]
+    assert backend.authenticate("alice", PASSWORDS["alice"]).ok
