@@ -143,7 +143,7 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     # (measured ~2x slower unpinned, scripts/bench/engine); PostgreSQL waits on the network.
     sqlite = config.store.url.startswith("sqlite")
     threaded = ThreadedEngine(core.engine, reactor, pool, metrics,
-                              store_only_threads=1 if sqlite else None)
+                              store_threads=1 if sqlite else None)
 
     def run_blocking(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, pool, f, *args, **kwargs)

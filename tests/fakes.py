@@ -407,3 +407,17 @@ class FakeReactor:
             except queue.Empty:
                 raise AssertionError(f"nothing arrived from the pool within {timeout}s") from None
             f(*args)
+
+
+class WrappedStore:
+    """A store with some methods replaced; everything else (decision_reads and
+    commit_decisions included, when the real store has them) passes through."""
+
+    def __init__(self, store: Any, **replaced: Any) -> None:
+        self._store = store
+        self._replaced = replaced
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._replaced:
+            return self._replaced[name]
+        return getattr(self._store, name)

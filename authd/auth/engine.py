@@ -120,6 +120,49 @@ class _LeaveBatch(Exception):
     before that decision wrote anything."""
 
 
+class FirstFactorDue:
+    """A chain decision paused before its first factor (`Engine.decide_many` with
+    `pause_first_factor`): its reads are done and the typed string split, no code used.
+    `check()` runs the first factor (blocking: a directory bind or a password hash) in
+    any thread, outside any read snapshot; handed back to `decide_many`, the decision is
+    finished there and its write batched with the others'. Checked at most once."""
+
+    __slots__ = ("_attempt", "_outcome", "_password", "_then", "error")
+
+    def __init__(self, attempt: _Attempt, password: str, then: Callable[[], Decision]) -> None:
+        self._attempt = attempt
+        self._password = password
+        self._then = then
+        self._outcome: _FF | None = None
+        self.error: Exception | None = None  # the first factor raised (fail closed)
+
+    @property
+    def request(self) -> AuthRequest:
+        return self._attempt.req
+
+    @property
+    def checked(self) -> bool:
+        return self._outcome is not None or self.error is not None
+
+    def check(self) -> None:
+        """Run the first factor; an exception is kept in `error`, never raised."""
+        try:
+            self._outcome = self._attempt._first_factor(self._password)
+        except Exception as e:  # noqa: BLE001 - decide_many answers it with a reject
+            self.error = e
+
+    def _finish(self, batched: bool) -> Decision:
+        """The rest of the decision after `check()`: batched, its write is held on the
+        attempt; alone, it is committed here."""
+        outcome = self._outcome
+        if outcome is None:
+            raise RuntimeError("first factor not checked")
+        attempt = self._attempt
+        attempt.batched = batched
+        attempt.pause = False
+        return attempt._gate(outcome) or self._then()
+
+
 class _FF(enum.Enum):
     """Outcome of the first-factor chain."""
 
@@ -256,17 +299,24 @@ class Engine:
         return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
 
     def decide_many(
-        self, items: Sequence[tuple[AuthRequest, float]]
-    ) -> list[tuple[Decision, DecisionStats] | BaseException]:
-        """Each (request, now)'s decision, or the exception it raised, in order; every
-        result is final (committed) when this returns.
+        self,
+        items: Sequence[tuple[AuthRequest, float] | FirstFactorDue],
+        *,
+        pause_first_factor: bool = False,
+    ) -> list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue]:
+        """Each item's decision, or the exception it raised, in order; every decision is
+        final (committed) when this returns. An item is a (request, now) or a checked
+        `FirstFactorDue`, which is finished here. With `pause_first_factor`, a chain
+        request (no challenge State) is not decided but returned as a `FirstFactorDue`
+        after its reads: the caller checks it where blocking is fine and hands it back.
 
-        Where the store batches decisions (SQLite), consecutive store-only decisions go
-        in two phases: (1) their reads and OTP matching under one read snapshot, which
-        holds no lock (WAL), then (2) all their write phases in ONE short BEGIN
-        IMMEDIATE ... COMMIT, and only then their answers. So SQLite's write lock is held
-        for the writes alone (~15 µs a decision, not the ~100 µs of the whole decision)
-        and two worker processes compute side by side instead of taking turns.
+        Where the store batches decisions (SQLite), consecutive decisions go in two
+        phases: (1) their reads and OTP matching under one read snapshot, which holds no
+        lock (WAL), then (2) all their write phases in ONE short BEGIN IMMEDIATE ...
+        COMMIT, and only then their answers. So SQLite's write lock is held for the
+        writes alone (~15 µs a decision, not the ~100 µs of the whole decision) and two
+        worker processes compute side by side instead of taking turns. A paused chain
+        request's reads are in phase 1 of one batch, its write in phase 2 of a later one.
 
         Exactness does not rest on the snapshot: every write is conditional
         (compare-and-set on step/counter, conditional DELETE of a backup code, failures
@@ -274,39 +324,52 @@ class Engine:
         CAS: REPLAY, as between concurrent threads. Within a batch a user appears once
         (a second request of theirs cuts the batch), so this process's decisions for one
         user still see each other's writes, as if decided one by one. A decision that
-        needs a directory or a challenge cuts the batch and runs alone; if the write
-        transaction fails it is rolled back (nothing of it was committed or answered)
-        and its decisions are taken again one by one."""
+        needs a directory (unpaused) or a challenge cuts the batch and runs alone; if the
+        write transaction fails it is rolled back (nothing of it was committed or
+        answered) and its decisions are taken again one by one (a finished first factor
+        is not checked again)."""
         if not self.batches_decisions:
-            return [self._alone(req, now) for req, now in items]
-        out: list[tuple[Decision, DecisionStats] | BaseException] = []
+            return [self._alone(item) for item in items]
+        out: list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue] = []
         rest = list(items)
         while rest:
-            pending, cut = self._read_phase(rest)
+            pending, cut = self._read_phase(rest, pause_first_factor)
             if pending:
                 out.extend(self._write_phase(pending, rest))
             rest = rest[len(pending) :]
-            if cut:  # the request that ended the batch, on its own (nothing of it written)
-                out.append(self._alone(*rest[0]))
+            if cut:  # the item that ended the batch, on its own (nothing of it written)
+                out.append(self._alone(rest[0]))
                 rest = rest[1:]
         return out
 
-    def _read_phase(self, items: list[tuple[AuthRequest, float]]) -> tuple[list[_Held], bool]:
+    def _read_phase(
+        self, items: list[tuple[AuthRequest, float] | FirstFactorDue], pause: bool
+    ) -> tuple[list[_Held | FirstFactorDue], bool]:
         """Phase 1 of `decide_many`: decide the longest prefix of `items` that can be
-        batched, up to (not including) its writes. Returns those attempts, each holding
-        its write, and whether a request had to be cut off (to be decided alone)."""
-        pending: list[_Held] = []
+        batched, up to (not including) its writes. Returns, per item, the write it holds
+        (or the paused decision), and whether an item had to be cut off (decided alone)."""
+        pending: list[_Held | FirstFactorDue] = []
         users: set[str] = set()
         cut = False
         try:
-            names = [req.user for req, _ in items]
+            names = [item[0].user for item in items if isinstance(item, tuple)]
             with self.store.decision_reads(names):  # type: ignore[attr-defined]
-                for req, now in items:
+                for item in items:
+                    if isinstance(item, FirstFactorDue):
+                        req = item.request
+                        attempt = item._attempt
+                    else:
+                        req, now = item
+                        attempt = _Attempt(self, req, now, batched=True, pause=pause)
                     if req.user in users:
                         break  # the next batch sees this one's writes
-                    attempt = _Attempt(self, req, now, batched=True)
                     try:
-                        attempt.run()
+                        if isinstance(item, FirstFactorDue):
+                            if item.error is not None:
+                                raise _LeaveBatch  # answered alone: its error, a reject
+                            item._finish(batched=True)
+                        else:
+                            attempt.run()
                     except _LeaveBatch:
                         cut = True
                         break
@@ -317,12 +380,16 @@ class Engine:
                         )
                         cut = True
                         break
+                    users.add(req.user)
+                    if attempt.due is not None:
+                        pending.append(attempt.due)
+                        attempt.due = None
+                        continue
                     held = attempt.held
                     if held is None:  # pragma: no cover - every ending writes
                         cut = True
                         break
                     held.store_seconds = attempt.store.seconds
-                    users.add(req.user)
                     pending.append(held)
         except Exception as e:  # the read snapshot failed to begin or end: nothing written
             log.warn("decision reads failed ({error})", error=type(e).__name__)
@@ -330,33 +397,56 @@ class Engine:
         return pending, cut
 
     def _write_phase(
-        self, pending: list[_Held], items: list[tuple[AuthRequest, float]]
-    ) -> list[tuple[Decision, DecisionStats] | BaseException]:
+        self,
+        pending: list[_Held | FirstFactorDue],
+        items: list[tuple[AuthRequest, float] | FirstFactorDue],
+    ) -> list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue]:
         """Phase 2: every pending write in one transaction; the decisions only after its
-        COMMIT (`items` starts with their requests, to decide again alone should it
-        fail). Its time is shared out evenly between the decisions (store_seconds)."""
-        clock = time.perf_counter
-        begin = clock()
-        try:
-            commits = self.store.commit_decisions([h.write for h in pending])  # type: ignore[attr-defined]
-        except Exception as e:  # rolled back: none of it is committed or answered
-            log.warn(
-                "decision batch rolled back ({error}); deciding its requests one by one",
-                error=type(e).__name__,
-            )
-            return [self._alone(req, now) for req, now in items[: len(pending)]]
-        share = (clock() - begin) / len(pending)
-        out: list[tuple[Decision, DecisionStats] | BaseException] = []
-        for held, commit in zip(pending, commits, strict=True):
-            decision, locked_now = held.settle(commit)
-            out.append((decision, DecisionStats(held.store_seconds + share, locked_now)))
+        COMMIT (`items` starts with their items, to decide again alone should it fail).
+        Paused decisions pass through. Its time is shared out evenly between the writes
+        (store_seconds)."""
+        held = [h for h in pending if isinstance(h, _Held)]
+        commits: list[DecisionCommit] = []
+        share = 0.0
+        if held:
+            clock = time.perf_counter
+            begin = clock()
+            try:
+                commits = self.store.commit_decisions([h.write for h in held])  # type: ignore[attr-defined]
+            except Exception as e:  # rolled back: none of it is committed or answered
+                log.warn(
+                    "decision batch rolled back ({error}); deciding its requests one by one",
+                    error=type(e).__name__,
+                )
+                return [
+                    p if isinstance(p, FirstFactorDue) else self._alone(item)
+                    for p, item in zip(pending, items, strict=False)
+                ]
+            share = (clock() - begin) / len(held)
+        settled = iter(zip(held, commits, strict=True))
+        out: list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue] = []
+        for p in pending:
+            if isinstance(p, FirstFactorDue):
+                out.append(p)
+                continue
+            h, commit = next(settled)
+            decision, locked_now = h.settle(commit)
+            out.append((decision, DecisionStats(h.store_seconds + share, locked_now)))
         return out
 
     def _alone(
-        self, req: AuthRequest, now: float
+        self, item: tuple[AuthRequest, float] | FirstFactorDue
     ) -> tuple[Decision, DecisionStats] | BaseException:
+        """One item decided and committed by itself: a request from the start, a checked
+        `FirstFactorDue` from its first factor's outcome (never checked again)."""
         try:
-            return self.decide_with_stats(req, now)
+            if isinstance(item, FirstFactorDue):
+                if item.error is not None:
+                    return item.error
+                attempt = item._attempt
+                decision = item._finish(batched=False)
+                return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
+            return self.decide_with_stats(*item)
         except Exception as e:  # the caller fails closed on it (ThreadedEngine: reject)
             return e
 
@@ -365,9 +455,16 @@ class _Attempt:
     """The state of one decision; lives only inside `Engine.decide`."""
 
     def __init__(
-        self, engine: Engine, req: AuthRequest, now: float, *, batched: bool = False
+        self,
+        engine: Engine,
+        req: AuthRequest,
+        now: float,
+        *,
+        batched: bool = False,
+        pause: bool = False,
     ) -> None:
         self.batched = batched
+        self.pause = pause  # batched: a chain request stops before its first factor
         self.cfg = engine.config
         self.backends = engine.backends
         self.hash_key = engine._hash_key
@@ -382,6 +479,7 @@ class _Attempt:
         self.first_factor_runs = 0
         self.detail = ""
         self.held: _Held | None = None  # batched: the write phase, held for decide_many
+        self.due: FirstFactorDue | None = None  # paused before the first factor
 
     # ------------------------------------------------------------ entry
     def run(self) -> Decision:
@@ -389,7 +487,11 @@ class _Attempt:
         if problem is not None:
             self.detail = problem
             return self._reject(Reason.BAD_REQUEST)
-        if self.batched and self.req.first_factor != "none":
+        if (
+            self.batched
+            and self.req.first_factor != "none"
+            and (not self.pause or self.req.state is not None)
+        ):
             raise _LeaveBatch
         if self.req.first_factor == "none":
             return self._second_factor_only()
@@ -628,14 +730,23 @@ class _Attempt:
 
     # ------------------------------------------------------------ the paths
     def _chain(self) -> Decision:
+        password, then = self._plan_chain()
+        if self.pause:  # decide_many hands the first factor out and finishes it later
+            self.due = FirstFactorDue(self, password, then)
+            return _HELD
+        return self._gate(self._first_factor(password)) or then()
+
+    def _plan_chain(self) -> tuple[str, Callable[[], Decision]]:
+        """Read the user, pick the reading of the typed string (no code used): the
+        password the first factor must check, and what follows once it passed."""
         self._load()
         typed = self.req.password
         if self.req.otp is not None:  # HTTP: password and OTP arrive apart, no splitting
             match = self._best(self.req.otp, with_password=False)
-            return self._gate(self._first_factor(typed)) or self._consume(match)
+            return typed, lambda: self._consume(match)
         if self.req.otp_mode == "challenge" or not self._has_second_factor():
             # The whole string is the password (no code expected, or it comes later).
-            return self._gate(self._first_factor(typed)) or self._challenge()
+            return typed, self._challenge
         best = self._best(typed, with_password=True)
         if best is not None and best.verdict is _Verdict.BACKUP and self._tail_is_otp(typed):
             best = None  # a wrong OTP must count as an OTP failure, not a backup guess
@@ -643,12 +754,12 @@ class _Attempt:
             password = best.candidate.password
         elif self.req.otp_mode == "auto":
             # auto: nothing matched, so read it all as the password and ask for the code.
-            return self._gate(self._first_factor(typed)) or self._challenge()
+            return typed, self._challenge
         elif best is not None:
             password = best.candidate.password
         else:
             password = self._likely_password(typed)
-        return self._gate(self._first_factor(password)) or self._consume(best)
+        return password, lambda: self._consume(best)
 
     def _tail_is_otp(self, typed: str) -> bool:
         n = self._default_otp_length()

@@ -4,19 +4,27 @@ metrics are recorded on the way back, and any unexpected error turns into a reje
 
 Hand-offs are batched (measured: a pool job plus a callFromThread per request cost
 ~20 µs of CPU and a GIL hand-over each way): requests wait in a queue that drainer jobs
-in the pool empty, and finished decisions go back to the reactor in batches. A drainer
-takes the store-only requests waiting at the head of the queue together
-(`Engine.decide_many`: reads without the write lock, then one SQLite write transaction
-for all of them; every answer only after its COMMIT). On the reactor each result costs
-one plain Deferred callback and metric updates on label children bound once.
+in the pool empty, and finished decisions go back to the reactor in batches. On the
+reactor each result costs one plain Deferred callback and metric updates on label
+children bound once.
 
-How many drainers run: up to `pool.max`, except that at most `store_only_threads`
-of them take store-only requests (first_factor none) at once. Under CPython a second
-thread only helps while the first waits (directory bind, password hash, PostgreSQL
-round trip); SQLite store-only decisions are CPU-bound, and a second thread only adds
-GIL hand-overs, which cost up to ~2x throughput when the threads sit on different cores
-(measured by scripts/bench/engine). A drainer over that number stops instead of taking
-a store-only request, leaving it to one that is inside a decision (it comes back).
+A drainer takes turns of two kinds. A store turn takes the items waiting at the head of
+the queue together (`Engine.decide_many`: reads without the write lock, then one SQLite
+write transaction for all of them; every answer only after its COMMIT). On SQLite a
+request with a first factor is paused there after its reads (`FirstFactorDue`), and a
+first-factor turn checks it (a directory bind or a password hash, which block) and puts
+it back first in line, so that its write joins the next store turn's transaction
+instead of costing one of its own (measured with an LDAP first factor: reads and write
+alone ~145 µs a decision, batched ~30). On PostgreSQL, whose decide_many gains nothing
+from batches, each request is decided whole in one turn.
+
+How many drainers run: up to `pool.max`, except that at most `store_threads` of them
+are in a store turn at once. Under CPython a second thread only helps while the first
+waits (directory bind, password hash, PostgreSQL round trip); SQLite decisions are
+CPU-bound, and a second thread only adds GIL hand-overs, which cost up to ~2x throughput
+when the threads sit on different cores (measured by scripts/bench/engine). A drainer
+over that number takes a first-factor turn or stops, leaving store work to one that is
+inside a turn (it comes back).
 
 Not done, measured: deciding SQLite store-only batches on the reactor thread itself
 (no hop; a non-blocking BEGIN with a fall-back to the pool) gave no gain once hand-offs
@@ -27,6 +35,7 @@ WAL checkpoints (fsync) and cold page reads on the reactor.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Protocol, cast
 
@@ -37,7 +46,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import GENERIC_REJECT, DecisionStats, Engine
+from authd.auth.engine import GENERIC_REJECT, DecisionStats, Engine, FirstFactorDue
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.metrics import Metrics
 
@@ -59,10 +68,23 @@ class ReactorLike(Protocol):
 
 
 _Result = tuple[Decision, DecisionStats] | BaseException
-# Store-only requests one drainer takes at once (Engine.decide_many: their reads under
-# one snapshot, their writes in one SQLite transaction, ~15 µs of write lock each);
-# bounds the latency a batch adds (~0.1 ms of decision each).
-_STORE_ONLY_BATCH = 64
+# A queued request (or a paused decision whose first factor is checked), the reactor
+# time it arrived at, its answer and its front-end's metrics.
+_Entry = tuple[AuthRequest | FirstFactorDue, float, Deferred[Decision], "_Metered"]
+# Items one store turn takes at once (Engine.decide_many: their reads under one
+# snapshot, their writes in one SQLite transaction, ~15 µs of write lock each); bounds
+# the latency a batch adds (~0.1 ms of decision each).
+_STORE_BATCH = 64
+# While first factors wait for a thread, a store turn waits for this many items, or for
+# its oldest to have waited _STORE_WAIT seconds: one transaction for several decisions
+# instead of one each (a thread that just checked a first factor would otherwise take a
+# store turn for that one decision alone). Measured with scripts/bench/radius --ldap.
+_STORE_MIN = 16
+_STORE_WAIT = 0.001
+
+
+def _request(item: AuthRequest | FirstFactorDue) -> AuthRequest:
+    return item.request if isinstance(item, FirstFactorDue) else item
 
 
 class _Metered:
@@ -99,10 +121,10 @@ class ThreadedEngine:
         pool: ThreadPool,
         metrics: Metrics,
         *,
-        store_only_threads: int | None = None,
+        store_threads: int | None = None,
     ) -> None:
-        """store_only_threads: see the module doc; None means `pool.max` (SQLite
-        deployments want 1)."""
+        """store_threads: see the module doc; None means `pool.max` (SQLite deployments
+        want 1)."""
         self._engine = engine
         self._reactor = reactor
         self._pool = pool
@@ -110,78 +132,120 @@ class ThreadedEngine:
         self._metered = {label: _Metered(metrics, label) for label in (*_FRONTENDS, "other")}
         metrics.before_collect(self._publish_in_flight)
         self._lock = threading.Lock()
-        self._todo: deque[tuple[AuthRequest, float, Deferred[Decision], _Metered]] = deque()
+        self._todo: deque[_Entry] = deque()  # for store turns
+        self._todo_since = 0.0  # time.monotonic() when _todo last became non-empty
+        self._due: deque[_Entry] = deque()  # paused decisions, for first-factor turns
         self._done: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]] = []
         self._drainers = 0
-        self._in_decision = 0  # drainers inside a decision (they come back to the queue)
-        self._store_only_running = 0  # ... inside a store-only one
-        self._store_only_threads = store_only_threads
-        # Several store-only requests per drainer turn only where that saves work (one
-        # SQLite transaction); elsewhere (PostgreSQL) each may take its own thread.
-        self._batch = _STORE_ONLY_BATCH if engine.batches_decisions else 1
+        self._in_decision = 0  # drainers inside a turn (they come back to the queues)
+        self._store_turns = 0  # ... inside a store turn
+        self._store_threads = store_threads
+        # Several requests per store turn, and first factors in turns of their own, only
+        # where that saves work (one SQLite transaction); elsewhere (PostgreSQL) each
+        # request is decided whole in its own turn and thread.
+        self._pause = engine.batches_decisions
+        self._batch = _STORE_BATCH if self._pause else 1
         self._flush_pending = False  # a _deliver call is on its way to the reactor
 
     def _publish_in_flight(self) -> None:
         for metered in self._metered.values():
             metered.in_flight.set(metered.pending)
 
-    def _store_only_target(self) -> int:
-        limit = self._store_only_threads
+    def _store_turn_target(self) -> int:
+        limit = self._store_threads
         return max(1, self._pool.max if limit is None else min(limit, self._pool.max))
 
     def _drain(self) -> None:
-        """In a pool thread: decide queued requests until none is left. Consecutive
-        store-only requests at the head of the queue are decided together (one
-        `Engine.decide_many`, one transaction on SQLite)."""
-        todo = self._todo
+        """In a pool thread: take turns until no work is left. A store turn decides the
+        requests (and checked first factors) at the head of the queue together
+        (`Engine.decide_many`: one SQLite transaction); at most `store_threads` run at
+        once. A first-factor turn checks one paused decision's first factor
+        (a directory bind, a password hash: it blocks, so several run side by side) and
+        queues it, first in line, for a store turn to finish."""
+        todo, due = self._todo, self._due
         while True:
             with self._lock:
-                if not todo:
-                    self._drainers -= 1
-                    return
-                store_only = todo[0][0].first_factor == "none"
-                if store_only and self._store_only_running >= self._store_only_target():
-                    # Enough threads on CPU-bound work already; one of them (inside a
-                    # store-only decision, so it comes back) takes this request.
-                    self._drainers -= 1
-                    return
-                taken = [todo.popleft()]
-                if store_only:
-                    while todo and len(taken) < self._batch and todo[0][0].first_factor == "none":
+                # Not paused (PostgreSQL), a request with a first factor is decided whole
+                # and may wait on a directory: it does not count toward store_threads.
+                head_blocks = (
+                    bool(todo) and not self._pause and _request(todo[0][0]).first_factor != "none"
+                )
+                ready = bool(todo) and (
+                    not due
+                    or len(todo) >= _STORE_MIN
+                    or time.monotonic() - self._todo_since >= _STORE_WAIT
+                )
+                store_turn = bool(todo) and (
+                    head_blocks or (ready and self._store_turns < self._store_turn_target())
+                )
+                counted = store_turn and not head_blocks
+                if store_turn:
+                    taken = [todo.popleft()]
+                    while todo and len(taken) < self._batch:
                         taken.append(todo.popleft())
+                    if todo:
+                        self._todo_since = time.monotonic()
+                elif due:
+                    taken = [due.popleft()]
+                else:
+                    self._drainers -= 1
+                    return
                 self._in_decision += 1
-                self._store_only_running += store_only
+                self._store_turns += counted
                 # Results are held back only while this thread goes on to store-only
-                # decisions (~0.1 ms each); before one that may wait on a directory or a
-                # password hash, whatever is finished goes back first.
-                wake = bool(self._done) and not self._flush_pending and not store_only
+                # work (~0.1 ms a decision); before a first factor, which may wait on a
+                # directory or a password hash, whatever is finished goes back first.
+                wake = bool(self._done) and not self._flush_pending and not counted
                 if wake:
                     self._flush_pending = True
             if wake:
                 self._reactor.callFromThread(self._deliver)
-            results: list[_Result]
-            if store_only:
+            finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]] = []
+            paused: list[_Entry] = []
+            if store_turn:
                 try:
-                    results = self._engine.decide_many([(req, now) for req, now, _, _ in taken])
+                    results = self._engine.decide_many(
+                        [
+                            item if isinstance(item, FirstFactorDue) else (item, now)
+                            for item, now, _, _ in taken
+                        ],
+                        pause_first_factor=self._pause,
+                    )
                 except BaseException as e:  # noqa: BLE001 - each caller gets a reject
                     results = [e] * len(taken)
+                for (item, now, d, m), r in zip(taken, results, strict=True):
+                    if isinstance(r, FirstFactorDue):
+                        paused.append((r, now, d, m))
+                    else:
+                        finished.append((_request(item), d, m, r))
             else:
-                req, now, _, _ = taken[0]
-                try:
-                    results = [self._engine.decide_with_stats(req, now)]
-                except BaseException as e:  # noqa: BLE001 - handed to _deliver
-                    results = [e]
+                checking = taken[0][0]
+                assert isinstance(checking, FirstFactorDue)
+                checking.check()  # never raises: an error is kept for decide_many
             with self._lock:
                 self._in_decision -= 1
-                self._store_only_running -= store_only
-                self._done.extend(
-                    (req, d, m, r) for (req, _, d, m), r in zip(taken, results, strict=True)
-                )
+                self._store_turns -= counted
+                self._done.extend(finished)
+                if not store_turn:
+                    if not todo:
+                        self._todo_since = time.monotonic()
+                    todo.appendleft(taken[0])  # the oldest request: finished first
+                due.extend(paused)
+                # Threads for the paused first factors that no idle drainer will take.
+                idle = self._drainers - self._in_decision - 1
+                more = max(0, min(len(due) - idle, self._pool.max - self._drainers))
+                self._drainers += more
                 # Wake the reactor when the queue ran dry (nothing to wait for) or a
                 # batch is full: under load it is woken per batch, not per decision.
-                wake = not self._flush_pending and (not todo or len(self._done) >= _DELIVERY_BATCH)
+                wake = (
+                    bool(self._done)
+                    and not self._flush_pending
+                    and (not todo or len(self._done) >= _DELIVERY_BATCH)
+                )
                 if wake:
                     self._flush_pending = True
+            for _ in range(more):
+                self._pool.callInThread(self._drain)
             if wake:
                 self._reactor.callFromThread(self._deliver)
 
@@ -233,15 +297,18 @@ class ThreadedEngine:
         d: Deferred[Decision] = Deferred()
         entry = (req, self._reactor.seconds(), d, metered)
         with self._lock:
+            if not self._todo:
+                self._todo_since = time.monotonic()
             self._todo.append(entry)
             idle = self._drainers - self._in_decision  # started or about to pop
             start = self._drainers == 0 or (
                 self._drainers < self._pool.max
                 and (
-                    req.first_factor != "none"
+                    # decided whole in one turn (PostgreSQL): may wait on a directory
+                    (not self._pause and req.first_factor != "none")
                     or (
                         len(self._todo) > idle
-                        and self._store_only_running + idle < self._store_only_target()
+                        and self._store_turns + idle < self._store_turn_target()
                     )
                 )
             )

@@ -13,7 +13,7 @@ measured path. Three phases, each on its own third of the users:
    ThreadedEngine drainer does with queued store-only requests; on SQLite one
    transaction per call): decisions/s, CPU µs per decision, latency of each call;
 3. `ThreadedEngine.authenticate` on a real reactor with `--threads` pool threads (at
-   most `--store-only-threads` of them on these store-only requests) and `--window`
+   most `--store-threads` of them on these store-only requests) and `--window`
    requests in flight: decisions/s, CPU µs per decision (whole process), p50/p99 from
    authenticate() to the Deferred firing.
 
@@ -150,7 +150,7 @@ class _FixedClockReactor:
 
 
 def threaded(
-    engine: Engine, reqs: list[AuthRequest], threads: int, window: int, store_only: int | None
+    engine: Engine, reqs: list[AuthRequest], threads: int, window: int, store_threads: int | None
 ) -> None:
     from twisted.internet import reactor
     from twisted.python.threadpool import ThreadPool
@@ -158,7 +158,7 @@ def threaded(
     pool = ThreadPool(minthreads=threads, maxthreads=threads, name="bench-auth")
     pool.start()
     te = ThreadedEngine(
-        engine, _FixedClockReactor(reactor), pool, Metrics(), store_only_threads=store_only
+        engine, _FixedClockReactor(reactor), pool, Metrics(), store_threads=store_threads
     )
     lat: list[float] = []
     pending = iter(reqs)
@@ -177,7 +177,7 @@ def threaded(
             if state["done"] == len(reqs):
                 wall = time.perf_counter() - state["t0"]
                 cpu = time.process_time() - state["cpu0"]
-                label = f"ThreadedEngine {threads} thr/{store_only} s-o, {window} fl"
+                label = f"ThreadedEngine {threads} thr/{store_threads} store, {window} fl"
                 report(label, len(reqs), wall, cpu, lat)
                 reactor.stop()  # type: ignore[attr-defined]
             else:
@@ -202,10 +202,10 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64, help="requests per call (2), in flight (3)")
     ap.add_argument("--url", default="", help="store URL (default: a temp SQLite file)")
     ap.add_argument(
-        "--store-only-threads",
+        "--store-threads",
         type=int,
         default=None,
-        help="ThreadedEngine store_only_threads (default: 1 on SQLite, --threads otherwise)",
+        help="ThreadedEngine store_threads (default: 1 on SQLite, --threads otherwise)",
     )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="authd-bench-engine-"))
@@ -219,10 +219,10 @@ def main() -> None:
     print(f"store: {url.split(':')[0]}, {args.users} users, python {sys.version.split()[0]}")
     one_thread(engine, reqs[:third])
     many(engine, reqs[third : 2 * third], args.window)
-    store_only = args.store_only_threads
-    if store_only is None:
-        store_only = 1 if url.startswith("sqlite") else args.threads
-    threaded(engine, reqs[2 * third :], args.threads, args.window, store_only)
+    store_threads = args.store_threads
+    if store_threads is None:
+        store_threads = 1 if url.startswith("sqlite") else args.threads
+    threaded(engine, reqs[2 * third :], args.threads, args.window, store_threads)
     store.close()
 
 

@@ -171,6 +171,24 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 
 
 @pytest.fixture
+def sqlite_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """A World on SQLite alone: the store whose decide_many batches and pauses."""
+    with _open_real("sqlite", request, tmp_path) as (store, hash_key):
+        yield World(store, hash_key, FakeBackend("dir"))
+
+
+@pytest.fixture(params=["fake", "sqlite"])
+def paused_or_not_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """A store that decides each request whole (fake, as PostgreSQL) and one on which
+    ThreadedEngine pauses first factors (SQLite)."""
+    if request.param == "fake":
+        yield World(FakeStore(), HASH_KEY, FakeBackend("dir"))
+        return
+    with _open_real("sqlite", request, tmp_path) as (store, hash_key):
+        yield World(store, hash_key, FakeBackend("dir"))
+
+
+@pytest.fixture
 def fake_world() -> World:
     """A World on the FakeStore only, for rules that do not depend on the store."""
     return World(FakeStore(), HASH_KEY, FakeBackend("dir"))

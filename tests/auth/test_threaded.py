@@ -21,7 +21,7 @@ from authd.core.errors import StoreUnavailable
 from authd.core.model import TokenType
 from authd.metrics import Metrics
 from tests.auth.conftest import NOW, PASSWORD, World
-from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor
+from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor, WrappedStore
 
 DEADLINE = 5.0
 
@@ -202,7 +202,7 @@ def test_one_failing_decision_does_not_disturb_its_batch(
 
     # Through the store: the Engine's own methods cannot be replaced once compiled.
     engine = w.engine()
-    engine.store = _Wrapped(w.store, get_user_tokens_codes=flaky)
+    engine.store = WrappedStore(w.store, get_user_tokens_codes=flaky)
     reactor, metrics = FakeReactor(NOW), Metrics()
     threaded = ThreadedEngine(engine, reactor, pool, metrics)
     results: dict[str, Decision] = {}
@@ -254,8 +254,8 @@ def test_finished_results_go_back_before_a_slow_first_factor(fake_world: World) 
         single.stop()
 
 
-def test_store_only_threads_caps_concurrent_store_only_decisions(fake_world: World) -> None:
-    """With store_only_threads=1 on a 4-thread pool, 40 store-only requests are all
+def test_store_threads_caps_concurrent_store_turns(fake_world: World) -> None:
+    """With store_threads=1 on a 4-thread pool, 40 store-only requests are all
     decided, never two at once (CPU-bound work gains nothing from more threads)."""
     w = fake_world
     users = [w.user(f"u{i:02d}") for i in range(40)]
@@ -276,12 +276,12 @@ def test_store_only_threads_caps_concurrent_store_only_decisions(fake_world: Wor
                 running[0] -= 1
 
     engine = w.engine()
-    engine.store = _Wrapped(w.store, get_user_tokens_codes=counted)
+    engine.store = WrappedStore(w.store, get_user_tokens_codes=counted)
     wide = ThreadPool(minthreads=4, maxthreads=4, name="auth-test-4")
     wide.start()
     try:
         reactor = FakeReactor(NOW)
-        threaded = ThreadedEngine(engine, reactor, wide, Metrics(), store_only_threads=1)
+        threaded = ThreadedEngine(engine, reactor, wide, Metrics(), store_threads=1)
         results: list[Decision] = []
         for u in users:
             req = w.request(w.code(tokens[u]), user=u, first_factor="none")
@@ -293,10 +293,13 @@ def test_store_only_threads_caps_concurrent_store_only_decisions(fake_world: Wor
     assert peak[0] == 1
 
 
-def test_store_only_request_does_not_wait_behind_a_directory_bind(fake_world: World) -> None:
+def test_store_only_request_does_not_wait_behind_a_directory_bind(
+    paused_or_not_world: World,
+) -> None:
     """A store-only request arriving while a first-factor request waits on the directory
-    gets its own thread (store_only_threads limits store-only work, not the pool)."""
-    w = fake_world
+    gets its own thread (store_threads limits store turns, not the pool), whether the
+    first factor is checked inside a whole decision or in a turn of its own (SQLite)."""
+    w = paused_or_not_world
     w.user("slow")
     w.token("slow")
     w.user("fast")
@@ -314,7 +317,7 @@ def test_store_only_request_does_not_wait_behind_a_directory_bind(fake_world: Wo
     two.start()
     try:
         reactor = FakeReactor(NOW)
-        threaded = ThreadedEngine(w.engine(), reactor, two, Metrics(), store_only_threads=1)
+        threaded = ThreadedEngine(w.engine(), reactor, two, Metrics(), store_threads=1)
         slow: list[Decision] = []
         fast: list[Decision] = []
         threaded.authenticate(w.request(PASSWORD + "000000", user="slow")).addCallback(slow.append)
@@ -409,7 +412,7 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
             raise StoreUnavailable("database error: OperationalError")
         return w.store.commit_decisions(writes)
 
-    engine.store = _Wrapped(w.store, commit_decision=flaky, commit_decisions=flaky_many)
+    engine.store = WrappedStore(w.store, commit_decision=flaky, commit_decisions=flaky_many)
     reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
     results = engine.decide_many(reqs)
     # once alone; on SQLite once more inside the batch it rolled back
@@ -452,7 +455,7 @@ def test_batch_reads_and_matches_without_the_write_lock(tmp_path: Any) -> None:
         return real_read(name)
 
     engine = w.engine()
-    engine.store = _Wrapped(w.store, get_user_tokens_codes=read)
+    engine.store = WrappedStore(w.store, get_user_tokens_codes=read)
     reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
     results = engine.decide_many(reqs)
     assert [r[0].reason for r in results if not isinstance(r, BaseException)] == [Reason.OK] * 4
@@ -490,7 +493,7 @@ def test_code_used_by_another_process_between_read_and_write_is_a_replay(
         return found
 
     engine = w.engine()
-    engine.store = _Wrapped(w.store, get_user_tokens_codes=read)
+    engine.store = WrappedStore(w.store, get_user_tokens_codes=read)
     none: dict[str, Any] = {"first_factor": "none"}
     reqs = [
         (w.request(w.code(ta), user=alice, **none), NOW),
@@ -522,7 +525,7 @@ def test_a_users_second_request_starts_a_new_batch(tmp_path: Any) -> None:
         transactions.append(len(writes))
         return real_many(writes)
 
-    engine.store = _Wrapped(w.store, commit_decisions=many)
+    engine.store = WrappedStore(w.store, commit_decisions=many)
     none: dict[str, Any] = {"first_factor": "none"}
     reqs = [
         (w.request(w.code(ta, counter=0), user=alice, **none), NOW),
@@ -568,20 +571,6 @@ def test_batched_attempts_are_freed_without_the_cyclic_gc(tmp_path: Any) -> None
     w.store.close()  # type: ignore[attr-defined]
 
 
-class _Wrapped:
-    """A store with some methods replaced; everything else (decision_reads and
-    commit_decisions included, when the real store has them) passes through."""
-
-    def __init__(self, store: Any, **replaced: Any) -> None:
-        self._store = store
-        self._replaced = replaced
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._replaced:
-            return self._replaced[name]
-        return getattr(self._store, name)
-
-
 def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) -> None:
     """Through ThreadedEngine on a real SQLite store: 80 store-only requests (each code
     sent twice) all get their own answer, each code is accepted once, fewer transactions
@@ -606,12 +595,12 @@ def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) ->
         return real_many(writes)
 
     engine = w.engine()
-    engine.store = _Wrapped(store, commit_decision=one, commit_decisions=many)
+    engine.store = WrappedStore(store, commit_decision=one, commit_decisions=many)
     single = ThreadPool(minthreads=1, maxthreads=1, name="auth-test-1")
     single.start()
     try:
         reactor, metrics = FakeReactor(NOW), Metrics()
-        threaded = ThreadedEngine(engine, reactor, single, metrics, store_only_threads=1)
+        threaded = ThreadedEngine(engine, reactor, single, metrics, store_threads=1)
         results: dict[str, list[Decision]] = {u: [] for u in users}
         for u in users * 2:
             req = w.request(w.code(tokens[u]), user=u, first_factor="none")

@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             pool = ThreadPool(minthreads=1, maxthreads=args.threads, name="authd-auth")
             pool.start()
             at = _ReactorAt(reactor)
-            threaded = ThreadedEngine(engines["db"][0], at, pool, Metrics(), store_only_threads=1)
+            threaded = ThreadedEngine(engines["db"][0], at, pool, Metrics(), store_threads=1)
             variants = {
                 "raw-bind": raw_bind(slapd),
                 "raw-connect": raw_connect(slapd),
