@@ -355,20 +355,17 @@ class Engine:
             names = [item[0].user for item in items if isinstance(item, tuple)]
             with self.store.decision_reads(names):  # type: ignore[attr-defined]
                 for item in items:
-                    if isinstance(item, FirstFactorDue):
-                        req = item.request
-                        attempt = item._attempt
-                    else:
-                        req, now = item
-                        attempt = _Attempt(self, req, now, batched=True, pause=pause)
+                    req = item.request if isinstance(item, FirstFactorDue) else item[0]
                     if req.user in users:
                         break  # the next batch sees this one's writes
                     try:
                         if isinstance(item, FirstFactorDue):
+                            attempt = item._attempt
                             if item.error is not None:
                                 raise _LeaveBatch  # answered alone: its error, a reject
                             item._finish(batched=True)
                         else:
+                            attempt = _Attempt(self, req, item[1], batched=True, pause=pause)
                             attempt.run()
                     except _LeaveBatch:
                         cut = True
