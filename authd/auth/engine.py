@@ -294,6 +294,15 @@ class Engine:
         return self.decide_with_stats(req, now)[0]
 
     def decide_with_stats(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
+        # A store may bound a whole decision (tokens in a directory: one request_timeout
+        # for its reads, the first factor's bind and its write together, not one each).
+        scope = getattr(self.store, "decision_scope", None)
+        if scope is None:
+            return self._decide_whole(req, now)
+        with scope():
+            return self._decide_whole(req, now)
+
+    def _decide_whole(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
         attempt = _Attempt(self, req, now)
         decision = attempt.run()
         return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)

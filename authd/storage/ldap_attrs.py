@@ -27,6 +27,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -212,6 +213,13 @@ class LdapTokenStore:
         self._base = backend.directory.config.user_search.base
         self._timeout = backend.directory.config.request_timeout
         self._where: dict[str, str] = {}  # serial -> DN last seen holding it (a hint)
+
+    def decision_scope(self) -> AbstractContextManager[None]:
+        """One directory deadline (request_timeout) for a whole engine decision: its
+        token reads, the first factor's search and bind, and its write share it, so a
+        slow directory cannot stretch one request to several request_timeouts. Past it
+        the decision fails closed (the engine's caller rejects)."""
+        return self._directory.deadline(self._timeout)
 
     # ------------------------------------------------------------ directory access
     @contextlib.contextmanager

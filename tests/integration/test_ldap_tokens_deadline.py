@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from authd.auth.interfaces import AttemptRecord, DecisionWrite, UseTotpStep
+from authd.auth.engine import Engine
+from authd.auth.interfaces import AttemptRecord, AuthRequest, DecisionWrite, Outcome, UseTotpStep
 from authd.auth.ldap_primary import Directory, DirectoryEntry, LdapBackend
-from authd.config.model import PrimaryBackend
+from authd.config.model import Config, PrimaryBackend, PrimaryConfig, StoreConfig
 from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenType
+from authd.core.otp import totp as totp_code
 from authd.crypto import Keyring
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
-from tests.fixtures.slapd import Slapd
+from tests.fixtures.slapd import PASSWORDS, Slapd
 from tests.integration.test_ldap_deadline import MARGIN, OPERATION, hung_servers, timed
 from tests.integration.test_ldap_primary import make_config
 from tests.integration.test_ldap_tokens import clear_tokens
@@ -62,7 +64,7 @@ class StoreFactory:
         self._slapd = slapd
         self._sql = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", keyring)
         self._keyring = keyring
-        self._backends: list[LdapBackend] = []
+        self.backends: list[LdapBackend] = []
 
     def config(self, *urls: str) -> PrimaryBackend:
         return make_config(
@@ -74,11 +76,11 @@ class StoreFactory:
 
     def store(self, *urls: str, directory: Directory | None = None) -> LdapTokenStore:
         backend = LdapBackend(self.config(*urls), directory=directory)
-        self._backends.append(backend)
+        self.backends.append(backend)
         return LdapTokenStore(self._sql, backend, self._keyring)
 
     def close(self) -> None:
-        for b in self._backends:
+        for b in self.backends:
             b.close()
         self._sql.close()
 
@@ -203,3 +205,41 @@ def test_one_deadline_spans_all_operations_of_a_store_call(
     # Without the slowness the same call counts the failure.
     slow._cost = 0.0
     assert store.record_failure("alice", 1.0, 5, 60.0).failures == 1
+
+
+def test_one_deadline_spans_a_whole_decision(
+    stores: StoreFactory, slapd: Slapd, keyring: Keyring
+) -> None:
+    """First factor and tokens both in a slow directory: the token read, the bind and
+    the write each fit in request_timeout, all of them together do not. The decision is
+    cut at ONE deadline (it fails closed: the caller rejects), not at one per call, which
+    let a request run two or three times request_timeout. Without the slowness the same
+    request is accepted."""
+    slow = SlowDirectory(stores.config(slapd.url), 0.0)
+    store = stores.store(slapd.url, directory=slow)
+    store.add_token(totp("DL-WHOLE"))
+    config = Config(
+        primary=PrimaryConfig(backends=(slow.config,)), store=StoreConfig(token_storage="ldap")
+    )
+    engine = Engine(config, store, [stores.backends[-1]], keyring.hash_key)
+    now = 1_767_225_600.0 + 30 * 5
+
+    def request(at: float) -> AuthRequest:
+        return AuthRequest(
+            user="alice",
+            password=PASSWORDS["alice"] + totp_code(SEED, at),
+            frontend="radius",
+            client="nas",
+            source="127.0.0.1",
+        )
+
+    # How many searches each part costs (no slowness yet): each part must fit alone.
+    store.get_user_tokens_codes("alice")
+    per_read = slow.searches
+    cost = REQUEST_TIMEOUT / (per_read + 1)  # a read alone stays inside the deadline
+    slow.searches, slow._cost = 0, cost
+    with pytest.raises(StoreUnavailable):
+        engine.decide(request(now), now)
+    assert slow.offset <= REQUEST_TIMEOUT + cost  # cut at one deadline, not per call
+    slow._cost = 0.0
+    assert engine.decide(request(now + 30), now + 30).outcome is Outcome.ACCEPT
