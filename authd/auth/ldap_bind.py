@@ -58,9 +58,12 @@ def encode_simple_bind(message_id: int, dn: str, password: bytes) -> bytes:
 
 
 def password_octets(password: str) -> bytes | None:
-    """The simple-bind password as sent: SASLprep'd (RFC 4513 §5.1.1), as ldap3 does;
-    printable ASCII maps to itself, so it skips the work. None when SASLprep prohibits
-    the password (RFC 4013 §2.3): no directory could accept it."""
+    """The simple-bind password as sent, for this module and for ldap3 (which sends
+    `bytes` as given). RFC 4513 §5.1.1 has clients SASLprep (RFC 4013) it, ~24 µs for a
+    20-character password in ldap3; SASLprep maps printable ASCII to itself (no mapping,
+    NFKC identity, nothing prohibited, no bidi), so those go as their ASCII bytes without
+    the work. None when SASLprep prohibits the password (RFC 4013 §2.3): no directory
+    could accept it."""
     if password.isascii() and password.isprintable():
         return password.encode("ascii")
     try:

@@ -67,6 +67,23 @@ def test_password_octets_are_saslprep_or_refused(password: str) -> None:
     assert password_octets(password) == expected
 
 
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1))
+def test_printable_ascii_passwords_go_out_exactly_as_saslprep_would_send_them(pw: str) -> None:
+    """The SASLprep shortcut is exact: for printable ASCII, the octets sent are the UTF-8
+    of RFC 4013's output, so no password binds differently because of it."""
+    assert password_octets(pw) == sasl_prep(pw).encode("utf-8")
+
+
+def test_other_passwords_go_through_saslprep() -> None:
+    """Non-ASCII and control characters take SASLprep, not the shortcut: mapped,
+    normalised, or refused."""
+    assert password_octets("pässwörd") == "pässwörd".encode()
+    assert password_octets("a\u00a0b") == b"a b"
+    assert password_octets("e\u0301") == "\u00e9".encode()
+    assert password_octets("tab\there") is None
+    assert password_octets("x\x7f") is None
+
+
 def test_prohibited_password_is_refused() -> None:
     """A control character cannot be sent (RFC 4013 §2.3): no octets, so no bind."""
     assert password_octets("bad\x7fpassword") is None

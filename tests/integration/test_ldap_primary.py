@@ -13,9 +13,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from ldap3.protocol.sasl.sasl import sasl_prep
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import provider
 
@@ -24,7 +21,6 @@ from authd.auth.ldap_primary import (
     DirectoryEntry,
     DirectoryUnavailable,
     LdapBackend,
-    wire_password,
 )
 from authd.config.model import GroupSearch, LdapServer, PrimaryBackend, Secret, UserSearch
 from tests.fixtures.slapd import PASSWORDS, Slapd
@@ -422,20 +418,6 @@ def test_connections_dropped_while_idle_are_replaced(slapd: Slapd) -> None:
         assert b.directory.status() == [(slapd.url, True)]
     finally:
         b.close()
-
-
-@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1))
-def test_printable_ascii_passwords_go_out_exactly_as_saslprep_would_send_them(pw: str) -> None:
-    """The SASLprep shortcut is exact: for printable ASCII, the octets authd hands ldap3
-    are the UTF-8 of RFC 4013's output, so no password binds differently because of it."""
-    assert wire_password(pw) == sasl_prep(pw).encode("utf-8")
-
-
-def test_other_passwords_are_left_to_ldap3s_saslprep() -> None:
-    """Non-ASCII and control characters stay text, so ldap3 still SASLpreps (maps,
-    normalises, or refuses) them."""
-    for pw in ("pässwörd", "a\u00a0b", "tab\there", "e\u0301", "x\x7f"):
-        assert wire_password(pw) == pw
 
 
 def test_non_ascii_password_binds_after_saslprep(slapd: Slapd) -> None:

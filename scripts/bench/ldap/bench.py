@@ -45,7 +45,8 @@ from twisted.python.threadpool import ThreadPool
 
 from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Store
-from authd.auth.ldap_primary import LdapBackend, wire_password
+from authd.auth.ldap_bind import password_octets
+from authd.auth.ldap_primary import LdapBackend
 from authd.auth.threaded import ThreadedEngine
 from authd.config.model import (
     Config,
@@ -116,7 +117,7 @@ def raw_bind(slapd: Slapd) -> Callable[[], Callable[[str, str], bool]]:
         conn.open(read_server_info=False)
 
         def work(user: str, password: str) -> bool:
-            conn.user, conn.password = slapd.user_dn(user), wire_password(password)
+            conn.user, conn.password = slapd.user_dn(user), password_octets(password)
             return bool(conn.bind(read_server_info=False))
 
         return work
