@@ -84,6 +84,10 @@ class World:
         self.store.add_token(token)
         return token
 
+    def users_with_tokens(self, count: int) -> dict[str, Token]:
+        """`count` directory users u00, u01, ..., each with one TOTP token."""
+        return {u: self.token(u) for u in (self.user(f"u{i:02d}") for i in range(count))}
+
     def code(self, token: Token, at: float | None = None, counter: int | None = None) -> str:
         if token.type == TokenType.HOTP:
             return hotp(token.seed, token.counter if counter is None else counter, token.digits)

@@ -13,7 +13,6 @@ from authd.auth.engine import DecisionStats, Engine, FirstFactorDue
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.auth.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
-from authd.core.model import Token
 from authd.metrics import Metrics
 from tests.auth.conftest import NOW, PASSWORD, World
 from tests.fakes import FakeDirectoryUser, FakeReactor, WrappedStore
@@ -36,11 +35,6 @@ def decide_paused(engine: Engine, reqs: list[AuthRequest]) -> tuple[list[Result]
         assert not isinstance(final, FirstFactorDue)  # a checked one is never paused again
         results.append(final)
     return results, len(dues)
-
-
-def users_with_tokens(w: World, count: int) -> dict[str, Token]:
-    """`count` directory users, each with one TOTP token."""
-    return {u: w.token(u) for u in (w.user(f"u{i:02d}") for i in range(count))}
 
 
 def outcomes(results: list[Result]) -> list[tuple[Outcome, Reason] | str]:
@@ -102,7 +96,7 @@ def test_rolled_back_batch_does_not_check_a_first_factor_again(sqlite_world: Wor
     from the first factor's outcome already known: one bind per request, each accepted
     once, audited once."""
     w = sqlite_world
-    tokens = users_with_tokens(w, 4)
+    tokens = w.users_with_tokens(4)
     users = list(tokens)
     store = w.store
     failed: list[int] = []
@@ -163,7 +157,7 @@ def test_threaded_engine_batches_checked_decisions_on_sqlite(sqlite_world: World
     """Through ThreadedEngine on SQLite: 40 password+code requests are each accepted
     once with one bind each, and their writes share transactions (fewer than 40)."""
     w = sqlite_world
-    tokens = users_with_tokens(w, 40)
+    tokens = w.users_with_tokens(40)
     real = w.store
     transactions: list[int] = []
     engine = w.engine()

@@ -166,8 +166,8 @@ def test_many_requests_each_get_their_own_decision(fake_world: World, pool: Thre
     with the decision for its own user, in-flight returns to 0, and results come back
     in fewer hand-offs than requests (batched)."""
     w = fake_world
-    users = [w.user(f"u{i:02d}") for i in range(60)]
-    tokens = {u: w.token(u) for u in users}
+    tokens = w.users_with_tokens(60)
+    users = list(tokens)
     reactor, metrics = CountingReactor(NOW), Metrics()
     threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
     results: dict[str, list[Decision]] = {u: [] for u in users}
@@ -261,8 +261,8 @@ def test_store_threads_caps_concurrent_store_turns(fake_world: World) -> None:
     """With store_threads=1 on a 4-thread pool, 40 store-only requests are all
     decided, never two at once (CPU-bound work gains nothing from more threads)."""
     w = fake_world
-    users = [w.user(f"u{i:02d}") for i in range(40)]
-    tokens = {u: w.token(u) for u in users}
+    tokens = w.users_with_tokens(40)
+    users = list(tokens)
     real_read = w.store.get_user_tokens_codes
     lock = threading.Lock()
     running, peak = [0], [0]
@@ -584,8 +584,8 @@ def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) ->
     keyring = Keyring.load_or_create(str(tmp_path / "keys.json"))
     store = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", keyring)
     w = World(store, keyring.hash_key, FakeBackend("dir"))
-    users = [w.user(f"u{i:02d}") for i in range(40)]
-    tokens = {u: w.token(u) for u in users}
+    tokens = w.users_with_tokens(40)
+    users = list(tokens)
     transactions: list[int] = []  # decisions written by each write transaction
     real_one, real_many = store.commit_decision, store.commit_decisions
 
