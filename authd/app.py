@@ -29,7 +29,7 @@ from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.crypto import Keyring
 from authd.metrics import Metrics
-from authd.service import AuthdService
+from authd.service import AuthdService, Commit, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 
@@ -99,7 +99,7 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
 
 
 class _ListenerAdapter:
-    """Gives every front-end the `reload(Config)` the service calls on SIGHUP."""
+    """Gives every front-end the `prepare(Config)` the service calls on SIGHUP."""
 
     def __init__(self, service: Any, section: Callable[[Config], Any]) -> None:
         self.service = service
@@ -112,12 +112,33 @@ class _ListenerAdapter:
         result: Deferred[None] | None = self.service.stopService()
         return result
 
-    def reload(self, config: Config) -> None:
+    def prepare(self, config: Config) -> Commit:
         section = self._section(config)
         if section is None:
-            self.service.reload()  # the worker supervisor forwards SIGHUP as it is
-        else:
-            self.service.reload(section)
+            commit: Commit = self.service.reload  # the worker supervisor forwards SIGHUP
+            return commit
+        prepared: Commit = self.service.prepare(section)
+        return prepared
+
+
+def _engine_part(engine: Engine, started: Config) -> Prepare:
+    """The engine's share of a reload: policies and OTP settings take effect for the next
+    request; the store, keys and first-factor backends stay as opened (a restart)."""
+
+    def prepare(new: Config) -> Commit:
+        config = replace(new, store=started.store, keys=started.keys, primary=started.primary)
+        restart = [name for name in ("store", "keys", "primary")
+                   if getattr(new, name) != getattr(started, name)]
+
+        def commit() -> None:
+            if restart:
+                log.warn("{sections} changed; that takes effect on restart",
+                         sections=", ".join(restart))
+            engine.config = config
+
+        return commit
+
+    return prepare
 
 
 def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
@@ -161,16 +182,10 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         supervisor = WorkerSupervisor(processes, argv, reactor, environ)
         listeners.append(_ListenerAdapter(supervisor, lambda c: None))
 
-    def on_reload(new: Config) -> None:
-        # Policies and OTP settings take effect for the next request; the store, keys
-        # and first-factor backends stay as opened (changing them needs a restart).
-        core.engine.config = replace(new, store=config.store, keys=config.keys,
-                                     primary=config.primary)
-
     if index > 0:
-        return AuthdService(pool, listeners, on_reload, close_store=core.close,
-                            notify=lambda state: None)
-    return AuthdService(pool, listeners, on_reload, close_store=core.close)
+        return AuthdService(pool, listeners, _engine_part(core.engine, config),
+                            close_store=core.close, notify=lambda state: None)
+    return AuthdService(pool, listeners, _engine_part(core.engine, config), close_store=core.close)
 
 
 def process_count(config: Config) -> int:

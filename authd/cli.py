@@ -12,7 +12,7 @@ from typing import Any
 from authd import __version__
 from authd.config.errors import ConfigErrors
 from authd.config.model import Config
-from authd.config.parse import load_config, resolve_config_path
+from authd.config.parse import resolve_config_path
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -32,9 +32,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str) -> Config | None:
-    """The config, or None after printing every problem to stderr."""
+    """The config as `serve` will use it, or None after printing every problem to stderr.
+    check-config, serve and a reload share this one validation (authd/preflight.py)."""
+    from authd.preflight import load
+
     try:
-        return load_config(path)
+        return load(path)
     except ConfigErrors as errors:
         print(str(errors), file=sys.stderr)
         return None
@@ -60,6 +63,7 @@ def serve(path: str) -> int:
 
     from authd.app import build_service
     from authd.logsetup import start_logging
+    from authd.preflight import load
 
     reactor: Any = global_reactor  # zope interfaces do not type-check as classes
     start_logging(config.logging)
@@ -81,7 +85,7 @@ def serve(path: str) -> int:
             reactor.stop()
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
-        reactor.callFromThread(service.reload, lambda: load_config(path))
+        reactor.callFromThread(service.reload, lambda: load(path))
 
     signal.signal(signal.SIGHUP, on_hup)
     reactor.callWhenRunning(start)

@@ -103,6 +103,13 @@ class Keyring:
         return ring
 
     @classmethod
+    def check(cls, path: str) -> None:
+        """Raise KeyFileError when an existing key file cannot be used (the checks
+        `load_or_create` makes); a missing one is fine: the first start creates it."""
+        with contextlib.suppress(FileNotFoundError):
+            cls._read(os.path.abspath(path))
+
+    @classmethod
     def _load(cls, path: str) -> Keyring:
         current, keys, hash_key = cls._read(path)
         return cls(path, current, keys, hash_key)

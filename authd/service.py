@@ -24,12 +24,18 @@ from authd.config.model import Config
 log = Logger()
 
 
+#: Swaps a prepared state in; never fails (all that can fail happened in `prepare`).
+Commit = Callable[[], None]
+#: Builds a part's state for a new config, raising when it cannot; changes nothing.
+Prepare = Callable[[Config], Commit]
+
+
 class Listener(Protocol):
     """A front-end service: binds in startService, drains in stopService."""
 
     def startService(self) -> None: ...  # noqa: N802 (Twisted's name)
     def stopService(self) -> Deferred[None] | None: ...  # noqa: N802
-    def reload(self, config: Config) -> None: ...
+    def prepare(self, config: Config) -> Commit: ...
 
 
 class AuthdService(Service):
@@ -39,13 +45,13 @@ class AuthdService(Service):
         self,
         pool: ThreadPool,
         listeners: Sequence[Listener],
-        on_reload: Callable[[Config], None],
+        prepare: Prepare,
         close_store: Callable[[], None],
         notify: Callable[[str], object] = systemd.notify,
     ) -> None:
         self.pool = pool
         self.listeners = list(listeners)
-        self._on_reload = on_reload
+        self._prepare = prepare
         self._close_store = close_store
         self._notify = notify
 
@@ -88,19 +94,30 @@ class AuthdService(Service):
         return drained.addBoth(release)
 
     def reload(self, load: Callable[[], Config]) -> bool:
-        """SIGHUP: load the config again; a bad one is refused and the old stays."""
+        """SIGHUP, all or nothing (Buildbot's reconfig): load and check the new config,
+        let every part prepare its new state, then swap them all in. A part that cannot
+        prepare leaves everything as it was, and one log line says why."""
         try:
             config = load()
-        except ConfigErrors as errors:
-            log.error("config reload refused, keeping the running config:\n{errors}",
-                      errors=str(errors))
+            commits = [self._prepare(config)]
+            commits += [listener.prepare(config) for listener in self.listeners]
+        except Exception as error:  # noqa: BLE001 (refuse, say why, keep serving)
+            log.error("reload refused: {why}", why=refusal(error))
             return False
-        except OSError as error:
-            log.error("config reload refused, keeping the running config: {error}",
-                      error=str(error))
-            return False
-        self._on_reload(config)
-        for listener in self.listeners:
-            listener.reload(config)
+        for commit in commits:
+            commit()
         log.info("config reloaded from {source}", source=config.source)
         return True
+
+
+def refusal(error: BaseException) -> str:
+    """Why a reload was refused, on one line. Config and part errors are written to name
+    keys and files only; any other error is told by its type, since a library may have
+    put a secret in its message."""
+    if isinstance(error, ConfigErrors):
+        return "; ".join(str(p) for p in error.problems)
+    if isinstance(error, OSError):
+        return f"{error.filename or 'config'}: {error.strerror or type(error).__name__}"
+    if isinstance(error, ValueError):
+        return " ".join(str(error).split())
+    return f"unexpected {type(error).__name__}"

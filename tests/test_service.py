@@ -3,6 +3,8 @@ and a SIGHUP reload that keeps the old config when the new one is bad."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
@@ -13,12 +15,14 @@ from authd.service import AuthdService
 
 
 class FakeListener:
-    """Records calls; can fail to bind or hold stop until released."""
+    """Records calls; can fail to bind, to prepare a reload, or hold stop until released."""
 
-    def __init__(self, name: str, events: list[str], fail: bool = False) -> None:
+    def __init__(self, name: str, events: list[str], fail: bool = False,
+                 refuse: Exception | None = None) -> None:
         self.name = name
         self.events = events
         self.fail = fail
+        self.refuse = refuse
         self.stopped: Deferred[None] = Deferred()
         self.reloaded: list[Config] = []
 
@@ -31,14 +35,22 @@ class FakeListener:
         self.events.append(f"stop {self.name}")
         return self.stopped
 
-    def reload(self, config: Config) -> None:
-        self.reloaded.append(config)
+    def prepare(self, config: Config) -> Callable[[], None]:
+        self.events.append(f"prepare {self.name}")
+        if self.refuse is not None:
+            raise self.refuse
+        return lambda: self.reloaded.append(config)
 
 
 def make(events: list[str], listeners: list[FakeListener],
          reloads: list[Config]) -> AuthdService:
     pool = ThreadPool(minthreads=0, maxthreads=2, name="test-auth")
-    return AuthdService(pool, listeners, reloads.append,
+
+    def prepare(config: Config) -> Callable[[], None]:
+        events.append("prepare engine")
+        return lambda: reloads.append(config)
+
+    return AuthdService(pool, listeners, prepare,
                         close_store=lambda: events.append("close store"),
                         notify=lambda state: events.append(state))
 
@@ -87,3 +99,39 @@ def test_reload_keeps_old_config_when_new_one_is_bad() -> None:
     good = Config()
     assert service.reload(lambda: good) is True
     assert reloads == [good] and listener.reloaded == [good]
+
+
+@pytest.mark.parametrize("refusal", [
+    ValueError("api key 'vpn': /etc/authd/vpn.key holds too short a key"),
+    OSError(13, "Permission denied", "/etc/authd/radius.dict"),
+    RuntimeError("a library message that might quote s3cret"),
+])
+def test_reload_is_all_or_nothing(refusal: Exception) -> None:
+    """Every part prepares before any commits: when the last part cannot prepare, neither
+    the engine nor the earlier listener takes the new config, and one line says why."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[str] = []
+    radius = FakeListener("radius", events)
+    http = FakeListener("http", events, refuse=refusal)
+    reloads: list[Config] = []
+    service = make(events, [radius, http], reloads)
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        assert service.reload(lambda: Config()) is False
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert events == ["prepare engine", "prepare radius", "prepare http"]
+    assert reloads == [] and radius.reloaded == [] and http.reloaded == []
+    lines = [e for e in logged if "reload refused" in str(e.get("log_format", ""))]
+    assert len(lines) == 1
+    assert "log_failure" not in lines[0], "a refusal is a reason, not a traceback"
+    why = str(lines[0]["why"])
+    assert "\n" not in why and "s3cret" not in why
+    expected = {
+        "ValueError": str(refusal),
+        "PermissionError": "/etc/authd/radius.dict: Permission denied",
+        "RuntimeError": "unexpected RuntimeError",
+    }
+    assert why == expected[type(refusal).__name__]

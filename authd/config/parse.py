@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -32,6 +32,7 @@ from authd.config.model import Config, PrimaryBackend, Secret
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_PATH",
+    "Check",
     "load_config",
     "parse_config",
     "resolve_config_path",
@@ -58,6 +59,11 @@ _KIND = {
 }
 
 
+#: A check beyond the YAML (a part building its state from the config, as `serve` will):
+#: yields (key path, what is wrong) for each problem; the loader adds the file and line.
+Check = Callable[[Config], Iterable[tuple[str, str]]]
+
+
 class _Bad:
     """Marks a value that could not be built; its problem is already recorded."""
 
@@ -73,18 +79,20 @@ def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] | None
     return env or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str) -> Config:
-    """Read and validate the config file at `path`; raise ConfigErrors listing everything."""
+def load_config(path: str, checks: Sequence[Check] = ()) -> Config:
+    """Read and validate the config file at `path`; raise ConfigErrors listing everything.
+
+    `checks` run on the parsed config too, and their problems join the list."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigErrors([ConfigProblem(path, 0, "(file)", f"cannot read: {reason}")]) from None
-    return parse_config(data, source=path)
+    return parse_config(data, source=path, checks=checks)
 
 
-def parse_config(text: str | bytes, source: str) -> Config:
+def parse_config(text: str | bytes, source: str, checks: Sequence[Check] = ()) -> Config:
     """Validate YAML `text` as if read from `source` (relative paths resolve next to it)."""
     builder = _Builder(source)
     root = builder.compose(text)
@@ -95,6 +103,9 @@ def parse_config(text: str | bytes, source: str) -> Config:
         if isinstance(built, Config):
             config = _resolve_store_url(dataclasses.replace(built, source=source), builder)
             _check(config, builder)
+            for check in checks:
+                for path, message in check(config):
+                    builder.check_failed(path, message)
     if builder.problems:
         raise ConfigErrors(builder.problems)
     return config

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -31,6 +32,17 @@ from authd.workers import allowed_cores, core_for, pin_process, worker_index
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
+
+
+def load_dictionary(path: str) -> RadiusDictionary:
+    """The RADIUS dictionary at `path` (the shipped one when empty); ValueError naming
+    the file when it cannot be read or parsed."""
+    try:
+        return RadiusDictionary(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read the RADIUS dictionary: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 (pyrad's parser raises its own kinds)
+        raise ValueError(f"RADIUS dictionary {path or '(shipped)'}: {type(exc).__name__}") from None
 
 
 def bind_socket(
@@ -70,7 +82,7 @@ class RadiusService(Service):
         self._config = config
         # zope interfaces do not type-check as classes under plain mypy: hold as Any.
         self._reactor: Any = reactor
-        self._dictionary = RadiusDictionary(config.dictionary)
+        self._dictionary = load_dictionary(config.dictionary)
         self._listen = [listen_address(s) for s in config.listen]
         self.handler = RadiusHandler(
             self._settings(config, self._dictionary),
@@ -141,25 +153,34 @@ class RadiusService(Service):
         result: Deferred[None] = done.addCallback(close).addCallback(lambda _: None)
         return result
 
-    def reload(self, config: RadiusConfig) -> None:
-        """Swap clients, secrets and reply rules (SIGHUP). Requests in flight finish
-        with the client they arrived under. Raises (and keeps the old settings) when
-        the new config is unusable."""
+    def prepare(self, config: RadiusConfig) -> Callable[[], None]:
+        """Build clients, secrets and reply rules for a reload; raises ValueError (a
+        client or dictionary problem, named without secrets) and changes nothing then.
+        The returned commit swaps them in and cannot fail; requests in flight finish
+        with the client they arrived under."""
         dictionary = (
             self._dictionary
             if config.dictionary == self._config.dictionary
-            else RadiusDictionary(config.dictionary)
+            else load_dictionary(config.dictionary)
         )
         settings = self._settings(config, dictionary)
-        if [listen_address(s) for s in config.listen] != self._listen:
-            log.warning("radius: listen addresses changed; they take effect on restart")
-        if config.workers != self._config.workers:
-            log.warning("radius: workers changed; it takes effect on restart")
-        self.handler.settings = settings
-        self.handler.dedup.window = config.duplicate_window
-        self._dictionary = dictionary
-        self._config = config
-        log.info("radius: reloaded %d clients", len(settings.clients.clients))
+
+        def commit() -> None:
+            if [listen_address(s) for s in config.listen] != self._listen:
+                log.warning("radius: listen addresses changed; they take effect on restart")
+            if config.workers != self._config.workers:
+                log.warning("radius: workers changed; it takes effect on restart")
+            self.handler.settings = settings
+            self.handler.dedup.window = config.duplicate_window
+            self._dictionary = dictionary
+            self._config = config
+            log.info("radius: reloaded %d clients", len(settings.clients.clients))
+
+        return commit
+
+    def reload(self, config: RadiusConfig) -> None:
+        """Prepare and commit at once (raises, keeping the old settings, when unusable)."""
+        self.prepare(config)()
 
     def bound_ports(self) -> list[tuple[str, int]]:
         """The (host, port) actually bound, in `radius.listen` order (port 0 resolved)."""

@@ -190,14 +190,27 @@ class HttpService(Service):
         d.addErrback(gave_up)
         return d
 
-    def reload(self, config: Config) -> None:
-        """Swap API keys, proxies, limits and the body cap; raises (keeping the old
-        ones) if the new keys are unusable. Listen addresses and TLS need a restart."""
+    def prepare(self, config: Config) -> Callable[[], None]:
+        """Build API keys, proxies and limits for a reload; raises ValueError (naming
+        the key, never its content) and changes nothing then. The returned commit swaps
+        them in at once and cannot fail. Listen addresses and TLS need a restart."""
         policy = _policy(config.http)
-        self._policy = policy
-        self._limits.reconfigure(config.http.rate_limits)
-        self.site.max_body = config.http.max_body
-        self._config = config
+        Limits(config.http.rate_limits, max_keys=1)  # the same checks as the live tables
+
+        def commit() -> None:
+            old = self._config.http
+            if config.http.listen != old.listen or config.http.tls != old.tls:
+                log.warn("HTTP listen addresses or TLS changed; they take effect on restart")
+            self._policy = policy
+            self._limits.reconfigure(config.http.rate_limits)
+            self.site.max_body = config.http.max_body
+            self._config = config
+
+        return commit
+
+    def reload(self, config: Config) -> None:
+        """Prepare and commit at once (raises, keeping the old settings, when unusable)."""
+        self.prepare(config)()
 
     def bound_ports(self) -> list[int]:
         """The ports actually bound (for tests listening on port 0)."""
