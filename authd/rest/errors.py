@@ -7,6 +7,7 @@ no stack trace and no exception text reaches a client, so nothing secret can lea
 
 from __future__ import annotations
 
+import re
 import traceback
 
 from twisted.logger import Logger
@@ -14,6 +15,9 @@ from twisted.logger import Logger
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 
 log = Logger()
+# A quoted value in a domain error's message (`no user 'x'`): the caller sent it, and it
+# may be a secret typed in the wrong field, so an HTTP answer leaves it out.
+_QUOTED = re.compile(r"""\s*(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 class ApiError(Exception):
@@ -61,17 +65,23 @@ def too_many(limit: str, retry_after: float) -> ApiError:
     )
 
 
+def without_values(text: str) -> str:
+    """`text` without the quoted values in it (`no user 'x'` -> `no user`)."""
+    return _QUOTED.sub("", text)
+
+
 def from_exception(exc: BaseException) -> ApiError:
     """The answer for an exception raised by a handler or an AdminOps call."""
     if isinstance(exc, ApiError):
         return exc
-    # Domain error messages are written never to hold a secret (authd/core/errors.py).
+    # Domain error messages are written never to hold a secret (authd/core/errors.py),
+    # but they quote the names and values the caller gave: those are left out.
     if isinstance(exc, NotFound):
-        return ApiError(404, "not_found", str(exc))
+        return ApiError(404, "not_found", without_values(str(exc)))
     if isinstance(exc, AlreadyExists):
-        return ApiError(409, "conflict", str(exc))
+        return ApiError(409, "conflict", without_values(str(exc)))
     if isinstance(exc, InvalidInput):
-        return ApiError(400, "invalid_input", str(exc))
+        return ApiError(400, "invalid_input", without_values(str(exc)))
     if isinstance(exc, StoreUnavailable):
         return ApiError(503, "unavailable", "the store cannot be reached")
     # Fail closed: the client learns only that something broke. The log gets the type and

@@ -190,3 +190,22 @@ def test_source_address_and_client_are_recorded(app: App) -> None:
     assert seen is not None
     # No trusted proxy configured: X-Forwarded-For is ignored.
     assert (seen.source, seen.client) == ("127.0.0.1", "vpn")
+
+
+def test_errors_never_echo_what_was_sent(app: App) -> None:
+    """A secret sent as a field name, a duplicate key, a query parameter or a user name
+    in the path comes back in no 400/404 body; the body names what is allowed instead."""
+    secret = "hunter2-Pasted-By-Mistake"
+    json_type = {"content-type": "application/json"}
+    answers = [
+        app.request("POST", "/api/v1/validate", {"user": "alice", secret: "x"},
+                    key=VALIDATE_KEY),
+        app.request("POST", "/api/v1/otp/check", key=VALIDATE_KEY, headers=json_type,
+                    raw=f'{{"user":"a","otp":"1","{secret}":1,"{secret}":2}}'.encode()),
+        app.request("GET", f"/api/v1/admin/users?{secret}=1", key=ADMIN_KEY),
+        app.request("GET", f"/api/v1/admin/users/{secret}", key=ADMIN_KEY),
+    ]
+    assert [r.status for r in answers] == [400, 400, 400, 404]
+    for r in answers:
+        assert secret.lower() not in r.raw.decode().lower(), r.raw
+    assert "allowed: user, password, otp, state" in answers[0].json["detail"]
