@@ -159,6 +159,10 @@ class FailureBackoff:
         """Operator action: lift the throttle; True when there was one."""
         return self._entries.pop(key, None) is not None
 
+    def throttled_keys(self) -> list[str]:
+        """Every key with a throttle (live or not yet forgotten), for operator views."""
+        return list(self._entries)
+
     def _make_room(self, now: float) -> None:
         if len(self._entries) < self.max_keys:
             return

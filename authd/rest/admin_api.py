@@ -540,7 +540,7 @@ class AdminEndpoints:
         def add_throttle(detail: Any) -> Reply:
             doc = detail.to_json()
             now = self._clock.seconds()
-            state = self._limits.backoff.state(user, now)
+            state = self._limits.user_throttle(user, now)
             doc["http_throttle"] = (
                 None
                 if state is None
@@ -555,7 +555,7 @@ class AdminEndpoints:
         d = self._call(self._ops().unlock_user, call.actor, user)
 
         def lift(reply: Reply) -> Reply:
-            self._limits.backoff.clear(user)
+            self._limits.clear_user(user)
             return reply
 
         return d.addCallback(lift)

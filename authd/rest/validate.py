@@ -9,9 +9,9 @@ How a body maps onto the engine's modes (the same meanings as RADIUS):
   with a `state` (base64) to send back with the OTP (otp_mode `challenge`).
 - `/otp/check`: the appliance did the first factor; only the OTP (or PIN+OTP, or a
   backup code) is checked (first_factor `none`).
-Before the engine runs, the user's token bucket and escalating failure delay are
-checked (429 without touching the store); after it, a reject escalates the delay and an
-accept clears it.
+Before the engine runs, the token bucket and escalating failure delay of the user from
+this source are checked (429 without touching the store); after it, a reject escalates
+that delay and an accept clears it. Another source's failures never slow the user.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.metrics import Metrics
 from authd.rest.errors import bad_request, too_many
-from authd.rest.ratelimit import Limits
+from authd.rest.ratelimit import Limits, user_key
 from authd.rest.routes import Call, Clock, Reply, Route
 from authd.rest.validation import BodySchema, Field
 
@@ -192,21 +192,22 @@ class AuthEndpoints:
 
     def _run(self, call: Call, req: AuthRequest) -> Deferred[Reply]:
         limits = self._limits
-        wait = limits.per_user.take(req.user, call.now)
+        key = user_key(req.user, call.source)
+        wait = limits.per_user.take(key, call.now)
         if wait:
             self._user_limited.inc()
             raise too_many("user", wait)
-        wait = limits.backoff.wait(req.user, call.now)
+        wait = limits.backoff.wait(key, call.now)
         if wait:
             self._failures_limited.inc()
             raise too_many("user", wait)
-        return self._authenticate(req).addCallback(self._answer, req.user)
+        return self._authenticate(req).addCallback(self._answer, key)
 
-    def _answer(self, decision: Decision, user: str) -> Reply:
+    def _answer(self, decision: Decision, key: str) -> Reply:
         if decision.outcome is Outcome.ACCEPT:
-            self._limits.backoff.success(user)
+            self._limits.backoff.success(key)
         elif decision.outcome is Outcome.REJECT and decision.reason not in _NOT_A_GUESS:
-            self._limits.backoff.failure(user, self._clock.seconds())
+            self._limits.backoff.failure(key, self._clock.seconds())
         doc: dict[str, Any] = {"result": decision.outcome.value}
         if decision.state is not None:
             doc["state"] = base64.b64encode(decision.state).decode("ascii")

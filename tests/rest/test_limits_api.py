@@ -172,3 +172,33 @@ def test_trusted_proxy_forwarded_for(tmp_path: Path) -> None:
         assert check("203.0.113.10") == 200  # another client behind the same proxy
     finally:
         app.close()
+
+
+def test_guesser_elsewhere_does_not_shut_out_the_user(tmp_path: Path) -> None:
+    """One wrong password a second from an attacker's address fills only that address's
+    bucket and delay for the user: the attacker gets 429s, while the user's correct
+    attempts from their usual address still pass, every time (default limits)."""
+    app = _app(tmp_path, RateLimitsConfig(), trusted_proxies=("127.0.0.0/8",))
+    try:
+
+        def attempt(client: str, password: str, otp: str) -> tuple[int, str | None]:
+            r = app.request(
+                "POST",
+                "/api/v1/validate",
+                {"user": "hank", "password": password, "otp": otp},
+                key=VALIDATE_KEY,
+                headers={"x-forwarded-for": client},
+            )
+            return r.status, r.json.get("result")
+
+        attacker, user = "203.0.113.9", "198.51.100.7"
+        seen = []
+        for second in range(30):
+            seen.append(attempt(attacker, f"guess-{second}", "000000")[0])
+            if second % 10 == 9:
+                assert attempt(user, PASSWORD, app.next_hotp("hank")) == (200, "accept")
+            app.clock.advance(1.0)
+        assert seen.count(429) > 20, seen  # the guesser is slowed down
+        assert 200 in seen
+    finally:
+        app.close()
