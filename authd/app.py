@@ -29,6 +29,7 @@ from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.crypto import Keyring
 from authd.metrics import Metrics
+from authd.readiness import ReadinessProbe
 from authd.service import AuthdService, Commit, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
@@ -169,13 +170,20 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     def run_blocking(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, pool, f, *args, **kwargs)
 
+    # /readyz pings on a thread of their own: never queued behind decisions, nor in
+    # front of them (authd/readiness.py).
+    ready_pool = ThreadPool(minthreads=0, maxthreads=1, name="authd-ready")
+    probe = ReadinessProbe(
+        [("store", core.store.ping), *((b.name, b.ping) for b in core.backends)],
+        reactor, ready_pool)
+
     listeners: list[_ListenerAdapter] = []
     if config.radius.enabled and index < config.radius.workers:
         radius = RadiusService(config.radius, threaded.authenticate, reactor, metrics)
         listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
     if config.http.enabled and index < config.http.workers:
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
-                           threaded.check_ready, reactor, metrics)
+                           probe.check, reactor, metrics)
         listeners.append(_ListenerAdapter(http, lambda c: c))
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
@@ -184,8 +192,10 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
 
     if index > 0:
         return AuthdService(pool, listeners, _engine_part(core.engine, config),
-                            close_store=core.close, notify=lambda state: None)
-    return AuthdService(pool, listeners, _engine_part(core.engine, config), close_store=core.close)
+                            close_store=core.close, notify=lambda state: None,
+                            side_pools=(ready_pool,))
+    return AuthdService(pool, listeners, _engine_part(core.engine, config),
+                        close_store=core.close, side_pools=(ready_pool,))
 
 
 def process_count(config: Config) -> int:

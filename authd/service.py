@@ -48,8 +48,10 @@ class AuthdService(Service):
         prepare: Prepare,
         close_store: Callable[[], None],
         notify: Callable[[str], object] = systemd.notify,
+        side_pools: Sequence[ThreadPool] = (),
     ) -> None:
         self.pool = pool
+        self.side_pools = tuple(side_pools)  # e.g. readiness checks: own threads
         self.listeners = list(listeners)
         self._prepare = prepare
         self._close_store = close_store
@@ -58,6 +60,8 @@ class AuthdService(Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self.pool.start()
+        for side in self.side_pools:
+            side.start()
         started: list[Listener] = []
         try:
             for listener in self.listeners:
@@ -66,7 +70,7 @@ class AuthdService(Service):
         except BaseException:
             for listener in reversed(started):
                 listener.stopService()
-            self.pool.stop()
+            self._stop_pools()
             self.running = False
             raise
         # Everything built at start-up (config, routes, compiled statements, modules)
@@ -87,11 +91,16 @@ class AuthdService(Service):
         )
 
         def release(_: object) -> None:
-            self.pool.stop()  # joins worker threads: in-flight decisions finish first
+            self._stop_pools()  # joins worker threads: in-flight decisions finish first
             self._close_store()
             log.info("authd stopped")
 
         return drained.addBoth(release)
+
+    def _stop_pools(self) -> None:
+        for side in self.side_pools:
+            side.stop()
+        self.pool.stop()
 
     def reload(self, load: Callable[[], Config]) -> bool:
         """SIGHUP, all or nothing (Buildbot's reconfig): load and check the new config,

@@ -37,11 +37,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Protocol, cast
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -317,26 +315,3 @@ class ThreadedEngine:
         if start:
             self._pool.callInThread(self._drain)
         return d
-
-    def check_ready(self) -> Deferred[dict[str, str]]:
-        """{"store": "ok" | "error: <type>", <backend name>: ...} for /readyz; runs in
-        the pool because pings block. Error texts are exception type names only."""
-        return deferToThreadPool(
-            cast(IReactorFromThreads, self._reactor), self._pool, self._ping_all
-        )
-
-    def _ping_all(self) -> dict[str, str]:
-        checks = [("store", self._engine.store.ping)]
-        checks += [(backend.name, backend.ping) for backend in self._engine.backends]
-        status: dict[str, str] = {}
-        for name, ping in checks:
-            try:
-                ping()
-            except Exception as e:  # any failure means "not ready"; report, don't raise
-                log.warn(
-                    "readiness check failed for {name}: {error}", name=name, error=type(e).__name__
-                )
-                status[name] = f"error: {type(e).__name__}"
-            else:
-                status[name] = "ok"
-        return status

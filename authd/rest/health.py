@@ -1,7 +1,8 @@
 """`/healthz`, `/readyz` and `/metrics`: what load balancers and Prometheus poll.
 
-`/healthz` says only that the process answers. `/readyz` asks the engine whether the
-store and every first-factor backend respond; anyone learns ready / not ready (200 /
+`/healthz` says only that the process answers. `/readyz` asks whether the store and
+every first-factor backend respond (authd/readiness.py: own thread, cached, one round
+at a time; limited per source like the API); anyone learns ready / not ready (200 /
 503), only an `admin` key learns which component failed and how.
 """
 
@@ -56,7 +57,6 @@ class HealthEndpoints:
                 optional_key=True,
                 response=_STATUS,
                 statuses=(503,),
-                rate_limited=False,
             ),
             Route(
                 "GET",

@@ -243,7 +243,8 @@ class ApiResource(Resource):
             policy.proxies,
         )
         now = self._clock.seconds()
-        if segments[:1] == ("api",):
+        # /readyz needs no key and asks the dependencies: limited per source like the API.
+        if segments[:1] == ("api",) or segments == ("readyz",):
             wait = self._limits.per_source.take(source, now)
             if wait:
                 self._bound.source_limited.inc()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from twisted.logger import globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
@@ -26,12 +24,6 @@ from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor, WrappedStor
 DEADLINE = 5.0
 
 
-@pytest.fixture
-def pool() -> Iterator[ThreadPool]:
-    p = ThreadPool(minthreads=1, maxthreads=2, name="auth-test")
-    p.start()
-    yield p
-    p.stop()
 
 
 def run(
@@ -132,21 +124,6 @@ def test_unknown_frontend_label(fake_world: World, pool: ThreadPool) -> None:
     run(reactor, threaded, w, "pw", frontend="carrier-pigeon")
     labels = {"frontend": "other", "result": "reject", "reason": "unknown_user"}
     assert sample(metrics, "authd_requests_total", labels) == 1
-
-
-def test_check_ready(fake_world: World, pool: ThreadPool) -> None:
-    """check_ready pings the store and every backend in the pool and reports each."""
-    w = fake_world
-    reactor = FakeReactor(NOW)
-    threaded = ThreadedEngine(w.engine(), reactor, pool, Metrics())
-    results: list[dict[str, str]] = []
-    threaded.check_ready().addCallback(results.append)
-    reactor.run_until(lambda: bool(results), timeout=DEADLINE)
-    assert results[0] == {"store": "ok", "dir": "ok"}
-    w.directory.unreachable = True
-    threaded.check_ready().addCallback(results.append)
-    reactor.run_until(lambda: len(results) == 2, timeout=DEADLINE)
-    assert results[1] == {"store": "ok", "dir": "error: ConnectionError"}
 
 
 class CountingReactor(FakeReactor):

@@ -47,6 +47,7 @@ from authd.core.model import Algorithm
 from authd.core.otp import hotp, totp
 from authd.crypto import Keyring
 from authd.metrics import Metrics
+from authd.readiness import ReadinessProbe
 from authd.rest.service import HttpService
 from authd.storage.sql import SqlStore
 
@@ -157,6 +158,7 @@ class App:
     port: int
     tmp: Path
     engine: ThreadedEngine
+    ready_pool: ThreadPool
     hotp_counter: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -245,6 +247,7 @@ class App:
             self.loop.run(self.http_pool.closeCachedConnections())
             self.loop.run(Deferred.fromCoroutine(_stop(self.service)))
         finally:
+            self.ready_pool.stop()
             self.pool.stop()
             self.store.close()
             self.loop.close()
@@ -307,6 +310,12 @@ def start_app(
     pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="auth")
     pool.start()
     threaded = ThreadedEngine(engine, reactor, pool, metrics)
+    # Readiness on a thread of its own, as app.py builds it.
+    ready_pool = ThreadPool(minthreads=0, maxthreads=1, name="ready")
+    ready_pool.start()
+    probe = ReadinessProbe(
+        [("store", store.ping), *((b.name, b.ping) for b in backends)], reactor, ready_pool
+    )
     clock = Clock()
     clock.advance(1_767_225_600.0)
     ops = AdminOps(config, store, keyring, reactor.seconds, engine=engine, backends=backends)
@@ -319,7 +328,7 @@ def start_app(
         authenticate or threaded.authenticate,
         ops if admin is _DEFAULT else admin,
         run_blocking,
-        ready or threaded.check_ready,
+        ready or probe.check,
         reactor,
         metrics,
         clock=clock,
@@ -329,6 +338,7 @@ def start_app(
     except BaseException:
         # A failed start (e.g. a taken port) must not leave the pool's non-daemon
         # threads behind: the interpreter would wait for them at exit forever.
+        ready_pool.stop()
         pool.stop()
         store.close()
         loop.close()
@@ -349,4 +359,5 @@ def start_app(
         service.bound_ports()[0],
         tmp,
         threaded,
+        ready_pool,
     )

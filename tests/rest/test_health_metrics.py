@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -98,3 +99,38 @@ def test_no_secret_in_metrics(app: App) -> None:
     text = app.request("GET", "/metrics").raw.decode()
     for secret in (PASSWORD, VALIDATE_KEY, ADMIN_KEY, "alice"):
         assert secret not in text
+
+
+def test_readyz_hammered_with_a_hung_store_does_not_delay_decisions(tmp_path: Path) -> None:
+    """While the store's ping hangs, 60 parallel /readyz calls cost one ping on a thread
+    of its own: a decision still answers at once, and the health calls all get the one
+    (fail-closed) result once the ping gives up."""
+    import threading
+
+    app = start_app(tmp_path)
+    release = threading.Event()
+    pings: list[int] = []
+
+    def hung_ping() -> None:
+        pings.append(1)
+        release.wait(20)  # a hung dependency, freed by the test (never a timing wait)
+        raise ConnectionError("store gone")
+
+    app.add_user("alice")
+    real_ping = app.store.ping
+    app.store.ping = hung_ping  # type: ignore[method-assign]
+    try:
+        health = [app.request_later("GET", "/readyz") for _ in range(60)]
+        started = time.monotonic()
+        r = app.validate("alice", password=PASSWORD, otp=app.totp_now())
+        assert r.json == {"result": "accept"}
+        assert time.monotonic() - started < 2.0
+        assert not release.is_set() and len(pings) == 1
+        release.set()
+        answers = [app.loop.run(d) for d in health]
+        assert {a.status for a in answers} == {503}
+        assert len(pings) == 1
+    finally:
+        release.set()
+        app.store.ping = real_ping  # type: ignore[method-assign]
+        app.close()
