@@ -14,8 +14,6 @@ from tests.fakes import FakeReactor
 NOW = 1_767_225_600.0
 
 
-
-
 def test_reports_each_component_and_caches_briefly(pool: ThreadPool) -> None:
     """Each component is ok or the error's type; within the cache time the pings are
     not repeated, after it they are (and see the change)."""

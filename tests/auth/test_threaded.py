@@ -24,8 +24,6 @@ from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor, WrappedStor
 DEADLINE = 5.0
 
 
-
-
 def run(
     reactor: FakeReactor, threaded: ThreadedEngine, world: World, typed: str, **kw: Any
 ) -> Decision:
@@ -38,7 +36,6 @@ def run(
 def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
     value = metrics.registry.get_sample_value(name, labels or {})
     return 0.0 if value is None else value
-
 
 
 def _write_lock_free(path: str) -> bool:
