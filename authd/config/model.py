@@ -359,6 +359,19 @@ class HttpConfig:
         "CIDRs whose X-Forwarded-For is believed"))
     workers: int = field(default=1, metadata=meta(
         "processes sharing the HTTP port (SO_REUSEPORT)", minimum=1, maximum=64))
+    # Slowloris: without these, idle connections dribbling a header line now and then
+    # hold every file descriptor and no real request can connect.
+    read_timeout: float = field(default=10.0, metadata=meta(
+        "a client must send a whole request (line, headers, body) within this time of "
+        "connecting, or of its first byte on a kept-alive connection; slower ones are closed",
+        duration=True, minimum=0.1, maximum=300))
+    max_connections: int = field(default=512, metadata=meta(
+        "open HTTP connections per process; at the cap the oldest idle or still-sending one "
+        "is closed for a new one. Keep it well under the open-files limit (LimitNOFILE)",
+        minimum=1, maximum=1_000_000))
+    max_connections_per_source: int = field(default=32, metadata=meta(
+        "open HTTP connections per client address (trusted_proxies exempt)",
+        minimum=1, maximum=1_000_000))
 
 
 # ---------------------------------------------------------------- portal, logging, audit

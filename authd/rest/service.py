@@ -27,6 +27,7 @@ from authd.metrics import Metrics
 from authd.rest.admin_api import AdminEndpoints
 from authd.rest.apikeys import ApiKeyRing
 from authd.rest.clientaddr import parse_networks
+from authd.rest.connections import ConnectionLimits
 from authd.rest.health import HealthEndpoints, Ready
 from authd.rest.openapi import OpenApiEndpoint
 from authd.rest.ratelimit import Limits
@@ -58,6 +59,14 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _connection_limits(http: HttpConfig) -> ConnectionLimits:
+    return ConnectionLimits(
+        total=http.max_connections,
+        per_source=http.max_connections_per_source,
+        exempt=parse_networks(http.trusted_proxies),
+    )
 
 
 def _policy(http: HttpConfig) -> Policy:
@@ -121,7 +130,13 @@ class HttpService(Service):
             self.router, lambda: self._policy, self._limits, clock, metrics, self._in_flight
         )
         self._root = Root(self._api)
-        self.site = AuthdSite(self._root, reactor, config.http.max_body)  # type: ignore[arg-type]
+        self.site = AuthdSite(
+            self._root,  # type: ignore[arg-type]
+            reactor,
+            config.http.max_body,
+            read_timeout=config.http.read_timeout,
+            limits=_connection_limits(config.http),
+        )
         self._ports: list[Any] = []  # IListeningPort
 
     def mount(self, name: bytes, resource: IResource) -> None:
@@ -196,6 +211,7 @@ class HttpService(Service):
         them in at once and cannot fail. Listen addresses and TLS need a restart."""
         policy = _policy(config.http)
         Limits(config.http.rate_limits, max_keys=1)  # the same checks as the live tables
+        connections = _connection_limits(config.http)
 
         def commit() -> None:
             old = self._config.http
@@ -204,6 +220,8 @@ class HttpService(Service):
             self._policy = policy
             self._limits.reconfigure(config.http.rate_limits)
             self.site.max_body = config.http.max_body
+            self.site.read_timeout = config.http.read_timeout
+            self.site.connections.limits = connections
             self._config = config
 
         return commit

@@ -1,5 +1,7 @@
 """The twisted.web Site of the HTTP front-end: capped bodies, no tracebacks, no access
-log, and a record of open connections so a stop can close idle keep-alive ones.
+log, a deadline for receiving each request, caps on open connections (per source and
+in total, authd/rest/connections.py), and a record of open connections so a stop can
+close idle keep-alive ones.
 """
 
 from __future__ import annotations
@@ -9,8 +11,15 @@ import weakref
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+
+from authd.rest.connections import ConnectionLimits, ConnectionTable
+
+READ_TIMEOUT = 10.0  # http.read_timeout's default
 
 
 class CappedRequest(Request):
@@ -41,24 +50,112 @@ class CappedRequest(Request):
         self.content.write(data)
 
 
+class DeadlineChannel(HTTPChannel):
+    """An HTTP/1.1 connection that must send each whole request (line, headers, body)
+    within `site.read_timeout`: from connecting for the first request, from its first
+    byte for a later one on a kept-alive connection (waiting idle between requests is
+    the site's idle timeout). A sender that dribbles a header line now and then
+    (slowloris) is cut off at the deadline, however often it sends."""
+
+    site: AuthdSite
+    _deadline: Any = None  # IDelayedCall
+    _waiting = False  # answered a request; the next one's clock starts at its first byte
+    busy = False  # a whole request is in and being answered
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted override)
+        super().connectionMade()
+        if not self.site.admit(self):
+            self._abort()
+            return
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted override)
+        if self._waiting and data:
+            self._waiting = False
+            self._arm()
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:  # noqa: N802 (Twisted override)
+        self._disarm()
+        self.busy = True
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802 (Twisted override)
+        self.busy = False
+        self._waiting = True  # before super(): it replays pipelined bytes at once
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self._disarm()
+        self.site.forget(self)
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.callLater(self.site.read_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._abort()
+
+    def _abort(self) -> None:
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+
 class AuthdSite(Site):
     """A Site on an injected reactor that never shows a traceback."""
 
     displayTracebacks = False
     requestFactory = CappedRequest
+    # Plain HTTP/1.1 channels (Twisted's default wraps them for HTTP/2 negotiation,
+    # which authd does not offer).
+    protocol = DeadlineChannel  # type: ignore[assignment]
 
     def __init__(
-        self, resource: IResource, reactor: IReactorTime, max_body: int, timeout: float = 60.0
+        self,
+        resource: IResource,
+        reactor: IReactorTime,
+        max_body: int,
+        timeout: float = 60.0,
+        *,
+        read_timeout: float = READ_TIMEOUT,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         # Form bodies are never parsed into request.args: the API speaks JSON only.
         super().__init__(resource, reactor=reactor, timeout=timeout, parsePOSTFormSubmission=False)
         self.max_body = max_body
+        self.read_timeout = read_timeout
+        self.connections = ConnectionTable(limits or ConnectionLimits(total=512, per_source=32))
         self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def buildProtocol(self, addr: IAddress | None) -> Any:  # noqa: N802 (Twisted override)
         channel = super().buildProtocol(addr)
         self.channels.add(channel)
         return channel
+
+    def admit(self, channel: DeadlineChannel) -> bool:
+        """Count a new connection in; False when it must be closed at once. Closes the
+        connections that make room for it (see ConnectionTable.admit)."""
+        transport: Any = channel.transport
+        source = str(getattr(transport.getPeer(), "host", ""))
+        evict = self.connections.admit(channel, source, lambda c: bool(getattr(c, "busy", False)))
+        if evict is None:
+            return False
+        for old in evict:
+            transport = getattr(old, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        return True
+
+    def forget(self, channel: DeadlineChannel) -> None:
+        self.connections.forget(channel)
 
     def log(self, request: Any) -> None:
         """No per-request access log: /metrics counts responses by route and status, and
