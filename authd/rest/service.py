@@ -61,6 +61,15 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _drop_counter(metrics: Metrics) -> Callable[[str], None]:
+    """Counts connections the limits closed, by reason (a fixed set: see AuthdSite)."""
+    children = {
+        reason: metrics.drops.labels(frontend="http", reason=reason)
+        for reason in ("too_slow", "connection_refused", "pushed_out")
+    }
+    return lambda reason: children[reason].inc()
+
+
 def _connection_limits(http: HttpConfig) -> ConnectionLimits:
     return ConnectionLimits(
         total=http.max_connections,
@@ -136,6 +145,7 @@ class HttpService(Service):
             config.http.max_body,
             read_timeout=config.http.read_timeout,
             limits=_connection_limits(config.http),
+            dropped=_drop_counter(metrics),
         )
         self._ports: list[Any] = []  # IListeningPort
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -65,6 +66,7 @@ class DeadlineChannel(HTTPChannel):
     def connectionMade(self) -> None:  # noqa: N802 (Twisted override)
         super().connectionMade()
         if not self.site.admit(self):
+            self.site.dropped("connection_refused")
             self._abort()
             return
         self._arm()
@@ -101,6 +103,7 @@ class DeadlineChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
+        self.site.dropped("too_slow")
         self._abort()
 
     def _abort(self) -> None:
@@ -127,12 +130,15 @@ class AuthdSite(Site):
         *,
         read_timeout: float = READ_TIMEOUT,
         limits: ConnectionLimits | None = None,
+        dropped: Callable[[str], None] = lambda reason: None,
     ) -> None:
         # Form bodies are never parsed into request.args: the API speaks JSON only.
         super().__init__(resource, reactor=reactor, timeout=timeout, parsePOSTFormSubmission=False)
         self.max_body = max_body
         self.read_timeout = read_timeout
         self.connections = ConnectionTable(limits or ConnectionLimits(total=512, per_source=32))
+        # Counts connections closed by the limits: too_slow, connection_refused, pushed_out.
+        self.dropped = dropped
         self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def buildProtocol(self, addr: IAddress | None) -> Any:  # noqa: N802 (Twisted override)
@@ -149,6 +155,7 @@ class AuthdSite(Site):
         if evict is None:
             return False
         for old in evict:
+            self.dropped("pushed_out")
             transport = getattr(old, "transport", None)
             if transport is not None:
                 transport.abortConnection()

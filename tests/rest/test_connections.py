@@ -60,6 +60,11 @@ def closed(s: socket.socket) -> bool:
         return True
 
 
+def drops(app: App, reason: str) -> float:
+    labels = {"frontend": "http", "reason": reason}
+    return app.metrics.registry.get_sample_value("authd_drops_total", labels) or 0.0
+
+
 def pause(app: App, seconds: float) -> None:
     """Let the server's reactor run for `seconds` of real time (its deadline is real)."""
     app.loop.run(deferLater(app.loop.reactor, seconds, lambda: None))
@@ -86,6 +91,8 @@ def test_real_request_gets_through_and_dribblers_are_cut_off(app: App) -> None:
         pause(app, DEADLINE * 0.8)
         assert sum(closed(s) for s in socks) == len(socks)
         assert len(app.service.site.connections) <= 1  # at most the client pool's own
+        assert drops(app, "pushed_out") >= 200 and drops(app, "too_slow") >= 1
+        assert drops(app, "pushed_out") + drops(app, "too_slow") == len(socks)
     finally:
         for s in socks:
             s.close()
@@ -100,6 +107,7 @@ def test_one_address_holds_at_most_its_share(app: App) -> None:
         app.loop.reactor.iterate(0.01)
         shut = [closed(s) for s in socks]
         assert sum(shut) == 20 and not any(shut[:40])
+        assert drops(app, "connection_refused") == 20
         assert app.request("GET", "/healthz").status == 200
     finally:
         for s in socks:
