@@ -33,7 +33,7 @@ from authd.service import AuthdService
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 
-log = Logger()
+log = Logger(namespace="authd.app")
 
 
 @dataclass

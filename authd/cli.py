@@ -96,7 +96,7 @@ def serve(path: str) -> int:
 
     reactor: Any = global_reactor  # zope interfaces do not type-check as classes
     start_logging(config.logging)
-    log = Logger(namespace="authd")
+    log = Logger(namespace="authd.cli")
     try:
         service = build_service(config, reactor)
     except Exception as error:  # noqa: BLE001 (start-up failure: say why, exit 1)

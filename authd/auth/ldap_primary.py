@@ -35,7 +35,7 @@ from authd.config.model import PrimaryBackend
 from authd.core.errors import AuthdError
 from authd.metrics import Metrics
 
-log = Logger(namespace="authd.ldap")
+log = Logger(namespace="authd.auth.ldap_primary")
 
 T = TypeVar("T")
 

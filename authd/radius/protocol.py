@@ -26,7 +26,7 @@ from authd.radius import codec
 from authd.radius.clients import Client, ClientTable
 from authd.radius.dedup import DuplicateCache, Key, Seen
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.protocol")
 
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]

@@ -28,7 +28,7 @@ from authd.radius.protocol import Authenticate, RadiusHandler, RadiusProtocol, S
 from authd.radius.reuseport import spread_by_authenticator
 from authd.workers import allowed_cores, core_for, pin_process, worker_index
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.service")
 
 DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
 

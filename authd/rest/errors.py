@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 
-log = Logger()
+log = Logger(namespace="authd.rest.errors")
 
 
 class ApiError(Exception):
