@@ -285,6 +285,8 @@ class TestResult:
     reason: str
     message: str
     groups: tuple[str, ...]
+    # "<backend> <url>: <why>" for each directory server that failed (status's reasons)
+    directory_problems: tuple[str, ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -297,6 +299,7 @@ class TestResult:
             "reason": self.reason,
             "message": self.message,
             "groups": list(self.groups),
+            "directory_problems": list(self.directory_problems),
         }
 
 
@@ -344,6 +347,11 @@ class StatusReport:
 @runtime_checkable
 class _DirectoryStatus(Protocol):
     def status(self) -> list[tuple[str, bool]]: ...
+
+
+@runtime_checkable
+class _DirectoryFailures(Protocol):
+    def failures(self) -> dict[str, str]: ...
 
 
 def _probe(ping: Callable[[], None]) -> str:
@@ -823,9 +831,13 @@ class AdminOps:
             rows.append(
                 ComponentStatus(name, "backend", state, f"{cfg.type}, {len(servers)} server(s)")
             )
+            # Why a backed-off server failed (TLS trust, host name, service bind, ...):
+            # fixed phrases from the directory client, never a configured secret.
+            why = directory.failures() if isinstance(directory, _DirectoryFailures) else {}
             rows.extend(
                 ComponentStatus(
-                    f"{name} server", "server", "ok" if usable else "error: unreachable", url
+                    f"{name} server", "server",
+                    "ok" if usable else f"error: {why.get(url) or 'unreachable'}", url,
                 )
                 for url, usable in servers
             )
@@ -864,7 +876,17 @@ class AdminOps:
             reason=str(decision.reason),
             message=decision.message,
             groups=decision.groups,
+            directory_problems=self._directory_problems(),
         )
+
+    def _directory_problems(self) -> tuple[str, ...]:
+        problems: list[str] = []
+        for backend in self._backends:
+            directory = getattr(backend, "directory", None)
+            if isinstance(directory, _DirectoryFailures):
+                problems += [f"{backend.name} {url}: {why}"
+                             for url, why in directory.failures().items()]
+        return tuple(problems)
 
 
 # ---------------------------------------------------------------- module helpers

@@ -34,7 +34,7 @@ from authd.service import AuthdService, Commit, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 
-log = Logger()
+log = Logger(namespace="authd.app")
 
 
 @dataclass

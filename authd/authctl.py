@@ -8,6 +8,7 @@ BEGIN IMMEDIATE, PostgreSQL transactions), so no daemon round-trip is needed.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from authd.config.errors import ConfigErrors
 from authd.config.parse import load_config, resolve_config_path
 from authd.core.errors import AuthdError
+from authd.ctl import qr
 from authd.ctl.commands import EXIT_FAILURE, EXIT_USAGE, Console, Printed, run
 from authd.ctl.parser import UsageError, build_parser
 
@@ -43,12 +45,6 @@ def _fail(kind: str, message: str, as_json: bool, out: TextIO, err: TextIO) -> N
     err.write(f"authctl: {message}\n")
     if as_json:
         _emit({"error": {"type": kind, "message": message}}, True, "", out)
-
-
-def _draw_qr(uri: str, out: TextIO) -> None:
-    import segno  # imported here: only `token add --qr` needs it
-
-    segno.make(uri, error="m").terminal(out=out, compact=True)
 
 
 def main(
@@ -99,11 +95,41 @@ def main(
     except AuthdError as exc:
         _fail(type(exc).__name__, str(exc), as_json, out, err)
         return EXIT_FAILURE
+    try:
+        code = _show(printed, args, as_json, out, err)
+        out.flush()
+    except BrokenPipeError:
+        # The reader left early (`authctl token add ... --qr | head -1`): the command
+        # has done its work; stop writing, and keep Python from reporting the
+        # unflushable stdout at exit.
+        _detach(out)
+        return printed.exit_code
+    return code
+
+
+def _show(
+    printed: Printed, args: argparse.Namespace, as_json: bool, out: TextIO, err: TextIO
+) -> int:
+    """Print a command's result, and its QR code where asked for; the exit code."""
+    if printed.qr_uri is not None and args.qr_file:
+        try:
+            qr.write_file(printed.qr_uri, args.qr_file)
+        except OSError as exc:  # the token exists: still print its URI, then fail
+            _emit(printed.document, as_json, printed.text, out)
+            err.write(f"authctl: {args.qr_file}: cannot write the QR code: {exc.strerror}\n")
+            return EXIT_FAILURE
     _emit(printed.document, as_json, printed.text, out)
-    if printed.qr_uri is not None and not as_json:
-        _draw_qr(printed.qr_uri, out)
+    if printed.qr_uri is not None and args.qr and not as_json:
+        out.write("".join(line + "\n" for line in qr.terminal_lines(printed.qr_uri)))
     return printed.exit_code
 
+
+def _detach(out: TextIO) -> None:
+    """Point a closed stdout at /dev/null, so the interpreter's final flush is quiet."""
+    if out is sys.stdout:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 if __name__ == "__main__":  # pragma: no cover - `python -m authd.authctl`
     sys.exit(main())

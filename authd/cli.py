@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,17 @@ from authd.config.parse import resolve_config_path
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+
+# Every module `serve` loads before it answers, listeners included: check-config imports
+# them too, so an install missing a dependency fails the unit's ExecStartPre with the
+# module's name instead of restarting `serve` forever.
+DAEMON_MODULES = (
+    "authd.app",
+    "authd.logsetup",
+    "authd.radius.service",
+    "authd.rest.service",
+    "authd.workers",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,11 +55,28 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def import_daemon() -> str | None:
+    """Import what `serve` runs; None, or why the install cannot run it."""
+    for name in DAEMON_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            missing = (error.name or str(error)).split(".")[0]
+            return (f"authd cannot start: {name} needs {missing}, which is not installed "
+                    "(reinstall authd with its dependencies: pip install authd)")
+    return None
+
+
 def check_config(path: str) -> int:
-    """Exit 0 when the file is valid, else print every problem and exit 2."""
+    """Exit 0 when the file is valid and the daemon's modules import; print every config
+    problem and exit 2, or the missing module and exit 1."""
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
+    broken = import_daemon()
+    if broken is not None:
+        print(broken, file=sys.stderr)
+        return EXIT_FAILURE
     print(f"{path}: OK")
     return EXIT_OK
 
@@ -57,6 +86,10 @@ def serve(path: str) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
+    broken = import_daemon()
+    if broken is not None:
+        print(broken, file=sys.stderr)
+        return EXIT_FAILURE
 
     from twisted.internet import reactor as global_reactor
     from twisted.logger import Logger
@@ -67,7 +100,7 @@ def serve(path: str) -> int:
 
     reactor: Any = global_reactor  # zope interfaces do not type-check as classes
     start_logging(config.logging)
-    log = Logger(namespace="authd")
+    log = Logger(namespace="authd.cli")
     try:
         service = build_service(config, reactor)
     except Exception as error:  # noqa: BLE001 (start-up failure: say why, exit 1)

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authd.core.errors import KeyFileError
+from authd.statedir import make_private_dirs
 
 FILE_VERSION = 1
 BLOB_VERSION = "v1"
@@ -86,7 +87,7 @@ class Keyring:
             pass
         parent = os.path.dirname(path)
         try:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
+            make_private_dirs(parent)
         except OSError as e:
             raise KeyFileError(f"{parent}: cannot create key directory: {e.strerror}") from None
         key_id = _new_key_id({})

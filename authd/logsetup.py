@@ -1,7 +1,9 @@
 """Where log events go: one observer on stdout (journald captures it), text or JSON.
 
 Libraries that use stdlib `logging` (SQLAlchemy, ldap3) are routed into the same
-stream at WARNING and above, so one place decides format and level.
+stream at WARNING and above, so one place decides format and level. Every module names
+its logger explicitly: a mypyc-compiled module has no frame of its own, and a name
+derived from the caller's frame would read `importlib._bootstrap`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from twisted.logger import (
     jsonFileLogObserver,
     textFileLogObserver,
 )
+from twisted.python.failure import Failure
 
 from authd.config.model import LoggingConfig
 
@@ -31,6 +34,14 @@ _LEVELS = {
     "error": LogLevel.error,
 }
 
+
+_FROM_STDLIB = {
+    logging.DEBUG: LogLevel.debug,
+    logging.INFO: LogLevel.info,
+    logging.WARNING: LogLevel.warn,
+    logging.ERROR: LogLevel.error,
+    logging.CRITICAL: LogLevel.critical,
+}
 
 _STDLIB_LEVELS = {
     "debug": logging.DEBUG,
@@ -54,23 +65,21 @@ def start_logging(cfg: LoggingConfig, stream: IO[str] | None = None) -> None:
     observer = make_observer(cfg, stream if stream is not None else sys.stdout)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     # Our own modules log at the configured level; chatty libraries only from WARNING.
-    logging.basicConfig(level=logging.WARNING, handlers=[_TwistedHandler()], force=True)
+    logging.basicConfig(level=logging.WARNING, handlers=[TwistedHandler()], force=True)
     logging.getLogger("authd").setLevel(_STDLIB_LEVELS[cfg.level])
 
 
-class _TwistedHandler(logging.Handler):
-    """Hands stdlib log records to the Twisted log stream (formatted once, no args)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._log = Logger(namespace="stdlib")
+class TwistedHandler(logging.Handler):
+    """Hands stdlib log records to the Twisted log stream under the record's own logger
+    name, formatted once, with the traceback of `log.exception()` kept as a Failure."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        level = {
-            logging.DEBUG: LogLevel.debug,
-            logging.INFO: LogLevel.info,
-            logging.WARNING: LogLevel.warn,
-        }.get(record.levelno, LogLevel.error)
-        self._log.emit(level, "{logger}: {message}", logger=record.name,
-                       message=record.getMessage())
-
+        level = _FROM_STDLIB.get(record.levelno, LogLevel.error)
+        log = Logger(namespace=record.name)
+        message = record.getMessage()
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            failure = Failure(error, type(error), error.__traceback__)
+            log.failure("{message}", failure, level=level, message=message)
+        else:
+            log.emit(level, "{message}", message=message)

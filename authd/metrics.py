@@ -146,6 +146,10 @@ class Metrics:
         self.in_flight = Gauge(
             "authd_requests_in_flight", "Decisions currently being made",
             ["frontend"], registry=r)
+        self.decision_errors = Counter(
+            "authd_decision_errors_total",
+            "Decisions that raised and were rejected (fail closed), by error type",
+            ["error"], registry=r)
         self.radius_replies = Counter(
             "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
             ["code"], registry=r)

@@ -21,7 +21,7 @@ from authd import hot_path_build, systemd
 from authd.config.errors import ConfigErrors
 from authd.config.model import Config
 
-log = Logger()
+log = Logger(namespace="authd.service")
 
 
 #: Swaps a prepared state in; never fails (all that can fail happened in `prepare`).

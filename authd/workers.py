@@ -29,7 +29,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.workers")
 
 WORKER_ENV = "AUTHD_WORKER"
 CORES_ENV = "AUTHD_CORES"  # the cores the daemon may use, e.g. "0,1"

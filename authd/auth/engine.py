@@ -47,7 +47,7 @@ from authd.core.otp import TotpMatch, match_hotp, match_totp
 from authd.core.pin import verify_pin
 from authd.core.split import Candidate, PinRule, SecondKind, default_password, split_candidates
 
-log = Logger()
+log = Logger(namespace="authd.auth.engine")
 
 GENERIC_REJECT = "Authentication failed"
 MAX_USER_LENGTH = 256
@@ -380,7 +380,8 @@ class Engine:
                         cut = True
                         break
                     except Exception as e:  # decided alone below, which reports it
-                        log.warn(
+                        # debug: a failure alone is logged once per outage (auth/outage.py)
+                        log.debug(
                             "batched decision failed ({error}); deciding it alone",
                             error=type(e).__name__,  # only the type: the text may quote values
                         )
@@ -398,7 +399,7 @@ class Engine:
                     held.store_seconds = attempt.store.seconds
                     pending.append(held)
         except Exception as e:  # the read snapshot failed to begin or end: nothing written
-            log.warn("decision reads failed ({error})", error=type(e).__name__)
+            log.debug("decision reads failed ({error})", error=type(e).__name__)
             cut = cut or not pending  # always make progress: the first is decided alone
         return pending, cut
 
@@ -420,7 +421,7 @@ class Engine:
             try:
                 commits = self.store.commit_decisions([h.write for h in held])  # type: ignore[attr-defined]
             except Exception as e:  # rolled back: none of it is committed or answered
-                log.warn(
+                log.debug(
                     "decision batch rolled back ({error}); deciding its requests one by one",
                     error=type(e).__name__,
                 )

@@ -35,7 +35,7 @@ from authd.config.model import PrimaryBackend
 from authd.core.errors import AuthdError
 from authd.metrics import Metrics
 
-log = Logger(namespace="authd.ldap")
+log = Logger(namespace="authd.auth.ldap_primary")
 
 T = TypeVar("T")
 
@@ -79,7 +79,41 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 class _ServerFailure(Exception):
-    """One server failed; the caller backs it off and tries the next one."""
+    """One server failed; the caller backs it off and tries the next one. `reason` is
+    short and from a fixed vocabulary (it reaches `authctl status`); the message may
+    carry the library's own text, for the log."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+# Result codes a refused service bind reports (RFC 4511 §4.1.9), by what an operator fixes.
+_BIND_RESULTS = {
+    _INVALID_CREDENTIALS: "invalid credentials",
+    50: "insufficient access rights",
+    53: "unwilling to perform",
+}
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why connecting to a server failed, in words an operator acts on: TLS trust, the
+    host name check, a refused or timed-out connection. Built from fixed phrases and
+    OpenSSL's verify message only, never from anything the config holds (passwords)."""
+    text = str(error)
+    if "doesn't match any name" in text or "Hostname mismatch" in text:
+        return "TLS: the server certificate does not name this host"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        why = text.partition("certificate verify failed: ")[2].partition(" (_ssl")[0]
+        return "TLS: server certificate not trusted" + (f" ({why})" if why.isprintable()
+                                                         and 0 < len(why) < 80 else "")
+    if "ssl" in text.lower() or "tls" in text.lower():
+        return "TLS handshake failed"
+    if isinstance(error, ConnectionRefusedError) or "Connection refused" in text:
+        return "connection refused"
+    if isinstance(error, TimeoutError) or "timed out" in text:
+        return "timed out"
+    return type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -212,6 +246,7 @@ class _Server:
         self.use_ssl = parts.scheme == "ldaps"
         self.port = parts.port or (636 if self.use_ssl else 389)
         self.down_until = 0.0
+        self.failure = ""  # why it was last backed off (failure_reason)
         self.search_pool: _Pool | None = None
         self.bind_pool: _Pool | None = None
 
@@ -340,13 +375,14 @@ class Directory:
                     raise _ServerFailure("service account has no password")
                 code = _simple_bind(conn, cfg.bind_dn, password)
                 if code != 0:
-                    raise _ServerFailure(f"service account bind refused (result {code})")
+                    why = _BIND_RESULTS.get(code, "refused")
+                    raise _ServerFailure(f"service account bind: {why} (result {code})")
         except (_ServerFailure, _DeadlinePassed):
             _close(conn)
             raise
         except (LDAPException, OSError) as e:
             _close(conn)
-            raise _ServerFailure(f"{type(e).__name__}: {e}") from None
+            raise _ServerFailure(failure_reason(e), f"{type(e).__name__}: {e}") from None
         return conn
 
     def _candidates(self) -> list[_Server]:
@@ -381,6 +417,7 @@ class Directory:
             except _ServerFailure as e:
                 with self._lock:
                     server.down_until = self._clock() + self._config.server_backoff
+                    server.failure = e.reason
                 # Idle connections to a failed server are suspect: the probe after the
                 # back-off starts afresh.
                 for idle_pool in (server.search_pool, server.bind_pool):
@@ -428,7 +465,7 @@ class Directory:
                 fast = time.monotonic() - started < wait / 2
                 if reused and not fresh and fast:
                     raise _StaleConnection() from None
-                raise _ServerFailure(f"{type(e).__name__}: {e}") from None
+                raise _ServerFailure(failure_reason(e), f"{type(e).__name__}: {e}") from None
 
     # ------------------------------------------------------------ operations
     def search(
@@ -508,6 +545,12 @@ class Directory:
         now = self._clock()
         with self._lock:
             return [(s.url, s.down_until <= now) for s in self._servers]
+
+    def failures(self) -> dict[str, str]:
+        """Why each server backed off now failed (url -> failure_reason), for authctl."""
+        now = self._clock()
+        with self._lock:
+            return {s.url: s.failure for s in self._servers if s.down_until > now and s.failure}
 
     def ping(self) -> None:
         """Raise DirectoryUnavailable unless some server answers a root DSE read."""

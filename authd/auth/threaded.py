@@ -1,6 +1,7 @@
 """The engine as front-ends use it: decisions run in the bounded `auth` thread pool,
 metrics are recorded on the way back, and any unexpected error turns into a reject
-(fail closed) with its traceback logged. Front-ends never see an exception.
+(fail closed), logged with its traceback when decisions start failing (auth/outage.py).
+Front-ends never see an exception.
 
 Hand-offs are batched (measured: a pool job plus a callFromThread per request cost
 ~20 µs of CPU and a GIL hand-over each way): requests wait in a queue that drainer jobs
@@ -41,14 +42,14 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from authd.auth.engine import GENERIC_REJECT, DecisionStats, Engine, FirstFactorDue
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
+from authd.auth.outage import FailureLog
 from authd.metrics import Metrics
 
-log = Logger()
+log = Logger(namespace="authd.auth.threaded")
 
 # Metric labels come from small fixed sets (metrics.py): anything else is "other".
 _FRONTENDS = frozenset({"radius", "http", "authctl"})
@@ -127,6 +128,7 @@ class ThreadedEngine:
         self._reactor = reactor
         self._pool = pool
         self._metrics = metrics
+        self._failures = FailureLog(metrics)
         self._metered = {label: _Metered(metrics, label) for label in (*_FRONTENDS, "other")}
         metrics.before_collect(self._publish_in_flight)
         self._lock = threading.Lock()
@@ -258,8 +260,11 @@ class ThreadedEngine:
         answers: list[tuple[Deferred[Decision], Decision]] = []
         for req, d, metered, result in done:
             if isinstance(result, BaseException):
-                decision = self._failed(req, result)
+                self._failures.failed(req, result)
+                decision = Decision(Outcome.REJECT, Reason.BACKEND_DOWN, req.user, GENERIC_REJECT)
             else:
+                if self._failures.failing:
+                    self._failures.succeeded()
                 decision, stats = result
                 observe(stats.store_seconds)
                 if stats.locked_now:
@@ -274,18 +279,6 @@ class ThreadedEngine:
             metered.count((outcome, reason), n)
         for d, decision in answers:
             d.callback(decision)
-
-    @staticmethod
-    def _failed(req: AuthRequest, error: BaseException) -> Decision:
-        # AuthRequest's repr hides password, otp and state: only names are logged.
-        log.failure(
-            "decision failed, rejecting: frontend={frontend} client={client} user={user}",
-            Failure(error, type(error), error.__traceback__),
-            frontend=req.frontend,
-            client=req.client,
-            user=req.user,
-        )
-        return Decision(Outcome.REJECT, Reason.BACKEND_DOWN, req.user, GENERIC_REJECT)
 
     def authenticate(self, req: AuthRequest) -> Deferred[Decision]:
         """Decide `req` in the pool at the reactor's current time."""

@@ -35,7 +35,7 @@ class Printed:
     document: Any
     text: str
     exit_code: int = EXIT_OK
-    qr_uri: str | None = None  # `token add --qr`: the one QR code to draw
+    qr_uri: str | None = None  # `token add --qr/--qr-file`: the one QR code to draw
 
 
 class Console:
@@ -145,7 +145,7 @@ def run(
             serial=args.serial,
         )
         printed = _one(added, render.token_added(added))
-        if args.qr:
+        if args.qr or args.qr_file:
             return Printed(printed.document, printed.text, qr_uri=added.uri)
         return printed
     if cmd == "token.list":

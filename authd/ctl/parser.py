@@ -13,6 +13,7 @@ import argparse
 from typing import TypeAlias
 
 from authd import __version__
+from authd.ctl import qr
 
 _Subs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -99,6 +100,14 @@ def _user(nouns: _Subs) -> None:
         _cmd(verbs, verb, f"user.{verb}", text).add_argument("user")
 
 
+def _qr_file(path: str) -> str:
+    try:
+        qr.file_kind(path)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
+
+
 def _token(nouns: _Subs) -> None:
     verbs = _verbs(
         nouns,
@@ -118,6 +127,10 @@ def _token(nouns: _Subs) -> None:
     )
     add.add_argument("--serial", help="serial number (default: TOTP/HOTP + 8 hex digits)")
     add.add_argument("--qr", action="store_true", help="also print a QR code for the URI")
+    add.add_argument(
+        "--qr-file", metavar="PATH", type=_qr_file,
+        help="also write the QR code to PATH (.png or .svg; created 0600: it holds the secret)",
+    )
     lst = _cmd(verbs, "list", "token.list", "list tokens (of one user)")
     lst.add_argument("user", nargs="?")
     for verb, text in (

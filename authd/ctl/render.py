@@ -198,6 +198,7 @@ def test_result(r: TestResult) -> str:
         lines.append(f"message: {r.message}")
     if r.groups:
         lines.append(f"groups: {', '.join(r.groups)}")
+    lines += [f"directory: {problem}" for problem in r.directory_problems]
     return "\n".join(lines)
 
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from authd.admin import AdminOps
 from authd.app import build_core
 from authd.config.model import Config
-from authd.core.errors import InvalidInput
 
 # authctl runs one action at a time: two connections cover a read during a write.
 CTL_POOL_SIZE = 2
@@ -21,11 +20,9 @@ def open_admin(config: Config, clock: Callable[[], float] = time.time) -> Iterat
     """AdminOps on the configured store, closed on exit.
 
     The key file is created (0600) when missing, as the daemon does on first start, so
-    authctl can enroll users before the daemon ever ran.
+    authctl can enroll users before the daemon ever ran. With `token_storage: ldap` the
+    store is the daemon's too (token records in the directory, the rest in SQL).
     """
-    if config.store.token_storage == "ldap":
-        # Writing tokens to the SQL store would hide them from a daemon reading LDAP.
-        raise InvalidInput("store.token_storage: ldap is not supported by authctl yet")
     core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
     try:
         yield core.admin

@@ -15,7 +15,7 @@ from authd.config.model import RadiusClient, RadiusConfig
 from authd.radius.codec import Keys, RadiusDictionary
 from authd.radius.replies import ReplyPlan, build_reply_plan
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.clients")
 
 # RFC 2865 §3 asks for at least 16 octets; 12 or fewer is what BlastRADIUS-era advisories
 # call guessable by offline search.

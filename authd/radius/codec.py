@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from pyrad import tools as pyrad_tools
@@ -41,6 +42,7 @@ REPLY_MESSAGE = 18
 STATE = 24
 VENDOR_SPECIFIC = 26
 PROXY_STATE = 33
+PROMPT = 76  # RFC 2869 §5.10
 MESSAGE_AUTHENTICATOR = 80
 
 HEADER_LEN = 20
@@ -51,11 +53,6 @@ MAX_ATTR_VALUE = 253
 _ZERO16 = bytes(16)
 _MA_HEAD = bytes((MESSAGE_AUTHENTICATOR, 18))
 _MA_ZEROED = _MA_HEAD + _ZERO16
-
-# The curated dictionary: conf/dictionary in a source tree (and editable installs), else
-# where a wheel's data_files put it (share/authd/dictionary under the install prefix).
-DEFAULT_DICTIONARY = Path(__file__).resolve().parents[2] / "conf" / "dictionary"
-INSTALLED_DICTIONARY = Path(sys.prefix) / "share" / "authd" / "dictionary"
 
 
 class DecodeError(Exception):
@@ -351,19 +348,22 @@ class AttributeDef:
         return attribute(self.code, data)
 
 
+def shipped_dictionary_text() -> str:
+    """The curated dictionary, package data read through the import system: wheels,
+    `--user` and editable installs find it alike (conf/dictionary links to it)."""
+    return resources.files("authd.radius").joinpath("dictionary").read_text(encoding="utf-8")
+
+
 class RadiusDictionary:
     """Attribute names from a FreeRADIUS-format dictionary file, read once."""
 
     def __init__(self, path: str | os.PathLike[str] = "") -> None:
         if path:
-            self.path = Path(path)
-        elif DEFAULT_DICTIONARY.is_file():
-            self.path = DEFAULT_DICTIONARY
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"RADIUS dictionary not found: {path}")
+            self._dict = Dictionary(str(path))
         else:
-            self.path = INSTALLED_DICTIONARY
-        if not self.path.is_file():
-            raise FileNotFoundError(f"RADIUS dictionary not found: {self.path}")
-        self._dict = Dictionary(str(self.path))
+            self._dict = Dictionary(io.StringIO(shipped_dictionary_text()))
 
     def get(self, name: str) -> AttributeDef | None:
         """The named attribute, or None when the dictionary lacks it (or pyrad skipped it)."""

@@ -26,7 +26,11 @@ from authd.radius import codec
 from authd.radius.clients import Client, ClientTable
 from authd.radius.dedup import DuplicateCache, Key, Seen
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.protocol")
+
+# RFC 2869 §5.10: Prompt = No-Echo (0) on Access-Challenge, so the NAS (pam_radius,
+# a VPN client) does not echo the one-time code the user types next.
+_PROMPT_NO_ECHO = codec.attribute(codec.PROMPT, (0).to_bytes(4, "big"))
 
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]
@@ -177,7 +181,7 @@ def reply_for(
         state = decision.state
         if not state or len(state) > codec.MAX_ATTR_VALUE:
             return reject_for("", packet, client)  # fail closed: no usable State
-        attrs = [codec.attribute(codec.STATE, state)]
+        attrs = [codec.attribute(codec.STATE, state), _PROMPT_NO_ECHO]
         attrs += codec.text_attributes(codec.REPLY_MESSAGE, decision.message or challenge_message)
         return codec.ACCESS_CHALLENGE, codec.encode_reply(
             codec.ACCESS_CHALLENGE, packet, client.keys, attrs

@@ -13,7 +13,7 @@ import ctypes
 import logging
 import socket
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.reuseport")
 
 
 # SO_ATTACH_REUSEPORT_CBPF (Linux >= 4.5) and the classic BPF opcodes it needs.

@@ -25,11 +25,12 @@ from authd.config.parse import listen_address
 from authd.metrics import Metrics
 from authd.radius.clients import build_client_table
 from authd.radius.codec import MAX_LENGTH, RadiusDictionary
+from authd.radius.kernel_drops import KernelDrops
 from authd.radius.protocol import Authenticate, RadiusHandler, RadiusProtocol, Settings
 from authd.radius.reuseport import spread_by_authenticator
 from authd.workers import allowed_cores, core_for, pin_process, worker_index
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.service")
 
 DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
 
@@ -92,6 +93,7 @@ class RadiusService(Service):
             duplicate_window=config.duplicate_window,
         )
         self._ports: list[Any] = []  # IListeningPort
+        self._kernel_drops = KernelDrops(metrics)
         # Taken before anything pins (see workers.py): a worker gets it in CORES_ENV.
         self._cores = allowed_cores()
         self.pinned_core: int | None = None
@@ -113,6 +115,7 @@ class RadiusService(Service):
                 sock = bind_socket(host, port, self._config.receive_buffer, reuse)
                 if reuse:
                     spread_by_authenticator(sock, self._config.workers)
+                self._kernel_drops.watch(sock)  # same socket as the reactor's duplicate
                 try:
                     listening = self._reactor.adoptDatagramPort(
                         sock.fileno(),
@@ -128,6 +131,7 @@ class RadiusService(Service):
             for p in self._ports:
                 p.stopListening()
             self._ports = []
+            self._kernel_drops.forget()
             raise
         if self._config.pin_workers:
             core = core_for(worker_index(), self._config.workers, self._cores)
@@ -146,6 +150,7 @@ class RadiusService(Service):
         def close(_: object) -> Deferred[Any]:
             if timer.active():
                 timer.cancel()
+            self._kernel_drops.forget()
             stops = [d for p in self._ports if isinstance(d := p.stopListening(), Deferred)]
             self._ports = []
             return DeferredList(stops)

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 
-log = Logger()
+log = Logger(namespace="authd.rest.errors")
 # A quoted value in a domain error's message (`no user 'x'`): the caller sent it, and it
 # may be a secret typed in the wrong field, so an HTTP answer leaves it out.
 _QUOTED = re.compile(r"""\s*(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")

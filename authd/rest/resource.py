@@ -32,7 +32,7 @@ from authd.rest.errors import ApiError, forbidden, from_exception, too_many, una
 from authd.rest.ratelimit import Limits
 from authd.rest.routes import Call, Clock, Reply, Route, Router, split_path
 
-log = Logger()
+log = Logger(namespace="authd.rest.resource")
 ADMIN_PREFIX = ("api", "v1", "admin")
 JSON_TYPES = (b"application/json",)
 # Built once: `json.dumps` with keyword arguments builds a new encoder on every call.

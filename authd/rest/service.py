@@ -37,7 +37,7 @@ from authd.rest.site import AuthdSite
 from authd.rest.tls import context_factory
 from authd.rest.validate import AuthEndpoints, Authenticate
 
-log = Logger()
+log = Logger(namespace="authd.rest.service")
 DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight requests
 BACKLOG = 1024  # accept queue of a socket bound here (listenTCP's default is 50)
 

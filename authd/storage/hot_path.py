@@ -39,7 +39,7 @@ from twisted.logger import Logger
 
 from authd.core.errors import StoreUnavailable
 
-log = Logger(namespace="authd.storage")
+log = Logger(namespace="authd.storage.hot_path")
 
 T = TypeVar("T")
 

@@ -50,7 +50,7 @@ from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound,
 from authd.core.lockout import after_failure, after_unlock
 from authd.core.model import Algorithm, AuditEvent, Token, TokenStatus, TokenType, User
 
-log = Logger(namespace="authd.ldap_attrs")
+log = Logger(namespace="authd.storage.ldap_attrs")
 
 SEPARATOR = "|"
 RECORD_VERSION = 1

@@ -78,6 +78,7 @@ from authd.core.model import (
     User,
 )
 from authd.crypto import Keyring
+from authd.statedir import make_private_dirs
 from authd.storage import migrations
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
 from authd.storage.schema import (
@@ -619,10 +620,10 @@ def _sqlite_path(database: str | None) -> str:
 
 
 def _prepare_sqlite_file(path: str) -> None:
-    """Directory 0700 when we create it; the database file 0600 (SQLite gives its -wal
-    and -shm files the same mode)."""
+    """Directories 0700 when we create them; the database file 0600 (SQLite gives its
+    -wal and -shm files the same mode)."""
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        make_private_dirs(os.path.dirname(path))
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             os.fchmod(fd, 0o600)

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from authd.auth.interfaces import Decision, Outcome, Reason
@@ -111,6 +111,34 @@ def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadP
     assert PASSWORD not in text and "424242" not in text
     labels = {"frontend": "radius", "result": "reject", "reason": "backend_down"}
     assert sample(metrics, "authd_requests_total", labels) == 1
+
+
+def test_store_outage_is_logged_once_and_counted(fake_world: World, pool: ThreadPool) -> None:
+    """A store outage logs one traceback when decisions start failing and one line when
+    they succeed again; every failed request is counted, none is logged on its own."""
+    w = fake_world
+    w.user()
+    tok = w.token()
+    reactor, metrics = FakeReactor(NOW), Metrics()
+    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        w.store.down = True  # type: ignore[attr-defined]
+        for _ in range(20):
+            assert run(reactor, threaded, w, PASSWORD + "424242").reason is Reason.BACKEND_DOWN
+        w.store.down = False  # type: ignore[attr-defined]
+        assert run(reactor, threaded, w, PASSWORD + w.code(tok)).outcome is Outcome.ACCEPT
+        assert run(reactor, threaded, w, PASSWORD + "000000").outcome is Outcome.REJECT
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    loud = [e for e in events if e["log_level"] >= LogLevel.warn]
+    assert len(loud) == 1 and "log_failure" in loud[0], [formatEvent(e) for e in loud]
+    assert "StoreUnavailable" in loud[0]["log_failure"].getTraceback()
+    back = [formatEvent(e) for e in events
+            if e.get("log_format", "").startswith("decisions succeed again")]
+    assert back == ["decisions succeed again after 20 failed (StoreUnavailable)"]
+    assert sample(metrics, "authd_decision_errors_total", {"error": "StoreUnavailable"}) == 20
 
 
 def test_unknown_frontend_label(fake_world: World, pool: ThreadPool) -> None:

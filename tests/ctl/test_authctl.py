@@ -111,18 +111,6 @@ def test_token_add_options_and_human_output(ctl_env: CtlEnv) -> None:
     )
 
 
-def test_token_add_with_secret_and_qr(ctl_env: CtlEnv) -> None:
-    """--secret keeps the operator's seed; --qr draws a terminal QR code (segno compact:
-    Unicode half blocks, two modules per character row) after the URI."""
-    assert ctl_env.run("user", "add", "finn").code == 0
-    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-    run = ctl_env.run("token", "add", "finn", "--secret", secret, "--qr")
-    assert run.code == 0 and f"secret={secret}" in run.out
-    qr = run.out.split("otpauth://", 1)[1].splitlines()[1:]
-    assert len(qr) > 10 and len({len(line) for line in qr}) == 1  # a square-ish block
-    assert set("".join(qr)) <= set("█▀▄ ")
-
-
 @pytest.mark.parametrize(
     ("args", "code"),
     [

@@ -203,7 +203,8 @@ def test_cli_status_closed_port_exits_1_naming_the_server(
     ctl_env: CtlEnv, slapd: Slapd, closed_port: int
 ) -> None:
     """A directory behind a closed port: exit 1 within BOUND_S, the table names the
-    server's URL as unreachable, and neither output holds the service password."""
+    server's URL and why (connection refused), and neither output holds the service
+    password."""
     url = f"ldap://127.0.0.1:{closed_port}"
     _ldap_config(ctl_env, slapd, url)
     started = time.monotonic()
@@ -212,7 +213,7 @@ def test_cli_status_closed_port_exits_1_naming_the_server(
     assert run.code == 1, run.out
     assert elapsed < BOUND_S
     server_rows = [line.split() for line in run.out.splitlines() if url in line]
-    assert server_rows == [["corp", "server", "error:", "unreachable", url]]
+    assert server_rows == [["corp", "server", "error:", "connection", "refused", url]]
     backend_rows = [line.split() for line in run.out.splitlines() if line.startswith("corp ")]
     assert backend_rows[0][:3] == ["corp", "error:", "DirectoryUnavailable"]
     assert run.out.splitlines()[-1] == "NOT all reachable"
@@ -224,7 +225,7 @@ def test_cli_status_failover_names_only_the_dead_server(
     ctl_env: CtlEnv, slapd: Slapd, closed_port: int
 ) -> None:
     """Dead first server, live second: the backend answers (ok) but the dead server is
-    named, and status exits 1 since not everything is reachable."""
+    named with its reason, and status exits 1 since not everything is reachable."""
     dead = f"ldap://127.0.0.1:{closed_port}"
     _ldap_config(ctl_env, slapd, dead)
     ctl_env.config.write_text(
@@ -236,5 +237,43 @@ def test_cli_status_failover_names_only_the_dead_server(
     assert run.code == 1
     rows = {(c["component"], c["detail"]): c["state"] for c in run.json()["components"]}
     assert rows[("corp", "ldap, 2 server(s)")] == "ok"
-    assert rows[("corp server", dead)] == "error: unreachable"
+    assert rows[("corp server", dead)] == "error: connection refused"
     assert rows[("corp server", slapd.url)] == "ok"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("server", "ca", "password", "why"),
+    [
+        ("ldaps", "other", None, "TLS: server certificate not trusted (self-signed "
+                                 "certificate in certificate chain)"),
+        ("unnamed", "own", None, "TLS: the server certificate does not name this host"),
+        ("ldap", "own", "not-the-Service-pw-7", "service account bind: invalid credentials "
+                                                "(result 49)"),
+    ],
+    ids=["untrusted-ca", "host-name", "service-bind"],
+)
+def test_status_and_test_say_why_a_server_failed(
+    ctl_env: CtlEnv, slapd: Slapd, server: str, ca: str, password: str | None, why: str
+) -> None:
+    """A directory that fails TLS trust, the host name check or the service bind is
+    reported with that reason by `status` (exit 1) and by `test`, never with a password."""
+    url = {"ldaps": slapd.ldaps_url, "unnamed": slapd.ldaps_url_unnamed, "ldap": slapd.url}[server]
+    section = LDAP_SECTION.format(
+        url=url, bind_dn=slapd.service_dn, bind_password=password or slapd.service_password,
+        people=slapd.people,
+    )
+    ca_file = slapd.pki.other_ca_file if ca == "other" else slapd.pki.ca_file
+    ctl_env.config.write_text(
+        CONFIG.format(db=ctl_env.db) + section + FAST + f"      ca_file: {ca_file}\n")
+    run = ctl_env.run("--json", "status")
+    assert run.code == 1, run.out
+    rows = {(c["component"], c["detail"]): c["state"] for c in run.json()["components"]}
+    assert rows[("corp server", url)] == f"error: {why}"
+    tested = ctl_env.run("--json", "test", "nobody", stdin="pw\n123456\n")
+    assert tested.code == 1
+    assert tested.json()["directory_problems"] == [f"corp {url}: {why}"]
+    text = ctl_env.run("test", "nobody", stdin="pw\n123456\n").out
+    assert f"directory: corp {url}: {why}" in text
+    for secret in (slapd.service_password, password or slapd.service_password):
+        assert secret not in run.out + run.err + tested.out + tested.err + text

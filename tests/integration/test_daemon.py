@@ -179,6 +179,20 @@ def test_check_config_reports_problems_and_exit_codes(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{bad}:3: otp.lockout.max_attempts:")
 
 
+def test_check_config_fails_when_a_daemon_dependency_is_missing(tmp_path: Path) -> None:
+    """check-config (the unit's ExecStartPre) imports what serve imports: an install
+    without pyOpenSSL exits 1 naming it, instead of passing and letting serve crash."""
+    good = tmp_path / "good.yaml"
+    write_config(good, 11812, 18080)
+    blocked = ("import sys; sys.modules['OpenSSL'] = None; from authd.cli import main; "
+               f"sys.exit(main(['check-config', '-c', {str(good)!r}]))")
+    res = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "needs OpenSSL, which is not installed" in res.stderr
+    assert "OK" not in res.stdout
+
+
 def test_example_config_starts_as_is(tmp_path: Path, daemon_factory: list[Daemon]) -> None:
     """conf/authd.yaml, copied with its relative paths, starts on a fresh machine."""
     conf = tmp_path / "conf"

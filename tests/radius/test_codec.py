@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import os
 
 import pytest
@@ -138,7 +139,7 @@ def test_password_round_trips_on_raw_bytes(size: int) -> None:
 
 def test_password_matches_pyrads_encoding() -> None:
     """Our decoder reads what pyrad's (independent) PwCrypt writes, non-ASCII included."""
-    d = Dictionary(str(codec.DEFAULT_DICTIONARY))
+    d = Dictionary(io.StringIO(codec.shipped_dictionary_text()))
     pkt = pyrad_packet.AuthPacket(secret=KEY, dict=d)
     for pw in ("pässwörd-123456", "x" * 128, "a" * 16):
         hidden = pkt.PwCrypt(pw)
@@ -166,7 +167,7 @@ def test_reply_has_message_authenticator_first_and_valid_authenticators() -> Non
     assert parsed.all(codec.PROXY_STATE) == [b"one", b"two"]
     assert parsed.identifier == req.identifier
     assert codec.verify_reply(reply, auth, KEY)
-    d = Dictionary(str(codec.DEFAULT_DICTIONARY))
+    d = Dictionary(io.StringIO(codec.shipped_dictionary_text()))
     pyreq = pyrad_packet.AuthPacket(id=req.identifier, secret=KEY, authenticator=auth, dict=d)
     pyreq.AddAttribute("Proxy-State", b"one")
     pyreq.AddAttribute("Proxy-State", b"two")

@@ -301,13 +301,14 @@ def _own_server(tmp_path: Path, user: str, client: dict[str, object]) -> ServerP
 
 
 def test_challenge_round_trip_driven_by_radclient(tmp_path: Path) -> None:
-    """radclient itself: password -> Access-Challenge (State, Reply-Message); State +
-    code -> Access-Accept; the same State again -> Access-Reject."""
+    """radclient itself: password -> Access-Challenge (State, Reply-Message, Prompt =
+    No-Echo); State + code -> Access-Accept; the same State again -> Access-Reject."""
     s = _own_server(tmp_path, "bob", client_spec("vpn", otp_mode="challenge"))
     try:
         rc, out = radclient(s.port, request_lines("bob", PASSWORD), tmp_path)
         assert rc != 0 and "Received Access-Challenge" in out, out
         assert 'Reply-Message = "' in out
+        assert "Prompt = No-Echo" in out, out  # RFC 2869 §5.10: the NAS hides the code
         state = _state_from(out)
         answer = request_lines("bob", totp(time.time()), extra=(f"State = {state}",))
         rc, out = radclient(s.port, answer, tmp_path)

@@ -23,11 +23,13 @@ def _mode(path: Path | str) -> int:
 
 
 def test_created_file_is_0600_in_a_0700_dir_with_documented_format(tmp_path: Path) -> None:
-    """First start creates the parent dir 0700 and the key file 0600 in the v1 format."""
+    """First start creates the missing directories 0700 (the intermediate ones too) and
+    the key file 0600 in the v1 format."""
     path = tmp_path / "etc" / "authd" / "keys.json"
     ring = Keyring.load_or_create(str(path))
     assert _mode(path) == 0o600
     assert _mode(path.parent) == 0o700
+    assert _mode(path.parent.parent) == 0o700  # every directory created on the way
     doc = json.loads(path.read_text())
     assert doc["version"] == 1
     assert doc["current"] == ring.current_key_id

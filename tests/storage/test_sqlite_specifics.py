@@ -95,3 +95,15 @@ def test_uncreatable_database_file_is_store_unavailable(tmp_path: Path, keyring:
     blocker.write_text("x")
     with pytest.raises(StoreUnavailable, match="not-a-dir"):
         SqlStore.open(f"sqlite:///{blocker}/authd.db", keyring)
+
+
+def test_directories_created_for_the_database_are_0700(tmp_path: Path, keyring: Keyring) -> None:
+    """Every directory created on the way to the database file is 0700, not only the
+    last one; one that existed keeps its mode."""
+    tmp_path.chmod(0o755)
+    db = tmp_path / "var" / "lib" / "authd" / "authd.db"
+    SqlStore.open(f"sqlite:///{db}", keyring).close()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (db.parent, db.parent.parent,
+                                                         db.parent.parent.parent, tmp_path)}
+    assert modes == {"authd": 0o700, "lib": 0o700, "var": 0o700, tmp_path.name: 0o755}
+    assert db.stat().st_mode & 0o777 == 0o600
