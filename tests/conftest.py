@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.slapd",
     "tests.fixtures.radius",
+    "tests.fixtures.radsec",
 ]
 
 

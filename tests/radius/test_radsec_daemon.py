@@ -8,89 +8,41 @@ from __future__ import annotations
 import re
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from authd.crypto import Keyring
 from authd.radius import codec
-from authd.storage.sql import SqlStore
 from tests.fixtures.radius import (
-    FAST_ARGON2,
     PASSWORD,
     ServerProcess,
     access_request,
-    add_local_user,
-    client_spec,
     start_server,
     totp,
 )
 from tests.fixtures.radsec import (
-    NAS_SUBJECT,
     RadsecWorld,
     client_context,
-    make_world,
     radius11_request,
+    radsec_spec,
     read_packet,
     tls_connect,
 )
 
 pytestmark = pytest.mark.integration
-USERS = ["r11", "classic", "burst", "slow", "fuzz"]
 
 
-def radsec_spec(tmp: Path, world: RadsecWorld, **tls: object) -> dict[str, object]:
-    """A serve.py spec: real engine and store, users of USERS, RadSec with two clients."""
-    db = f"sqlite:///{tmp / 'authd.db'}"
-    keys = str(tmp / "keys.json")
-    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
-    for u in USERS:
-        add_local_user(store, u, PASSWORD)
-    store.close()
-    return {
-        "engine": "real",
-        "db": db,
-        "keys": keys,
-        "password_hash": FAST_ARGON2,
-        "reject_delay": 0.05,
-        "clients": [client_spec()],
-        "tls": {
-            "listen": ["127.0.0.1:0"],
-            "cert_file": world.server.cert_file,
-            "key_file": world.server.key_file,
-            "ca_file": world.ca.ca_file,
-            "clients": [
-                {"name": "nas-tls", "subject": NAS_SUBJECT},
-                {"name": "proxy-tls", "san": ["DNS:proxy.example.org"]},
-            ],
-            **tls,
-        },
-    }
+def _port(radsec_server: ServerProcess) -> int:
+    return radsec_server.tls_ports[0][1]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> RadsecWorld:
-    return make_world(tmp_path_factory.mktemp("radsec-daemon-pki"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, world: RadsecWorld) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("radsec-daemon")
-    s = start_server(radsec_spec(tmp, world), tmp)
-    yield s
-    assert s.stop() == 0, "SIGTERM must drain and exit 0"
-
-
-def _port(server: ServerProcess) -> int:
-    return server.tls_ports[0][1]
-
-
-def test_radius_1_1_accept_over_python_ssl(server: ServerProcess, world: RadsecWorld) -> None:
+def test_radius_1_1_accept_over_python_ssl(
+    radsec_server: ServerProcess, radsec_world: RadsecWorld
+) -> None:
     """ALPN radius/1.1 is chosen; an inline OTP accept comes back with the Token, zero
     reserved octets and no Message-Authenticator: no MD5-derived field at all."""
-    ctx = client_context(world, world.proxy, alpn=("radius/1.1", "radius/1.0"))
-    with tls_connect(_port(server), ctx) as sock:
+    ctx = client_context(radsec_world, radsec_world.proxy, alpn=("radius/1.1", "radius/1.0"))
+    with tls_connect(_port(radsec_server), ctx) as sock:
         assert sock.selected_alpn_protocol() == "radius/1.1"
         assert sock.version() == "TLSv1.3"
         token = b"\x10\x20\x30\x40"
@@ -105,12 +57,12 @@ def test_radius_1_1_accept_over_python_ssl(server: ServerProcess, world: RadsecW
 
 
 def test_classic_radsec_many_packets_in_one_record(
-    server: ServerProcess, world: RadsecWorld
+    radsec_server: ServerProcess, radsec_world: RadsecWorld
 ) -> None:
     """Without ALPN: classic RadSec; three requests in one TLS record get three replies
     signed with the fixed secret `radsec`, matched by Identifier."""
-    ctx = client_context(world, world.nas)
-    with tls_connect(_port(server), ctx) as sock:
+    ctx = client_context(radsec_world, radsec_world.nas)
+    with tls_connect(_port(radsec_server), ctx) as sock:
         assert sock.selected_alpn_protocol() is None
         reqs = [
             access_request("burst", "wrong-" + str(i), "radsec", identifier=i) for i in range(3)
@@ -122,11 +74,13 @@ def test_classic_radsec_many_packets_in_one_record(
         assert codec.verify_reply(replies[i], auth, b"radsec")
 
 
-def test_one_packet_across_many_records(server: ServerProcess, world: RadsecWorld) -> None:
+def test_one_packet_across_many_records(
+    radsec_server: ServerProcess, radsec_world: RadsecWorld
+) -> None:
     """A request sent as one TLS record per 5 octets is reassembled and accepted."""
-    ctx = client_context(world, world.nas)
+    ctx = client_context(radsec_world, radsec_world.nas)
     data, auth = access_request("slow", PASSWORD + totp(time.time()), "radsec")
-    with tls_connect(_port(server), ctx) as sock:
+    with tls_connect(_port(radsec_server), ctx) as sock:
         for i in range(0, len(data), 5):
             sock.sendall(data[i : i + 5])
         reply = read_packet(sock)
@@ -135,28 +89,30 @@ def test_one_packet_across_many_records(server: ServerProcess, world: RadsecWorl
 
 @pytest.mark.parametrize("length", [19, 5000])
 def test_bad_length_closes_connection_and_listener_lives(
-    server: ServerProcess, world: RadsecWorld, length: int
+    radsec_server: ServerProcess, radsec_world: RadsecWorld, length: int
 ) -> None:
     """An impossible Length closes that connection (RFC 6613 §2.6.4); the next
     connection is served as usual."""
-    ctx = client_context(world, world.nas)
-    with tls_connect(_port(server), ctx) as sock:
+    ctx = client_context(radsec_world, radsec_world.nas)
+    with tls_connect(_port(radsec_server), ctx) as sock:
         sock.sendall(bytes((1, 1)) + length.to_bytes(2, "big") + bytes(16))
         with pytest.raises((ConnectionError, ssl.SSLError)):
             read_packet(sock)
-    with tls_connect(_port(server), ctx) as sock:
+    with tls_connect(_port(radsec_server), ctx) as sock:
         data, auth = access_request(code=codec.STATUS_SERVER, secret="radsec")
         sock.sendall(data)
         assert codec.verify_reply(read_packet(sock), auth, b"radsec")
 
 
-def test_truncated_packet_then_close_is_harmless(server: ServerProcess, world: RadsecWorld) -> None:
+def test_truncated_packet_then_close_is_harmless(
+    radsec_server: ServerProcess, radsec_world: RadsecWorld
+) -> None:
     """Half a packet followed by the peer's close decides nothing and breaks nothing."""
-    ctx = client_context(world, world.nas)
+    ctx = client_context(radsec_world, radsec_world.nas)
     data, _ = access_request("fuzz", PASSWORD + totp(time.time()), "radsec")
-    with tls_connect(_port(server), ctx) as sock:
+    with tls_connect(_port(radsec_server), ctx) as sock:
         sock.sendall(data[: len(data) // 2])
-    with tls_connect(_port(server), ctx) as sock:
+    with tls_connect(_port(radsec_server), ctx) as sock:
         sock.sendall(data)
         assert read_packet(sock)[0] == codec.ACCESS_ACCEPT  # the code was not used before
 
@@ -173,16 +129,16 @@ def _refused(port: int, ctx: ssl.SSLContext) -> bool:
     return False
 
 
-def test_bad_certificates_refused_counted_logged(world: RadsecWorld, tmp_path: Path) -> None:
+def test_bad_certificates_refused_counted_logged(radsec_world: RadsecWorld, tmp_path: Path) -> None:
     """Another CA's certificate, an expired one and one matching no client entry are
     refused; the daemon counts each by reason and logs it."""
-    s = start_server(radsec_spec(tmp_path, world), tmp_path)
+    s = start_server(radsec_spec(tmp_path, radsec_world), tmp_path)
     try:
         port = s.tls_ports[0][1]
-        assert _refused(port, client_context(world, world.foreign))
-        assert _refused(port, client_context(world, world.expired))
-        assert _refused(port, client_context(world, world.stranger))
-        assert not _refused(port, client_context(world, world.nas))
+        assert _refused(port, client_context(radsec_world, radsec_world.foreign))
+        assert _refused(port, client_context(radsec_world, radsec_world.expired))
+        assert _refused(port, client_context(radsec_world, radsec_world.stranger))
+        assert not _refused(port, client_context(radsec_world, radsec_world.nas))
     finally:
         assert s.stop() == 0
         log = s.proc.stderr.read() if s.proc.stderr else ""
