@@ -105,6 +105,9 @@ class RadsecConnection(Protocol):
         peer = transport.getPeer()
         self.peer = (str(peer.host), int(peer.port))
         self._listener.opened(self)
+        # Replies are small and pipelined: Nagle would hold one back until the peer's
+        # (delayed) ACK of the previous, tens of milliseconds per reply.
+        transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)
         self._arm(self._material.config.handshake_timeout)
 

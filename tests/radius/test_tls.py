@@ -430,3 +430,26 @@ def test_unusable_material_is_refused_with_every_problem(
     paths = [p for p, _ in err.value.problems]
     assert "radius.tls.cert_file" in paths
     assert "radius.tls.clients[0]" in paths
+
+
+def test_service_reload_refuses_a_bad_certificate_and_swaps_a_good_one(
+    world: RadsecWorld,
+) -> None:
+    """SIGHUP path: a new key that does not fit the certificate leaves the running
+    material in force; a new valid certificate is used for the next connection."""
+    from authd.radius.service import RadiusService
+
+    config = radsec_config(world)
+    assert config.tls is not None
+    service = RadiusService(config, FakeEngine(now=lambda: 0.0), Clock(), Metrics())
+    assert service.radsec is not None
+    before = service.radsec.material
+    broken = dataclasses.replace(config.tls, key_file=world.nas.key_file)
+    with pytest.raises(RadsecConfigError):
+        service.reload(dataclasses.replace(config, tls=broken))
+    assert service.radsec.material is before
+    renewed = world.ca.issue("127.0.0.1-renewed", server=True, dns=("localhost",))
+    fresh = dataclasses.replace(config.tls, cert_file=renewed.cert_file, key_file=renewed.key_file)
+    service.reload(dataclasses.replace(config, tls=fresh))
+    assert service.radsec.material is not before
+    assert service.radsec.material.config.cert_file == renewed.cert_file
