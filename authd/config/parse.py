@@ -732,8 +732,7 @@ def _check_radsec(config: Config, b: _Builder) -> None:
             b.check_failed(f"{path}.address", "RadSec clients are matched by certificate")
         if client.secret is not None:
             b.check_failed(f"{path}.secret", "the RadSec secret is fixed: radsec (RFC 6614)")
-    if any(p.startswith(("radius.tls", "radius.dictionary")) for p in b.failed):
-        return  # the files' check would repeat what is already reported
+    # Problems on keys already reported are not repeated (check_failed skips them).
     from authd.radius.codec import RadiusDictionary
     from authd.radius.tls_context import RadsecConfigError, prepare
 
