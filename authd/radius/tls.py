@@ -129,6 +129,7 @@ class RadsecConnection(Protocol):
                 self.peer[0],
             )
             self._listener.refused("no_matching_client")
+            self.state = "refused"  # counted here, not again as a failed handshake
             self._close(abort=True)
             return
         alpn = conn.get_alpn_proto_negotiated()
@@ -418,7 +419,10 @@ class RadsecListener:
     def close_connections(self) -> None:
         """After the drain: every reply has gone out, so close what remains."""
         for conn in list(self.connections):
-            conn.stopProducing() if conn.client is None else conn.close_gracefully()
+            if conn.client is None:
+                conn.stopProducing()
+            else:
+                conn.close_gracefully()
 
     def commit(self, material: RadsecMaterial) -> None:
         """Swap in reloaded material: new connections use it, open ones are matched

@@ -111,6 +111,15 @@ class Harness:
         pump.flush()
         return peer, pump, connection
 
+    def total(self, name: str) -> float:
+        """The sum of a metric over all its label values."""
+        return sum(
+            s.value
+            for family in self.metrics.registry.collect()
+            for s in family.samples
+            if s.name == name
+        )
+
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
@@ -214,6 +223,8 @@ def test_certificate_matching_no_client_is_dropped(
     assert peer.lost is not None
     assert h.engine.calls == []
     assert h.sample("authd_radsec_refused_total", reason="no_matching_client") == 1
+    assert h.total("authd_radsec_handshake_failures_total") == 0  # counted once, above
+    assert h.sample("authd_radsec_connections", state="handshake") == 0
     assert "stranger.example.org" in caplog.text
 
 
