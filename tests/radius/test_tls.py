@@ -464,3 +464,25 @@ def test_service_reload_refuses_a_bad_certificate_and_swaps_a_good_one(
     service.reload(dataclasses.replace(config, tls=fresh))
     assert service.radsec.material is not before
     assert service.radsec.material.config.cert_file == renewed.cert_file
+
+
+def test_radius_1_1_clear_passwords_never_reach_logs(
+    world: RadsecWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RADIUS/1.1 carries User-Password in clear inside TLS: neither a reject, an engine
+    failure nor a malformed packet that closes the connection logs any of it."""
+    h = Harness(world)
+    h.engine.fail = True
+    secret = "Zq7-clear-text-password-Zq7"
+    with caplog.at_level(logging.DEBUG):
+        peer, pump, _ = h.connect(world.proxy, alpn=(b"radius/1.1",))
+        attrs = [(codec.USER_NAME, USER.encode()), (codec.USER_PASSWORD, secret.encode())]
+        peer.transport.write(radius11_request(b"\x00\x00\x00\x01", attrs))
+        pump.flush()
+        broken = radius11_request(b"\x00\x00\x00\x02", [*attrs, (codec.REPLY_MESSAGE, b"x")])
+        peer.transport.write(broken[:-2] + b"\x09x")  # the last TLV claims more than it has
+        pump.flush()
+    assert [r[0] for r in peer.replies()] == [codec.ACCESS_REJECT]
+    assert peer.lost is not None
+    assert secret not in caplog.text
+    assert secret[:8] not in caplog.text
