@@ -6,7 +6,9 @@ JSON: requests/s, p50/p99 latency, accepts, rejects, challenges, sent, lost.
 
 Input file: [connection][u16 length][packet] records, as written by the bench. Replies
 are matched per connection by Identifier (classic RadSec) or Token (RADIUS/1.1, when
---alpn radius/1.1 is given). Bounded: every reply is awaited at most --timeout-ms.
+--alpn radius/1.1 is given). With --udp the same loop drives connected UDP sockets
+instead, the like-for-like client for a UDP comparison. Bounded: every reply is awaited
+at most --timeout-ms.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ ACCEPT, REJECT, CHALLENGE = 2, 3, 11
 
 @dataclass
 class Conn:
-    sock: ssl.SSLSocket
+    sock: socket.socket  # an ssl.SSLSocket, or a connected UDP socket
     queue: list[bytes]
     window: int
     radius11: bool
+    udp: bool = False
     out: bytearray = field(default_factory=bytearray)
     inbuf: bytearray = field(default_factory=bytearray)
     pending: dict[bytes, float] = field(default_factory=dict)
@@ -41,7 +44,10 @@ class Conn:
             packet = self.queue[self.next_index]
             self.next_index += 1
             self.pending[self.key(packet)] = now
-            self.out += packet
+            if self.udp:
+                self.sock.send(packet)  # one datagram each
+            else:
+                self.out += packet
 
 
 def read_requests(path: str, connections: int) -> list[list[bytes]]:
@@ -62,6 +68,7 @@ def main() -> int:
     ap.add_argument("port", type=int)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--window", type=int, default=64, help="in flight, over all connections")
+    ap.add_argument("--udp", action="store_true", help="UDP sockets instead of TLS")
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--ca", required=True)
@@ -80,13 +87,19 @@ def main() -> int:
     sel = selectors.DefaultSelector()
     conns = []
     for q in queues:
-        raw = socket.create_connection(("127.0.0.1", args.port), timeout=10)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        sock: socket.socket
+        if args.udp:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect(("127.0.0.1", args.port))
+        else:
+            raw = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = ctx.wrap_socket(raw, server_hostname="localhost")
         sock.setblocking(False)
-        conn = Conn(sock, q, per_conn, radius11)
+        conn = Conn(sock, q, per_conn, radius11, args.udp)
         conns.append(conn)
-        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        events = selectors.EVENT_READ if args.udp else selectors.EVENT_READ | selectors.EVENT_WRITE
+        sel.register(sock, events, conn)
     latencies: list[float] = []
     counts = {ACCEPT: 0, REJECT: 0, CHALLENGE: 0}
     sent = sum(len(q) for q in queues)
@@ -114,7 +127,7 @@ def main() -> int:
                         if not chunk:
                             raise SystemExit("server closed a connection")
                         c.inbuf += chunk
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                     pass
                 now = time.monotonic()
                 while len(c.inbuf) >= 4:
