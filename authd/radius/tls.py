@@ -95,6 +95,7 @@ class RadsecConnection(Protocol):
         self._write_blocked = False
         self._reading_paused = False
         self._closing = False
+        self._reading = False  # inside _process: a reply sent meanwhile must not re-enter
         self._verify_error = ""
         self._timer: Any = None
         self.state = "handshake"
@@ -166,6 +167,16 @@ class RadsecConnection(Protocol):
         self._process()
 
     def _process(self) -> None:
+        if self._reading:
+            return  # a reply sent while a packet is read: the running loop goes on
+        self._reading = True
+        try:
+            self._read_packets()
+        finally:
+            self._reading = False
+        self._steer_reading()
+
+    def _read_packets(self) -> None:
         buf = self._buffer
         limit = self._material.config.max_in_flight
         while self._pending < limit and len(buf) >= 4 and self.client is not None:
@@ -188,7 +199,6 @@ class RadsecConnection(Protocol):
                     # RFC 6613 §2.6.4: a malformed packet closes the connection.
                     self._framing_error(reason, counted=True)
                     return
-        self._steer_reading()
 
     def _framing_error(self, reason: str, counted: bool = False) -> None:
         if not counted:

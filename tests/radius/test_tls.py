@@ -486,3 +486,19 @@ def test_radius_1_1_clear_passwords_never_reach_logs(
     assert peer.lost is not None
     assert secret not in caplog.text
     assert secret[:8] not in caplog.text
+
+
+def test_hundreds_of_synchronous_answers_in_one_record(world: RadsecWorld) -> None:
+    """Status-Server is answered while its packet is being read: a burst of them in
+    one write is answered in full, without the reply path re-entering the reader."""
+    h = Harness(world)
+    peer, pump, _ = h.connect(world.nas)
+    burst = [
+        access_request(code=codec.STATUS_SERVER, secret="radsec", identifier=i % 256)[0]
+        for i in range(1200)
+    ]
+    peer.transport.write(b"".join(burst))
+    pump.flush()
+    assert len(peer.replies()) == 1200
+    assert peer.lost is None
+    assert h.sample("authd_drops_total", frontend="radius", reason="internal_error") == 0
