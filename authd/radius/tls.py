@@ -98,6 +98,7 @@ class RadsecConnection(Protocol):
         self._reading = False  # inside _process: a reply sent meanwhile must not re-enter
         self._verify_error = ""
         self._timer: Any = None
+        self._packets: Any = None  # the client's packet counter, once it is known
         self.state = "handshake"
 
     # ------------------------------------------------------------ TLS events
@@ -137,6 +138,7 @@ class RadsecConnection(Protocol):
         self.dialect = RADIUS_1_1 if alpn == ALPN_1_1 else CLASSIC
         self._listener.established(self, client)
         self.client = client
+        self._packets = self._listener.packet_counter(client)
         log.info(
             "radsec: client %s connected from %s:%d (%s, %s)",
             client.name,
@@ -190,7 +192,7 @@ class RadsecConnection(Protocol):
                 break
             data = bytes(buf[:length])
             del buf[:length]
-            self._listener.packet_from(self.client)
+            self._packets.inc()
             self._pending += 1
             reason = self._handler.packet(data, self.client, self.peer, self._send, self.dialect)
             if reason:
@@ -294,6 +296,7 @@ class RadsecConnection(Protocol):
             return
         self._listener.established(self, client)
         self.client = client
+        self._packets = self._listener.packet_counter(client)
 
 
 class _ConnectionFactory(Factory):
@@ -388,8 +391,10 @@ class RadsecListener:
             log.warning("radsec: %d connections open; refusing another", len(self.connections))
         self._metrics.radsec_refused.labels(reason=reason).inc()
 
-    def packet_from(self, client: Client) -> None:
-        self._metrics.radsec_packets.labels(client=client.name).inc()
+    def packet_counter(self, client: Client) -> Any:
+        """The client's packet counter, looked up once per connection (a labels()
+        lookup per packet costs microseconds)."""
+        return self._metrics.radsec_packets.labels(client=client.name)
 
     def drop(self, reason: str) -> None:
         self._metrics.drops.labels(frontend=FRONTEND, reason=reason).inc()
