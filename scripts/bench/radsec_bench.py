@@ -19,7 +19,7 @@ import radius_bench as rb
 
 from authd import hot_path_build
 from authd.radius import codec
-from tests.fixtures.radsec import Pki
+from tests.fixtures.radsec import Issued, Pki
 
 RADSEC = b"radsec"
 
@@ -55,36 +55,48 @@ def write_stream_requests(path: Path, packets: list[bytes], connections: int) ->
             f.write(bytes((i % connections,)) + len(p).to_bytes(2, "big") + p)
 
 
-def run_radsec_loadgen(
+def run_stream_loadgen(
+    tlsloadgen: Path | None,
     reqfile: Path,
     port: int,
     args: argparse.Namespace,
-    client: object,
+    client: Issued,
     ca: str,
     alpn: str,
     pids: list[int],
 ) -> tuple[dict[str, float], float]:
-    before = rb.cpu_seconds(pids)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(
-        [
-            *rb.taskset(rb.other_core("0")),
+    """One run of tlsloadgen.c (given) or radsec_loadgen.py; (stats, server CPU s).
+    `alpn`: "" (none), "radius/1.1", or "udp" (radsec_loadgen.py over UDP)."""
+    if tlsloadgen is not None:
+        command = [
+            str(tlsloadgen),
+            str(reqfile),
+            str(port),
+            str(args.connections),
+            str(args.window),
+            client.cert_file,
+            client.key_file,
+            ca,
+            alpn or "-",
+            "3000",
+        ]
+    else:
+        command = [
             sys.executable,
             str(rb.REPO / "scripts/bench/radsec_loadgen.py"),
             str(reqfile),
             str(port),
-            "--connections",
-            str(args.connections),
-            "--window",
-            str(args.window),
-            "--cert",
-            client.cert_file,  # type: ignore[attr-defined]
-            "--key",
-            client.key_file,  # type: ignore[attr-defined]
-            "--ca",
-            ca,
-            *(["--udp"] if alpn == "udp" else ["--alpn", alpn] if alpn else []),
-        ],
+            f"--connections={args.connections}",
+            f"--window={args.window}",
+            f"--cert={client.cert_file}",
+            f"--key={client.key_file}",
+            f"--ca={ca}",
+            *(["--udp"] if alpn == "udp" else [f"--alpn={alpn}"] if alpn else []),
+        ]
+    before = rb.cpu_seconds(pids)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        [*rb.taskset(rb.other_core("0")), *command],
         capture_output=True,
         text=True,
         timeout=900,
@@ -93,7 +105,7 @@ def run_radsec_loadgen(
     after = rb.cpu_seconds(pids)
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     stats: dict[str, float] = rb.json.loads(out.stdout)
-    # The Python client's own CPU: near 1 s per second, it is the bottleneck.
+    # The client's own CPU: near 1 s per second, the client is the bottleneck.
     spent = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
     stats["client_cpu_us"] = spent / max(1.0, stats["sent"]) * 1e6
     return stats, after - before
@@ -104,18 +116,36 @@ def radsec_bench(args: argparse.Namespace) -> int:
     with rb.tempfile.TemporaryDirectory(prefix="authd-bench-radsec-") as tmpname:
         tmp = Path(args.keep) if args.keep else Path(tmpname)
         tmp.mkdir(parents=True, exist_ok=True)
-        loadgen = tmp / "loadgen"
+        loadgen, tlsloadgen = tmp / "loadgen", tmp / "tlsloadgen"
         subprocess.run(
             ["gcc", "-O2", "-o", str(loadgen), str(rb.REPO / "scripts/bench/loadgen.c")], check=True
         )
+        # libssl-dev: the OpenSSL headers (Debian); the C client keeps the client's cost
+        # of TLS small next to the server's.
+        subprocess.run(
+            [
+                "gcc",
+                "-O2",
+                "-o",
+                str(tlsloadgen),
+                str(rb.REPO / "scripts/bench/tlsloadgen.c"),
+                "-lssl",
+                "-lcrypto",
+                "-lpthread",
+            ],
+            check=True,
+        )
         url = f"sqlite:///{tmp / 'authd.db'}"
-        # "UDP, Python client" runs radsec_loadgen.py's own event loop over UDP sockets:
-        # the like-for-like client for the RadSec rows (the C one is faster).
+        # (row, client, ALPN or "udp"): C clients first (the figures to quote: loadgen.c
+        # for UDP, tlsloadgen.c for RadSec), then radsec_loadgen.py's one Python event
+        # loop over UDP and over TLS, a like-for-like check.
         variants = (
-            "UDP",
-            "UDP, Python client",
-            "RadSec (TLS, classic)",
-            "RadSec (TLS, RADIUS/1.1)",
+            ("UDP, C client", "c", "udp"),
+            ("RadSec (TLS, classic), C client", "c", ""),
+            ("RadSec (TLS, RADIUS/1.1), C client", "c", "radius/1.1"),
+            ("UDP, Python client", "py", "udp"),
+            ("RadSec (TLS, classic), Python client", "py", ""),
+            ("RadSec (TLS, RADIUS/1.1), Python client", "py", "radius/1.1"),
         )
         total = args.requests * args.repeat * len(variants)
         rb.log(f"building the authd store: {args.users} HOTP users ({total} codes)")
@@ -141,25 +171,25 @@ def radsec_bench(args: argparse.Namespace) -> int:
         )
         proc = rb.start_authd(cfg, port, 1, "0")
         pids = rb.server_pids(proc)
-        runs: dict[str, list[rb.Result]] = {v: [] for v in variants}
+        runs: dict[str, list[rb.Result]] = {v[0]: [] for v in variants}
         chunk = 0
         try:
             for n in range(args.repeat):
-                for variant in variants:
+                for variant, kind, alpn in variants:
                     part = packets[chunk * args.requests : (chunk + 1) * args.requests]
                     chunk += 1
                     rb.log(f"authd {variant}, workers=1, cores=0, run {n + 1}")
-                    if variant == "UDP":
+                    udp = alpn == "udp"
+                    if udp and kind == "c":
                         reqfile = tmp / "udp.bin"
                         rb.write_requests(reqfile, part)
                         stats, cpu = rb.run_loadgen(
                             loadgen, reqfile, port, args.window, rb.other_core("0"), pids
                         )
                     else:
-                        r11 = variant.endswith("RADIUS/1.1)")
-                        udp = variant.startswith("UDP")
+                        r11 = alpn == "radius/1.1"
                         secret = rb.SECRET.encode() if udp else RADSEC
-                        reqfile = tmp / "radsec.bin"
+                        reqfile = tmp / "stream.bin"
                         write_stream_requests(
                             reqfile,
                             [
@@ -168,13 +198,14 @@ def radsec_bench(args: argparse.Namespace) -> int:
                             ],
                             args.connections,
                         )
-                        stats, cpu = run_radsec_loadgen(
+                        stats, cpu = run_stream_loadgen(
+                            tlsloadgen if kind == "c" else None,
                             reqfile,
                             port if udp else tls_port,
                             args,
                             client,
                             pki.ca_file,
-                            "udp" if udp else "radius/1.1" if r11 else "",
+                            alpn,
                             pids,
                         )
                     r = rb.result(f"authd (a) OTP-only, {variant}", "0", stats, cpu)
@@ -182,7 +213,7 @@ def radsec_bench(args: argparse.Namespace) -> int:
                     runs[variant].append(r)
         finally:
             rb.stop([proc])
-    results = [rb.median_run(runs[v]) for v in variants]
+    results = [rb.median_run(runs[v[0]]) for v in variants]
     print()
     print(
         f"store: sqlite; {args.window} requests in flight (RadSec: over {args.connections} "
@@ -190,21 +221,25 @@ def radsec_bench(args: argparse.Namespace) -> int:
         f"runs of {args.requests} requests; authd hot path: {hot_path_build()}"
     )
     print(
-        f"| {'server':<46} | cores | req/s   | p50 ms | p99 ms | CPU µs/req "
+        f"| {'server':<60} | cores | req/s   | p50 ms | p99 ms | CPU µs/req "
         "| client µs/req | accepted |"
     )
-    print(f"|{'-' * 48}|-------|---------|--------|--------|------------|{'-' * 15}|----------|")
+    print(f"|{'-' * 62}|-------|---------|--------|--------|------------|{'-' * 15}|----------|")
     for r in results:
         lost = f" lost {r.lost}" if r.lost else ""
-        client_cpu = f"{r.peer_cpu_us:13.0f}" if r.peer_cpu_us else f"{'(C loadgen)':>13}"
+        client_cpu = f"{r.peer_cpu_us:13.0f}" if r.peer_cpu_us else f"{'-':>13}"
         print(
-            f"| {r.name:<46} | {r.cores:<5} | {r.rps:7.0f} | {r.p50:6.2f} | {r.p99:6.2f} "
+            f"| {r.name:<60} | {r.cores:<5} | {r.rps:7.0f} | {r.p50:6.2f} | {r.p99:6.2f} "
             f"| {r.cpu_us:10.0f} | {client_cpu} | {r.accept}/{r.sent}{lost} |"
         )
-    udp = results[1]  # the same Python client over UDP
-    for r in results[2:]:
+    for udp, r in (
+        (results[0], results[1]),
+        (results[0], results[2]),
+        (results[3], results[4]),
+        (results[3], results[5]),
+    ):
         print(
-            f"ratio {r.name.split(', ', 1)[1]} / UDP (same Python client): "
+            f"ratio {r.name.split(', ', 1)[1]} / UDP, same client: "
             f"{r.rps / max(udp.rps, 1e-9):.1%} of "
             f"req/s, {r.cpu_us / max(udp.cpu_us, 1e-9):.2f}x CPU/req"
         )
