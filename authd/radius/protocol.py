@@ -4,7 +4,9 @@
 Authenticator); `RadiusHandler` adds what needs time and the reactor (duplicates,
 the engine's Deferred, the jittered reject delay); `RadiusProtocol` is the thin
 DatagramProtocol that feeds one socket into the shared handler, so a reply leaves
-from the address its request came to.
+from the address its request came to. RadSec connections (radius/tls.py) feed the same
+handler through `RadiusHandler.packet`, with the client their certificate named and
+the `Dialect` ALPN chose (classic, or RADIUS/1.1 from radius/radius11.py).
 """
 
 from __future__ import annotations
