@@ -239,7 +239,7 @@ def radsec_bench(args: argparse.Namespace) -> int:
         (results[3], results[5]),
     ):
         print(
-            f"ratio {r.name.split(', ', 1)[1]} / UDP, same client: "
+            f"ratio {r.name.split(', ', 1)[1]} / {udp.name.split(', ', 1)[1]}: "
             f"{r.rps / max(udp.rps, 1e-9):.1%} of "
             f"req/s, {r.cpu_us / max(udp.cpu_us, 1e-9):.2f}x CPU/req"
         )
