@@ -153,6 +153,24 @@ class Metrics:
         self.radius_replies = Counter(
             "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
             ["code"], registry=r)
+        # RadSec (RADIUS over TLS): labels are fixed states, configured client names and
+        # a bounded set of reasons, never anything a peer chooses.
+        self.radsec_connections = Gauge(
+            "authd_radsec_connections", "RadSec connections by state (handshake, open)",
+            ["state"], registry=r)
+        self.radsec_client_connections = Gauge(
+            "authd_radsec_client_connections", "Open RadSec connections per client",
+            ["client"], registry=r)
+        self.radsec_packets = Counter(
+            "authd_radsec_packets_total", "RADIUS packets received over RadSec per client",
+            ["client"], registry=r)
+        self.radsec_handshake_failures = Counter(
+            "authd_radsec_handshake_failures_total", "RadSec TLS handshakes failed, by reason",
+            ["reason"], registry=r)
+        self.radsec_refused = Counter(
+            "authd_radsec_refused_total",
+            "RadSec connections refused after accept or handshake, by reason",
+            ["reason"], registry=r)
 
     def before_collect(self, flush: Callable[[], None]) -> None:
         """Run `flush` before every collection (a Prometheus scrape, a test reading a

@@ -287,6 +287,48 @@ class RadiusClient:
 
 
 @dataclass(frozen=True)
+class RadsecClient(RadiusClient):
+    """A RadSec client: matched by its certificate, never by address; the shared secret
+    is the fixed `radsec` (RFC 6614 §2.3), so `address` and `secret` stay empty."""
+
+    ca_file: str = field(default="", metadata=meta(
+        "the client certificate must chain to this CA (PEM); empty = any CA of "
+        "radius.tls.ca_file", path="existing"))
+    subject: str = field(default="", metadata=meta(
+        "RFC 4514 subject the certificate must carry, e.g. CN=nas1,O=Example"))
+    san: tuple[str, ...] = field(default=(), metadata=meta(
+        "DNS:name, IP:address, URI:uri or email:address; the certificate must carry one"))
+    fingerprint_sha256: tuple[str, ...] = field(default=(), metadata=meta(
+        "SHA-256 of the certificate (hex, colons allowed); one must match"))
+
+
+@dataclass(frozen=True)
+class RadsecConfig:
+    """RADIUS over TLS (RFC 6614), RADIUS/1.1 by ALPN (RFC 9765)."""
+
+    listen: tuple[str, ...] = field(default=("127.0.0.1:2083",), metadata=meta(
+        "address:port, one TCP socket each"))
+    cert_file: str = field(default="", metadata=meta(
+        "server certificate (PEM, chain after the leaf)", path="existing"))
+    key_file: str = field(default="", metadata=meta("server key (PEM)", path="private"))
+    ca_file: str = field(default="", metadata=meta(
+        "CAs that issue client certificates (PEM bundle)", path="existing"))
+    clients: tuple[RadsecClient, ...] = field(default=(), metadata=meta())
+    idle_timeout: float = field(default=120.0, metadata=meta(
+        "close a connection with nothing in flight after this long", duration=True,
+        minimum=1, maximum=86400))
+    handshake_timeout: float = field(default=10.0, metadata=meta(
+        "close a connection whose TLS handshake takes longer", duration=True, minimum=1,
+        maximum=300))
+    max_connections: int = field(default=256, metadata=meta(
+        "open connections per process; more are closed at once", minimum=1,
+        maximum=65536))
+    max_in_flight: int = field(default=256, metadata=meta(
+        "requests per connection awaiting their reply; past it the connection is not "
+        "read until replies go out", minimum=1, maximum=4096))
+
+
+@dataclass(frozen=True)
 class RadiusConfig:
     enabled: bool = field(default=True, metadata=meta())
     listen: tuple[str, ...] = field(default=("127.0.0.1:1812",), metadata=meta(
@@ -308,6 +350,8 @@ class RadiusConfig:
         "when there are at least `workers` cores"))
     receive_buffer: int = field(default=1 << 20, metadata=meta("SO_RCVBUF bytes",
                                                                minimum=65536))
+    tls: RadsecConfig | None = field(default=None, metadata=meta(
+        "RadSec listener (TCP, default port 2083); off unless set"))
 
 
 # ---------------------------------------------------------------- HTTP

@@ -646,6 +646,7 @@ def _check(config: Config, b: _Builder) -> None:
             b.check_failed(f"policy.groups[{i}].group", "needs a group name")
     _check_primary(config, b)
     _check_radius(config, b)
+    _check_radsec(config, b)
     _check_http(config, b)
     if config.selfservice.enabled:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", config.selfservice.alias):
@@ -727,6 +728,32 @@ def _check_radius(config: Config, b: _Builder) -> None:
         for j, reply in enumerate(client.reply_attributes):
             if not reply.attribute:
                 b.check_failed(f"{path}.reply_attributes[{j}].attribute", "needs an attribute name")
+
+
+def _check_radsec(config: Config, b: _Builder) -> None:
+    """radius.tls: the keys' shape here, then the files themselves with the same
+    `prepare` the listener runs at start and on reload."""
+    tls = config.radius.tls
+    if tls is None:
+        return
+    _check_listen(tls.listen, "radius.tls.listen", b)
+    for i, client in enumerate(tls.clients):
+        path = f"radius.tls.clients[{i}]"
+        if client.address:
+            b.check_failed(f"{path}.address", "RadSec clients are matched by certificate")
+        if client.secret is not None:
+            b.check_failed(f"{path}.secret", "the RadSec secret is fixed: radsec (RFC 6614)")
+    # Problems on keys already reported are not repeated (check_failed skips them).
+    from authd.radius.codec import RadiusDictionary
+    from authd.radius.tls_context import RadsecConfigError, prepare
+
+    try:
+        prepare(config.radius, RadiusDictionary(config.radius.dictionary))
+    except RadsecConfigError as errors:
+        for path, why in errors.problems:
+            b.check_failed(path, why)
+    except OSError as exc:
+        b.check_failed("radius.dictionary", str(exc))
 
 
 def _check_http(config: Config, b: _Builder) -> None:

@@ -4,7 +4,9 @@
 Authenticator); `RadiusHandler` adds what needs time and the reactor (duplicates,
 the engine's Deferred, the jittered reject delay); `RadiusProtocol` is the thin
 DatagramProtocol that feeds one socket into the shared handler, so a reply leaves
-from the address its request came to.
+from the address its request came to. RadSec connections (radius/tls.py) feed the same
+handler through `RadiusHandler.packet`, with the client their certificate named and
+the `Dialect` ALPN chose (classic, or RADIUS/1.1 from radius/radius11.py).
 """
 
 from __future__ import annotations
@@ -84,6 +86,16 @@ def screen(data: bytes, ip: str, clients: ClientTable) -> Admitted | Dropped:
     return Admitted(client, verdict)
 
 
+_UNSUPPORTED_CODE = "unsupported_code"
+
+
+def admit_code(code: int) -> str:
+    """The drop reason for a code this server does not serve, else ""."""
+    if code != codec.ACCESS_REQUEST and code != codec.STATUS_SERVER:
+        return _UNSUPPORTED_CODE
+    return ""
+
+
 def admit(data: bytes, client: Client) -> codec.Packet | str:
     """`screen` for a datagram whose client is known: the Packet, or the drop reason
     (a plain string, so the hot path builds no verdict object)."""
@@ -93,7 +105,7 @@ def admit(data: bytes, client: Client) -> codec.Packet | str:
         return "malformed_" + exc.reason
     code = packet.code
     if code != codec.ACCESS_REQUEST and code != codec.STATUS_SERVER:
-        return "unsupported_code"
+        return _UNSUPPORTED_CODE
     if packet.ma_offset >= 0:
         # RFC 3579 §3.2: verified wherever it is present, whatever the client setting.
         if not codec.verify_message_authenticator(packet, client.keys):
@@ -105,15 +117,35 @@ def admit(data: bytes, client: Client) -> codec.Packet | str:
     return packet
 
 
+EncodeReply = Callable[[int, codec.Packet, codec.Keys, list[bytes]], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one transport profile admits requests and encodes replies: classic RADIUS
+    (UDP and RadSec, MD5 under the shared secret) or RADIUS/1.1 (RFC 9765, no MD5)."""
+
+    name: str
+    admit: Callable[[bytes, Client], codec.Packet | str]
+    encode_reply: EncodeReply
+    clear_password: bool  # RFC 9765 §5.1: User-Password travels unobfuscated in TLS
+
+
+CLASSIC = Dialect("classic", admit, codec.encode_reply, False)
+
+
 class BadRequest(ValueError):
     """An admitted Access-Request whose contents cannot be authenticated (rejected)."""
 
 
-def to_auth_request(packet: codec.Packet, client: Client, ip: str) -> AuthRequest:
+def to_auth_request(
+    packet: codec.Packet, client: Client, ip: str, clear_password: bool = False
+) -> AuthRequest:
     """The engine's view of an Access-Request; BadRequest when it cannot be one.
 
-    The password is decoded from raw bytes (RFC 2865 §5.2) and must be strict UTF-8
-    without NUL: a lossy decode could make two different byte strings equal.
+    The password is decoded from raw bytes (RFC 2865 §5.2; as sent with
+    `clear_password`) and must be strict UTF-8 without NUL: a lossy decode could make
+    two different byte strings equal.
     """
     raw_user = hidden = state = None
     for a_type, value in packet.attributes:  # one pass; the first of each counts
@@ -129,7 +161,10 @@ def to_auth_request(packet: codec.Packet, client: Client, ip: str) -> AuthReques
         raise BadRequest("User-Name and User-Password are required (PAP only)")
     try:
         user = raw_user.decode("utf-8")
-        typed = codec.decode_password(hidden, client.keys, packet.authenticator).decode("utf-8")
+        if clear_password:
+            typed = hidden.decode("utf-8")
+        else:
+            typed = codec.decode_password(hidden, client.keys, packet.authenticator).decode("utf-8")
     except (UnicodeDecodeError, codec.DecodeError) as exc:
         raise BadRequest("undecodable User-Name or User-Password") from exc
     # An empty password never authenticates (fail closed before any backend sees it).
@@ -160,39 +195,44 @@ def to_auth_request(packet: codec.Packet, client: Client, ip: str) -> AuthReques
 
 
 def reply_for(
-    decision: Decision, packet: codec.Packet, client: Client, challenge_message: str
+    decision: Decision,
+    packet: codec.Packet,
+    client: Client,
+    challenge_message: str,
+    dialect: Dialect = CLASSIC,
 ) -> tuple[int, bytes]:
     """The (code, encoded reply) for an engine decision; anything odd becomes a reject."""
+    encode = dialect.encode_reply
     if decision.outcome is Outcome.ACCEPT:
         attrs = client.replies.attributes(decision.groups)
         if decision.message:
             attrs = codec.text_attributes(codec.REPLY_MESSAGE, decision.message) + attrs
         try:
-            return codec.ACCESS_ACCEPT, codec.encode_reply(
-                codec.ACCESS_ACCEPT, packet, client.keys, attrs
-            )
+            return codec.ACCESS_ACCEPT, encode(codec.ACCESS_ACCEPT, packet, client.keys, attrs)
         except ValueError:
             log.error(
                 "radius client %s: reply attributes do not fit in one packet; rejecting",
                 client.name,
             )
-            return reject_for("", packet, client)
+            return reject_for("", packet, client, dialect)
     if decision.outcome is Outcome.CHALLENGE:
         state = decision.state
         if not state or len(state) > codec.MAX_ATTR_VALUE:
-            return reject_for("", packet, client)  # fail closed: no usable State
+            return reject_for("", packet, client, dialect)  # fail closed: no usable State
         attrs = [codec.attribute(codec.STATE, state), _PROMPT_NO_ECHO]
         attrs += codec.text_attributes(codec.REPLY_MESSAGE, decision.message or challenge_message)
-        return codec.ACCESS_CHALLENGE, codec.encode_reply(
-            codec.ACCESS_CHALLENGE, packet, client.keys, attrs
-        )
-    return reject_for(decision.message, packet, client)
+        return codec.ACCESS_CHALLENGE, encode(codec.ACCESS_CHALLENGE, packet, client.keys, attrs)
+    return reject_for(decision.message, packet, client, dialect)
 
 
-def reject_for(message: str, packet: codec.Packet, client: Client) -> tuple[int, bytes]:
+def reject_for(
+    message: str, packet: codec.Packet, client: Client, dialect: Dialect = CLASSIC
+) -> tuple[int, bytes]:
     """Access-Reject: Reply-Message (if any), Proxy-State, Message-Authenticator only."""
     attrs = codec.text_attributes(codec.REPLY_MESSAGE, message) if message else []
-    return codec.ACCESS_REJECT, codec.encode_reply(codec.ACCESS_REJECT, packet, client.keys, attrs)
+    return codec.ACCESS_REJECT, dialect.encode_reply(
+        codec.ACCESS_REJECT, packet, client.keys, attrs
+    )
 
 
 @dataclass
@@ -275,53 +315,72 @@ class RadiusHandler:
             self._drop("internal_error")
 
     def _datagram(self, data: bytes, addr: Address, send: Send) -> None:
-        ip = addr[0]
-        client = self.settings.clients.match(ip)
+        client = self.settings.clients.match(addr[0])
         if client is None:
             self._drop(_UNKNOWN_CLIENT)
             return
-        packet = admit(data, client)
+        self._request(data, client, addr, send, CLASSIC)
+
+    def packet(
+        self, data: bytes, client: Client, addr: Address, send: Send, dialect: Dialect
+    ) -> str:
+        """Handle one packet of a stream transport (RadSec) whose client its certificate
+        named; `addr` is the connection's peer. "" when a reply was or will be sent
+        through `send`, else the reason the packet was dropped. Never raises."""
+        try:
+            return self._request(data, client, addr, send, dialect)
+        except Exception:
+            log.exception("radius: unexpected error handling a packet from %s", client.name)
+            self._drop("internal_error")
+            return "internal_error"
+
+    def _request(
+        self, data: bytes, client: Client, addr: Address, send: Send, dialect: Dialect
+    ) -> str:
+        packet = dialect.admit(data, client)
         if isinstance(packet, str):
             self._drop(packet)
-            return
+            return packet
         self._packets[packet.code] += 1
         if packet.code == codec.STATUS_SERVER:
             # RFC 5997 §3: answered with Access-Accept, no auth work, not cached.
-            reply = codec.encode_reply(codec.ACCESS_ACCEPT, packet, client.keys)
+            reply = dialect.encode_reply(codec.ACCESS_ACCEPT, packet, client.keys, [])
             send(reply, addr)
             self._sent[codec.ACCESS_ACCEPT] += 1
-            return
+            return ""
+        ip = addr[0]
         now = self._seconds()
         key: Key = (ip, addr[1], packet.identifier, packet.authenticator)
         seen, cached = self.dedup.check(key, now)
         if seen is not Seen.NEW:
             if seen is Seen.IN_PROGRESS:
                 self._drop("duplicate_in_progress")  # RFC 5080 §2.2.2: drop while in flight
-                return
+                return "duplicate_in_progress"
             assert cached is not None
             self._drop("duplicate_answered")
             send(cached, addr)
-            return
+            return ""
         if len(self._in_flight) + len(self._delayed) >= MAX_IN_FLIGHT:
             self.dedup.forget(key)
             self._drop("overload")
-            return
+            return "overload"
         try:
-            req = to_auth_request(packet, client, ip)
+            req = to_auth_request(packet, client, ip, dialect.clear_password)
         except BadRequest:
-            code, reply = reject_for("", packet, client)
+            code, reply = reject_for("", packet, client, dialect)
             self._finish(key, code, reply, addr, send, now, True)
-            return
+            return ""
         try:
             d = self._authenticate(req)
         except Exception:
             # Not a Deferred at all: answer as for a failed decision (fail closed) so the
             # duplicate entry does not stay "in progress" for ever.
-            self._failed(Failure(), key, packet, client, addr, send, now)
-            return
+            self._failed(Failure(), key, packet, client, addr, send, now, dialect)
+            return ""
         self._in_flight.add(d)
         # One callback for both outcomes: each Deferred callback costs about a microsecond.
-        d.addBoth(self._answered, d, key, packet, client, addr, send, now)
+        d.addBoth(self._answered, d, key, packet, client, addr, send, now, dialect)
+        return ""
 
     def _answered(
         self,
@@ -333,13 +392,16 @@ class RadiusHandler:
         addr: Address,
         send: Send,
         received: float,
+        dialect: Dialect,
     ) -> None:
         self._in_flight.discard(d)
         try:
             if isinstance(result, Failure):
-                self._failed(result, key, packet, client, addr, send, received)
+                self._failed(result, key, packet, client, addr, send, received, dialect)
                 return
-            code, reply = reply_for(result, packet, client, self.settings.challenge_message)
+            code, reply = reply_for(
+                result, packet, client, self.settings.challenge_message, dialect
+            )
             if code == codec.ACCESS_REJECT:
                 self._finish(key, code, reply, addr, send, received, True)
             else:
@@ -358,6 +420,7 @@ class RadiusHandler:
         addr: Address,
         send: Send,
         received: float,
+        dialect: Dialect,
     ) -> None:
         # Fail closed: an engine error is a reject (never an accept, never silence that
         # makes the gateway retry the same broken request for ever).
@@ -366,7 +429,7 @@ class RadiusHandler:
             "radius: decision failed for client %s: %s", client.name, type(failure.value).__name__
         )
         self._drop("engine_error")
-        code, reply = reject_for("", packet, client)
+        code, reply = reject_for("", packet, client, dialect)
         self._finish(key, code, reply, addr, send, received, True)
 
     def _finish(

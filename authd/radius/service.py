@@ -28,6 +28,9 @@ from authd.radius.codec import MAX_LENGTH, RadiusDictionary
 from authd.radius.kernel_drops import KernelDrops
 from authd.radius.protocol import Authenticate, RadiusHandler, RadiusProtocol, Settings
 from authd.radius.reuseport import spread_by_authenticator
+from authd.radius.tls import RadsecListener
+from authd.radius.tls_context import RadsecMaterial
+from authd.radius.tls_context import prepare as prepare_radsec
 from authd.workers import allowed_cores, core_for, pin_process, worker_index
 
 log = logging.getLogger("authd.radius.service")
@@ -94,6 +97,10 @@ class RadiusService(Service):
         )
         self._ports: list[Any] = []  # IListeningPort
         self._kernel_drops = KernelDrops(metrics)
+        self.radsec: RadsecListener | None = None
+        if config.tls is not None:
+            material = prepare_radsec(config, self._dictionary)
+            self.radsec = RadsecListener(self.handler, material, reactor, metrics)
         # Taken before anything pins (see workers.py): a worker gets it in CORES_ENV.
         self._cores = allowed_cores()
         self.pinned_core: int | None = None
@@ -111,6 +118,10 @@ class RadiusService(Service):
         """Bind every address or none (raising the first OSError)."""
         reuse = self._config.workers > 1
         try:
+            if self.radsec is not None:
+                assert self._config.tls is not None
+                tls_listen = [listen_address(s) for s in self._config.tls.listen]
+                self.radsec.start(tls_listen, reuse)
             for host, port in self._listen:
                 sock = bind_socket(host, port, self._config.receive_buffer, reuse)
                 if reuse:
@@ -132,6 +143,8 @@ class RadiusService(Service):
                 p.stopListening()
             self._ports = []
             self._kernel_drops.forget()
+            if self.radsec is not None:
+                self.radsec.stop_listening()
             raise
         if self._config.pin_workers:
             core = core_for(worker_index(), self._config.workers, self._cores)
@@ -144,6 +157,9 @@ class RadiusService(Service):
         super().stopService()
         done: Deferred[None] = Deferred()
         timer = self._reactor.callLater(DRAIN_TIMEOUT, lambda: _fire(done))
+        radsec = self.radsec
+        if radsec is not None:
+            radsec.stop_listening()  # no new connections; open ones get their replies
         drained = self.handler.drain()
         drained.addBoth(lambda _: _fire(done))
 
@@ -153,39 +169,61 @@ class RadiusService(Service):
             self._kernel_drops.forget()
             stops = [d for p in self._ports if isinstance(d := p.stopListening(), Deferred)]
             self._ports = []
+            if radsec is not None:
+                radsec.close_connections()
             return DeferredList(stops)
 
         result: Deferred[None] = done.addCallback(close).addCallback(lambda _: None)
         return result
 
     def prepare(self, config: RadiusConfig) -> Callable[[], None]:
-        """Build clients, secrets and reply rules for a reload; raises ValueError (a
-        client or dictionary problem, named without secrets) and changes nothing then.
-        The returned commit swaps them in and cannot fail; requests in flight finish
-        with the client they arrived under."""
+        """Build clients, secrets, reply rules and RadSec certificates for a reload;
+        raises ValueError (a client, dictionary or certificate problem, named without
+        secrets) and changes nothing then. The returned commit swaps them in and cannot
+        fail; requests in flight finish with the client they arrived under."""
         dictionary = (
             self._dictionary
             if config.dictionary == self._config.dictionary
             else load_dictionary(config.dictionary)
         )
         settings = self._settings(config, dictionary)
-
-        def commit() -> None:
-            if [listen_address(s) for s in config.listen] != self._listen:
-                log.warning("radius: listen addresses changed; they take effect on restart")
-            if config.workers != self._config.workers:
-                log.warning("radius: workers changed; it takes effect on restart")
-            self.handler.settings = settings
-            self.handler.dedup.window = config.duplicate_window
-            self._dictionary = dictionary
-            self._config = config
-            log.info("radius: reloaded %d clients", len(settings.clients.clients))
-
-        return commit
+        material: RadsecMaterial | None = None
+        if config.tls is not None and self.radsec is not None:
+            material = prepare_radsec(config, dictionary)
+        elif (config.tls is None) != (self._config.tls is None):
+            log.warning("radius: radius.tls was added or removed; it takes effect on restart")
+        return lambda: self._commit(config, dictionary, settings, material)
 
     def reload(self, config: RadiusConfig) -> None:
         """Prepare and commit at once (raises, keeping the old settings, when unusable)."""
         self.prepare(config)()
+
+    def _commit(
+        self,
+        config: RadiusConfig,
+        dictionary: RadiusDictionary,
+        settings: Settings,
+        material: RadsecMaterial | None,
+    ) -> None:
+        if [listen_address(s) for s in config.listen] != self._listen:
+            log.warning("radius: listen addresses changed; they take effect on restart")
+        if config.workers != self._config.workers:
+            log.warning("radius: workers changed; it takes effect on restart")
+        self.handler.settings = settings
+        self.handler.dedup.window = config.duplicate_window
+        if material is not None and self.radsec is not None:
+            assert config.tls is not None and self._config.tls is not None
+            if config.tls.listen != self._config.tls.listen:
+                log.warning("radius: radius.tls.listen changed; it takes effect on restart")
+            self.radsec.commit(material)
+            log.info("radius: reloaded %d RadSec clients", len(material.rules))
+        self._dictionary = dictionary
+        self._config = config
+        log.info("radius: reloaded %d clients", len(settings.clients.clients))
+
+    def bound_tls_ports(self) -> list[tuple[str, int]]:
+        """The RadSec (host, port) actually bound, in `radius.tls.listen` order."""
+        return self.radsec.bound_ports() if self.radsec is not None else []
 
     def bound_ports(self) -> list[tuple[str, int]]:
         """The (host, port) actually bound, in `radius.listen` order (port 0 resolved)."""

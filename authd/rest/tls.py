@@ -8,7 +8,6 @@ the API key is still required on top.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from cryptography import x509
@@ -16,9 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import crypto
 from twisted.internet import ssl
 
+from authd import pem
 from authd.config.model import TlsConfig
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_PEM_CERT = pem.PEM_CERTIFICATE
 
 
 class TlsConfigError(ValueError):
@@ -26,11 +26,7 @@ class TlsConfigError(ValueError):
 
 
 def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise TlsConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return pem.read(path, TlsConfigError)
 
 
 def context_factory(tls: TlsConfig) -> ssl.CertificateOptions:

@@ -835,9 +835,19 @@ def main() -> int:
     ap.add_argument(
         "--ldap-pool-size", type=int, default=0, help="(c) ldap pool_size (0: --threads)"
     )
+    ap.add_argument(
+        "--radsec",
+        action="store_true",
+        help="RadSec (classic and RADIUS/1.1) against UDP on one daemon, same run",
+    )
+    ap.add_argument("--connections", type=int, default=4, help="--radsec: TLS connections")
     args = ap.parse_args()
     if args.ldap:
         return ldap_bench(args)
+    if args.radsec:
+        from radsec_bench import radsec_bench
+
+        return radsec_bench(args)
 
     for prog, pkg in (("gcc", "gcc"), ("taskset", "util-linux")):
         if shutil.which(prog) is None:

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from prometheus_client import generate_latest
 from twisted.internet import reactor as global_reactor
 from twisted.python.threadpool import ThreadPool
 
@@ -24,6 +25,8 @@ from authd.config.model import (
     PasswordHashConfig,
     RadiusClient,
     RadiusConfig,
+    RadsecClient,
+    RadsecConfig,
     ReplyAttribute,
     Secret,
 )
@@ -32,6 +35,26 @@ from authd.radius.service import RadiusService
 from tests.fixtures.radius import FakeEngine
 
 reactor: Any = global_reactor  # this process is an entry point: the one global reactor
+
+
+def radsec_config(spec: dict[str, Any]) -> RadsecConfig | None:
+    """The optional `tls` part of a spec: RadsecConfig keys as they are, clients too."""
+    tls = spec.get("tls")
+    if tls is None:
+        return None
+    clients = tuple(
+        RadsecClient(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in c.items()
+                if k != "reply_attributes"
+            },
+            reply_attributes=tuple(ReplyAttribute(**r) for r in c.get("reply_attributes", ())),
+        )
+        for c in tls.get("clients", ())
+    )
+    rest = {k: tuple(v) if isinstance(v, list) else v for k, v in tls.items() if k != "clients"}
+    return RadsecConfig(clients=clients, **rest)
 
 
 def radius_config(spec: dict[str, Any]) -> RadiusConfig:
@@ -55,6 +78,7 @@ def radius_config(spec: dict[str, Any]) -> RadiusConfig:
         duplicate_window=spec.get("duplicate_window", 30.0),
         netscaler_group=NetscalerGroupAttribute(**spec.get("netscaler", {})),
         workers=spec.get("workers", 1),
+        tls=radsec_config(spec),
     )
 
 
@@ -93,11 +117,15 @@ def main() -> None:
         authenticate = FakeEngine(now=time.time)
     service = RadiusService(radius, authenticate, reactor, metrics)
     service.startService()
-    print(json.dumps({"ports": service.bound_ports()}), flush=True)
+    print(
+        json.dumps({"ports": service.bound_ports(), "tls_ports": service.bound_tls_ports()}),
+        flush=True,
+    )
 
     def stop(*_: object) -> None:
         def done(_: object) -> None:
-            print(json.dumps({"stopped": True}), flush=True)
+            text = generate_latest(metrics.registry).decode()
+            print(json.dumps({"stopped": True, "metrics": text}), flush=True)
             reactor.stop()
 
         reactor.callFromThread(lambda: service.stopService().addBoth(done))

@@ -16,21 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from authd.crypto import Keyring
 from authd.radius import codec
-from authd.storage.sql import SqlStore
 from tests.fixtures.radius import (
-    FAST_ARGON2,
     OTHER_SECRET,
     PASSWORD,
     SECRET,
     SEED_HEX,
     ServerProcess,
     access_request,
-    add_local_user,
     client_spec,
     exchange,
     need,
+    real_spec,
     start_server,
     totp,
 )
@@ -45,32 +42,14 @@ def _password_for(total: int) -> str:
     return ("p" * (total - 6))[: total - 6]
 
 
-def _spec(db: str, keys: str, clients: list[dict[str, object]]) -> dict[str, object]:
-    """A serve.py spec: the real engine and store, fast argon2, a short reject delay."""
-    return {
-        "engine": "real",
-        "db": db,
-        "keys": keys,
-        "password_hash": FAST_ARGON2,
-        "reject_delay": 0.05,
-        "clients": clients,
-    }
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One listener: client nas1 (inline, group attributes) on 127.0.0.1, a challenge
     client on 127.0.0.2 and another on 127.0.0.3; users for every test."""
     tmp = tmp_path_factory.mktemp("radclient")
-    db = f"sqlite:///{tmp / 'authd.db'}"
-    keys = str(tmp / "keys.json")
-    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
     users = ["inline", "replay", "wrong", "chal", "retrans", "groups", "proxy", "seed2", "forti"]
-    for u in users:
-        add_local_user(store, u, PASSWORD)
-    for total, u in LENGTH_USERS.items():
-        add_local_user(store, u, _password_for(total))
-    store.close()
+    passwords = dict.fromkeys(users, PASSWORD)
+    passwords.update({u: _password_for(total) for total, u in LENGTH_USERS.items()})
     replies = [
         {"group": "vpn-users", "attribute": "Class", "value": "vpn"},
         {"group": "admins", "attribute": "Filter-Id", "value": "admin-acl"},
@@ -81,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         client_spec("chal", "127.0.0.2/32", otp_mode="challenge"),
         client_spec("other", "127.0.0.3/32", OTHER_SECRET, otp_mode="challenge"),
     ]
-    s = start_server(_spec(db, keys, clients), tmp)
+    s = start_server(real_spec(tmp, passwords, clients), tmp)
     yield s
     assert s.stop() == 0, "SIGTERM must drain and exit 0"
 
@@ -292,12 +271,7 @@ def test_challenge_round_trip_with_radclient(server: ServerProcess, tmp_path: Pa
 def _own_server(tmp_path: Path, user: str, client: dict[str, object]) -> ServerProcess:
     """A listener of the test's own: one local user, one client on 127.0.0.1 (where
     radclient sends from), for client settings the shared server cannot have."""
-    db = f"sqlite:///{tmp_path / 'authd.db'}"
-    keys = str(tmp_path / "keys.json")
-    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
-    add_local_user(store, user, PASSWORD)
-    store.close()
-    return start_server(_spec(db, keys, [client]), tmp_path)
+    return start_server(real_spec(tmp_path, {user: PASSWORD}, [client]), tmp_path)
 
 
 def test_challenge_round_trip_driven_by_radclient(tmp_path: Path) -> None:
