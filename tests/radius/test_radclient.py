@@ -352,3 +352,63 @@ def test_openvpn_style_inline_client_without_message_authenticator(tmp_path: Pat
         assert rc != 0 and "Received Access-Reject" in out, out
     finally:
         assert s.stop() == 0
+
+
+def _padded_request(user: str, typed: str, total: int) -> tuple[bytes, bytes, list[bytes]]:
+    """An Access-Request of exactly `total` octets, the rest filled with Proxy-States
+    (as a chain of proxies would): (datagram, authenticator, the Proxy-State values)."""
+    auth = bytes(range(16))
+    base, _ = access_request(user, typed, authenticator=auth)
+    room = total - len(base)
+    sizes = []
+    while room > 2 * 255:
+        sizes.append(255)
+        room -= 255
+    sizes += [room // 2, room - room // 2]  # both at least 3 octets: a valid TLV
+    values = [bytes([i + 1]) * (size - 2) for i, size in enumerate(sizes)]
+    data, _ = access_request(user, typed, authenticator=auth, proxy_states=tuple(values))
+    assert len(data) == total
+    return data, auth, values
+
+
+def test_full_size_request_gets_a_reply_that_fits_and_retransmits_decide_nothing(
+    tmp_path: Path,
+) -> None:
+    """A 4096-octet Access-Request of a two-letter user padded with Proxy-State, a wrong
+    code alone in User-Password (`first_factor: none`, one 16-octet block): an
+    Access-Reject with the generic Reply-Message would be 4099 octets. It fits in 4096
+    octets (Reply-Message trimmed, every Proxy-State echoed in order), and two
+    retransmissions get the same bytes while the failure is counted and audited once."""
+    db = f"sqlite:///{tmp_path / 'authd.db'}"
+    keys = str(tmp_path / "keys.json")
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    add_local_user(store, "ab", PASSWORD)
+    store.close()
+    gateway = client_spec("nas1", "127.0.0.1/32", first_factor="none")
+    server = start_server(_spec(db, keys, [gateway]), tmp_path)
+    try:
+        wrong = f"{(int(totp(time.time())) + 500_000) % 1_000_000:06d}"
+        data, auth, values = _padded_request("ab", wrong, codec.MAX_LENGTH)
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(3)
+            replies = []
+            for _ in range(3):
+                s.sendto(data, ("127.0.0.1", server.port))
+                replies.append(s.recv(8192))
+    finally:
+        assert server.stop() == 0
+    first = replies[0]
+    assert replies == [first] * 3
+    assert len(first) <= codec.MAX_LENGTH and first[0] == codec.ACCESS_REJECT
+    assert codec.verify_reply(first, auth, SECRET.encode())
+    assert codec.decode(first).all(codec.PROXY_STATE) == values
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=1)
+    try:
+        user = store.get_user("ab")
+        assert user is not None and user.failures == 1
+        assert [e.result for e in store.query_audit(user="ab")] == ["reject"]
+    finally:
+        store.close()
