@@ -146,6 +146,10 @@ class Metrics:
         self.in_flight = Gauge(
             "authd_requests_in_flight", "Decisions currently being made",
             ["frontend"], registry=r)
+        self.audit_failures = Counter(
+            "authd_audit_write_failures_total",
+            "Audit records of failed decisions that could not be written (each logged instead)",
+            registry=r)
         self.radius_replies = Counter(
             "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
             ["code"], registry=r)

@@ -213,6 +213,9 @@ class ThreadedEngine:
                     )
                 except BaseException as e:  # noqa: BLE001 - each caller gets a reject
                     results = [e] * len(taken)
+                    if isinstance(e, Exception):
+                        for item, now, _, _ in taken:
+                            self._engine.record_failure(_request(item), now, e)
                 for (item, now, d, m), r in zip(taken, results, strict=True):
                     if isinstance(r, FirstFactorDue):
                         paused.append((r, now, d, m))
@@ -287,7 +290,7 @@ class ThreadedEngine:
             client=req.client,
             user=req.user,
         )
-        return Decision(Outcome.REJECT, Reason.BACKEND_DOWN, req.user, GENERIC_REJECT)
+        return Decision(Outcome.REJECT, Reason.UNAVAILABLE, req.user, GENERIC_REJECT)
 
     def authenticate(self, req: AuthRequest) -> Deferred[Decision]:
         """Decide `req` in the pool at the reactor's current time."""

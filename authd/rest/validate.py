@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.metrics import Metrics
-from authd.rest.errors import bad_request, too_many
+from authd.rest.errors import bad_request, too_many, unavailable
 from authd.rest.ratelimit import Limits
 from authd.rest.routes import Call, Clock, Reply, Route
 from authd.rest.validation import BodySchema, Field
@@ -87,8 +87,9 @@ RESULT_SCHEMA: dict[str, Any] = {
         "message": {"type": "string", "description": "safe to show the user"},
     },
 }
-# Reasons that say nothing about the user's guess: they must not slow the user down.
-_NOT_A_GUESS = frozenset({Reason.BACKEND_DOWN, Reason.BAD_REQUEST})
+# The decision could not be made (a directory or the store is down): 503, so that an
+# appliance tells an outage from a wrong code; nothing about the user's guess either.
+_OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
 
 
 class AuthEndpoints:
@@ -106,7 +107,7 @@ class AuthEndpoints:
         self._failures_limited = metrics.rate_limited.labels(limit="user_failures")
 
     def routes(self) -> list[Route]:
-        statuses = (400, 401, 403, 413, 415, 429)
+        statuses = (400, 401, 403, 413, 415, 429, 503)
         return [
             Route(
                 "POST",
@@ -203,9 +204,11 @@ class AuthEndpoints:
         return self._authenticate(req).addCallback(self._answer, req.user)
 
     def _answer(self, decision: Decision, user: str) -> Reply:
+        if decision.reason in _OUTAGE:
+            raise unavailable()
         if decision.outcome is Outcome.ACCEPT:
             self._limits.backoff.success(user)
-        elif decision.outcome is Outcome.REJECT and decision.reason not in _NOT_A_GUESS:
+        elif decision.outcome is Outcome.REJECT and decision.reason is not Reason.BAD_REQUEST:
             self._limits.backoff.failure(user, self._clock.seconds())
         doc: dict[str, Any] = {"result": decision.outcome.value}
         if decision.state is not None:

@@ -97,7 +97,7 @@ def test_lockout_metric(fake_world: World, pool: ThreadPool) -> None:
 
 
 def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadPool) -> None:
-    """A store failure is a BACKEND_DOWN reject with a logged traceback that names no
+    """A store failure is an UNAVAILABLE reject with a logged traceback that names no
     secret; the Deferred never fails."""
     w = fake_world
     w.user()
@@ -112,7 +112,7 @@ def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadP
         globalLogPublisher.removeObserver(events.append)
     assert (d.outcome, d.reason, d.message) == (
         Outcome.REJECT,
-        Reason.BACKEND_DOWN,
+        Reason.UNAVAILABLE,
         "Authentication failed",
     )
     failures = [e for e in events if "log_failure" in e]
@@ -120,7 +120,7 @@ def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadP
     text = repr(failures[0]) + failures[0]["log_failure"].getTraceback()
     assert "StoreUnavailable" in text
     assert PASSWORD not in text and "424242" not in text
-    labels = {"frontend": "radius", "result": "reject", "reason": "backend_down"}
+    labels = {"frontend": "radius", "result": "reject", "reason": "unavailable"}
     assert sample(metrics, "authd_requests_total", labels) == 1
 
 
@@ -210,7 +210,7 @@ def test_one_failing_decision_does_not_disturb_its_batch(
         req = w.request(w.code(tokens[u]), user=u, first_factor="none")
         threaded.authenticate(req).addCallback(lambda d, u=u: results.__setitem__(u, d))
     reactor.run_until(lambda: len(results) == len(users), timeout=DEADLINE)
-    assert results["u3"].reason is Reason.BACKEND_DOWN
+    assert results["u3"].reason is Reason.UNAVAILABLE
     assert all(results[u].outcome is Outcome.ACCEPT for u in users if u != "u3")
 
 
@@ -395,7 +395,7 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
     """When one decision's write phase keeps raising, nothing of its batch stays
     half-written (the batch's one transaction rolls back): the others are decided again
     alone and accepted exactly once (one audit row each), and only the failing request
-    gets the error."""
+    gets the error (audited as a failed decision)."""
     w = world
     users = [w.user(f"u{i}") for i in range(5)]
     tokens = {u: w.token(u) for u in users}
@@ -426,7 +426,11 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
         else:
             assert not isinstance(result, BaseException)
             assert result[0].outcome is Outcome.ACCEPT
-        assert len(w.store.query_audit(user=u)) == (0 if u == "u3" else 1)
+        audit = w.store.query_audit(user=u)
+        assert len(audit) == 1
+        if u == "u3":  # the failed decision is on record too, as one that failed
+            assert (audit[0].result, audit[0].reason) == ("reject", "unavailable")
+            assert audit[0].detail == "StoreUnavailable"
     # the failed request's code is still unused: a retry is accepted
     decision, _ = w.engine().decide_with_stats(reqs[3][0], NOW)
     assert decision.outcome is Outcome.ACCEPT
