@@ -412,3 +412,43 @@ def test_full_size_request_gets_a_reply_that_fits_and_retransmits_decide_nothing
         assert [e.result for e in store.query_audit(user="ab")] == ["reject"]
     finally:
         store.close()
+
+
+def test_duplicate_cache_is_per_process_a_retransmit_after_kill_is_a_replay(
+    tmp_path: Path,
+) -> None:
+    """As the README says: after a kill -9 and restart, a retransmission of a request
+    accepted before it is decided again, and its code being used, it is rejected as a
+    replay (never a second accept)."""
+    db = f"sqlite:///{tmp_path / 'authd.db'}"
+    keys = str(tmp_path / "keys.json")
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    add_local_user(store, "restart", PASSWORD)
+    store.close()
+    spec = _spec(db, keys, [client_spec("nas1", "127.0.0.1/32")])
+    data, _ = access_request("restart", PASSWORD + totp(time.time()))
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:  # one source port
+        nas.bind(("127.0.0.1", 0))
+        nas.settimeout(3)
+        first = start_server(spec, tmp_path)
+        try:
+            nas.sendto(data, ("127.0.0.1", first.port))
+            before = nas.recv(8192)
+        finally:
+            first.proc.kill()
+            first.proc.wait(10)
+        spec["listen"] = [f"127.0.0.1:{first.port}"]
+        second = start_server(spec, tmp_path)
+        try:
+            nas.sendto(data, ("127.0.0.1", second.port))
+            after = nas.recv(8192)
+        finally:
+            assert second.stop() == 0
+    assert (before[0], after[0]) == (codec.ACCESS_ACCEPT, codec.ACCESS_REJECT)
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=1)
+    try:
+        assert [e.reason for e in store.query_audit(user="restart")] == ["replay", "ok"]
+    finally:
+        store.close()
