@@ -553,8 +553,8 @@ def test_decision_that_cannot_be_answered_is_never_decided_again(clock: Clock) -
 
     def unanswerable(req: AuthRequest) -> Deferred[Decision]:
         engine.calls.append(req)
-        # groups that are no sequence of names: the reply attributes cannot be built
-        return succeed(Decision(Outcome.ACCEPT, Reason.OK, USER, groups=None))  # type: ignore[arg-type]
+        # a lone surrogate cannot be encoded: the Reply-Message, so the reply, fails
+        return succeed(Decision(Outcome.ACCEPT, Reason.OK, USER, message="\ud800"))
 
     handler._authenticate = unanswerable
     wire = Wire(clock)
