@@ -282,11 +282,15 @@ def fitted_text_attributes(attr_type: int, text: str, room: int) -> list[bytes]:
     """`text_attributes` for as much of `text` as fits in `room` octets of TLVs, cut at
     a character boundary (a Reply-Message is informational: it gives way first)."""
     data = text.encode("utf-8")
+    n = len(data)
+    if n <= MAX_ATTR_VALUE and n + 2 <= room:  # the common case: one attribute, room left
+        return [bytes((attr_type, n + 2)) + data] if n else []
     full, rest = divmod(max(0, room), MAX_ATTR_VALUE + 2)
     fits = full * MAX_ATTR_VALUE + max(0, rest - 2)
-    if len(data) > fits:
-        text = data[:fits].decode("utf-8", "ignore")  # drops a character cut in half
-    return text_attributes(attr_type, text)
+    if n > fits:
+        data = data[:fits].decode("utf-8", "ignore").encode("utf-8")  # no half character
+    step = MAX_ATTR_VALUE
+    return [attribute(attr_type, data[i : i + step]) for i in range(0, len(data), step)]
 
 
 def encode_reply(
