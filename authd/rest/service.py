@@ -4,9 +4,8 @@ start binds every `http.listen` address (TLS when `http.tls` is set) and raises 
 cannot be bound (already-bound ones are released); with `http.workers` > 1 each socket
 is bound with SO_REUSEPORT, so worker processes share the port; stop stops listening, waits for the
 requests in flight (bounded), then closes every connection once its answers are written
-(bounded too). `reload` swaps
-API keys, trusted proxies and limits at once (SIGHUP); a bad new config raises and the
-old one stays in force.
+(bounded too). `reload` swaps API keys, trusted proxies and limits at once (SIGHUP); a
+bad new config raises and the old one stays in force.
 """
 
 from __future__ import annotations
