@@ -92,7 +92,7 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
         store = LdapTokenStore(sql, directory, keyring)
     if config.primary.failmode == "open":
         log.warn("primary.failmode is OPEN: an unreachable directory skips the first factor")
-    engine = Engine(config, store, backends, keyring.hash_key)
+    engine = Engine(config, store, backends, keyring.hash_key, metrics)
     admin = AdminOps(config, store, keyring, clock, engine=engine,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
                      password_hasher=lambda password: hash_password(hasher, password))

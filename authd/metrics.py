@@ -150,6 +150,10 @@ class Metrics:
             "authd_decision_errors_total",
             "Decisions that raised and were rejected (fail closed), by error type",
             ["error"], registry=r)
+        self.audit_failures = Counter(
+            "authd_audit_write_failures_total",
+            "Audit records of failed decisions that could not be written (each logged instead)",
+            registry=r)
         self.radius_replies = Counter(
             "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
             ["code"], registry=r)

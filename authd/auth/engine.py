@@ -46,6 +46,7 @@ from authd.core.model import AuditEvent, Token, TokenStatus, TokenType, User, is
 from authd.core.otp import TotpMatch, match_hotp, match_totp
 from authd.core.pin import verify_pin
 from authd.core.split import Candidate, PinRule, SecondKind, default_password, split_candidates
+from authd.metrics import Metrics
 
 log = Logger(namespace="authd.auth.engine")
 
@@ -275,11 +276,13 @@ class Engine:
         store: Store,
         backends: Sequence[FirstFactorBackend],
         hash_key: bytes,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.backends = tuple(backends)
         self._hash_key = hash_key
+        self._metrics = metrics
 
     @property
     def batches_decisions(self) -> bool:
@@ -294,13 +297,57 @@ class Engine:
         return self.decide_with_stats(req, now)[0]
 
     def decide_with_stats(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
+        """`decide`, with what ThreadedEngine turns into metrics. A decision that raises
+        is audited as failed (`record_failure`) before the error propagates."""
         # A store may bound a whole decision (tokens in a directory: one request_timeout
         # for its reads, the first factor's bind and its write together, not one each).
         scope = getattr(self.store, "decision_scope", None)
-        if scope is None:
-            return self._decide_whole(req, now)
-        with scope():
-            return self._decide_whole(req, now)
+        try:
+            if scope is None:
+                return self._decide_whole(req, now)
+            with scope():
+                return self._decide_whole(req, now)
+        except Exception as e:
+            self.record_failure(req, now, e)
+            raise
+
+    def record_failure(self, req: AuthRequest, now: float, error: BaseException) -> None:
+        """Audit a decision that could not be made (a store or directory failed): a
+        reject with reason `unavailable` and the error's type, never its text. When the
+        audit write fails too, the record goes to the log as one structured line and is
+        counted (authd_audit_write_failures_total): no decision goes unrecorded."""
+        valid = request_problem(req) is None
+        audit = AuditEvent(  # as _Attempt._record: nothing of an invalid request is kept
+            now,
+            f"{req.frontend}:{req.client}" if valid else "invalid",
+            "auth",
+            Outcome.REJECT.value,
+            req.user if valid else "",
+            req.client if valid else "",
+            req.source if valid else "",
+            Reason.UNAVAILABLE.value,
+            type(error).__name__,
+        )
+        try:
+            self.store.append_audit(audit)
+        except Exception as e:  # noqa: BLE001 - the audit store is down: log and count
+            log.error(
+                "audit record not written (audit store failed: {audit_error}): "
+                "action={action} result={result} reason={reason} detail={detail} "
+                "user={user} actor={actor} client={client} source={source} at={at}",
+                audit_error=type(e).__name__,
+                action=audit.action,
+                result=audit.result,
+                reason=audit.reason,
+                detail=audit.detail,
+                user=audit.user,
+                actor=audit.actor,
+                client=audit.client,
+                source=audit.source,
+                at=audit.at,
+            )
+            if self._metrics is not None:
+                self._metrics.audit_failures.inc()
 
     def _decide_whole(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
         attempt = _Attempt(self, req, now)
@@ -446,15 +493,21 @@ class Engine:
     ) -> tuple[Decision, DecisionStats] | BaseException:
         """One item decided and committed by itself: a request from the start, a checked
         `FirstFactorDue` from its first factor's outcome (never checked again)."""
-        try:
-            if isinstance(item, FirstFactorDue):
+        # An exception is returned, not raised: the caller fails closed on it
+        # (ThreadedEngine: reject); it has been audited as a failed decision here.
+        if isinstance(item, FirstFactorDue):
+            attempt = item._attempt
+            try:
                 if item.error is not None:
-                    return item.error
-                attempt = item._attempt
+                    raise item.error
                 decision = item._finish(batched=False)
-                return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
+            except Exception as e:
+                self.record_failure(attempt.req, attempt.now, e)
+                return e
+            return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
+        try:
             return self.decide_with_stats(*item)
-        except Exception as e:  # the caller fails closed on it (ThreadedEngine: reject)
+        except Exception as e:  # audited by decide_with_stats
             return e
 
 

@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
     NO_TOKEN = "no_token"  # policy required, user has no active token
     BAD_STATE = "bad_state"
     BACKEND_DOWN = "backend_down"
+    UNAVAILABLE = "unavailable"  # the decision failed: a store or directory call raised
     BAD_REQUEST = "bad_request"
 
 

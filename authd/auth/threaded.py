@@ -213,6 +213,9 @@ class ThreadedEngine:
                     )
                 except BaseException as e:  # noqa: BLE001 - each caller gets a reject
                     results = [e] * len(taken)
+                    if isinstance(e, Exception):
+                        for item, now, _, _ in taken:
+                            self._engine.record_failure(_request(item), now, e)
                 for (item, now, d, m), r in zip(taken, results, strict=True):
                     if isinstance(r, FirstFactorDue):
                         paused.append((r, now, d, m))
@@ -261,7 +264,7 @@ class ThreadedEngine:
         for req, d, metered, result in done:
             if isinstance(result, BaseException):
                 self._failures.failed(req, result)
-                decision = Decision(Outcome.REJECT, Reason.BACKEND_DOWN, req.user, GENERIC_REJECT)
+                decision = Decision(Outcome.REJECT, Reason.UNAVAILABLE, req.user, GENERIC_REJECT)
             else:
                 if self._failures.failing:
                     self._failures.succeeded()

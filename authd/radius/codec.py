@@ -262,6 +262,34 @@ def text_attributes(attr_type: int, text: str) -> list[bytes]:
     ]
 
 
+def reply_room(request: Packet) -> int:
+    """Octets a reply to `request` has left for its own attributes once the header,
+    Message-Authenticator and the echoed Proxy-States are counted (RFC 2865 §3: a
+    packet is at most 4096 octets; §5.33: every Proxy-State comes back unmodified).
+    Negative when not even that minimal reply can be sent."""
+    room = MAX_LENGTH - HEADER_LEN - 18
+    if request.proxy:
+        for a_type, value in request.attributes:
+            if a_type == PROXY_STATE:
+                room -= len(value) + 2
+    return room
+
+
+def fitted_text_attributes(attr_type: int, text: str, room: int) -> list[bytes]:
+    """`text_attributes` for as much of `text` as fits in `room` octets of TLVs, cut at
+    a character boundary (a Reply-Message is informational: it gives way first)."""
+    data = text.encode("utf-8")
+    n = len(data)
+    if n <= MAX_ATTR_VALUE and n + 2 <= room:  # the common case: one attribute, room left
+        return [bytes((attr_type, n + 2)) + data] if n else []
+    full, rest = divmod(max(0, room), MAX_ATTR_VALUE + 2)
+    fits = full * MAX_ATTR_VALUE + max(0, rest - 2)
+    if n > fits:
+        data = data[:fits].decode("utf-8", "ignore").encode("utf-8")  # no half character
+    step = MAX_ATTR_VALUE
+    return [attribute(attr_type, data[i : i + step]) for i in range(0, len(data), step)]
+
+
 def encode_reply(
     code: int,
     request: Packet,

@@ -21,6 +21,9 @@ class Seen(enum.Enum):
     ANSWERED = "answered"
 
 
+# Stored for a request that was decided but could not be answered (no real reply is
+# empty): a retransmission is dropped, never decided again.
+NO_REPLY = b""
 _ABSENT = b"absent"  # a sentinel no stored reply is identical to (compared with `is`)
 _NEW: tuple[Seen, None] = (Seen.NEW, None)
 _IN_PROGRESS: tuple[Seen, None] = (Seen.IN_PROGRESS, None)

@@ -26,7 +26,7 @@ from authd.auth.interfaces import AuthRequest, Decision, Outcome
 from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import Client, ClientTable
-from authd.radius.dedup import DuplicateCache, Key, Seen
+from authd.radius.dedup import NO_REPLY, DuplicateCache, Key, Seen
 
 log = logging.getLogger("authd.radius.protocol")
 
@@ -201,26 +201,39 @@ def reply_for(
     challenge_message: str,
     dialect: Dialect = CLASSIC,
 ) -> tuple[int, bytes]:
-    """The (code, encoded reply) for an engine decision; anything odd becomes a reject."""
+    """The (code, encoded reply) for an engine decision; anything odd becomes a reject.
+
+    Every reply fits in 4096 octets (RFC 2865 §3) around the echoed Proxy-States: what
+    a reply must carry (an accept's attributes, a challenge's State) fits whole or the
+    answer is a bare reject; the Reply-Message is trimmed to the room left.
+    """
     encode = dialect.encode_reply
+    room = codec.reply_room(packet)
     if decision.outcome is Outcome.ACCEPT:
         attrs = client.replies.attributes(decision.groups)
-        if decision.message:
-            attrs = codec.text_attributes(codec.REPLY_MESSAGE, decision.message) + attrs
-        try:
-            return codec.ACCESS_ACCEPT, encode(codec.ACCESS_ACCEPT, packet, client.keys, attrs)
-        except ValueError:
+        room -= sum(map(len, attrs))
+        if room < 0:
             log.error(
                 "radius client %s: reply attributes do not fit in one packet; rejecting",
                 client.name,
             )
             return reject_for("", packet, client, dialect)
+        if decision.message:
+            message = codec.fitted_text_attributes(codec.REPLY_MESSAGE, decision.message, room)
+            attrs = message + attrs
+        return codec.ACCESS_ACCEPT, encode(codec.ACCESS_ACCEPT, packet, client.keys, attrs)
     if decision.outcome is Outcome.CHALLENGE:
         state = decision.state
-        if not state or len(state) > codec.MAX_ATTR_VALUE:
+        if not state or len(state) > codec.MAX_ATTR_VALUE or len(state) + 2 > room:
             return reject_for("", packet, client, dialect)  # fail closed: no usable State
-        attrs = [codec.attribute(codec.STATE, state), _PROMPT_NO_ECHO]
-        attrs += codec.text_attributes(codec.REPLY_MESSAGE, decision.message or challenge_message)
+        attrs = [codec.attribute(codec.STATE, state)]
+        room -= len(attrs[0])
+        if len(_PROMPT_NO_ECHO) <= room:  # a hint to the NAS: gives way like Reply-Message
+            attrs.append(_PROMPT_NO_ECHO)
+            room -= len(_PROMPT_NO_ECHO)
+        attrs += codec.fitted_text_attributes(
+            codec.REPLY_MESSAGE, decision.message or challenge_message, room
+        )
         return codec.ACCESS_CHALLENGE, encode(codec.ACCESS_CHALLENGE, packet, client.keys, attrs)
     return reject_for(decision.message, packet, client, dialect)
 
@@ -228,8 +241,13 @@ def reply_for(
 def reject_for(
     message: str, packet: codec.Packet, client: Client, dialect: Dialect = CLASSIC
 ) -> tuple[int, bytes]:
-    """Access-Reject: Reply-Message (if any), Proxy-State, Message-Authenticator only."""
-    attrs = codec.text_attributes(codec.REPLY_MESSAGE, message) if message else []
+    """Access-Reject: Reply-Message (if any, trimmed to fit), Proxy-State,
+    Message-Authenticator only."""
+    attrs = (
+        codec.fitted_text_attributes(codec.REPLY_MESSAGE, message, codec.reply_room(packet))
+        if message
+        else []
+    )
     return codec.ACCESS_REJECT, dialect.encode_reply(
         codec.ACCESS_REJECT, packet, client.keys, attrs
     )
@@ -342,6 +360,16 @@ class RadiusHandler:
             self._drop(packet)
             return packet
         self._packets[packet.code] += 1
+        if packet.proxy and codec.reply_room(packet) < 0:
+            # RFC 2865 §5.33: Proxy-State is echoed whole, and with it no reply fits in
+            # 4096 octets (§3): refused before anything is decided or remembered.
+            log.warning(
+                "radius: request from client %s dropped: its Proxy-State echo leaves no "
+                "room for a reply within 4096 octets",
+                client.name,
+            )
+            self._drop("reply_too_large")
+            return "reply_too_large"
         if packet.code == codec.STATUS_SERVER:
             # RFC 5997 §3: answered with Access-Accept, no auth work, not cached.
             reply = dialect.encode_reply(codec.ACCESS_ACCEPT, packet, client.keys, [])
@@ -357,6 +385,9 @@ class RadiusHandler:
                 self._drop("duplicate_in_progress")  # RFC 5080 §2.2.2: drop while in flight
                 return "duplicate_in_progress"
             assert cached is not None
+            if not cached:  # NO_REPLY: decided, but nothing could be sent; never again
+                self._drop("duplicate_unanswered")
+                return "duplicate_unanswered"
             self._drop("duplicate_answered")
             send(cached, addr)
             return ""
@@ -408,7 +439,9 @@ class RadiusHandler:
                 self._send(key, code, reply, addr, send, received)
         except Exception:
             log.exception("radius: error while answering client %s", client.name)
-            self.dedup.forget(key)
+            # The decision is committed: its retransmissions must not be decided again
+            # (another failure counted, a used code now a replay), so the entry stays.
+            self.dedup.answered(key, NO_REPLY, self._seconds())
             self._drop("internal_error")
 
     def _failed(

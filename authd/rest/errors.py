@@ -70,6 +70,12 @@ def without_values(text: str) -> str:
     return _QUOTED.sub("", text)
 
 
+def unavailable() -> ApiError:
+    """A decision that could not be made: the store or a directory is down (never a
+    reject, so a caller can tell an outage from a wrong code)."""
+    return ApiError(503, "unavailable", "a store or directory is unavailable; try again later")
+
+
 def from_exception(exc: BaseException) -> ApiError:
     """The answer for an exception raised by a handler or an AdminOps call."""
     if isinstance(exc, ApiError):

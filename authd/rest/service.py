@@ -3,9 +3,9 @@
 start binds every `http.listen` address (TLS when `http.tls` is set) and raises if one
 cannot be bound (already-bound ones are released); with `http.workers` > 1 each socket
 is bound with SO_REUSEPORT, so worker processes share the port; stop stops listening, waits for the
-requests in flight (bounded), then closes idle keep-alive connections. `reload` swaps
-API keys, trusted proxies and limits at once (SIGHUP); a bad new config raises and the
-old one stays in force.
+requests in flight (bounded), then closes every connection once its answers are written
+(bounded too). `reload` swaps API keys, trusted proxies and limits at once (SIGHUP); a
+bad new config raises and the old one stays in force.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from authd.rest.validate import AuthEndpoints, Authenticate
 
 log = Logger(namespace="authd.rest.service")
 DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight requests
+FLUSH_TIMEOUT = 5.0  # then for their answers to be written (a client that never reads)
 BACKLOG = 1024  # accept queue of a socket bound here (listenTCP's default is 50)
 
 
@@ -198,7 +199,7 @@ class HttpService(Service):
         ports, self._ports = self._ports, []
         d = gatherResults([maybeDeferred(p.stopListening) for p in ports])
         d.addCallback(lambda _: self._drain())
-        d.addCallback(lambda _: self.site.close_connections())
+        d.addCallback(lambda _: self.site.close_connections(FLUSH_TIMEOUT))
         return d
 
     def _drain(self) -> Deferred[None]:

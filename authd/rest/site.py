@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -21,6 +22,8 @@ from twisted.web.server import Request, Site
 from authd.rest.connections import ConnectionLimits, ConnectionTable
 
 READ_TIMEOUT = 10.0  # http.read_timeout's default
+
+_CLOSE_POLL = 0.01  # seconds between looks at connections closing on stop
 
 
 class CappedRequest(Request):
@@ -117,8 +120,9 @@ class AuthdSite(Site):
 
     displayTracebacks = False
     requestFactory = CappedRequest
-    # Plain HTTP/1.1 channels (Twisted's default wraps them for HTTP/2 negotiation,
-    # which authd does not offer).
+    # Plain HTTP/1.1 channels, not Twisted's proxy that could switch to HTTP/2 by ALPN
+    # (authd does not ship h2): the proxy hides each connection's transport, which a
+    # stop needs to close it once its answers are written.
     protocol = DeadlineChannel  # type: ignore[assignment]
 
     def __init__(
@@ -134,6 +138,7 @@ class AuthdSite(Site):
     ) -> None:
         # Form bodies are never parsed into request.args: the API speaks JSON only.
         super().__init__(resource, reactor=reactor, timeout=timeout, parsePOSTFormSubmission=False)
+        self._clock = reactor
         self.max_body = max_body
         self.read_timeout = read_timeout
         self.connections = ConnectionTable(limits or ConnectionLimits(total=512, per_source=32))
@@ -168,9 +173,39 @@ class AuthdSite(Site):
         """No per-request access log: /metrics counts responses by route and status, and
         the audit trail records every authentication and admin action."""
 
-    def close_connections(self) -> None:
-        """Close every open connection (after the in-flight requests have finished)."""
+    def close_connections(self, timeout: float) -> Deferred[None]:
+        """Close every open connection (after the in-flight requests have finished);
+        fires once each has written its last answer and closed, or after `timeout`, when
+        the rest are cut. A stop must wait for this: the reactor's own shutdown drops
+        whatever a transport still buffers, the answer of a request whose code was used."""
         for channel in list(self.channels):
             transport = getattr(channel, "transport", None)
             if transport is not None:
                 transport.loseConnection()
+        done: Deferred[None] = Deferred()
+        clock: Any = self._clock  # zope interfaces do not type-check as classes
+        deadline = clock.seconds() + timeout
+
+        def check() -> None:
+            still_open = [t for t in self._transports() if not _closed(t)]
+            if still_open and clock.seconds() < deadline:
+                clock.callLater(_CLOSE_POLL, check)
+                return
+            for transport in still_open:
+                transport.abortConnection()
+            done.callback(None)
+
+        check()
+        return done
+
+    def _transports(self) -> list[Any]:
+        found = (getattr(channel, "transport", None) for channel in list(self.channels))
+        return [t for t in found if t is not None]
+
+
+def _closed(transport: Any) -> bool:
+    """Whether a connection's socket is closed, looking through TLS to the TCP transport
+    (which flushes its buffer before it closes)."""
+    while not hasattr(transport, "disconnected") and hasattr(transport, "transport"):
+        transport = transport.transport
+    return bool(getattr(transport, "disconnected", True))

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred
 
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.metrics import Metrics
-from authd.rest.errors import bad_request, too_many
+from authd.rest.errors import bad_request, too_many, unavailable
 from authd.rest.ratelimit import Limits, user_key
 from authd.rest.routes import Call, Clock, Reply, Route
 from authd.rest.validation import BodySchema, Field
@@ -87,8 +87,11 @@ RESULT_SCHEMA: dict[str, Any] = {
         "message": {"type": "string", "description": "safe to show the user"},
     },
 }
-# Reasons that say nothing about the user's guess: they must not slow the user down.
-_NOT_A_GUESS = frozenset({Reason.BACKEND_DOWN, Reason.BAD_REQUEST})
+# The decision could not be made (a directory or the store is down): 503, so that an
+# appliance tells an outage from a wrong code; nothing about the user's guess either.
+_OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
+# Not a guess at the user's secrets: no failure delay for these.
+_NOT_A_GUESS = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE, Reason.BAD_REQUEST})
 
 
 class AuthEndpoints:
@@ -106,7 +109,7 @@ class AuthEndpoints:
         self._failures_limited = metrics.rate_limited.labels(limit="user_failures")
 
     def routes(self) -> list[Route]:
-        statuses = (400, 401, 403, 413, 415, 429)
+        statuses = (400, 401, 403, 413, 415, 429, 503)
         return [
             Route(
                 "POST",
@@ -204,6 +207,8 @@ class AuthEndpoints:
         return self._authenticate(req).addCallback(self._answer, key)
 
     def _answer(self, decision: Decision, key: str) -> Reply:
+        if decision.reason in _OUTAGE:
+            raise unavailable()
         if decision.outcome is Outcome.ACCEPT:
             self._limits.backoff.success(key)
         elif decision.outcome is Outcome.REJECT and decision.reason not in _NOT_A_GUESS:

@@ -7,14 +7,16 @@ import unicodedata
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.logger import globalLogPublisher
 
-from authd.auth.engine import GENERIC_REJECT, Engine, _invalid_text, state_hash
+from authd.auth.engine import GENERIC_REJECT, Engine, FirstFactorDue, _invalid_text, state_hash
 from authd.auth.interfaces import Challenge, Outcome, Reason
 from authd.config.model import GroupPolicy
 from authd.core.errors import StoreUnavailable
 from authd.core.model import Token, TokenStatus, TokenType, User
+from authd.metrics import Metrics
 from tests.auth.conftest import NOW, PASSWORD, World
-from tests.fakes import FakeBackend, FakeDirectoryUser, FakeStore
+from tests.fakes import FakeBackend, FakeDirectoryUser, FakeStore, WrappedStore
 
 # ------------------------------------------------------------------ inline
 
@@ -799,3 +801,75 @@ def test_first_sight_user_with_directory_tokens() -> None:
     assert (d.reason, d.groups) == (Reason.OK, ("ops",))
     assert w.stored_user("erin").source == "dir"
     assert w.binds == 1
+
+
+def test_failed_decision_is_audited_without_secrets(world: World) -> None:
+    """A decision whose store read raises still leaves one audit row: a reject with
+    reason `unavailable` and the error's type, never the password or the code; the error
+    still reaches the caller (which fails closed)."""
+    w = world
+    w.user()
+    token = w.token()
+
+    def down(name: str) -> object:
+        raise StoreUnavailable(f"database error for {name}")
+
+    engine = w.engine()
+    engine.store = WrappedStore(w.store, get_user_tokens_codes=down)
+    code = w.code(token)
+    with pytest.raises(StoreUnavailable):
+        engine.decide(w.request(PASSWORD + code), NOW)
+    [event] = w.store.query_audit(user="alice")
+    assert (event.result, event.reason, event.detail) == (
+        "reject",
+        "unavailable",
+        "StoreUnavailable",
+    )
+    assert (event.actor, event.client, event.source) == ("radius:vpn", "vpn", "192.0.2.7")
+    assert code not in repr(event) and PASSWORD not in repr(event)
+
+
+def test_first_factor_error_in_a_batch_is_audited(sqlite_world: World) -> None:
+    """A paused first factor that raises (decide_many answers it alone with the error)
+    is audited as a failed decision, once."""
+    w = sqlite_world
+    w.user()
+    token = w.token()
+    w.directory.broken = RuntimeError("directory library bug")
+    engine = w.engine()
+    [due] = engine.decide_many(
+        [(w.request(PASSWORD + w.code(token)), NOW)], pause_first_factor=True
+    )
+    assert isinstance(due, FirstFactorDue)
+    due.check()
+    [result] = engine.decide_many([due], pause_first_factor=True)
+    assert isinstance(result, RuntimeError)
+    [event] = w.store.query_audit(user="alice")
+    assert (event.result, event.reason, event.detail) == ("reject", "unavailable", "RuntimeError")
+
+
+def test_lost_audit_record_is_logged_and_counted(fake_world: World) -> None:
+    """With the audit store down as well, the failed decision's record is one structured
+    log line (no secret in it) and authd_audit_write_failures_total counts it."""
+    w = fake_world
+    w.user()
+    code = w.code(w.token())
+    metrics = Metrics()
+    engine = Engine(w.config, w.store, [w.directory], w.hash_key, metrics)
+    w.store.down = True  # type: ignore[attr-defined]
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with pytest.raises(StoreUnavailable):
+            engine.decide(w.request(PASSWORD + code), NOW)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [line] = [e for e in events if "audit_error" in e]
+    assert (line["user"], line["reason"], line["result"], line["detail"]) == (
+        "alice",
+        "unavailable",
+        "reject",
+        "StoreUnavailable",
+    )
+    assert code not in repr(events) and PASSWORD not in repr(events)
+    assert metrics.registry.get_sample_value("authd_audit_write_failures_total") == 1

@@ -86,7 +86,7 @@ def test_lockout_metric(fake_world: World, pool: ThreadPool) -> None:
 
 
 def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadPool) -> None:
-    """A store failure is a BACKEND_DOWN reject with a logged traceback that names no
+    """A store failure is an UNAVAILABLE reject with a logged traceback that names no
     secret; the Deferred never fails."""
     w = fake_world
     w.user()
@@ -101,7 +101,7 @@ def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadP
         globalLogPublisher.removeObserver(events.append)
     assert (d.outcome, d.reason, d.message) == (
         Outcome.REJECT,
-        Reason.BACKEND_DOWN,
+        Reason.UNAVAILABLE,
         "Authentication failed",
     )
     failures = [e for e in events if "log_failure" in e]
@@ -109,13 +109,14 @@ def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadP
     text = repr(failures[0]) + failures[0]["log_failure"].getTraceback()
     assert "StoreUnavailable" in text
     assert PASSWORD not in text and "424242" not in text
-    labels = {"frontend": "radius", "result": "reject", "reason": "backend_down"}
+    labels = {"frontend": "radius", "result": "reject", "reason": "unavailable"}
     assert sample(metrics, "authd_requests_total", labels) == 1
 
 
 def test_store_outage_is_logged_once_and_counted(fake_world: World, pool: ThreadPool) -> None:
     """A store outage logs one traceback when decisions start failing and one line when
-    they succeed again; every failed request is counted, none is logged on its own."""
+    they succeed again; every failed request is counted, and only its lost audit record
+    (not an error or traceback) is logged on its own."""
     w = fake_world
     w.user()
     tok = w.token()
@@ -126,13 +127,17 @@ def test_store_outage_is_logged_once_and_counted(fake_world: World, pool: Thread
     try:
         w.store.down = True  # type: ignore[attr-defined]
         for _ in range(20):
-            assert run(reactor, threaded, w, PASSWORD + "424242").reason is Reason.BACKEND_DOWN
+            assert run(reactor, threaded, w, PASSWORD + "424242").reason is Reason.UNAVAILABLE
         w.store.down = False  # type: ignore[attr-defined]
         assert run(reactor, threaded, w, PASSWORD + w.code(tok)).outcome is Outcome.ACCEPT
         assert run(reactor, threaded, w, PASSWORD + "000000").outcome is Outcome.REJECT
     finally:
         globalLogPublisher.removeObserver(events.append)
-    loud = [e for e in events if e["log_level"] >= LogLevel.warn]
+    # Each lost audit record is one structured line of its own (the record itself, kept
+    # in the log); the outage's traceback is logged once.
+    lost = [e for e in events if e.get("log_format", "").startswith("audit record not written")]
+    assert len(lost) == 20
+    loud = [e for e in events if e["log_level"] >= LogLevel.warn and e not in lost]
     assert len(loud) == 1 and "log_failure" in loud[0], [formatEvent(e) for e in loud]
     assert "StoreUnavailable" in loud[0]["log_failure"].getTraceback()
     back = [formatEvent(e) for e in events
@@ -212,7 +217,7 @@ def test_one_failing_decision_does_not_disturb_its_batch(
         req = w.request(w.code(tokens[u]), user=u, first_factor="none")
         threaded.authenticate(req).addCallback(lambda d, u=u: results.__setitem__(u, d))
     reactor.run_until(lambda: len(results) == len(users), timeout=DEADLINE)
-    assert results["u3"].reason is Reason.BACKEND_DOWN
+    assert results["u3"].reason is Reason.UNAVAILABLE
     assert all(results[u].outcome is Outcome.ACCEPT for u in users if u != "u3")
 
 
@@ -397,7 +402,7 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
     """When one decision's write phase keeps raising, nothing of its batch stays
     half-written (the batch's one transaction rolls back): the others are decided again
     alone and accepted exactly once (one audit row each), and only the failing request
-    gets the error."""
+    gets the error (audited as a failed decision)."""
     w = world
     users = [w.user(f"u{i}") for i in range(5)]
     tokens = {u: w.token(u) for u in users}
@@ -428,7 +433,11 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
         else:
             assert not isinstance(result, BaseException)
             assert result[0].outcome is Outcome.ACCEPT
-        assert len(w.store.query_audit(user=u)) == (0 if u == "u3" else 1)
+        audit = w.store.query_audit(user=u)
+        assert len(audit) == 1
+        if u == "u3":  # the failed decision is on record too, as one that failed
+            assert (audit[0].result, audit[0].reason) == ("reject", "unavailable")
+            assert audit[0].detail == "StoreUnavailable"
     # the failed request's code is still unused: a retry is accepted
     decision, _ = w.engine().decide_with_stats(reqs[3][0], NOW)
     assert decision.outcome is Outcome.ACCEPT

@@ -260,3 +260,24 @@ def test_reply_without_proxy_state_echoes_none_and_with_keeps_order() -> None:
     assert proxied.proxy
     reply = codec.decode(codec.encode_reply(codec.ACCESS_ACCEPT, proxied, KEY))
     assert reply.all(codec.PROXY_STATE) == [b"a", b"b"]
+
+
+def test_reply_room_counts_header_ma_and_every_proxy_state() -> None:
+    """The room a reply has left is 4096 minus header, MA and each echoed Proxy-State TLV."""
+    bare = codec.decode(access_request()[0])
+    assert codec.reply_room(bare) == 4096 - 20 - 18
+    proxied = codec.decode(access_request(proxy_states=(b"a" * 100, b"b"))[0])
+    assert codec.reply_room(proxied) == 4096 - 20 - 18 - 102 - 3
+
+
+@pytest.mark.parametrize("room", [0, 2, 3, 10, 254, 255, 256, 257, 600])
+def test_fitted_text_stays_within_room_and_whole_characters(room: int) -> None:
+    """A trimmed text takes at most `room` octets of TLVs, keeps a prefix of the text
+    and never ends in half a UTF-8 character; a text that fits is left whole."""
+    text = "é" * 400  # two octets each: some cut points fall inside a character
+    tlvs = codec.fitted_text_attributes(codec.REPLY_MESSAGE, text, room)
+    assert sum(map(len, tlvs)) <= room
+    kept = b"".join(t[2:] for t in tlvs).decode("utf-8")
+    assert text.startswith(kept)
+    assert len(kept.encode()) >= min(len(text.encode()), room - room // 255 * 2 - 3)
+    assert codec.fitted_text_attributes(codec.REPLY_MESSAGE, "ok", 4) == [b"\x12\x04ok"]

@@ -7,14 +7,15 @@ import logging
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
-from authd.auth.interfaces import Decision, Outcome, Reason
+from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.config.model import RadiusConfig
 from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import build_client_table
-from authd.radius.protocol import Admitted, Dropped, RadiusHandler, Settings, screen
+from authd.radius.protocol import Admitted, Dropped, RadiusHandler, Settings, reply_for, screen
 from tests.fixtures.radius import (
     GROUP_REPLIES,
     PASSWORD,
@@ -478,3 +479,93 @@ def test_packet_and_reply_counts_are_exact_at_every_collection(clock: Clock, set
     text = generate_latest(metrics.registry).decode()
     assert 'authd_radius_packets_total{code="Access-Request"} 3.0' in text
     assert _metric(metrics, "authd_radius_replies_total", code="Access-Accept") == 3.0
+
+
+def _filled(total: int, **kw: object) -> tuple[bytes, bytes]:
+    """An Access-Request of exactly `total` octets, the rest Proxy-States."""
+    auth = bytes(16)
+    base, _ = access_request(authenticator=auth, **kw)  # type: ignore[arg-type]
+    room = total - len(base)
+    states = []
+    while room > 0:
+        size = min(255, room) if room - min(255, room) not in (1, 2) else room - 3
+        states.append(b"p" * (size - 2))
+        room -= size
+    data, _ = access_request(authenticator=auth, proxy_states=tuple(states), **kw)  # type: ignore[arg-type]
+    assert len(data) == total
+    return data, auth
+
+
+def test_replies_to_a_full_size_request_fit_and_echo_every_proxy_state() -> None:
+    """Against a 4096-octet request (22 octets of room): the reject's and the
+    challenge's Reply-Message are trimmed to fit, every Proxy-State still comes back; a
+    challenge whose State or an accept whose attributes cannot fit becomes a bare
+    reject (RFC 2865 §3, §5.33)."""
+    client = build_client_table(radius_config(client_config(reply_attributes=GROUP_REPLIES)), DICT)
+    nas = client.match(NAS[0])
+    assert nas is not None
+    data, auth = _filled(codec.MAX_LENGTH, user="ab", password="123456")
+    packet = codec.decode(data)
+    long = "Authentication failed " * 20
+    endings = [
+        Decision(Outcome.REJECT, Reason.BAD_OTP, "ab", long),
+        Decision(Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED, "ab", long, state=b"s" * 16),
+        Decision(Outcome.CHALLENGE, Reason.CHALLENGE_ISSUED, "ab", long, state=b"s" * 32),
+        Decision(Outcome.ACCEPT, Reason.OK, "ab", groups=("vpn-users", "admins")),
+    ]
+    codes = []
+    for decision in endings:
+        code, reply = reply_for(decision, packet, nas, "Enter your one-time code")
+        codes.append(code)
+        assert len(reply) <= codec.MAX_LENGTH and codec.verify_reply(reply, auth, KEY)
+        assert codec.decode(reply).all(codec.PROXY_STATE) == packet.all(codec.PROXY_STATE)
+    assert codec.reply_room(packet) == 22
+    assert codes == [codec.ACCESS_REJECT, codec.ACCESS_CHALLENGE] + [codec.ACCESS_REJECT] * 2
+
+
+def test_request_whose_proxy_state_echo_cannot_fit_is_dropped_before_deciding(
+    clock: Clock,
+) -> None:
+    """A legacy client's request (no MA) so full of Proxy-State that no reply can echo
+    it within 4096 octets is dropped and counted up front, each retransmission too,
+    and nothing reaches the engine or stays in the duplicate cache."""
+    engine = FakeEngine(now=clock.seconds)
+    metrics = Metrics()
+    cfg = radius_config(client_config(require_message_authenticator=False))
+    handler = _handler(clock, engine, cfg, metrics)
+    wire = Wire(clock)
+    data, _ = _filled(codec.MAX_LENGTH, code=codec.STATUS_SERVER, message_authenticator=False)
+    request = bytearray(data)
+    request[0] = codec.ACCESS_REQUEST  # no User-Password: a reject, were it answerable
+    for _ in range(2):
+        handler.datagram(bytes(request), NAS, wire)
+    clock.advance(2)
+    assert wire.sent == [] and engine.calls == [] and len(handler.dedup) == 0
+    assert _metric(metrics, "authd_drops_total", frontend="radius", reason="reply_too_large") == 2
+
+
+def test_decision_that_cannot_be_answered_is_never_decided_again(clock: Clock) -> None:
+    """When building the reply fails after the decision was committed, the duplicate
+    entry stays: retransmissions are dropped and counted, the engine sees one request."""
+    engine = FakeEngine(now=clock.seconds)
+    metrics = Metrics()
+    handler = _handler(clock, engine, metrics=metrics)
+
+    def unanswerable(req: AuthRequest) -> Deferred[Decision]:
+        engine.calls.append(req)
+        # a lone surrogate cannot be encoded: the Reply-Message, so the reply, fails
+        return succeed(Decision(Outcome.ACCEPT, Reason.OK, USER, message="\ud800"))
+
+    handler._authenticate = unanswerable
+    wire = Wire(clock)
+    data, _ = access_request(password=PASSWORD + totp(clock.seconds()))
+    for _ in range(3):
+        handler.datagram(data, NAS, wire)
+    assert wire.sent == [] and len(engine.calls) == 1
+    assert _metric(metrics, "authd_drops_total", frontend="radius", reason="internal_error") == 1
+    assert (
+        _metric(metrics, "authd_drops_total", frontend="radius", reason="duplicate_unanswered") == 2
+    )
+    clock.advance(31)  # past the duplicate window: the entry goes like any other
+    handler.datagram(access_request(password="x")[0], NAS, wire)
+    assert len(handler.dedup) == 1

@@ -9,6 +9,7 @@ clock agree with an independent TOTP implementation; later ones from the fixture
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from authd.crypto import Keyring
 from authd.radius import codec
+from authd.storage.sql import SqlStore
 from tests.fixtures.radius import (
     OTHER_SECRET,
     PASSWORD,
@@ -36,6 +39,11 @@ pytestmark = pytest.mark.integration
 
 RADCLIENT = "/usr/bin/radclient"
 LENGTH_USERS = {15: "len15", 16: "len16", 17: "len17", 128: "len128"}
+
+
+def _reopen(spec: dict[str, object]) -> SqlStore:
+    """The store a `real_spec` server used, opened again to check what it wrote."""
+    return SqlStore.open(str(spec["db"]), Keyring.load_or_create(str(spec["keys"])), pool_size=1)
 
 
 def _password_for(total: int) -> str:
@@ -327,3 +335,90 @@ def test_openvpn_style_inline_client_without_message_authenticator(tmp_path: Pat
         assert rc != 0 and "Received Access-Reject" in out, out
     finally:
         assert s.stop() == 0
+
+
+def _padded_request(user: str, typed: str, total: int) -> tuple[bytes, bytes, list[bytes]]:
+    """An Access-Request of exactly `total` octets, the rest filled with Proxy-States
+    (as a chain of proxies would): (datagram, authenticator, the Proxy-State values)."""
+    auth = bytes(range(16))
+    base, _ = access_request(user, typed, authenticator=auth)
+    room = total - len(base)
+    sizes = []
+    while room > 2 * 255:
+        sizes.append(255)
+        room -= 255
+    sizes += [room // 2, room - room // 2]  # both at least 3 octets: a valid TLV
+    values = [bytes([i + 1]) * (size - 2) for i, size in enumerate(sizes)]
+    data, _ = access_request(user, typed, authenticator=auth, proxy_states=tuple(values))
+    assert len(data) == total
+    return data, auth, values
+
+
+def test_full_size_request_gets_a_reply_that_fits_and_retransmits_decide_nothing(
+    tmp_path: Path,
+) -> None:
+    """A 4096-octet Access-Request of a two-letter user padded with Proxy-State, a wrong
+    code alone in User-Password (`first_factor: none`, one 16-octet block): an
+    Access-Reject with the generic Reply-Message would be 4099 octets. It fits in 4096
+    octets (Reply-Message trimmed, every Proxy-State echoed in order), and two
+    retransmissions get the same bytes while the failure is counted and audited once."""
+    gateway = client_spec("nas1", "127.0.0.1/32", first_factor="none")
+    spec = real_spec(tmp_path, {"ab": PASSWORD}, [gateway])
+    server = start_server(spec, tmp_path)
+    try:
+        wrong = f"{(int(totp(time.time())) + 500_000) % 1_000_000:06d}"
+        data, auth, values = _padded_request("ab", wrong, codec.MAX_LENGTH)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(3)
+            replies = []
+            for _ in range(3):
+                s.sendto(data, ("127.0.0.1", server.port))
+                replies.append(s.recv(8192))
+    finally:
+        assert server.stop() == 0
+    first = replies[0]
+    assert replies == [first] * 3
+    assert len(first) <= codec.MAX_LENGTH and first[0] == codec.ACCESS_REJECT
+    assert codec.verify_reply(first, auth, SECRET.encode())
+    assert codec.decode(first).all(codec.PROXY_STATE) == values
+    store = _reopen(spec)
+    try:
+        user = store.get_user("ab")
+        assert user is not None and user.failures == 1
+        assert [e.result for e in store.query_audit(user="ab")] == ["reject"]
+    finally:
+        store.close()
+
+
+def test_duplicate_cache_is_per_process_a_retransmit_after_kill_is_a_replay(
+    tmp_path: Path,
+) -> None:
+    """As the README says: after a kill -9 and restart, a retransmission of a request
+    accepted before it is decided again, and its code being used, it is rejected as a
+    replay (never a second accept)."""
+    spec = real_spec(tmp_path, {"restart": PASSWORD}, [client_spec("nas1", "127.0.0.1/32")])
+    data, _ = access_request("restart", PASSWORD + totp(time.time()))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:  # one source port
+        nas.bind(("127.0.0.1", 0))
+        nas.settimeout(3)
+        first = start_server(spec, tmp_path)
+        try:
+            nas.sendto(data, ("127.0.0.1", first.port))
+            before = nas.recv(8192)
+        finally:
+            first.proc.kill()
+            first.proc.wait(10)
+        spec["listen"] = [f"127.0.0.1:{first.port}"]
+        second = start_server(spec, tmp_path)
+        try:
+            nas.sendto(data, ("127.0.0.1", second.port))
+            after = nas.recv(8192)
+        finally:
+            assert second.stop() == 0
+    assert (before[0], after[0]) == (codec.ACCESS_ACCEPT, codec.ACCESS_REJECT)
+    store = _reopen(spec)
+    try:
+        assert [e.reason for e in store.query_audit(user="restart")] == ["replay", "ok"]
+    finally:
+        store.close()

@@ -305,8 +305,8 @@ def start_app(
     store = SqlStore.open(config.store.url, keyring, pool_size=4)
     hasher = make_password_hasher(config.local_users.password_hash)
     backends = [LocalUsers(store, hasher)]
-    engine = Engine(config, store, backends, keyring.hash_key)
     metrics = Metrics()
+    engine = Engine(config, store, backends, keyring.hash_key, metrics)
     pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="auth")
     pool.start()
     threaded = ThreadedEngine(engine, reactor, pool, metrics)

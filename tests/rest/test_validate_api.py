@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
-from tests.rest.harness import ADMIN_KEY, BOTH_KEY, PASSWORD, VALIDATE_KEY, App
+from twisted.internet.defer import Deferred, succeed
+
+from authd.auth.engine import GENERIC_REJECT
+from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
+from authd.config.model import RateLimit, RateLimitsConfig
+from tests.rest.harness import (
+    ADMIN_KEY,
+    BOTH_KEY,
+    PASSWORD,
+    VALIDATE_KEY,
+    App,
+    make_config,
+    start_app,
+)
 
 
 def test_validate_accepts_password_and_current_totp(app: App) -> None:
@@ -209,3 +223,29 @@ def test_errors_never_echo_what_was_sent(app: App) -> None:
     for r in answers:
         assert secret.lower() not in r.raw.decode().lower(), r.raw
     assert "allowed: user, password, otp, state" in answers[0].json["detail"]
+
+
+def test_directory_down_is_503_and_does_not_slow_the_user(tmp_path: Path) -> None:
+    """Every directory unreachable (a BACKEND_DOWN decision): both endpoints answer
+    503 `unavailable`, never `200 reject`, and an outage is no guess: it does not
+    start the escalating failure delay."""
+    limits = RateLimitsConfig(
+        per_source=RateLimit(rate=100.0, burst=100),
+        per_user=RateLimit(rate=100.0, burst=100),
+        failure_delay=2.0,
+        failure_delay_max=8.0,
+    )
+
+    def directory_down(req: AuthRequest) -> Deferred[Decision]:
+        return succeed(Decision(Outcome.REJECT, Reason.BACKEND_DOWN, req.user, GENERIC_REJECT))
+
+    app = start_app(tmp_path, make_config(tmp_path, limits=limits), authenticate=directory_down)
+    try:
+        for _ in range(3):
+            for r in (
+                app.validate("alice", password=PASSWORD, otp="123456"),
+                app.otp_check("alice", "123456"),
+            ):
+                assert (r.status, r.json["error"]) == (503, "unavailable")
+    finally:
+        app.close()
