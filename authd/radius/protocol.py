@@ -143,6 +143,7 @@ def to_auth_request(packet: codec.Packet, client: Client, ip: str) -> AuthReques
             source=ip,
             first_factor=client.first_factor,
             otp_mode=client.otp_mode,
+            realms=client.realms,
         )
     return AuthRequest(
         user=user,
@@ -152,6 +153,7 @@ def to_auth_request(packet: codec.Packet, client: Client, ip: str) -> AuthReques
         source=ip,
         first_factor=client.first_factor,
         otp_mode=client.otp_mode,
+        realms=client.realms,
     )
 
 
