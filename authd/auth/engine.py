@@ -360,13 +360,16 @@ class Engine:
         users: set[str] = set()
         cut = False
         try:
-            names = [_store_key(item[0]) for item in items if isinstance(item, tuple)]
+            # Whom each item's reads are for: a checked first factor knows who the user
+            # is; a new request starts under the name as typed (mapped).
+            keys = [
+                item._attempt.name if isinstance(item, FirstFactorDue) else _store_key(item[0])
+                for item in items
+            ]
+            names = [k for k, item in zip(keys, items, strict=True) if isinstance(item, tuple)]
             with self.store.decision_reads(names):  # type: ignore[attr-defined]
-                for item in items:
-                    if isinstance(item, FirstFactorDue):
-                        req, key = item.request, item._attempt.name  # known after the check
-                    else:
-                        req, key = item[0], _store_key(item[0])
+                for item, key in zip(items, keys, strict=True):
+                    req = item.request if isinstance(item, FirstFactorDue) else item[0]
                     if key in users:
                         break  # the next batch sees this one's writes
                     try:
@@ -521,9 +524,9 @@ class _Attempt:
             return self._reject(Reason.BAD_REQUEST)
         mapped = map_user_name(self.req.user, self.req.realms)
         if mapped is None:
-            # A realm this client does not strip: no user of ours (CONTRACT: a variant
-            # maps to that user's record or to none).
-            self.detail = "realm not configured for this client"
+            # Only spaces, or a realm this client does not strip: no user of ours
+            # (CONTRACT: a variant maps to that user's record or to none).
+            self.detail = "user name maps to no user (realm not configured, or empty)"
             return self._reject(Reason.UNKNOWN_USER)
         self.asked = self.name = mapped
         if (

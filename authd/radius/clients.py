@@ -36,8 +36,8 @@ class Client:
     first_factor: str
     otp_mode: str
     replies: ReplyPlan
-    realms: frozenset[str]  # stripped from User-Name (authd.core.username.realm_set)
     keys: Keys = field(repr=False, compare=False)  # the secret keyed once for the hot path
+    realms: frozenset[str] = frozenset()  # stripped from User-Name (core.username.realm_set)
 
 
 class ClientConfigError(ValueError):
