@@ -897,7 +897,11 @@ class _Attempt:
         """first_factor none: a gateway checked the password; the whole field (or `otp`)
         is [PIN+]OTP or a backup code."""
         self._load()
-        ff = _FF.OK if self.user is not None else self._lookup()
+        # A stored user with a second factor is who the gateway named. One without
+        # would pass on the gateway's word alone (policy optional): the backends say
+        # who that name is first, so that a row older versions left for a variant of a
+        # directory user's name (`ADBOB` beside adbob) leads to adbob's tokens.
+        ff = _FF.OK if self.user is not None and self._has_second_factor() else self._lookup()
         typed = self.req.otp if self.req.otp is not None else self.req.password
         return self._gate(ff) or self._consume(self._best(typed, False))
 

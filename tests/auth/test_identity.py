@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from authd.auth.interfaces import Outcome, Reason
+from authd.core.model import User
 from authd.core.username import realm_set
 from tests.auth.conftest import PASSWORD, World
 from tests.auth.test_paused_first_factor import decide_paused, outcomes
@@ -183,3 +184,21 @@ def test_an_exact_backend_keeps_other_spellings_out(world: World) -> None:
     w.set("policy.enforcement", "optional")
     assert w.decide(PASSWORD, user="ALICE").reason is Reason.UNKNOWN_USER
     assert store_names(w) == ["alice"]
+
+
+@pytest.mark.parametrize("first_factor", ["none", "chain"])
+def test_a_stray_row_of_a_variant_leads_to_the_user_s_token(
+    world: World, first_factor: str
+) -> None:
+    """A store that older versions left with a row `ADBOB` (no token) beside adbob:
+    under `optional`, `ADBOB` still needs adbob's code, with or without a first factor
+    here, and the code is accepted as adbob."""
+    w = directory_world(world)
+    w.set("policy.enforcement", "optional")
+    w.store.add_user(User(name="ADBOB", source=w.directory.name))
+    token = w.store.list_tokens("adbob")[0]
+    password = PASSWORD if first_factor == "chain" else ""
+    d = w.decide(password, user="ADBOB", otp="000000", first_factor=first_factor)
+    assert (d.outcome, d.user) == (Outcome.REJECT, "adbob")
+    d = w.decide(password, user="ADBOB", otp=w.code(token), first_factor=first_factor)
+    assert (d.outcome, d.reason, d.user) == (Outcome.ACCEPT, Reason.OK, "adbob")
