@@ -16,7 +16,7 @@ import pytest
 from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason, Store
 from authd.auth.ldap_primary import LdapBackend
-from authd.config.model import Config, PolicyConfig, PrimaryConfig, StoreConfig
+from authd.config.model import Config, PolicyConfig, PrimaryConfig, StoreConfig, UserSearch
 from authd.core.model import Token, TokenType
 from authd.core.otp import totp
 from authd.core.username import realm_set
@@ -166,4 +166,20 @@ def test_an_entry_with_two_names_is_refused(slapd: Slapd, tmp_path: Path) -> Non
     finally:
         conn.modify(dn, {"uid": [(ldap3.MODIFY_DELETE, ["dave2"])]})
         conn.unbind()
+        backend.close()
+
+
+def test_the_configured_name_attribute_names_the_user(slapd: Slapd) -> None:
+    """A filter matching uid or mail with `name_attribute: uid`: typed as her mail
+    address, in any case, alice is `alice` (lookup and bind alike)."""
+    search = UserSearch(
+        base=slapd.people, filter="(|(uid={user})(mail={user}))", name_attribute="uid"
+    )
+    backend = LdapBackend(make_config(slapd, user_search=search))
+    try:
+        for typed in ("alice@example.org", "ALICE@Example.ORG", "Alice"):
+            assert backend.lookup(typed).name == "alice"
+            found = backend.authenticate(typed, PASSWORDS["alice"])
+            assert (found.ok, found.name) == (True, "alice")
+    finally:
         backend.close()
