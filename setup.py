@@ -37,6 +37,7 @@ HOT_PATH = [
     "authd/core/pin.py",
     "authd/core/ratelimit.py",
     "authd/core/split.py",
+    "authd/core/username.py",
     "authd/crypto.py",
     "authd/metrics.py",
     "authd/radius/clients.py",

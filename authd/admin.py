@@ -468,9 +468,15 @@ class AdminOps:
             if found.unreachable:
                 raise NotFound(f"no user {name!r} in the store, and {backend.name} is unreachable")
             if found.known:
+                # The user is who the backend says (the entry's own name, as on a login):
+                # `ADBOB` is adbob, never a second record.
+                canonical = found.name or name
+                known = self._store.get_user(canonical)
+                if known is not None:
+                    return known
                 # Source = the backend's name, as the engine records it on first login.
                 return self._store.ensure_user(
-                    name,
+                    canonical,
                     backend.name,
                     self._clock(),
                     profile=found.profile or None,

@@ -24,6 +24,7 @@ from authd.auth.interfaces import (
     DecisionCommit,
     DecisionWrite,
     LockState,
+    PasswordFor,
     PrimaryResult,
     UserOverview,
     commit_decision_in_steps,
@@ -344,41 +345,64 @@ class FakeDirectoryUser:
 
 class FakeBackend:
     """A first-factor backend over a dict; counts every call so tests can assert that a
-    request costs at most one password check. `unreachable` simulates a dead directory."""
+    request costs at most one password check. `unreachable` simulates a dead directory.
+    `ignore_case`: names match as a directory's do (case and surrounding spaces
+    ignored), and the user is the dict's key, as a directory entry's name attribute."""
 
     def __init__(
         self,
         name: str,
         users: dict[str, FakeDirectoryUser] | None = None,
         unreachable: bool = False,
+        ignore_case: bool = False,
     ) -> None:
         self.name = name
         self.users = dict(users or {})
         self.unreachable = unreachable
+        self.ignore_case = ignore_case
         self.authenticate_calls: list[tuple[str, str]] = []  # (user, password): test-only
         self.lookup_calls: list[str] = []
         self.broken: Exception | None = None  # raised by authenticate when set
 
-    def authenticate(self, user: str, password: str) -> PrimaryResult:
-        self.authenticate_calls.append((user, password))
+    def _find(self, user: str) -> tuple[str, FakeDirectoryUser] | None:
+        if not self.ignore_case:
+            entry = self.users.get(user)
+            return None if entry is None else (user, entry)
+        wanted = user.strip().casefold()
+        for name, entry in self.users.items():
+            if name.casefold() == wanted:
+                return name, entry
+        return None
+
+    def authenticate(self, user: str, password: str | PasswordFor) -> PrimaryResult:
+        working = self.broken is None and not self.unreachable
+        found = self._find(user) if working else None
+        if found is not None and not isinstance(password, str):
+            password = password(found[0])
+        self.authenticate_calls.append((user, password if isinstance(password, str) else ""))
         if self.broken is not None:
             raise self.broken
         if self.unreachable:
             return PrimaryResult(known=False, ok=False, unreachable=True)
-        entry = self.users.get(user)
-        if entry is None:
+        if found is None:
             return PrimaryResult(known=False, ok=False)
+        name, entry = found
         ok = bool(password) and password == entry.password
-        return PrimaryResult(known=True, ok=ok, groups=entry.groups, profile=dict(entry.profile))
+        return PrimaryResult(
+            known=True, ok=ok, groups=entry.groups, profile=dict(entry.profile), name=name
+        )
 
     def lookup(self, user: str) -> PrimaryResult:
         self.lookup_calls.append(user)
         if self.unreachable:
             return PrimaryResult(known=False, ok=False, unreachable=True)
-        entry = self.users.get(user)
-        if entry is None:
+        found = self._find(user)
+        if found is None:
             return PrimaryResult(known=False, ok=False)
-        return PrimaryResult(known=True, ok=False, groups=entry.groups, profile=dict(entry.profile))
+        name, entry = found
+        return PrimaryResult(
+            known=True, ok=False, groups=entry.groups, profile=dict(entry.profile), name=name
+        )
 
     def ping(self) -> None:
         if self.unreachable:

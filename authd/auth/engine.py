@@ -46,6 +46,7 @@ from authd.core.model import AuditEvent, Token, TokenStatus, TokenType, User, is
 from authd.core.otp import TotpMatch, match_hotp, match_totp
 from authd.core.pin import verify_pin
 from authd.core.split import Candidate, PinRule, SecondKind, default_password, split_candidates
+from authd.core.username import map_user_name
 from authd.metrics import Metrics
 
 log = Logger(namespace="authd.auth.engine")
@@ -128,12 +129,10 @@ class FirstFactorDue:
     any thread, outside any read snapshot; handed back to `decide_many`, the decision is
     finished there and its write batched with the others'. Checked at most once."""
 
-    __slots__ = ("_attempt", "_outcome", "_password", "_then", "error")
+    __slots__ = ("_attempt", "_outcome", "error")
 
-    def __init__(self, attempt: _Attempt, password: str, then: Callable[[], Decision]) -> None:
+    def __init__(self, attempt: _Attempt) -> None:
         self._attempt = attempt
-        self._password = password
-        self._then = then
         self._outcome: _FF | None = None
         self.error: Exception | None = None  # the first factor raised (fail closed)
 
@@ -148,7 +147,7 @@ class FirstFactorDue:
     def check(self) -> None:
         """Run the first factor; an exception is kept in `error`, never raised."""
         try:
-            self._outcome = self._attempt._first_factor(self._password)
+            self._outcome = self._attempt._first_factor()
         except Exception as e:  # noqa: BLE001 - decide_many answers it with a reject
             self.error = e
 
@@ -161,7 +160,7 @@ class FirstFactorDue:
         attempt = self._attempt
         attempt.batched = batched
         attempt.pause = False
-        return attempt._gate(outcome) or self._then()
+        return attempt._after_first_factor(outcome)
 
 
 class _FF(enum.Enum):
@@ -408,11 +407,17 @@ class Engine:
         users: set[str] = set()
         cut = False
         try:
-            names = [item[0].user for item in items if isinstance(item, tuple)]
+            # Whom each item's reads are for: a checked first factor knows who the user
+            # is; a new request starts under the name as typed (mapped).
+            keys = [
+                item._attempt.name if isinstance(item, FirstFactorDue) else _store_key(item[0])
+                for item in items
+            ]
+            names = [k for k, item in zip(keys, items, strict=True) if isinstance(item, tuple)]
             with self.store.decision_reads(names):  # type: ignore[attr-defined]
-                for item in items:
+                for item, key in zip(items, keys, strict=True):
                     req = item.request if isinstance(item, FirstFactorDue) else item[0]
-                    if req.user in users:
+                    if key in users:
                         break  # the next batch sees this one's writes
                     try:
                         if isinstance(item, FirstFactorDue):
@@ -434,7 +439,7 @@ class Engine:
                         )
                         cut = True
                         break
-                    users.add(req.user)
+                    users.add(key)
                     if attempt.due is not None:
                         pending.append(attempt.due)
                         attempt.due = None
@@ -511,8 +516,25 @@ class Engine:
             return e
 
 
+def _store_key(req: AuthRequest) -> str:
+    """The name a request's store reads start under: as typed, less surrounding spaces
+    and its client's realms (a directory may name someone else after its search)."""
+    typed = req.user
+    if not isinstance(typed, str):
+        return ""
+    return map_user_name(typed, req.realms) or typed
+
+
 class _Attempt:
-    """The state of one decision; lives only inside `Engine.decide`."""
+    """The state of one decision; lives only inside `Engine.decide`.
+
+    Identity (CONTRACT: the user is who the directory or store says): `asked` is the
+    typed name less surrounding spaces and the client's realms, what backends search
+    for; `name` is who that is, what every store read and write, the challenge State,
+    the audit row and the answer use. Both start equal; a backend's lookup may name the
+    user otherwise (a directory entry's own name attribute), and the decision then
+    starts over under that name (`_become`) before any password is checked.
+    """
 
     def __init__(
         self,
@@ -531,6 +553,13 @@ class _Attempt:
         self.store = _MeteredStore(engine.store)
         self.req = req
         self.now = now
+        self.asked = req.user
+        self.name = req.user
+        # chain, set by _plan: the password the first factor checks, then a challenge
+        # or the use of `match`
+        self.password = ""
+        self.challenge_next = False
+        self.match: _Match | None = None
         self.user: User | None = None
         self.tokens: list[Token] = []
         self.backup_left = False
@@ -547,6 +576,13 @@ class _Attempt:
         if problem is not None:
             self.detail = problem
             return self._reject(Reason.BAD_REQUEST)
+        mapped = map_user_name(self.req.user, self.req.realms)
+        if mapped is None:
+            # Only spaces, or a realm this client does not strip: no user of ours
+            # (CONTRACT: a variant maps to that user's record or to none).
+            self.detail = "user name maps to no user (realm not configured, or empty)"
+            return self._reject(Reason.UNKNOWN_USER)
+        self.asked = self.name = mapped
         if (
             self.batched
             and self.req.first_factor != "none"
@@ -561,10 +597,21 @@ class _Attempt:
 
     # ------------------------------------------------------------ user data
     def _load(self) -> None:
-        self.user, self.tokens, codes = self.store.get_user_tokens_codes(self.req.user)
+        self.user, self.tokens, codes = self.store.get_user_tokens_codes(self.name)
         self.backup_left = self.user is not None and codes > 0
         if self.user is not None:
             self.groups = self.user.groups
+
+    def _become(self, name: str) -> None:
+        """A backend says the user is `name`: read that user's record, tokens, PIN and
+        lock state instead, and (chain) split the typed string again for their tokens,
+        before any password is checked, so that a name typed in another case or with
+        spaces is the same user with the same second factor."""
+        self.name = name
+        self.groups = ()
+        self._load()
+        if self.req.first_factor == "chain" and self.req.state is None:
+            self._plan()
 
     def _has_second_factor(self) -> bool:
         return bool(self.tokens) or self.backup_left
@@ -581,26 +628,36 @@ class _Attempt:
         return default if default in lengths or not lengths else min(lengths)
 
     # ------------------------------------------------------------ first factor
-    def _first_factor(self, password: str) -> _FF:
+    def _first_factor(self) -> _FF:
         """The chain, run at most once per request (each check may cost a directory bind
-        and count toward the directory's own lockout)."""
+        and count toward the directory's own lockout). A backend that knows the user
+        asks `_password_for` who they are before it checks anything."""
         self.first_factor_runs += 1
         if self.first_factor_runs > 1:
             raise RuntimeError("first factor checked twice in one request")
-        if not password:
+        if not self.password:
             # Fail closed: an empty password never authenticates (an LDAP bind with one
             # is an unauthenticated bind that "succeeds").
             return _FF.BAD if self.user is not None else _FF.UNKNOWN
         unreachable: list[str] = []
         for backend in self.backends:
-            result = backend.authenticate(self.req.user, password)
+            result = backend.authenticate(self.asked, self._password_for)
             if result.unreachable:
                 unreachable.append(backend.name)
                 continue
             if result.known:
+                if result.name and result.name != self.name:
+                    return _FF.BAD  # fail closed: checked for someone it did not name
                 self._remember(backend.name, result)
                 return _FF.OK if result.ok else _FF.BAD
         return self._nobody_knew(unreachable)
+
+    def _password_for(self, name: str) -> str:
+        """What a backend checks for the user it found: the password of that user's
+        reading of the typed string, after `_become` when it is not who was read."""
+        if name and name != self.name:
+            self._become(name)
+        return self.password
 
     def _lookup(self) -> _FF:
         """first_factor none: the user must still exist somewhere."""
@@ -608,10 +665,12 @@ class _Attempt:
             raise _LeaveBatch  # a directory search must not hold up the batch
         unreachable: list[str] = []
         for backend in self.backends:
-            result = backend.lookup(self.req.user)
+            result = backend.lookup(self.asked)
             if result.unreachable:
                 unreachable.append(backend.name)
             elif result.known:
+                if result.name and result.name != self.name:
+                    self._become(result.name)
                 self._remember(backend.name, result)
                 return _FF.OK
         if unreachable:
@@ -625,7 +684,7 @@ class _Attempt:
             log.warn(
                 "FAILMODE OPEN: first factor SKIPPED for user {user}: backends {backends} "
                 "unreachable",
-                user=self.req.user,
+                user=self.asked,
                 backends=",".join(unreachable),
             )
             self.detail = "first factor skipped (failmode open)"
@@ -639,10 +698,10 @@ class _Attempt:
         if self.user is not None:
             return
         self.user = self.store.ensure_user(
-            self.req.user, backend, self.now, dict(result.profile), self.groups
+            self.name, backend, self.now, dict(result.profile), self.groups
         )
         # Tokens may have been assigned (token assign) before the first login.
-        _, self.tokens, codes = self.store.get_user_tokens_codes(self.req.user)
+        _, self.tokens, codes = self.store.get_user_tokens_codes(self.name)
         self.backup_left = codes > 0
 
     # ------------------------------------------------------------ second factor
@@ -721,7 +780,7 @@ class _Attempt:
         if match.verdict is _Verdict.BACKUP:
             code_hash = hash_code(match.candidate.second, self.hash_key)
             use, detail, ok, lost = (
-                UseBackupCode(self.req.user, code_hash),
+                UseBackupCode(self.name, code_hash),
                 "backup code",
                 Reason.OK_BACKUP_CODE,
                 Reason.BAD_OTP,
@@ -790,36 +849,48 @@ class _Attempt:
 
     # ------------------------------------------------------------ the paths
     def _chain(self) -> Decision:
-        password, then = self._plan_chain()
-        if self.pause:  # decide_many hands the first factor out and finishes it later
-            self.due = FirstFactorDue(self, password, then)
-            return _HELD
-        return self._gate(self._first_factor(password)) or then()
-
-    def _plan_chain(self) -> tuple[str, Callable[[], Decision]]:
-        """Read the user, pick the reading of the typed string (no code used): the
-        password the first factor must check, and what follows once it passed."""
         self._load()
+        self._plan()
+        if self.pause:  # decide_many hands the first factor out and finishes it later
+            self.due = FirstFactorDue(self)
+            return _HELD
+        return self._after_first_factor(self._first_factor())
+
+    def _after_first_factor(self, ff: _FF) -> Decision:
+        return self._gate(ff) or (
+            self._challenge() if self.challenge_next else self._consume(self.match)
+        )
+
+    def _plan(self) -> None:
+        """Pick the reading of the typed string for the user read (no code used): the
+        password the first factor must check (`password`), and what follows once it
+        passed: a challenge, or using `match` (plain data, no closure: a batched attempt
+        must leave no reference cycle behind)."""
         typed = self.req.password
+        self.challenge_next = False
+        self.match = None
+        self.password = typed
         if self.req.otp is not None:  # HTTP: password and OTP arrive apart, no splitting
-            match = self._best(self.req.otp, with_password=False)
-            return typed, lambda: self._consume(match)
+            self.match = self._best(self.req.otp, with_password=False)
+            return
         if self.req.otp_mode == "challenge" or not self._has_second_factor():
             # The whole string is the password (no code expected, or it comes later).
-            return typed, self._challenge
+            self.challenge_next = True
+            return
         best = self._best(typed, with_password=True)
         if best is not None and best.verdict is _Verdict.BACKUP and self._tail_is_otp(typed):
             best = None  # a wrong OTP must count as an OTP failure, not a backup guess
         if best is not None and best.verdict > _Verdict.BACKUP:
-            password = best.candidate.password
+            self.password = best.candidate.password
         elif self.req.otp_mode == "auto":
             # auto: nothing matched, so read it all as the password and ask for the code.
-            return typed, self._challenge
+            self.challenge_next = True
+            return
         elif best is not None:
-            password = best.candidate.password
+            self.password = best.candidate.password
         else:
-            password = self._likely_password(typed)
-        return password, lambda: self._consume(best)
+            self.password = self._likely_password(typed)
+        self.match = best
 
     def _tail_is_otp(self, typed: str) -> bool:
         n = self._default_otp_length()
@@ -844,8 +915,9 @@ class _Attempt:
             return self._no_token()
         state = secrets.token_bytes(32)
         ttl = self.cfg.radius.challenge_ttl
-        data = json.dumps({"groups": list(self.groups)})
-        challenge = Challenge(self.req.user, self.req.client, self.now + ttl, data)
+        # Bound to who the user is; `asked` lets the answer carry the name as typed again.
+        data = json.dumps({"groups": list(self.groups), "asked": self.asked})
+        challenge = Challenge(self.name, self.req.client, self.now + ttl, data)
         return self._finish(
             Outcome.CHALLENGE,
             Reason.CHALLENGE_ISSUED,
@@ -856,10 +928,16 @@ class _Attempt:
 
     def _answer_challenge(self, state: bytes) -> Decision:
         challenge = self.store.take_challenge(state_hash(state), self.now)
+        answered_by = challenge is not None and self.asked in (
+            challenge.user,
+            _asked_from(challenge.data),
+        )
+        if challenge is not None and answered_by:
+            self.name = challenge.user
         self._load()
         if (
             challenge is None
-            or challenge.user != self.req.user
+            or not answered_by
             or challenge.client != self.req.client
             or challenge.expires_at <= self.now
             or self.user is None
@@ -873,7 +951,11 @@ class _Attempt:
         """first_factor none: a gateway checked the password; the whole field (or `otp`)
         is [PIN+]OTP or a backup code."""
         self._load()
-        ff = _FF.OK if self.user is not None else self._lookup()
+        # A stored user with a second factor is who the gateway named. One without
+        # would pass on the gateway's word alone (policy optional): the backends say
+        # who that name is first, so that a row older versions left for a variant of a
+        # directory user's name (`ADBOB` beside adbob) leads to adbob's tokens.
+        ff = _FF.OK if self.user is not None and self._has_second_factor() else self._lookup()
         typed = self.req.otp if self.req.otp is not None else self.req.password
         return self._gate(ff) or self._consume(self._best(typed, False))
 
@@ -912,7 +994,7 @@ class _Attempt:
             actor,
             "auth",  # action
             outcome.value,  # result
-            req.user if valid else "",
+            self.name if valid else "",
             req.client if valid else "",
             req.source if valid else "",
             reason.value,
@@ -961,7 +1043,16 @@ class _Attempt:
     ) -> Decision:
         valid = reason is not Reason.BAD_REQUEST
         groups = self.groups if outcome is Outcome.ACCEPT else ()
-        return Decision(outcome, reason, self.req.user if valid else "", message, state, groups)
+        return Decision(outcome, reason, self.name if valid else "", message, state, groups)
+
+
+def _asked_from(data: str) -> str | None:
+    """The name the challenged request was typed as (kept in the challenge)."""
+    try:
+        asked = json.loads(data).get("asked") if data else None
+    except (ValueError, AttributeError):
+        return None
+    return asked if isinstance(asked, str) else None
 
 
 def _groups_from(data: str, fallback: tuple[str, ...]) -> tuple[str, ...]:

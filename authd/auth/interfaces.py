@@ -16,7 +16,7 @@ times the cost of a plain slot store (callgrind, Token/User/AuthRequest alone: 4
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,6 +58,8 @@ class AuthRequest:
     (and PIN). With first_factor `none` it carries only the second factor.
     otp: a second factor given separately (HTTP `otp`, or the answer to a challenge).
     state: the challenge State being answered, if any.
+    user: the name as the front-end received it; realms (from `core.username.realm_set`)
+    are the ones its client strips from it. The engine decides who that is.
     """
 
     user: str
@@ -69,6 +71,7 @@ class AuthRequest:
     state: bytes | None = field(default=None, repr=False)
     first_factor: str = "chain"  # "chain" | "none"
     otp_mode: str = "inline"  # "inline" | "challenge" | "auto"
+    realms: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)  # not frozen: see authd.auth.interfaces
@@ -89,6 +92,9 @@ class PrimaryResult:
 
     known: the backend has this user (the first backend that knows a user decides).
     ok: the password is right. unreachable: the backend could not be asked.
+    name: who the user is, in the backend's own words (a directory entry's name
+    attribute, a local user's stored name), whatever case or spacing was typed; every
+    store record, token, lock and audit row is keyed on it. Empty when not known.
     """
 
     known: bool
@@ -96,6 +102,12 @@ class PrimaryResult:
     groups: tuple[str, ...] = ()
     profile: dict[str, str] = field(default_factory=dict)
     unreachable: bool = False
+    name: str = ""
+
+
+# The password to check for the user named so (the engine splits the typed string by
+# that user's tokens and PIN).
+PasswordFor = Callable[[str], str]
 
 
 class FirstFactorBackend(Protocol):
@@ -103,12 +115,15 @@ class FirstFactorBackend(Protocol):
 
     name: str
 
-    def authenticate(self, user: str, password: str) -> PrimaryResult:
-        """Check the password. An empty password never authenticates."""
+    def authenticate(self, user: str, password: str | PasswordFor) -> PrimaryResult:
+        """Check the password. An empty password never authenticates. `password` may be
+        a function of who the user turned out to be (the result's `name`), called at
+        most once, only for a user the backend knows, before the check."""
         ...
 
     def lookup(self, user: str) -> PrimaryResult:
-        """Find the user without a password (first_factor none); ok is always False."""
+        """Find the user without a password; ok is always False. Its `name` is who the
+        user is: the engine keys the store on it before the password is checked."""
         ...
 
     def ping(self) -> None:

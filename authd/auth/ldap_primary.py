@@ -29,10 +29,11 @@ from ldap3.utils.conv import escape_filter_chars
 from twisted.logger import Logger
 
 from authd.auth.groups import GroupResolver
-from authd.auth.interfaces import PrimaryResult
+from authd.auth.interfaces import PasswordFor, PrimaryResult
 from authd.auth.ldap_bind import password_octets, simple_bind
 from authd.config.model import PrimaryBackend
 from authd.core.errors import AuthdError
+from authd.core.username import name_attribute
 from authd.metrics import Metrics
 
 log = Logger(namespace="authd.auth.ldap_primary")
@@ -580,7 +581,8 @@ def user_filter(template: str, user: str) -> str:
 
 @dataclass(frozen=True)
 class DirectoryUser:
-    """What the directory says about a user, cached for `groups.cache_ttl`."""
+    """What the directory says about a user, cached for `groups.cache_ttl`. `name` is
+    the entry's own name attribute: who the user is, whatever was typed."""
 
     name: str
     dn: str
@@ -592,8 +594,11 @@ class DirectoryUser:
 class LdapBackend:
     """`FirstFactorBackend` for `type: ldap`: service-account search, then a bind as the
     found DN. A user is known when exactly one entry matches; several matches fail
-    closed. The DN, groups and profile are cached briefly, so a cached user costs one
-    bind per request, whatever the number of tokens."""
+    closed. The user is the entry's name attribute (`user_search.name_attribute`), not
+    what was typed: a directory matches names case-insensitively and (Active Directory)
+    ignores surrounding spaces, so `ADBOB` finds adbob's entry and is adbob. The DN,
+    name, groups and profile are cached briefly, so a cached user costs one bind per
+    request, whatever the number of tokens."""
 
     def __init__(
         self,
@@ -609,6 +614,14 @@ class LdapBackend:
         self.directory = directory if directory is not None else Directory(config, clock=clock)
         self._groups = GroupResolver(self.directory, config.groups, config.user_search.base)
         self._profile_attrs = dict(config.profile_attributes or DEFAULT_PROFILE_ATTRIBUTES)
+        search = config.user_search
+        name_attr = name_attribute(search.filter, search.name_attribute)
+        if name_attr is None:
+            raise ValueError(
+                f"ldap backend {self.name!r}: user_search.filter compares no name attribute "
+                "with {user}"
+            )
+        self._name_attr = name_attr
         # The label child bound once: labels() costs a lock and a lookup per request.
         self._latency = (
             metrics.directory_latency.labels(backend=self.name) if metrics is not None else None
@@ -617,7 +630,9 @@ class LdapBackend:
         self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------ FirstFactorBackend
-    def authenticate(self, user: str, password: str) -> PrimaryResult:
+    def authenticate(self, user: str, password: str | PasswordFor) -> PrimaryResult:
+        """Search the user's entry, then bind as it with `password` (or with what
+        `password` gives for the entry's own name)."""
         started = time.perf_counter()
         try:
             # One budget for search, group walk and bind across every server, so the
@@ -628,7 +643,7 @@ class LdapBackend:
             if self._latency is not None:
                 self._latency.observe(time.perf_counter() - started)
 
-    def _authenticate(self, user: str, password: str) -> PrimaryResult:
+    def _authenticate(self, user: str, password: str | PasswordFor) -> PrimaryResult:
         try:
             found = self.find_user(user)
         except DirectoryUnavailable as e:
@@ -636,19 +651,23 @@ class LdapBackend:
             return PrimaryResult(known=False, ok=False, unreachable=True)
         if found is None:
             return PrimaryResult(known=False, ok=False)
+        if not isinstance(password, str):
+            password = password(found.name)
         # Fail closed (STYLE 6): an empty password must never authenticate, and is
         # never sent, since a simple bind without a password is anonymous (RFC 4513).
         if not password:
-            return PrimaryResult(known=True, ok=False)
+            return PrimaryResult(known=True, ok=False, name=found.name)
         try:
             ok = self.directory.bind(found.dn, password)
         except DirectoryUnavailable as e:
             log.error("LDAP backend {name}: {error}", name=self.name, error=str(e))
-            return PrimaryResult(known=True, ok=False, unreachable=True)
+            return PrimaryResult(known=True, ok=False, unreachable=True, name=found.name)
         if not ok:
             self.forget(user)  # the entry may have moved: search again next time
-            return PrimaryResult(known=True, ok=False)
-        return PrimaryResult(known=True, ok=True, groups=found.groups, profile=dict(found.profile))
+            return PrimaryResult(known=True, ok=False, name=found.name)
+        return PrimaryResult(
+            known=True, ok=True, groups=found.groups, profile=dict(found.profile), name=found.name
+        )
 
     def lookup(self, user: str) -> PrimaryResult:
         try:
@@ -659,7 +678,9 @@ class LdapBackend:
             return PrimaryResult(known=False, ok=False, unreachable=True)
         if found is None:
             return PrimaryResult(known=False, ok=False)
-        return PrimaryResult(known=True, ok=False, groups=found.groups, profile=dict(found.profile))
+        return PrimaryResult(
+            known=True, ok=False, groups=found.groups, profile=dict(found.profile), name=found.name
+        )
 
     def ping(self) -> None:
         # /readyz must not hang on a set of hung servers either.
@@ -680,7 +701,7 @@ class LdapBackend:
         if cached is not None and cached.expires > now:
             return cached
         search = self._config.user_search
-        attrs = sorted({*self._profile_attrs.values(), "memberOf"})
+        attrs = sorted({*self._profile_attrs.values(), "memberOf", self._name_attr})
         entries = self.directory.search(
             search.base, user_filter(search.filter, user), attrs, scope=search.scope, size_limit=2
         )
@@ -694,12 +715,25 @@ class LdapBackend:
                 )
             return None
         entry = entries[0]
-        groups = self._groups.resolve(entry.dn, user, entry.attributes.get("memberof", ()))
+        names = entry.attributes.get(self._name_attr.lower(), ())
+        if len(names) != 1 or not names[0]:
+            # Fail closed: with no name, or several, the same entry could be two users
+            # in the store (two token sets, two lock counts).
+            log.warn(
+                "LDAP backend {name}: entry {dn} has {count} values of {attr}; refusing",
+                name=self.name,
+                dn=entry.dn,
+                count=len(names),
+                attr=self._name_attr,
+            )
+            return None
+        name = names[0]
+        groups = self._groups.resolve(entry.dn, name, entry.attributes.get("memberof", ()))
         profile = {
             key: entry.first(attr) for key, attr in self._profile_attrs.items() if entry.first(attr)
         }
         found = DirectoryUser(
-            name=user,
+            name=name,
             dn=entry.dn,
             groups=groups,
             profile=profile,
@@ -711,6 +745,13 @@ class LdapBackend:
                     self._cache.pop(next(iter(self._cache)))
                 self._cache[user] = found
         return found
+
+    def find_named(self, name: str) -> DirectoryUser | None:
+        """The entry whose own name is `name` exactly (a store or token owner's name),
+        None for any other name, even one the directory matches: `ADBOB` finds adbob's
+        entry, but that entry is not `ADBOB`'s. Raises DirectoryUnavailable."""
+        found = self.find_user(name)
+        return found if found is not None and found.name == name else None
 
     def forget(self, user: str) -> None:
         """Drop a cached user so the next request searches again."""

@@ -1,5 +1,8 @@
 """Local users as a first-factor backend: argon2id hashes kept in the store.
 
+A local user's name is the store's, matched exactly (case included) after the engine
+dropped surrounding white space and configured realms: `Alice` is not `alice`.
+
 Timing must not tell whether a user exists (CONTRACT), so an unknown user, a user
 without a password and an empty password all cost one argon2 verification, against a
 dummy hash made with the same parameters.
@@ -12,7 +15,7 @@ import secrets
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from authd.auth.interfaces import PrimaryResult, Store
+from authd.auth.interfaces import PasswordFor, PrimaryResult, Store
 from authd.config.model import PasswordHashConfig
 from authd.core.errors import InvalidInput
 from authd.core.model import User
@@ -66,23 +69,27 @@ class LocalUsers:
         except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return False
 
-    def authenticate(self, user: str, password: str) -> PrimaryResult:
+    def authenticate(self, user: str, password: str | PasswordFor) -> PrimaryResult:
         """Check `password` against the user's argon2id hash; fail closed on anything odd."""
         record = self._store.get_user(user)
         if record is None or record.source != LOCAL_SOURCE:
-            self._verify(self._dummy, password or "x")
+            self._verify(self._dummy, password if isinstance(password, str) and password else "x")
             return PrimaryResult(known=False, ok=False)
+        if not isinstance(password, str):
+            password = password(record.name)
         stored = record.password_hash
         if not password or not stored:
             # An empty password never authenticates; a user without a password cannot
             # log in with one. Same cost as a real check either way.
             self._verify(self._dummy, password or "x")
-            return PrimaryResult(known=True, ok=False, groups=record.groups)
+            return PrimaryResult(known=True, ok=False, groups=record.groups, name=record.name)
         ok = self._verify(stored, password)
         if ok and self._needs_rehash(stored):
             # The config's argon2 cost went up: upgrade this hash while we hold the password.
             self._store.set_password_hash(user, self._hasher.hash(password))
-        return PrimaryResult(known=True, ok=ok, groups=record.groups, profile=_profile(record))
+        return PrimaryResult(
+            known=True, ok=ok, groups=record.groups, profile=_profile(record), name=record.name
+        )
 
     def _needs_rehash(self, stored: str) -> bool:
         try:
@@ -94,7 +101,9 @@ class LocalUsers:
         record = self._store.get_user(user)
         if record is None or record.source != LOCAL_SOURCE:
             return PrimaryResult(known=False, ok=False)
-        return PrimaryResult(known=True, ok=False, groups=record.groups, profile=_profile(record))
+        return PrimaryResult(
+            known=True, ok=False, groups=record.groups, profile=_profile(record), name=record.name
+        )
 
     def ping(self) -> None:
         self._store.ping()

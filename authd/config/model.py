@@ -182,6 +182,9 @@ class UserSearch:
     base: str = field(default="", metadata=meta("search base DN"))
     filter: str = field(default="(uid={user})", metadata=meta(
         "filter template; {user} is escaped per RFC 4515"))
+    name_attribute: str = field(default="", metadata=meta(
+        "the entry's attribute that names the user in authd (store, tokens, audit); "
+        "empty: the first attribute the filter compares with {user}"))
     scope: Literal["sub", "one"] = field(default="sub", metadata=meta(choices=("sub", "one")))
 
 
@@ -284,6 +287,8 @@ class RadiusClient:
     otp_mode: OtpMode = field(default="inline", metadata=meta(
         choices=("inline", "challenge", "auto")))
     reply_attributes: tuple[ReplyAttribute, ...] = field(default=(), metadata=meta())
+    realms: tuple[str, ...] = field(default=(), metadata=meta(
+        "realms stripped from User-Name (REALM\\user, user@REALM); other realms match no user"))
 
 
 @dataclass(frozen=True)
@@ -401,6 +406,8 @@ class HttpConfig:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=meta(
         "CIDRs whose X-Forwarded-For is believed"))
+    realms: tuple[str, ...] = field(default=(), metadata=meta(
+        "realms stripped from `user` (REALM\\user, user@REALM); other realms match no user"))
     workers: int = field(default=1, metadata=meta(
         "processes sharing the HTTP port (SO_REUSEPORT)", minimum=1, maximum=64))
     # Slowloris: without these, idle connections dribbling a header line now and then

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from authd.config.durations import format_duration, parse_duration
 from authd.config.errors import ConfigErrors, ConfigProblem, ConfigValueError
 from authd.config.model import Config, PrimaryBackend, Secret
+from authd.core.username import name_attribute, realm_problem
 
 __all__ = [
     "CONFIG_ENV",
@@ -692,6 +693,19 @@ def _check_ldap(backend: PrimaryBackend, path: str, b: _Builder) -> None:
             )
     if not backend.user_search.base:
         b.check_failed(f"{path}.user_search.base", "an ldap backend needs a search base DN")
+    search = backend.user_search
+    if name_attribute(search.filter, search.name_attribute) is None:
+        if search.name_attribute:
+            b.check_failed(
+                f"{path}.user_search.name_attribute",
+                f"the filter must compare {_show(search.name_attribute)} with {{user}}, "
+                f"e.g. ({search.name_attribute}={{user}})",
+            )
+        else:
+            b.check_failed(
+                f"{path}.user_search.filter",
+                "compares no attribute with {user}: set user_search.name_attribute to one it does",
+            )
     if backend.groups.mode == "search" and not backend.groups.base:
         b.check_failed(f"{path}.groups.base", "groups.mode search needs a base DN")
     if backend.bind_dn and backend.bind_password is None:
@@ -728,6 +742,7 @@ def _check_radius(config: Config, b: _Builder) -> None:
         for j, reply in enumerate(client.reply_attributes):
             if not reply.attribute:
                 b.check_failed(f"{path}.reply_attributes[{j}].attribute", "needs an attribute name")
+        _check_realms(client.realms, f"{path}.realms", b)
 
 
 def _check_radsec(config: Config, b: _Builder) -> None:
@@ -765,6 +780,7 @@ def _check_http(config: Config, b: _Builder) -> None:
                 b.check_failed(f"http.tls.{name}", "TLS needs cert_file and key_file")
     for i, proxy in enumerate(http.trusted_proxies):
         _network(proxy, f"http.trusted_proxies[{i}]", b, "needs an address or CIDR")
+    _check_realms(http.realms, "http.realms", b)
     names: dict[str, int] = {}
     for i, key in enumerate(http.api_keys):
         path = f"http.api_keys[{i}]"
@@ -784,6 +800,13 @@ def _check_http(config: Config, b: _Builder) -> None:
                 b.check_failed(f"{path}.key_sha256", "must be 64 hex digits (a SHA-256)")
         if not key.scopes:
             b.check_failed(f"{path}.scopes", "needs at least one scope")
+
+
+def _check_realms(realms: tuple[str, ...], path: str, b: _Builder) -> None:
+    for i, realm in enumerate(realms):
+        problem = realm_problem(realm)
+        if problem is not None:
+            b.check_failed(f"{path}[{i}]", problem)
 
 
 def _check_listen(listen: tuple[str, ...], path: str, b: _Builder) -> None:

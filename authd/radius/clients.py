@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from authd.config.model import RadiusClient, RadiusConfig
+from authd.core.username import realm_problem, realm_set
 from authd.radius.codec import Keys, RadiusDictionary
 from authd.radius.replies import ReplyPlan, build_reply_plan
 
@@ -36,6 +37,7 @@ class Client:
     otp_mode: str
     replies: ReplyPlan
     keys: Keys = field(repr=False, compare=False)  # the secret keyed once for the hot path
+    realms: frozenset[str] = frozenset()  # stripped from User-Name (core.username.realm_set)
 
 
 class ClientConfigError(ValueError):
@@ -90,6 +92,10 @@ def build_client(rc: RadiusClient, config: RadiusConfig, dictionary: RadiusDicti
     if rc.secret is None or len(rc.secret) == 0:
         # Fail closed: an empty secret would make every authenticator forgeable.
         raise ClientConfigError(f"radius client {label}: secret is required")
+    for realm in rc.realms:
+        problem = realm_problem(realm)
+        if problem is not None:
+            raise ClientConfigError(f"radius client {label}: realms: {problem}")
     try:
         plan = build_reply_plan(rc.reply_attributes, config.netscaler_group, dictionary)
     except ValueError as exc:
@@ -102,6 +108,7 @@ def build_client(rc: RadiusClient, config: RadiusConfig, dictionary: RadiusDicti
         first_factor=rc.first_factor,
         otp_mode=rc.otp_mode,
         replies=plan,
+        realms=realm_set(rc.realms),
         keys=Keys(rc.secret.reveal_bytes()),
     )
 

@@ -182,6 +182,7 @@ def to_auth_request(
             source=ip,
             first_factor=client.first_factor,
             otp_mode=client.otp_mode,
+            realms=client.realms,
         )
     return AuthRequest(
         user=user,
@@ -191,6 +192,7 @@ def to_auth_request(
         source=ip,
         first_factor=client.first_factor,
         otp_mode=client.otp_mode,
+        realms=client.realms,
     )
 
 

@@ -19,6 +19,7 @@ from authd.admin import AdminOps
 from authd.rest.errors import ApiError
 from authd.rest.ratelimit import Limits
 from authd.rest.routes import Call, Clock, Reply, Route
+from authd.rest.validate import throttle_key
 from authd.rest.validation import BodySchema, Field, QuerySchema
 
 RunBlocking = Callable[..., "Deferred[Any]"]
@@ -540,7 +541,7 @@ class AdminEndpoints:
         def add_throttle(detail: Any) -> Reply:
             doc = detail.to_json()
             now = self._clock.seconds()
-            state = self._limits.user_throttle(user, now)
+            state = self._limits.user_throttle(throttle_key(user), now)
             doc["http_throttle"] = (
                 None
                 if state is None
@@ -555,7 +556,7 @@ class AdminEndpoints:
         d = self._call(self._ops().unlock_user, call.actor, user)
 
         def lift(reply: Reply) -> Reply:
-            self._limits.clear_user(user)
+            self._limits.clear_user(throttle_key(user))
             return reply
 
         return d.addCallback(lift)

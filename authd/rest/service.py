@@ -23,6 +23,7 @@ from twisted.web.resource import IResource, Resource
 from authd.admin import AdminOps
 from authd.config.model import Config, HttpConfig
 from authd.config.parse import listen_address
+from authd.core.username import realm_set
 from authd.metrics import Metrics
 from authd.rest.admin_api import AdminEndpoints
 from authd.rest.apikeys import ApiKeyRing
@@ -127,9 +128,12 @@ class HttpService(Service):
         self._policy = _policy(config.http)
         self._limits = Limits(config.http.rate_limits)
         self._in_flight = InFlight()
+        self._auth = AuthEndpoints(
+            authenticate, self._limits, clock, metrics, realm_set(config.http.realms)
+        )
         openapi = OpenApiEndpoint()
         routes = [
-            *AuthEndpoints(authenticate, self._limits, clock, metrics).routes(),
+            *self._auth.routes(),
             *AdminEndpoints(admin, run_blocking, self._limits, clock).routes(),
             *HealthEndpoints(ready, metrics).routes(),
             openapi.route(),
@@ -223,6 +227,7 @@ class HttpService(Service):
         policy = _policy(config.http)
         Limits(config.http.rate_limits, max_keys=1)  # the same checks as the live tables
         connections = _connection_limits(config.http)
+        realms = realm_set(config.http.realms)
 
         def commit() -> None:
             old = self._config.http
@@ -230,6 +235,7 @@ class HttpService(Service):
                 log.warn("HTTP listen addresses or TLS changed; they take effect on restart")
             self._policy = policy
             self._limits.reconfigure(config.http.rate_limits)
+            self._auth.realms = realms
             self.site.max_body = config.http.max_body
             self.site.read_timeout = config.http.read_timeout
             self.site.connections.limits = connections

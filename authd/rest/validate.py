@@ -24,6 +24,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
+from authd.core.username import map_user_name
 from authd.metrics import Metrics
 from authd.rest.errors import bad_request, too_many, unavailable
 from authd.rest.ratelimit import Limits, user_key
@@ -39,7 +40,7 @@ USER = Field(
     min_length=1,
     max_length=255,
     pattern=r"^[^\x00-\x1f\x7f]+$",
-    description="user name, case-sensitive",
+    description="user name; the directory or store says who it is (README: user names)",
 )
 VALIDATE_BODY = BodySchema(
     (
@@ -95,11 +96,18 @@ _NOT_A_GUESS = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE, Reason.BAD_RE
 
 
 class AuthEndpoints:
-    """The two authentication endpoints, sharing the limits and the engine."""
+    """The two authentication endpoints, sharing the limits and the engine. `realms`
+    (`http.realms`, replaced on reload) are stripped from the `user` of every body."""
 
     def __init__(
-        self, authenticate: Authenticate, limits: Limits, clock: Clock, metrics: Metrics
+        self,
+        authenticate: Authenticate,
+        limits: Limits,
+        clock: Clock,
+        metrics: Metrics,
+        realms: frozenset[str] = frozenset(),
     ) -> None:
+        self.realms = realms
         self._authenticate = authenticate
         self._limits = limits
         self._clock = clock
@@ -160,6 +168,7 @@ class AuthEndpoints:
                     state=state,
                     first_factor="chain",
                     otp_mode="challenge",
+                    realms=self.realms,
                 ),
             )
         if password is None:
@@ -175,6 +184,7 @@ class AuthEndpoints:
                 otp=otp,
                 first_factor="chain",
                 otp_mode="inline" if otp is not None else "challenge",
+                realms=self.realms,
             ),
         )
 
@@ -190,12 +200,13 @@ class AuthEndpoints:
                 otp=call.body["otp"],
                 first_factor="none",
                 otp_mode="inline",
+                realms=self.realms,
             ),
         )
 
     def _run(self, call: Call, req: AuthRequest) -> Deferred[Reply]:
         limits = self._limits
-        key = user_key(req.user, call.source)
+        key = user_key(throttle_key(req.user, req.realms), call.source)
         wait = limits.per_user.take(key, call.now)
         if wait:
             self._user_limited.inc()
@@ -219,6 +230,13 @@ class AuthEndpoints:
         if decision.message:
             doc["message"] = decision.message
         return Reply(body=doc)
+
+
+def throttle_key(user: str, realms: frozenset[str] = frozenset()) -> str:
+    """Whom per-user HTTP limits count against: every spelling a directory may take for
+    one user (case, spaces, realms) shares one bucket, so variants of a name cannot
+    multiply the guesses allowed."""
+    return (map_user_name(user, realms) or user).casefold()
 
 
 def _client(call: Call) -> str:

@@ -234,7 +234,7 @@ class LdapTokenStore:
 
     def _user_dn(self, user: str) -> str:
         with self._reachable():
-            found = self._backend.find_user(user)
+            found = self._backend.find_named(user)
         if found is None:
             raise NotFound(f"user {user!r} is not in the directory")
         return found.dn
@@ -347,7 +347,7 @@ class LdapTokenStore:
             entries = self._entries(f"({self._attr}=*)")
         else:
             with self._reachable():
-                found = self._backend.find_user(user)
+                found = self._backend.find_named(user)
             entries = [] if found is None else self._entries_of(found.dn)
         tokens = [
             t for e in entries for _, t in self._decode_all(e) if user is None or t.user == user
@@ -447,9 +447,11 @@ class LdapTokenStore:
     # ------------------------------------------------------------ user state
     def _directory_dn(self, name: str) -> str | None:
         """The entry of a directory user (whose state lives there), None for a user
-        only the SQL store knows (a local user in a mixed chain)."""
+        only the SQL store knows (a local user in a mixed chain) and for a name that is
+        not an entry's own (`ADBOB` for adbob): tokens are read from the entry of the
+        user they belong to, never from one a variant of the name matches."""
         with self._reachable():
-            found = self._backend.find_user(name)
+            found = self._backend.find_named(name)
         return None if found is None else found.dn
 
     def _state_in(self, dn: str, user: str, values: Sequence[str]) -> tuple[str | None, UserState]:

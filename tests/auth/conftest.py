@@ -115,6 +115,7 @@ class World:
         first_factor: str = "chain",
         client: str = "vpn",
         frontend: str = "radius",
+        realms: frozenset[str] = frozenset(),
     ) -> AuthRequest:
         return AuthRequest(
             user=user,
@@ -126,6 +127,7 @@ class World:
             state=state,
             first_factor=first_factor,
             otp_mode=mode,
+            realms=realms,
         )
 
     def decide(self, password: str, *, at: float | None = None, **kw: Any) -> Decision:

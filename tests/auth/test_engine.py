@@ -717,11 +717,13 @@ def test_expired_challenge_in_store_refused(fake_world: World) -> None:
     assert d.reason is Reason.BAD_STATE
 
 
-def test_user_names_are_not_stripped(world: World) -> None:
-    """`alice ` is not `alice`: names are taken exactly as sent."""
+def test_store_names_are_exact_after_surrounding_spaces(world: World) -> None:
+    """A name the store holds is matched exactly once surrounding spaces are gone:
+    `alice ` is alice, `Alice` is nobody (a backend with exact names, like local users)."""
     world.set("policy.enforcement", "optional")
     world.user()
-    assert world.decide(PASSWORD, user="alice ").reason is Reason.UNKNOWN_USER
+    d = world.decide(PASSWORD, user=" alice ")
+    assert (d.reason, d.user) == (Reason.OK_NO_TOKEN, "alice")
     assert world.decide(PASSWORD, user="Alice").reason is Reason.UNKNOWN_USER
     assert world.decide(PASSWORD).reason is Reason.OK_NO_TOKEN
 

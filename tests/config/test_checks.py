@@ -233,3 +233,50 @@ def test_existing_files_must_exist(problems: Problems) -> None:
     assert len(found) == 1
     assert found[0][:2] == (3, "radius.dictionary")
     assert found[0][2].startswith("no such file: /") and found[0][2].endswith("no-such-dictionary")
+
+
+def test_ldap_name_attribute(problems: Problems, load: Load) -> None:
+    """The user's name attribute defaults to the first one the filter compares with
+    {user}; one the filter does not compare (or a filter that compares none) is refused,
+    since an entry could not be found again by its own name."""
+    servers = '      servers: [{url: "ldap://ldap"}]\n'
+    ok = (
+        servers
+        + '      user_search: {base: "dc=x", filter: "(|(sAMAccountName={user})(mail={user}))"}'
+    )
+    assert load(LDAP.format(extra=ok)).primary.backends[0].user_search.name_attribute == ""
+    wrong = (
+        servers + '      user_search: {base: "dc=x", filter: "(sAMAccountName={user})",'
+        " name_attribute: userPrincipalName}"
+    )
+    assert problems(LDAP.format(extra=wrong)) == [
+        (
+            7,
+            "primary.backends[0].user_search.name_attribute",
+            "the filter must compare 'userPrincipalName' with {user},"
+            " e.g. (userPrincipalName={user})",
+        )
+    ]
+    none = servers + '      user_search: {base: "dc=x", filter: "(cn=*{user}*)"}'
+    assert problems(LDAP.format(extra=none)) == [
+        (
+            7,
+            "primary.backends[0].user_search.filter",
+            "compares no attribute with {user}: set user_search.name_attribute to one it does",
+        )
+    ]
+
+
+def test_realms(problems: Problems, load: Load) -> None:
+    """RADIUS client and HTTP realms are plain names; both are loaded as given."""
+    client = "radius: {clients: [{name: a, address: 10.0.0.1, secret: s, realms: %s}]}"
+    assert load(client % "[CORP, corp.example.com]").radius.clients[0].realms == (
+        "CORP",
+        "corp.example.com",
+    )
+    assert problems(client % "['a@b']") == [
+        (1, "radius.clients[0].realms[0]", "a realm name contains no '\\' and no '@'")
+    ]
+    assert problems("http: {realms: [' CORP']}") == [
+        (1, "http.realms[0]", "a realm is a non-empty name without surrounding spaces")
+    ]

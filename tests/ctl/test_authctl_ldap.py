@@ -132,3 +132,23 @@ def _every_command(ctl: CtlEnv, slapd: Slapd) -> None:
     assert ctl.run("--json", "token", "list", "carol").json() == {"tokens": []}
     actions = {e["action"] for e in ctl.run("--json", "audit", "--limit", "100").json()["events"]}
     assert {"token.add", "pin.set", "key.rotate", "user.reset", "auth"} <= actions
+
+
+def test_a_variant_of_a_directory_name_is_that_user(ctl_env: CtlEnv, slapd: Slapd) -> None:
+    """`token add CAROL` enrols carol (the entry's uid), not a second user `CAROL`;
+    `test Carol` is carol and needs her code; the store holds only carol."""
+    ctl_env.config.write_text(
+        CONFIG.format(db=ctl_env.db)
+        + LDAP_SECTION.format(url=slapd.url, bind_dn=slapd.service_dn,
+                              bind_password=slapd.service_password, people=slapd.people)
+    )  # fmt: skip
+    added = ctl_env.run("--json", "token", "add", "CAROL")
+    assert added.code == 0, added.err
+    assert added.json()["token"]["user"] == "carol"
+    seed = seed_from_uri(added.json()["otpauth_uri"])
+    assert ctl_env.run("test", "Carol", stdin=f"{PASSWORDS['carol']}\n\n").code == 1
+    code = otp.totp(seed, ctl_env.clock.seconds())
+    run = ctl_env.run("--json", "test", "Carol", stdin=f"{PASSWORDS['carol']}\n{code}\n")
+    assert (run.code, run.json()["user"]) == (0, "carol"), run.out
+    listed = ctl_env.run("--json", "user", "list").json()
+    assert [u["user"] for u in listed["users"]] == ["carol"]

@@ -102,6 +102,15 @@ def test_per_user_bucket_limits_without_touching_the_store(tight: App) -> None:
     assert tight.otp_check("hank", tight.next_hotp("hank")).json == {"result": "accept"}
 
 
+def test_spellings_of_a_name_share_the_user_s_limits(tight: App) -> None:
+    """`hank`, `HANK` and ` Hank ` count against one per-user bucket: variants of a name
+    (one user to a directory) cannot multiply the guesses the limit allows."""
+    tight.clock.advance(10)
+    assert tight.otp_check("hank", "000000").json["result"] == "reject"
+    assert tight.otp_check("HANK", "000001").json["result"] == "reject"
+    assert tight.otp_check(" Hank ", "000002").status == 429
+
+
 def test_escalating_delay_then_operator_sees_and_lifts_it(slowdown: App) -> None:
     """Each failure doubles the wait (2, 4, 8, 8 s); the admin API shows the throttle;
     unlock lifts it; nothing here is a sleep."""
