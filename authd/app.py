@@ -138,6 +138,7 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
 
     metrics = metrics if metrics is not None else Metrics()
     core = build_core(config, reactor.seconds, metrics)
+    metrics.watch_wal(core.sql.wal_status)
     pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="authd-auth")
     # SQLite decisions are CPU-bound: a second thread on them only adds GIL hand-overs
     # (measured ~2x slower unpinned, scripts/bench/engine); PostgreSQL waits on the network.

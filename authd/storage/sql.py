@@ -1243,6 +1243,11 @@ class SqlStore:
         with self._read() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
 
+    @property
+    def wal_status(self) -> Callable[[], tuple[int, int, float]] | None:
+        """SQLite: the WAL's state for /metrics (`Metrics.watch_wal`); PostgreSQL: None."""
+        return self._hot.wal_status if isinstance(self._hot, SqliteHotPath) else None
+
     def close(self) -> None:
         self._hot.close()
         self._engine.dispose()
