@@ -38,7 +38,8 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql import ClauseElement
 from twisted.logger import Logger
 
-from authd.core.errors import StoreUnavailable
+from authd.core.errors import StoreTimeout, StoreUnavailable
+from authd.storage.pg_bounded import BoundedConnection, time_left
 
 log = Logger(namespace="authd.storage")
 
@@ -456,11 +457,15 @@ class SqliteHotPath:
 
 class PgHotPath:
     """Per-thread psycopg connections (autocommit: a read is one round trip; a write
-    phase is one explicit transaction) on the database at `url`."""
+    phase is one explicit transaction) on the database at `url`. Every wait is cut at
+    `timeout`, or at what is left of the thread's `pg_bounded.budget()`; a write is
+    committed only if the budget is not spent when its statements have answered, and a
+    write cut short is never committed later (see storage/pg_bounded.py)."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, timeout: float) -> None:
         # libpq takes the same URL (host, port, user, password, dbname, query options).
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._timeout = timeout
         self._statements = _Statements(_PG)
         self._local = threading.local()
         self._conns: list[psycopg.Connection[Any]] = []
@@ -473,7 +478,7 @@ class PgHotPath:
             if self._closed:
                 raise StoreUnavailable("store is closed")
             try:
-                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                conn = BoundedConnection.open(self._conninfo, self._timeout, autocommit=True)
             except psycopg.Error as e:
                 raise _unavailable(e) from None  # the error text may quote the URL
             conn.prepare_threshold = 1  # prepare from the second use on
@@ -489,6 +494,14 @@ class PgHotPath:
             conn.close()
         return _unavailable(e)
 
+    def _may_commit(self, conn: psycopg.Connection[Any]) -> None:
+        """Before COMMIT: past the budget, the caller has answered (or is about to
+        answer) reject, so the transaction is dropped with its connection instead."""
+        if time_left(self._timeout) <= 0:
+            self._local.conn = None
+            conn.close()  # the server rolls back
+            raise StoreTimeout("the request's store time ran out before COMMIT")
+
     def read(self, stmt: ClauseElement, params: dict[str, Any]) -> list[Any]:
         c = self._statements.get(stmt)
         conn = self._conn()
@@ -502,16 +515,25 @@ class PgHotPath:
         conn = self._conn()
         try:
             with conn.transaction():
-                return fn(_Runner(conn, self._statements))
+                result = fn(_Runner(conn, self._statements))
+                self._may_commit(conn)
+            return result
         except psycopg.Error as e:
             raise self._failed(conn, e) from e
 
     def execute_one(self, sql: str, params: dict[str, Any]) -> Any:
-        """One statement in autocommit (its own transaction, committed when this
-        returns) and its first row."""
+        """One statement in a transaction of its own, committed when this returns, and
+        its first row. Not in autocommit: a statement sent to a server that then stopped
+        would run and commit when it resumes, long after its request was rejected; COMMIT
+        is sent only within the budget. (Measured on loopback, 400 writes: three round
+        trips cost ~60-100 µs more client CPU than one, ~100-200 µs against ~95-130;
+        psycopg's pipeline mode, two round trips, cost more still: ~350 µs of CPU.)"""
         conn = self._conn()
         try:
-            return conn.execute(sql, params).fetchone()
+            with conn.transaction():
+                row = conn.execute(sql, params).fetchone()
+                self._may_commit(conn)
+            return row
         except psycopg.Error as e:
             raise self._failed(conn, e) from e
 

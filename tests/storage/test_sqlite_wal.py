@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from authd.core.model import AuditEvent, Token, TokenType, User
 from authd.crypto import Keyring
 from authd.metrics import Metrics
 from authd.storage.sql import SqlStore
+from tests.polling import wait_until
 
 NOW = 1_767_225_600.0
 
@@ -87,13 +88,6 @@ def _wal_size(db: Path) -> int:
         return 0
 
 
-def _until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_wal_stays_bounded_under_continuous_reads_and_writes(
     tmp_path: Path, keyring: Keyring
 ) -> None:
@@ -141,7 +135,7 @@ def test_wal_state_is_exported_and_moves(tmp_path: Path, keyring: Keyring) -> No
         pinned.execute("SELECT count(*) FROM audit").fetchall()  # holds its snapshot
         for step in range(2, 50):
             store.commit_decisions([_accept(step)])
-        _until(lambda: sample("authd_store_wal_pending_frames") > 0, 5, "no pending frames")
+        wait_until(lambda: sample("authd_store_wal_pending_frames") > 0, 5, "no pending frames")
         time.sleep(0.05)
         assert sample("authd_store_checkpoint_lag_seconds") > 0
         assert sample("authd_store_wal_bytes") == _wal_size(db) > 0
@@ -149,7 +143,7 @@ def test_wal_state_is_exported_and_moves(tmp_path: Path, keyring: Keyring) -> No
         assert "authd_store_wal_bytes " in text and "authd_store_checkpoint_lag_seconds " in text
         pinned.execute("COMMIT")
         store.commit_decisions([_accept(50)])  # wakes the checkpointer
-        _until(
+        wait_until(
             lambda: sample("authd_store_wal_pending_frames") == 0
             and sample("authd_store_checkpoint_lag_seconds") == 0,
             5,
