@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from authd.auth.interfaces import AttemptRecord, DecisionWrite, UseTotpStep
+from authd.auth.interfaces import AttemptRecord, DecisionWrite, Outcome, UseTotpStep
 from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenType, User
+from authd.core.otp import hotp
 from authd.crypto import Keyring
 from authd.metrics import Metrics
+from authd.storage.hot_path import WAL_LIMIT_BYTES
 from authd.storage.sql import SqlStore
+from tests.auth.conftest import PASSWORD, SEED, World
+from tests.fakes import FakeBackend, FakeDirectoryUser
 from tests.polling import wait_until
 
 NOW = 1_767_225_600.0
@@ -192,57 +196,77 @@ def _fill(path: Path) -> None:
         os.close(fd)
 
 
-def _accepts_steadily(store: SqlStore, first_step: int, seconds: float) -> int:
-    """Commits one write after another until 200 in a row succeed; returns the next step.
-    Fails if that takes longer than `seconds`."""
-    deadline, in_a_row, step = time.monotonic() + seconds, 0, first_step
-    while in_a_row < 200:
-        assert time.monotonic() < deadline, "writes still fail after space came back"
-        try:
-            assert store.commit_decisions([_accept(step)])[0].won
-            in_a_row += 1
-        except StoreUnavailable:
-            in_a_row = 0
-            time.sleep(0.01)
-        step += 1
-    return step
+class _Bob:
+    """Bob's requests, each with his next HOTP code, decided by the engine on `store`
+    (the user and token are created unless `store` has them)."""
+
+    def __init__(self, store: SqlStore, hash_key: bytes, counter: int = 0) -> None:
+        self.world = World(store, hash_key, FakeBackend("dir"))
+        if store.get_user("bob") is None:
+            self.world.user("bob")
+            self.world.token("bob", type=TokenType.HOTP)
+        else:
+            self.world.directory.users["bob"] = FakeDirectoryUser(PASSWORD, ("staff",))
+        self.engine = self.world.engine()
+        self.counter = counter
+
+    def accepted(self) -> bool:
+        """One request: True when accepted; False when the store failed, so that the
+        request is rejected (ThreadedEngine) and its code stays unused."""
+        code = hotp(SEED, self.counter, 6)
+        req = self.world.request(code, user="bob", first_factor="none")
+        (result,) = self.engine.decide_many([(req, NOW)])
+        if isinstance(result, StoreUnavailable):
+            return False
+        assert not isinstance(result, BaseException), repr(result)
+        decision = result[0]
+        assert decision.outcome is Outcome.ACCEPT, decision.reason
+        self.counter += 1
+        return True
+
+    def accepted_steadily(self, seconds: float) -> None:
+        """Requests one after another until 200 in a row are accepted; fails if that
+        takes longer than `seconds`."""
+        deadline, in_a_row = time.monotonic() + seconds, 0
+        while in_a_row < 200:
+            assert time.monotonic() < deadline, "requests still fail after space came back"
+            if self.accepted():
+                in_a_row += 1
+            else:
+                in_a_row = 0
+                time.sleep(0.01)
 
 
 def test_a_full_disk_rejects_and_heals_once_space_returns(
     small_fs: Path, keyring: Keyring
 ) -> None:
-    """While the disk is full, writes fail (StoreUnavailable: the request is rejected);
-    once space is freed they succeed again by themselves, with readers running all
-    along, and so they do after a restart. Before, the WAL filled the disk and kept
-    whatever space came back."""
+    """While the disk is full, requests are rejected (their write fails); once space is
+    freed they are accepted again by themselves, with readers running all along, and so
+    they are after a restart. Before, the WAL filled the disk and kept whatever space
+    came back."""
     db = small_fs / "authd.db"
     store = _open(db, keyring)
+    bob = _Bob(store, keyring.hash_key)
     try:
         with _Readers(store):
-            step = _accepts_steadily(store, 1, 10)
+            bob.accepted_steadily(10)
             _fill(small_fs / "filler")
-            failed = False
-            for _ in range(2000):  # the disk is full: some write must fail
-                try:
-                    store.commit_decisions([_accept(step)])
-                except StoreUnavailable:
-                    failed = True
-                    break
-                step += 1
-            assert failed, "writes kept succeeding on a full disk"
+            # The disk is full: some request must fail (room left in a page may take
+            # a few more first).
+            assert not all(bob.accepted() for _ in range(2000)), "accepted on a full disk"
             os.remove(small_fs / "filler")
-            step = _accepts_steadily(store, step + 1, 10)
-            # Writes go on for a while and the WAL does not eat the space again.
+            bob.accepted_steadily(10)
+            # Requests go on for a while and the WAL does not eat the space again.
             stop = time.monotonic() + 1
             while time.monotonic() < stop:
-                assert store.commit_decisions([_accept(step)])[0].won
-                step += 1
+                assert bob.accepted()
+                assert _wal_size(db) < 2 * WAL_LIMIT_BYTES, "the WAL grows without bound"
         _fill(small_fs / "filler")
     finally:
         store.close()  # a restart while the disk is full
     os.remove(small_fs / "filler")
     store = _open(db, keyring)
     try:
-        _accepts_steadily(store, step + 1, 10)
+        _Bob(store, keyring.hash_key, bob.counter).accepted_steadily(10)
     finally:
         store.close()
