@@ -6,6 +6,8 @@ in its kernel and answers nothing, and psycopg would wait forever. So every wait
 `BoundedConnection` (connect, each statement's answer, BEGIN, COMMIT, ROLLBACK) is cut
 on the client at `timeout`, and at what is left of the thread's `budget()` if one is
 open: a request's store waits together stay within what its client will wait for.
+Only time spent waiting on the server counts against a budget: a directory bind or a
+password hash between two statements of the same decision has bounds of its own.
 A cut wait leaves the connection unusable (mid-protocol): it is closed at once. The
 server then rolls back whatever transaction it still had open, so a write whose COMMIT
 was never sent is never committed later, however long the server stayed stopped.
@@ -34,8 +36,18 @@ RV = TypeVar("RV")
 # psycopg's own poll interval (psycopg.connection._WAIT_INTERVAL): how often a wait
 # wakes to notice Ctrl-C.
 _POLL = 0.1
-# The monotonic instant this thread's store waits must end by (`budget`).
-_until: ContextVar[float | None] = ContextVar("authd_store_until", default=None)
+
+
+class _Budget:
+    """Seconds this thread may still wait on the server (`budget`)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: float) -> None:
+        self.left = left
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("authd_store_budget", default=None)
 # A longer limit per wait than the connection's timeout (`patience`).
 _patience: ContextVar[float | None] = ContextVar("authd_store_patience", default=None)
 
@@ -43,15 +55,25 @@ _patience: ContextVar[float | None] = ContextVar("authd_store_patience", default
 @contextmanager
 def budget(seconds: float) -> Iterator[None]:
     """Every wait on a BoundedConnection in this thread until the block ends, together,
-    at most `seconds` (each also at most its connection's timeout). A nested budget
-    never extends an outer one."""
-    outer = _until.get()
-    until = time.monotonic() + seconds
-    token = _until.set(until if outer is None else min(outer, until))
+    at most `seconds` (each also at most its connection's timeout). Budgets do not
+    nest: inside one, another only lowers what is left of it."""
+    outer = _budget.get()
+    if outer is not None:
+        outer.left = min(outer.left, seconds)
+        yield
+        return
+    token = _budget.set(_Budget(seconds))
     try:
         yield
     finally:
-        _until.reset(token)
+        _budget.reset(token)
+
+
+def _spent(started: float) -> None:
+    """Count the time since `started` (a wait on the server) against the budget."""
+    current = _budget.get()
+    if current is not None:
+        current.left -= time.monotonic() - started
 
 
 @contextmanager
@@ -69,8 +91,8 @@ def time_left(timeout: float) -> float:
     """How long the next wait may take: `timeout` (or the `patience` in force), or what
     is left of the budget when that is less."""
     limit = _patience.get() or timeout
-    until = _until.get()
-    return limit if until is None else min(limit, until - time.monotonic())
+    current = _budget.get()
+    return limit if current is None else min(limit, current.left)
 
 
 def bounded_conninfo(conninfo: str, timeout: float) -> str:
@@ -83,8 +105,9 @@ def bounded_conninfo(conninfo: str, timeout: float) -> str:
 
 def server_options(timeout: float) -> str:
     """libpq `options` so that a running server gives up too: a statement or a lock wait
-    (a row another node holds) longer than `timeout` is cancelled there."""
-    ms = max(1, int(timeout * 1000))
+    (a row another node holds) is cancelled there a little before the client would cut
+    it, so the connection (its prepared statements) stays usable."""
+    ms = max(1, int(timeout * 900))
     return f"-c statement_timeout={ms} -c lock_timeout={ms}"
 
 
@@ -109,11 +132,14 @@ class BoundedConnection(psycopg.Connection[Any]):
         seconds = time_left(timeout)
         if seconds <= 0:
             raise StoreTimeout("no time left to connect to the database")
+        started = time.monotonic()
         try:
             gen = cls._connect_gen(bounded_conninfo(conninfo, timeout))
             conn = waiting.wait_conn(gen, interval=_POLL, timeout=seconds)
         except psycopg.errors._WaitTimeout:
             raise psycopg.errors.ConnectionTimeout("connection timeout expired") from None
+        finally:
+            _spent(started)
         conn.timeout = timeout
         if context is not None:
             conn._adapters = AdaptersMap(context.adapters)  # as psycopg's connect(context=)
@@ -129,9 +155,12 @@ class BoundedConnection(psycopg.Connection[Any]):
         if left <= 0:
             self.pgconn.finish()  # nothing sent: the connection is dropped all the same
             raise psycopg.errors.ConnectionTimeout("store.timeout passed before the query")
+        started = time.monotonic()
         try:
             return super().wait(gen, interval, left)
         except psycopg.errors._WaitTimeout:
             # Mid-protocol: unusable. Closing it makes the server roll back what is open.
             self.pgconn.finish()
             raise psycopg.errors.ConnectionTimeout("no answer within store.timeout") from None
+        finally:
+            _spent(started)

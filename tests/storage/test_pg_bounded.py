@@ -14,7 +14,7 @@ from authd.auth.interfaces import AttemptRecord, DecisionWrite, UseTotpStep
 from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenType, User
 from authd.crypto import Keyring
-from authd.storage.pg_bounded import BoundedConnection
+from authd.storage.pg_bounded import BoundedConnection, budget
 from authd.storage.sql import SqlStore
 from tests.fixtures.postgres import Cluster
 
@@ -51,20 +51,35 @@ def test_a_spent_budget_commits_nothing_and_the_next_call_reconnects(
         store.close()
 
 
+def test_only_waits_on_the_server_count_against_a_budget(postgres_db_url: str) -> None:
+    """Time between statements (a directory bind, a password hash) does not use up a
+    budget; time waiting for answers does."""
+    with BoundedConnection.open(postgres_db_url, 5.0, autocommit=True) as conn, budget(0.5):
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        time.sleep(0.6)  # not a wait on the server: outside the budget
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        conn.execute("SELECT pg_sleep(0.3)")
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT pg_sleep(0.3)")  # 0.2 s were left
+        assert conn.closed
+
+
 def test_the_server_gives_up_too(postgres_db_url: str) -> None:
-    """A running server cancels a statement or a lock wait longer than the timeout
-    (statement_timeout, lock_timeout), keeping any options the URL already had."""
+    """A running server cancels a statement or a lock wait a little before the client
+    would (statement_timeout, lock_timeout: 90% of the timeout), so the connection stays
+    usable; any options the URL had are kept."""
     url = postgres_db_url + "?options=-c%20application_name%3Dauthd-test"
     with BoundedConnection.open(url, 1.5, autocommit=True) as conn:
         shown = [
             conn.execute(f"SHOW {name}").fetchone()
             for name in ("statement_timeout", "lock_timeout", "application_name")
         ]
-        assert shown == [("1500ms",), ("1500ms",), ("authd-test",)]
+        assert shown == [("1350ms",), ("1350ms",), ("authd-test",)]
         t0 = time.monotonic()
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(10)")
         assert time.monotonic() - t0 < 5
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_waits_on_a_stopped_server_end_at_the_timeout(postgres_cluster: Cluster) -> None:
