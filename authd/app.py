@@ -83,7 +83,8 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
     """
     keyring = Keyring.load_or_create(config.keys.file)
     sql = SqlStore.open(_store_url(config.store), keyring,
-                        pool_size=pool_size if pool_size is not None else config.store.pool_size)
+                        pool_size=pool_size if pool_size is not None else config.store.pool_size,
+                        timeout=config.store.timeout)
     hasher = make_password_hasher(config.local_users.password_hash)
     backends = tuple(_backend(b, sql, hasher, metrics) for b in config.primary.backends)
     store: Store = sql
@@ -160,12 +161,14 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
 
     metrics = metrics if metrics is not None else Metrics()
     core = build_core(config, reactor.seconds, metrics)
+    metrics.watch_wal(core.sql.wal_status)
     pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="authd-auth")
     # SQLite decisions are CPU-bound: a second thread on them only adds GIL hand-overs
     # (measured ~2x slower unpinned, scripts/bench/engine); PostgreSQL waits on the network.
     sqlite = config.store.url.startswith("sqlite")
     threaded = ThreadedEngine(core.engine, reactor, pool, metrics,
-                              store_threads=1 if sqlite else None)
+                              store_threads=1 if sqlite else None,
+                              store_timeout=config.store.timeout)
 
     def run_blocking(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, pool, f, *args, **kwargs)

@@ -70,26 +70,27 @@ def import_daemon() -> str | None:
 def check_config(path: str) -> int:
     """Exit 0 when the file is valid and the daemon's modules import; print every config
     problem and exit 2, or the missing module and exit 1."""
-    config = _load(path)
-    if config is None:
-        return EXIT_CONFIG
+    # The install first: the config's own checks load the listeners' modules too.
     broken = import_daemon()
     if broken is not None:
         print(broken, file=sys.stderr)
         return EXIT_FAILURE
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
     print(f"{path}: OK")
     return EXIT_OK
 
 
 def serve(path: str) -> int:
     """Run until SIGTERM/SIGINT (exit 0); SIGHUP reloads the config."""
-    config = _load(path)
-    if config is None:
-        return EXIT_CONFIG
     broken = import_daemon()
     if broken is not None:
         print(broken, file=sys.stderr)
         return EXIT_FAILURE
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
 
     from twisted.internet import reactor as global_reactor
     from twisted.logger import Logger

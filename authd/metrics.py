@@ -10,7 +10,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -105,6 +105,39 @@ class ReactorHistogram(Collector):
         return [family]
 
 
+class WalGauges(Collector):
+    """The SQLite write-ahead log, read at each scrape from `source` (a stat() and the
+    checkpointer's own counts: no database call on the scraping thread). Nothing is
+    exported without a source (PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int, int, float]] | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # the families depend on the store: checked at collect time only
+
+    def collect(self) -> list[Metric]:
+        source = self.source
+        if source is None:
+            return []
+        size, frames, lag = source()
+        return [
+            GaugeMetricFamily(
+                "authd_store_wal_bytes", "Size of the SQLite write-ahead log file", value=size
+            ),
+            GaugeMetricFamily(
+                "authd_store_wal_pending_frames",
+                "WAL frames not yet copied into the database file (at the last checkpoint)",
+                value=frames,
+            ),
+            GaugeMetricFamily(
+                "authd_store_checkpoint_lag_seconds",
+                "How long the oldest write not yet checkpointed has waited (0: none waits)",
+                value=lag,
+            ),
+        ]
+
+
 class Metrics:
     """Every metric authd exports; front-ends receive this object, never the registry."""
 
@@ -175,6 +208,13 @@ class Metrics:
             "authd_radsec_refused_total",
             "RadSec connections refused after accept or handshake, by reason",
             ["reason"], registry=r)
+        self._wal = WalGauges()
+        r.register(self._wal)
+
+    def watch_wal(self, source: Callable[[], tuple[int, int, float]] | None) -> None:
+        """Export the SQLite WAL state (`WalGauges`): (file bytes, frames not yet
+        checkpointed, checkpoint lag in seconds) read from `source` at each scrape."""
+        self._wal.source = source
 
     def before_collect(self, flush: Callable[[], None]) -> None:
         """Run `flush` before every collection (a Prometheus scrape, a test reading a

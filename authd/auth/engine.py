@@ -42,6 +42,7 @@ from authd.auth.interfaces import (
 )
 from authd.config.model import Config
 from authd.core.backup_codes import hash_code, normalize_code
+from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenStatus, TokenType, User, is_locked
 from authd.core.otp import TotpMatch, match_hotp, match_totp
 from authd.core.pin import verify_pin
@@ -310,11 +311,15 @@ class Engine:
             self.record_failure(req, now, e)
             raise
 
-    def record_failure(self, req: AuthRequest, now: float, error: BaseException) -> None:
+    def record_failure(
+        self, req: AuthRequest, now: float, error: BaseException, write: bool = True
+    ) -> bool:
         """Audit a decision that could not be made (a store or directory failed): a
         reject with reason `unavailable` and the error's type, never its text. When the
-        audit write fails too, the record goes to the log as one structured line and is
-        counted (authd_audit_write_failures_total): no decision goes unrecorded."""
+        audit write fails too (or `write` is False: the caller saw it fail just now), the
+        record goes to the log as one structured line and is counted
+        (authd_audit_write_failures_total): no decision goes unrecorded. True when the
+        record reached the store."""
         valid = request_problem(req) is None
         audit = AuditEvent(  # as _Attempt._record: nothing of an invalid request is kept
             now,
@@ -328,7 +333,10 @@ class Engine:
             type(error).__name__,
         )
         try:
+            if not write:
+                raise StoreUnavailable("audit store failed for an earlier record")
             self.store.append_audit(audit)
+            return True
         except Exception as e:  # noqa: BLE001 - the audit store is down: log and count
             log.error(
                 "audit record not written (audit store failed: {audit_error}): "
@@ -347,6 +355,7 @@ class Engine:
             )
             if self._metrics is not None:
                 self._metrics.audit_failures.inc()
+            return False
 
     def _decide_whole(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
         attempt = _Attempt(self, req, now)

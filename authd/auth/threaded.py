@@ -47,6 +47,7 @@ from twisted.python.threadpool import ThreadPool
 from authd.auth.engine import GENERIC_REJECT, DecisionStats, Engine, FirstFactorDue
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.auth.outage import FailureLog
+from authd.core.errors import StoreTimeout
 from authd.metrics import Metrics
 
 log = Logger(namespace="authd.auth.threaded")
@@ -68,7 +69,8 @@ class ReactorLike(Protocol):
 
 _Result = tuple[Decision, DecisionStats] | BaseException
 # A queued request (or a paused decision whose first factor is checked), the reactor
-# time it arrived at, its answer and its front-end's metrics.
+# time it arrived at (for a paused decision: moved on by the time its first factor
+# took, which has its own bound), its answer and its front-end's metrics.
 _Entry = tuple[AuthRequest | FirstFactorDue, float, Deferred[Decision], "_Metered"]
 # Items one store turn takes at once (Engine.decide_many: their reads under one
 # snapshot, their writes in one SQLite transaction, ~15 µs of write lock each); bounds
@@ -121,9 +123,11 @@ class ThreadedEngine:
         metrics: Metrics,
         *,
         store_threads: int | None = None,
+        store_timeout: float | None = None,
     ) -> None:
         """store_threads: see the module doc; None means `pool.max` (SQLite deployments
-        want 1)."""
+        want 1). store_timeout (store.timeout): how long a request may wait for the
+        store in all, queueing included; None: no limit."""
         self._engine = engine
         self._reactor = reactor
         self._pool = pool
@@ -140,6 +144,9 @@ class ThreadedEngine:
         self._in_decision = 0  # drainers inside a turn (they come back to the queues)
         self._store_turns = 0  # ... inside a store turn
         self._store_threads = store_threads
+        self._store_timeout = store_timeout
+        # SqlStore.time_budget: the store waits of one turn share what is left of it.
+        self._time_budget = getattr(engine.store, "time_budget", None)
         # Several requests per store turn, and first factors in turns of their own, only
         # where that saves work (one SQLite transaction); elsewhere (PostgreSQL) each
         # request is decided whole in its own turn and thread.
@@ -203,28 +210,28 @@ class ThreadedEngine:
             finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]] = []
             paused: list[_Entry] = []
             if store_turn:
+                taken = self._expire(taken, finished)
                 try:
-                    results = self._engine.decide_many(
-                        [
-                            item if isinstance(item, FirstFactorDue) else (item, now)
-                            for item, now, _, _ in taken
-                        ],
-                        pause_first_factor=self._pause,
-                    )
+                    results = self._decide(taken) if taken else []
                 except BaseException as e:  # noqa: BLE001 - each caller gets a reject
                     results = [e] * len(taken)
                     if isinstance(e, Exception):
+                        # One audit write tried per failed turn: against a hung store
+                        # each would wait out store.timeout.
+                        write = True
                         for item, now, _, _ in taken:
-                            self._engine.record_failure(_request(item), now, e)
+                            write = self._engine.record_failure(_request(item), now, e, write)
                 for (item, now, d, m), r in zip(taken, results, strict=True):
                     if isinstance(r, FirstFactorDue):
                         paused.append((r, now, d, m))
                     else:
                         finished.append((_request(item), d, m, r))
             else:
-                checking = taken[0][0]
+                checking, since, d, m = taken[0]
                 assert isinstance(checking, FirstFactorDue)
+                started = self._reactor.seconds()
                 checking.check()  # never raises: an error is kept for decide_many
+                taken[0] = (checking, since + self._reactor.seconds() - started, d, m)
             with self._lock:
                 self._in_decision -= 1
                 self._store_turns -= counted
@@ -251,6 +258,41 @@ class ThreadedEngine:
                 self._pool.callInThread(self._drain)
             if wake:
                 self._reactor.callFromThread(self._deliver)
+
+    def _expire(
+        self,
+        taken: list[_Entry],
+        finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]],
+    ) -> list[_Entry]:
+        """The entries still worth deciding. One that waited store_timeout or longer is
+        rejected without being decided or committed: its client is giving up (RADIUS
+        clients wait ~3 s), and a stuck store would otherwise decide, commit and burn
+        the codes of requests nobody waits for any more once it is back."""
+        limit = self._store_timeout
+        if limit is None:
+            return taken
+        now = self._reactor.seconds()
+        live: list[_Entry] = []
+        for entry in taken:
+            if now - entry[1] < limit:
+                live.append(entry)
+            else:
+                late = StoreTimeout(f"waited longer than store.timeout ({limit}s) for the store")
+                finished.append((_request(entry[0]), entry[2], entry[3], late))
+        return live
+
+    def _decide(self, taken: list[_Entry]) -> list[_Result | FirstFactorDue]:
+        """One store turn. With store_timeout, the turn's store waits together stay
+        within what is left of it for the oldest of its requests."""
+        items = [
+            item if isinstance(item, FirstFactorDue) else (item, now) for item, now, _, _ in taken
+        ]
+        limit, scope = self._store_timeout, self._time_budget
+        if limit is None or scope is None:
+            return self._engine.decide_many(items, pause_first_factor=self._pause)
+        left = limit - (self._reactor.seconds() - min(entry[1] for entry in taken))
+        with scope(left):
+            return self._engine.decide_many(items, pause_first_factor=self._pause)
 
     def _deliver(self) -> None:
         """On the reactor: record metrics and fire every finished decision's Deferred

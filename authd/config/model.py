@@ -93,6 +93,12 @@ class StoreConfig:
         "PostgreSQL password, kept out of the URL (or password_file)", secret_file=True))
     pool_size: int = field(default=4, metadata=meta("database threads/connections",
                                                     minimum=1, maximum=64))
+    # RADIUS clients give up after ~3 s (NetScaler: 3 s; radclient: 3 s a try): a request
+    # must be answered, and rejected if need be, well within that.
+    timeout: float = field(default=2.0, metadata=meta(
+        "longest wait for the store: each connect, statement, lock or busy wait, and a "
+        "request's store waits in all, queueing included; older requests are rejected "
+        "undecided", duration=True, minimum=0.1, maximum=60))
     token_storage: TokenStorage = field(default="db", metadata=meta(
         "where OATH token records live", choices=("db", "ldap")))
 

@@ -21,5 +21,10 @@ class StoreUnavailable(AuthdError):
     """The database (or directory holding tokens) cannot be reached."""
 
 
+class StoreTimeout(StoreUnavailable):
+    """The store did not answer within store.timeout, or a request waited longer than
+    that for its turn: it is rejected without being decided."""
+
+
 class KeyFileError(AuthdError):
     """The data-key file is missing, unreadable, corrupt or has unsafe permissions."""

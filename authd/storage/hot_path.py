@@ -23,6 +23,7 @@ naps); other processes and `authctl` are still arbitrated by SQLite's write lock
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -37,7 +38,8 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.sql import ClauseElement
 from twisted.logger import Logger
 
-from authd.core.errors import StoreUnavailable
+from authd.core.errors import StoreTimeout, StoreUnavailable
+from authd.storage.pg_bounded import BoundedConnection, time_left
 
 log = Logger(namespace="authd.storage.hot_path")
 
@@ -47,6 +49,11 @@ _SQLITE = sqlite_dialect.dialect(paramstyle="named")
 _PG = psycopg_dialect.dialect()
 _MAX_BATCH = 256
 _BEGIN_BACKOFF_MAX = 0.002  # seconds between BEGIN IMMEDIATE retries against other processes
+# The WAL is emptied (TRUNCATE checkpoint) once it holds more than this, and trimmed to it
+# when it starts over (journal_size_limit): SQLite's own automatic checkpoint size.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# How long a TRUNCATE checkpoint waits for readers of old frames (it blocks our writes).
+_TRUNCATE_WAIT = 0.2
 
 
 def _unavailable(e: sqlite3.Error | psycopg.Error) -> StoreUnavailable:
@@ -124,19 +131,58 @@ class _Job(Generic[T]):
         self.error: BaseException | None = None
 
 
-class _Checkpointer:
-    """Copies the WAL back into the database file on its own thread and connection, so
-    that no decision's COMMIT does it. SQLite's automatic checkpoint runs inside the
-    commit that crosses 1,000 WAL pages: it copies them and fsyncs the file while that
-    batch's answers wait (measured under scripts/bench/radius, one core, 64 in flight:
-    p99 ~13 ms with it, ~10-11 ms without). PASSIVE never waits for a reader or a
-    writer; at most one checkpoint per `interval` seconds, none while nothing commits."""
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    return int(row[0]), int(row[1]), int(row[2])  # busy, frames in the WAL, frames copied
 
-    def __init__(self, path: str, interval: float = 0.1) -> None:
+
+def _wal_bytes(path: str) -> int:
+    try:
+        return os.stat(path + "-wal").st_size
+    except OSError:  # no WAL file (yet, or any more)
+        return 0
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file, so that no decision's COMMIT does it.
+    SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages: it
+    copies them and fsyncs the file while that batch's answers wait (measured under
+    scripts/bench/radius, one core, 64 in flight: p99 ~13 ms with it, ~10-11 ms without).
+
+    A background thread runs a PASSIVE checkpoint at most every `interval` seconds after
+    commits. PASSIVE never waits, but copies only frames no reader still needs, and the
+    WAL starts over from its beginning only when it was copied whole while no reader and
+    no writer used it: under continuous writes, or reads in overlapping snapshots
+    (worker processes, authctl), that never happens and the WAL grows without bound
+    (measured: 150-200 MB in 4 s, database 13 MB). So once the WAL file passes `limit`
+    bytes, the writer empties it itself with `truncate()`, between two of its write
+    transactions (TRUNCATE: it waits up to `wait` seconds for the readers of old frames
+    to finish; new readers read the database file). A failed background checkpoint
+    (a full disk: the database file cannot grow) is retried every `retry` seconds,
+    commits or not."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        interval: float = 0.1,
+        limit: int = WAL_LIMIT_BYTES,
+        wait: float = _TRUNCATE_WAIT,
+        retry: float = 1.0,
+    ) -> None:
         self._path = path
         self._interval = interval
+        self._limit = limit
+        self._wait = wait
+        self._retry = retry
         self._wake = threading.Event()
         self._stopping = False
+        # One checkpoint at a time: SQLite answers a second one BUSY at once, unwaited.
+        self._running = threading.Lock()
+        self._state = threading.Lock()  # the three fields below
+        self._pending_frames = 0  # WAL frames not copied, at the last checkpoint
+        self._dirty_since: float | None = None  # monotonic: first commit not yet copied
+        self._commits = 0
         # not `_thread`: mypyc (setup.py) names the field `__thread`, a C keyword
         self._worker = threading.Thread(
             target=self._run, name="authd-wal-checkpoint", daemon=True
@@ -145,20 +191,73 @@ class _Checkpointer:
 
     def committed(self) -> None:
         """A write transaction committed: the WAL grew."""
+        with self._state:
+            self._commits += 1
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
         self._wake.set()
+
+    def status(self) -> tuple[int, int, float]:
+        """(WAL file bytes, frames not yet copied, seconds the oldest of them has
+        waited: 0 when none wait), for /metrics. No database call."""
+        size = _wal_bytes(self._path)
+        with self._state:
+            since = self._dirty_since
+            pending = self._pending_frames
+        return size, pending, 0.0 if since is None else time.monotonic() - since
+
+    def over_limit(self) -> bool:
+        """Whether the WAL file has grown past `limit` (one stat(), no database call)."""
+        return _wal_bytes(self._path) > self._limit
+
+    def truncate(self, conn: sqlite3.Connection) -> None:
+        """Empty the WAL on `conn`, the writer's connection outside any transaction of
+        ours (its busy timeout is 0 otherwise). Still-busy readers after `wait`
+        seconds: nothing happens (the WAL grows on meanwhile). Database errors (a full
+        disk) propagate: the caller does not write either."""
+        if not self._running.acquire(timeout=self._wait):
+            return
+        try:
+            with self._state:
+                commits = self._commits
+            conn.execute(f"PRAGMA busy_timeout={int(self._wait * 1000)}")
+            try:
+                self._settle(_checkpoint(conn, "TRUNCATE"), commits)
+            finally:
+                conn.execute("PRAGMA busy_timeout=0")
+        finally:
+            self._running.release()
+
+    def _settle(self, result: tuple[int, int, int], commits: int) -> bool:
+        """Record a checkpoint's result; whether frames are left to copy."""
+        busy, frames, copied = result
+        done = busy == 0 and copied == frames
+        with self._state:
+            self._pending_frames = max(0, frames - copied)
+            if done and self._commits == commits:  # nothing committed meanwhile
+                self._dirty_since = None
+        return not done
+
+    def _passive(self, conn: sqlite3.Connection) -> bool:
+        with self._running:
+            with self._state:
+                commits = self._commits
+            return self._settle(_checkpoint(conn, "PASSIVE"), commits)
 
     def _run(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
+            left = False
             while True:
-                self._wake.wait()
+                self._wake.wait(self._retry if left else None)
                 if self._stopping:
                     return
                 self._wake.clear()
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as e:  # retried after the next commit
+                    left = self._passive(conn)
+                except sqlite3.Error as e:  # retried after `retry` seconds or a commit
                     log.warn("WAL checkpoint failed: {error}", error=type(e).__name__)
+                    left = True
                 time.sleep(self._interval)
         finally:
             conn.close()
@@ -185,6 +284,7 @@ class SqliteHotPath:
         self._commit_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._wal_limit = WAL_LIMIT_BYTES
         self._closed = False
 
     # ---------------------------------------------------------------- connections
@@ -306,9 +406,18 @@ class SqliteHotPath:
             self._writer = self._connect(0)
             # Checkpoints run in the background (_Checkpointer), not in our commits.
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            # When the WAL starts over, its file shrinks back to this size.
+            self._writer.execute(f"PRAGMA journal_size_limit={self._wal_limit}")
             if self._checkpointer is None:
-                self._checkpointer = _Checkpointer(self._path)
+                self._checkpointer = _Checkpointer(self._path, limit=self._wal_limit)
         conn = self._writer
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer.over_limit():
+            # In a gap between our write transactions: see _Checkpointer. If the WAL
+            # cannot be emptied for want of space, this write fails too (fail closed)
+            # instead of taking the space the checkpoint needs; writes resume by
+            # themselves once space returns.
+            checkpointer.truncate(conn)
         run = _Runner(conn, self._statements)
         self._begin(conn)
         try:
@@ -326,15 +435,20 @@ class SqliteHotPath:
             raise
         return results
 
+    def wal_status(self) -> tuple[int, int, float]:
+        """`_Checkpointer.status()`; before our first write, the WAL's size alone."""
+        checkpointer = self._checkpointer
+        return (_wal_bytes(self._path), 0, 0.0) if checkpointer is None else checkpointer.status()
+
     def close(self) -> None:
         with self._commit_lock:
             self._closed = True
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            if self._checkpointer is not None:
-                self._checkpointer.stop()
-                self._checkpointer = None
+            checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:  # not under the lock: its TRUNCATE may wait for it
+            checkpointer.stop()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -343,11 +457,15 @@ class SqliteHotPath:
 
 class PgHotPath:
     """Per-thread psycopg connections (autocommit: a read is one round trip; a write
-    phase is one explicit transaction) on the database at `url`."""
+    phase is one explicit transaction) on the database at `url`. Every wait is cut at
+    `timeout`, or at what is left of the thread's `pg_bounded.budget()`; a write is
+    committed only if the budget is not spent when its statements have answered, and a
+    write cut short is never committed later (see storage/pg_bounded.py)."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, timeout: float) -> None:
         # libpq takes the same URL (host, port, user, password, dbname, query options).
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._timeout = timeout
         self._statements = _Statements(_PG)
         self._local = threading.local()
         self._conns: list[psycopg.Connection[Any]] = []
@@ -360,7 +478,7 @@ class PgHotPath:
             if self._closed:
                 raise StoreUnavailable("store is closed")
             try:
-                conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+                conn = BoundedConnection.open(self._conninfo, self._timeout, autocommit=True)
             except psycopg.Error as e:
                 raise _unavailable(e) from None  # the error text may quote the URL
             conn.prepare_threshold = 1  # prepare from the second use on
@@ -376,6 +494,14 @@ class PgHotPath:
             conn.close()
         return _unavailable(e)
 
+    def _may_commit(self, conn: psycopg.Connection[Any]) -> None:
+        """Before COMMIT: past the budget, the caller has answered (or is about to
+        answer) reject, so the transaction is dropped with its connection instead."""
+        if time_left(self._timeout) <= 0:
+            self._local.conn = None
+            conn.close()  # the server rolls back
+            raise StoreTimeout("the request's store time ran out before COMMIT")
+
     def read(self, stmt: ClauseElement, params: dict[str, Any]) -> list[Any]:
         c = self._statements.get(stmt)
         conn = self._conn()
@@ -389,16 +515,25 @@ class PgHotPath:
         conn = self._conn()
         try:
             with conn.transaction():
-                return fn(_Runner(conn, self._statements))
+                result = fn(_Runner(conn, self._statements))
+                self._may_commit(conn)
+            return result
         except psycopg.Error as e:
             raise self._failed(conn, e) from e
 
     def execute_one(self, sql: str, params: dict[str, Any]) -> Any:
-        """One statement in autocommit (its own transaction, committed when this
-        returns) and its first row."""
+        """One statement in a transaction of its own, committed when this returns, and
+        its first row. Not in autocommit: a statement sent to a server that then stopped
+        would run and commit when it resumes, long after its request was rejected; COMMIT
+        is sent only within the budget. (Measured on loopback, 400 writes: three round
+        trips cost ~60-100 µs more client CPU than one, ~100-200 µs against ~95-130;
+        psycopg's pipeline mode, two round trips, cost more still: ~350 µs of CPU.)"""
         conn = self._conn()
         try:
-            return conn.execute(sql, params).fetchone()
+            with conn.transaction():
+                row = conn.execute(sql, params).fetchone()
+                self._may_commit(conn)
+            return row
         except psycopg.Error as e:
             raise self._failed(conn, e) from e
 

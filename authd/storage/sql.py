@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
     Connection,
     Engine,
@@ -81,6 +82,7 @@ from authd.crypto import Keyring
 from authd.statedir import make_private_dirs
 from authd.storage import migrations
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
+from authd.storage.pg_bounded import BoundedConnection, budget, patience
 from authd.storage.schema import (
     LOCKED_FOREVER,
     audit,
@@ -92,7 +94,11 @@ from authd.storage.schema import (
 
 # Serialises schema upgrades of nodes starting at once on one PostgreSQL ("authd" in ASCII).
 _PG_MIGRATION_LOCK = 0x61757468_64
-_SQLITE_BUSY_MS = 30_000
+# store.timeout's default: the longest any one wait for the database may take.
+DEFAULT_TIMEOUT = 2.0
+# Schema upgrades at start-up (and the lock serialising them across nodes) may take
+# longer than a request may wait.
+_MIGRATION_SECONDS = 600.0
 
 _U = users.c
 _T = tokens.c
@@ -633,11 +639,11 @@ def _prepare_sqlite_file(path: str) -> None:
         raise StoreUnavailable(f"{path}: cannot create the database file: {e.strerror}") from None
 
 
-def _switch_to_wal(cur: Any) -> None:
+def _switch_to_wal(cur: Any, timeout: float) -> None:
     """Nodes opening a new file at once race to switch it to WAL; SQLite answers the
     loser "database is locked" at once (the busy handler is not used for this), so
     retry within the busy timeout. WAL is persistent: later opens only read the mode."""
-    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -649,17 +655,26 @@ def _switch_to_wal(cur: Any) -> None:
             time.sleep(0.01)
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_on_connect(timeout: float, dbapi_conn: Any, _record: Any) -> None:
     # Take transaction control away from the sqlite3 module: we send BEGIN ourselves.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     try:
-        cur.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
-        _switch_to_wal(cur)
+        cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        _switch_to_wal(cur, timeout)
         cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
         cur.execute("PRAGMA foreign_keys=ON")
     finally:
         cur.close()
+
+
+def _pg_connect(timeout: float, _dialect: Any, _record: Any, _args: Any, params: Any) -> Any:
+    """SQLAlchemy's connections are bounded like the hot path's (storage/pg_bounded.py)."""
+    libpq = dict(params)
+    context = libpq.pop("context", None)  # psycopg adapters, not a libpq parameter
+    return BoundedConnection.open(
+        make_conninfo("", **libpq), timeout, autocommit=False, context=context
+    )
 
 
 def _raise_unavailable(e: DBAPIError | PoolTimeout) -> NoReturn:
@@ -675,7 +690,7 @@ def _raise_unavailable(e: DBAPIError | PoolTimeout) -> NoReturn:
 class SqlStore:
     """The SQL implementation of `authd.auth.interfaces.Store`. Build with `open`."""
 
-    def __init__(self, engine: Engine, keyring: Keyring) -> None:
+    def __init__(self, engine: Engine, keyring: Keyring, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._engine = engine
         self._keyring = keyring
         # Per thread: rows read ahead for the decisions of a batch (`decision_reads`).
@@ -689,9 +704,9 @@ class SqlStore:
         )
         # The decision hot path bypasses SQLAlchemy (see storage/hot_path.py).
         self._hot: SqliteHotPath | PgHotPath = (
-            SqliteHotPath(str(engine.url.database), _SQLITE_BUSY_MS / 1000)
+            SqliteHotPath(str(engine.url.database), timeout)
             if self._sqlite
-            else PgHotPath(engine.url)
+            else PgHotPath(engine.url, timeout)
         )
 
     @classmethod
@@ -701,11 +716,14 @@ class SqlStore:
         keyring: Keyring,
         *,
         pool_size: int = 4,
+        timeout: float = DEFAULT_TIMEOUT,
         steps: Sequence[migrations.Step] = migrations.STEPS,
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
-        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). `steps` is for tests of
+        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). timeout (store.timeout):
+        the longest any one wait for the database takes (a connection from the pool, a
+        connect, a statement, a lock; SQLite's busy timeout). `steps` is for tests of
         the migration machinery; production always uses the default.
         """
         try:
@@ -720,30 +738,33 @@ class SqlStore:
                 parsed.set(drivername="sqlite+pysqlite", database=path),
                 pool_size=pool_size,
                 max_overflow=0,
-                pool_timeout=60,
+                pool_timeout=timeout,
                 hide_parameters=True,
-                connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000},
+                connect_args={"check_same_thread": False, "timeout": timeout},
             )
             # A pool event, not an engine one: engine events slow down every execute.
-            event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "connect", functools.partial(_sqlite_on_connect, timeout))
         elif backend in ("postgresql", "postgres"):
             engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
                 pool_size=pool_size,
                 max_overflow=0,
-                pool_timeout=60,
+                pool_timeout=timeout,
                 pool_recycle=3600,
                 hide_parameters=True,  # parameters hold hashes and ciphertexts
             )
+            event.listen(engine, "do_connect", functools.partial(_pg_connect, timeout))
         else:
             raise InvalidInput(
                 f"store.url: unsupported database {backend!r} "
                 "(use sqlite:///PATH or postgresql://...)"
             )
-        store = cls(engine, keyring)
+        store = cls(engine, keyring, timeout)
         try:
-            with store._write() as conn:
+            with patience(_MIGRATION_SECONDS), store._write() as conn:
                 if store._dialect == "postgresql":
+                    conn.execute(text("SET LOCAL statement_timeout = 0"))
+                    conn.execute(text("SET LOCAL lock_timeout = 0"))
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
                     )
@@ -767,7 +788,10 @@ class SqlStore:
                     # timeout instead of deadlocking on a read->write lock upgrade. Sent on
                     # the driver connection: the sqlite3 module is in manual mode (see
                     # _sqlite_on_connect), and this skips SQLAlchemy's per-statement cost.
-                    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                    try:
+                        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                    except sqlite3.Error as e:  # not through SQLAlchemy: not wrapped by it
+                        raise StoreUnavailable(f"database error: {type(e).__name__}") from e
                 yield conn
         except (DBAPIError, PoolTimeout) as e:
             _raise_unavailable(e)
@@ -1243,6 +1267,17 @@ class SqlStore:
         """Raise StoreUnavailable unless the database answers."""
         with self._read() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
+
+    def time_budget(self, seconds: float) -> AbstractContextManager[None]:
+        """Within the block, this thread's waits for PostgreSQL together take at most
+        `seconds`, and no write commits past it (a request's share of store.timeout
+        left after its queueing). SQLite waits are bounded by store.timeout alone."""
+        return budget(seconds)
+
+    @property
+    def wal_status(self) -> Callable[[], tuple[int, int, float]] | None:
+        """SQLite: the WAL's state for /metrics (`Metrics.watch_wal`); PostgreSQL: None."""
+        return self._hot.wal_status if isinstance(self._hot, SqliteHotPath) else None
 
     def close(self) -> None:
         self._hot.close()

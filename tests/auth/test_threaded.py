@@ -659,3 +659,71 @@ def test_lockout_inside_one_batch_is_as_strict_as_one_by_one(world: World) -> No
         False,
     ]
     assert w.stored_user(alice).failures == 3
+
+
+def test_a_request_older_than_store_timeout_is_rejected_undecided(
+    paused_or_not_world: World, pool: ThreadPool
+) -> None:
+    """While the store is stuck on one decision, the next request waits; once it has
+    waited store_timeout (the injected clock says so) it is rejected without being
+    decided: no store call, its code unused, nothing written. The stuck decision, begun
+    in time, is finished."""
+    w = paused_or_not_world
+    w.user("alice")
+    w.user("bob")
+    alice, bob = w.token("alice"), w.token("bob")
+    entered, release = threading.Event(), threading.Event()
+    reads: list[str] = []
+    real_read = w.store.get_user_tokens_codes
+
+    def read(name: str) -> Any:
+        reads.append(name)
+        if name == "alice":
+            entered.set()
+            release.wait(DEADLINE)
+        return real_read(name)
+
+    engine = w.engine()
+    engine.store = WrappedStore(w.store, get_user_tokens_codes=read)
+    reactor = FakeReactor(NOW)
+    threaded = ThreadedEngine(
+        engine, reactor, pool, Metrics(), store_threads=1, store_timeout=2.0
+    )
+    results: dict[str, Decision] = {}
+    for user, token in (("alice", alice), ("bob", bob)):
+        req = w.request(w.code(token), user=user, first_factor="none")
+        threaded.authenticate(req).addCallback(lambda d, u=user: results.setdefault(u, d))
+        if user == "alice":
+            assert entered.wait(DEADLINE)
+    reactor.now = NOW + 2.0  # bob has waited store_timeout
+    release.set()
+    reactor.run_until(lambda: len(results) == 2, timeout=DEADLINE)
+    assert results["alice"].outcome is Outcome.ACCEPT
+    assert (results["bob"].outcome, results["bob"].reason) == (Outcome.REJECT, Reason.UNAVAILABLE)
+    assert reads == ["alice"]
+    stored = w.store.get_token(bob.serial)
+    assert stored is not None and stored.last_step == bob.last_step
+    assert w.stored_user("bob").last_attempt is None
+
+
+def test_a_first_factors_time_does_not_count_against_store_timeout(
+    sqlite_world: World, pool: ThreadPool
+) -> None:
+    """A paused decision whose first factor took longer than store_timeout (it has its
+    own bound) is still finished and committed: only time waiting for the store counts."""
+    w = sqlite_world
+    w.user("alice")
+    token = w.token("alice")
+    reactor = FakeReactor(NOW)
+    real_authenticate = w.directory.authenticate
+
+    def slow_bind(user: str, password: str) -> Any:
+        reactor.now += 2.5  # a slow directory, on the injected clock
+        return real_authenticate(user, password)
+
+    w.directory.authenticate = slow_bind  # type: ignore[method-assign]
+    threaded = ThreadedEngine(
+        w.engine(), reactor, pool, Metrics(), store_threads=1, store_timeout=2.0
+    )
+    d = run(reactor, threaded, w, PASSWORD + w.code(token))
+    assert (d.outcome, d.reason) == (Outcome.ACCEPT, Reason.OK)

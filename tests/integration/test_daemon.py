@@ -113,8 +113,9 @@ def http_get(port: int, path: str) -> int:
 
 
 def test_serve_ready_reload_and_terminate(tmp_path: Path, daemon_factory: list[Daemon]) -> None:
-    """READY=1 comes once both listeners answer; a bad SIGHUP config is refused and the
-    daemon keeps serving; a good one is taken; SIGTERM sends STOPPING=1 and exits 0."""
+    """READY=1 comes once both listeners answer (and /metrics shows the SQLite WAL); a
+    bad SIGHUP config is refused and the daemon keeps serving; a good one is taken;
+    SIGTERM sends STOPPING=1 and exits 0."""
     radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     config = tmp_path / "authd.yaml"
     write_config(config, radius_port, http_port)
@@ -124,6 +125,10 @@ def test_serve_ready_reload_and_terminate(tmp_path: Path, daemon_factory: list[D
     assert daemon.next_state() == "READY=1"
     assert http_get(http_port, "/healthz") == 200
     assert oct((tmp_path / "state" / "keys.json").stat().st_mode & 0o777) == "0o600"
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    for name in ("wal_bytes", "wal_pending_frames", "checkpoint_lag_seconds"):
+        assert f"\nauthd_store_{name} " in metrics, name
 
     config.write_text(config.read_text() + "radius:\n  nonsense: 1\n")
     daemon.proc.send_signal(signal.SIGHUP)

@@ -80,6 +80,33 @@ def test_a_writer_queues_behind_another_instead_of_failing(
     assert [getattr(r, "failures", None) for r in result] == [1]
 
 
+def test_waiting_for_another_writer_is_bounded_by_store_timeout(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    """A write lock held elsewhere for longer than store.timeout fails the write (and
+    the decision's) with StoreUnavailable after about store.timeout, on SQLAlchemy's
+    path and on the decision hot path alike, instead of waiting on."""
+    db = tmp_path / "authd.db"
+    store = SqlStore.open(f"sqlite:///{db}", keyring, timeout=0.3)
+    store.add_user(User(name="alice"))
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        for write in (
+            lambda: store.record_failure("alice", NOW, 5, 60),
+            lambda: store.commit_decisions([]),
+            lambda: store.replace_backup_codes("alice", ["h"], NOW),
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                write()
+            assert 0.25 < time.monotonic() - t0 < 3
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        store.close()
+
+
 @pytest.mark.parametrize(
     "url", ["sqlite://", "sqlite:///:memory:", "mysql://x/y", "not a url", "/var/lib/authd.db"]
 )
