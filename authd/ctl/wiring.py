@@ -11,6 +11,7 @@ from authd.admin import AdminOps
 from authd.app import build_core
 from authd.config.model import Config
 from authd.core.errors import InvalidInput
+from authd.portability.ops import PortabilityOps
 
 # authctl runs one action at a time: two connections cover a read during a write.
 CTL_POOL_SIZE = 2
@@ -29,5 +30,18 @@ def open_admin(config: Config, clock: Callable[[], float] = time.time) -> Iterat
     core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
     try:
         yield core.admin
+    finally:
+        core.close()
+
+
+@contextmanager
+def open_portability(
+    config: Config, clock: Callable[[], float] = time.time
+) -> Iterator[PortabilityOps]:
+    """Export, import and token import on the configured store (SQL, or tokens in the
+    directory with `token_storage: ldap`), closed on exit."""
+    core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
+    try:
+        yield PortabilityOps(config, core.store, core.keyring, clock)  # type: ignore[arg-type]
     finally:
         core.close()

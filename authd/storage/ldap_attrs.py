@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
@@ -49,6 +49,7 @@ from authd.auth.ldap_primary import DirectoryEntry, DirectoryUnavailable, LdapBa
 from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound, StoreUnavailable
 from authd.core.lockout import after_failure, after_unlock
 from authd.core.model import Algorithm, AuditEvent, Token, TokenStatus, TokenType, User
+from authd.portability.records import token_columns
 
 log = Logger(namespace="authd.ldap_attrs")
 
@@ -64,6 +65,17 @@ _SERIAL_RE = re.compile(r"^[^\s|~\x00-\x1f\x7f][^\s|\x00-\x1f\x7f]{0,127}$")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@runtime_checkable
+class BulkTokens(Protocol):
+    """What import and registration need of the SQL store behind the directory."""
+
+    def add_tokens(self, new: Sequence[Token]) -> None: ...
+
+    def claim_token(
+        self, serial: str, user: str, *, step: int | None, drift: int, counter: int | None
+    ) -> bool: ...
 
 
 class Cipher(Protocol):
@@ -91,19 +103,8 @@ def encode_record(token: Token, cipher: Cipher) -> str:
     """The attribute value for `token`: serial in clear, everything else encrypted."""
     record = {
         "v": RECORD_VERSION,
-        "serial": token.serial,
-        "user": token.user,
-        "type": token.type.value,
+        **token_columns(token),
         "seed": base64.b64encode(token.seed).decode(),
-        "algorithm": token.algorithm.value,
-        "digits": token.digits,
-        "period": token.period,
-        "counter": token.counter,
-        "last_step": token.last_step,
-        "drift": token.drift,
-        "status": token.status.value,
-        "description": token.description,
-        "created_at": token.created_at,
     }
     plaintext = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
     return f"{token.serial}{SEPARATOR}{cipher.encrypt(plaintext, token.serial.encode())}"
@@ -333,6 +334,40 @@ class LdapTokenStore:
             raise AlreadyExists(f"token {token.serial!r} exists")
         if not self._replace_value(dn, None, encode_record(token, self._cipher)):
             raise AlreadyExists(f"token {token.serial!r} exists")
+
+    @_bounded
+    def add_tokens(self, new: Sequence[Token]) -> None:
+        """Imported (unassigned) tokens go to the SQL store in one transaction, once no
+        serial is taken in the directory either (one search, serials read from the
+        values' plain prefix)."""
+        if any(t.user is not None for t in new):
+            raise InvalidInput("bulk import takes unassigned tokens only")
+        wanted = {t.serial for t in new}
+        taken = sorted(
+            serial
+            for entry in self._entries(f"({self._attr}=*)")
+            for value in self._values(entry)
+            if not value.startswith(STATE_PREFIX)
+            and (serial := value.split(SEPARATOR, 1)[0]) in wanted
+        )
+        if taken:
+            shown = ", ".join(taken[:20]) + (" ..." if len(taken) > 20 else "")
+            raise AlreadyExists(f"{len(taken)} serial(s) already in the directory: {shown}")
+        self._delegate_sql().add_tokens(new)
+
+    def claim_token(
+        self, serial: str, user: str, *, step: int | None, drift: int, counter: int | None
+    ) -> bool:
+        """Unassigned tokens live in the SQL store; the claimed one stays there (as
+        other hardware tokens assigned by an operator do)."""
+        return self._delegate_sql().claim_token(
+            serial, user, step=step, drift=drift, counter=counter
+        )
+
+    def _delegate_sql(self) -> BulkTokens:
+        if not isinstance(self._delegate, BulkTokens):
+            raise InvalidInput("the token store behind the directory has no bulk import")
+        return self._delegate
 
     @_bounded
     def get_token(self, serial: str) -> Token | None:
