@@ -12,6 +12,8 @@ from authd.app import build_core
 from authd.config.model import Config
 from authd.core.errors import InvalidInput
 from authd.portability.ops import PortabilityOps
+from authd.storage.ldap_attrs import LdapTokenStore
+from authd.storage.sql import SqlStore
 
 # authctl runs one action at a time: two connections cover a read during a write.
 CTL_POOL_SIZE = 2
@@ -42,6 +44,9 @@ def open_portability(
     directory with `token_storage: ldap`), closed on exit."""
     core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
     try:
-        yield PortabilityOps(config, core.store, core.keyring, clock)  # type: ignore[arg-type]
+        store = core.store
+        if not isinstance(store, SqlStore | LdapTokenStore):  # pragma: no cover - build_core
+            raise InvalidInput("this store cannot export or import")
+        yield PortabilityOps(config, store, core.keyring, clock)
     finally:
         core.close()

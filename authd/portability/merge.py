@@ -66,18 +66,21 @@ def merge_user(here: User, incoming: User) -> User:
 def merge_backup(
     here: tuple[BackupCode, ...], incoming: tuple[BackupCode, ...]
 ) -> tuple[BackupCode, ...]:
-    """The newer set wins; of one set (same creation time) a code used on either side
-    stays used."""
+    """Two sets that share a code are one set (codes are random): a code used on either
+    side stays used. Disjoint sets are two generations: the newer wins."""
     if not here:
         return incoming
     if not incoming:
         return here
-    here_at = max(c.created_at for c in here)
-    incoming_at = max(c.created_at for c in incoming)
-    if here_at != incoming_at:
-        return here if here_at > incoming_at else incoming
     left = {c.hash for c in here}
-    return tuple(c for c in incoming if c.hash in left)
+    if any(c.hash in left for c in incoming):
+        return tuple(c for c in incoming if c.hash in left)
+    newer = max(c.created_at for c in here) >= max(c.created_at for c in incoming)
+    return here if newer else incoming
+
+
+def _hashes(codes: tuple[BackupCode, ...]) -> set[str]:
+    return {c.hash for c in codes}
 
 
 def same_token(a: Token, b: Token) -> bool:
@@ -185,7 +188,7 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
             else:
                 plan.unchanged += 1
             codes = merge_backup(existing.backup, record.backup)
-            if set(codes) != set(existing.backup):
+            if _hashes(codes) != _hashes(existing.backup):
                 plan.backup[name] = codes
         write_tokens(toks, replacing=False)
 

@@ -49,7 +49,8 @@ from authd.auth.ldap_primary import DirectoryEntry, DirectoryUnavailable, LdapBa
 from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound, StoreUnavailable
 from authd.core.lockout import after_failure, after_unlock
 from authd.core.model import Algorithm, AuditEvent, Token, TokenStatus, TokenType, User
-from authd.portability.records import token_columns
+from authd.portability.merge import ImportPlan
+from authd.portability.records import BackupCode, Records, UserRecord, token_columns
 
 log = Logger(namespace="authd.ldap_attrs")
 
@@ -76,6 +77,10 @@ class BulkTokens(Protocol):
     def claim_token(
         self, serial: str, user: str, *, step: int | None, drift: int, counter: int | None
     ) -> bool: ...
+
+    def export_records(self) -> Records: ...
+
+    def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan: ...
 
 
 class Cipher(Protocol):
@@ -783,6 +788,110 @@ class LdapTokenStore:
         before_id: int | None = None,
     ) -> list[AuditEvent]:
         return self._delegate.query_audit(user, since, limit, before_id)
+
+    # ------------------------------------------------------------ export, import
+    def export_records(self) -> Records:
+        """The SQL store's records completed from ONE search: the directory's tokens and
+        each directory user's lock state, PIN and backup-code hashes (the directory
+        keeps no creation time for a set of codes: 0). A user known only by a token
+        or state value gets a record of its own."""
+        base = self._delegate_sql().export_records()
+        by_name = {r.user.name: r for r in base.users}
+
+        def record(name: str) -> UserRecord:
+            found = by_name.get(name)
+            if found is None:
+                found = by_name[name] = UserRecord(User(name, source=self._backend.name))
+                base.users.append(found)
+            return found
+
+        in_directory: list[Token] = []
+        for entry in self._entries(f"({self._attr}=*)"):
+            in_directory += [t for _, t in self._decode_all(entry)]
+            for value in self._values(entry):
+                if not value.startswith(STATE_PREFIX) or value == STATE_EMPTY:
+                    continue
+                state = decode_state(value, self._cipher)  # unreadable: fail, never drop
+                r = record(state.user)
+                r.user = replace(
+                    r.user,
+                    failures=state.failures,
+                    locked_until=state.locked_until,
+                    pin_hash=state.pin_hash,
+                )
+                r.backup = tuple(BackupCode(h, 0.0) for h in state.backup)
+        for t in in_directory:
+            if t.user is not None:
+                record(t.user)
+        seen = {t.serial for t in in_directory}
+        base.users.sort(key=lambda r: r.user.name)
+        return Records(base.users, in_directory + [t for t in base.tokens if t.serial not in seen])
+
+    def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan:
+        """The plan is made and checked whole before any write (a refused import writes
+        nothing). Directory and SQL store share no transaction: SQL rows are written in
+        one, then each directory change is one atomic modify, so a failure part-way
+        leaves every record whole and importing again completes the rest."""
+        plan = decide(self.export_records())
+        dns: dict[str, str | None] = {}
+
+        def dn_of(name: str | None) -> str | None:
+            if name is None:
+                return None
+            if name not in dns:
+                dns[name] = self._directory_dn(name)
+            return dns[name]
+
+        sql_deletes: list[str] = []
+        moves: list[tuple[Token, str]] = []
+        sql_tokens: list[Token] = []
+        for serial in plan.delete_serials:
+            found = self._locate(serial)
+            if found is None:
+                sql_deletes.append(serial)
+            else:
+                self._replace_value(found[0], found[1], None)
+        for t in plan.tokens:
+            dn = dn_of(t.user)
+            if dn is None:
+                found = self._locate(t.serial)
+                if found is not None:  # leaves the directory for the SQL store
+                    self._replace_value(found[0], found[1], None)
+                sql_tokens.append(t)
+            else:
+                moves.append((t, dn))
+                sql_deletes.append(t.serial)  # if the SQL store held it, it moves out
+        merged = {r.user.name: r.user for r in plan.users}
+        sql_backup = {n: c for n, c in plan.backup.items() if dn_of(n) is None}
+        self._delegate_sql().import_records(
+            lambda _: ImportPlan(plan.users, sql_backup, sql_tokens, sql_deletes)
+        )
+        for t, dn in moves:
+            found = self._locate(t.serial)
+            value = encode_record(t, self._cipher)
+            if found is None:
+                self._replace_value(dn, None, value)
+            elif found[0].lower() == dn.lower():
+                self._replace_value(dn, found[1], value)
+            else:  # add first, then delete: a crash in between duplicates, never loses
+                self._replace_value(dn, None, value)
+                self._replace_value(found[0], found[1], None)
+        for name in sorted(set(merged) | set(plan.backup)):
+            dn = dn_of(name)
+            if dn is None:
+                continue
+            user, codes = merged.get(name), plan.backup.get(name)
+
+            def change(st: UserState, user: User | None = user, codes: Any = codes) -> UserState:
+                if user is not None:
+                    st = replace(st, failures=user.failures, locked_until=user.locked_until,
+                                 pin_hash=user.pin_hash)  # fmt: skip
+                if codes is not None:
+                    st = replace(st, backup=tuple(c.hash for c in codes))
+                return st
+
+            self._update_state(dn, name, change)
+        return plan
 
     # ------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

@@ -1,0 +1,44 @@
+"""The merge rules of an import, as plain functions."""
+
+from __future__ import annotations
+
+import math
+
+from authd.core.model import Token, TokenStatus, TokenType, User
+from authd.portability.merge import merge_backup, merge_token, merge_user
+from authd.portability.records import BackupCode
+
+
+def test_backup_sets_sharing_a_code_are_one_set() -> None:
+    """A code used on either side stays used, whatever the creation times say (the
+    directory keeps none)."""
+    a, b, c = (BackupCode(h, 100.0) for h in "abc")
+    here = (BackupCode("a", 0.0), BackupCode("c", 0.0))  # b was used here
+    assert {x.hash for x in merge_backup(here, (a, b, c))} == {"a", "c"}
+
+
+def test_disjoint_backup_sets_newer_generation_wins() -> None:
+    """A newly generated set replaces the older one, on either side."""
+    old, new = (BackupCode("a", 1.0),), (BackupCode("z", 2.0),)
+    assert merge_backup(old, new) == new and merge_backup(new, old) == new
+    assert merge_backup((), new) == new and merge_backup(new, ()) == new
+
+
+def test_token_state_only_moves_forward() -> None:
+    """Counter and last step keep their maximum, drift follows the later step, a
+    revocation on either side sticks."""
+    here = Token("S", TokenType.TOTP, b"k" * 20, last_step=10, drift=2, counter=0)
+    incoming = Token("S", TokenType.TOTP, b"k" * 20, last_step=7, drift=-1,
+                     status=TokenStatus.REVOKED)  # fmt: skip
+    merged = merge_token(here, incoming)
+    assert (merged.last_step, merged.drift, merged.status) == (10, 2, TokenStatus.REVOKED)
+
+
+def test_user_lock_is_never_lowered() -> None:
+    """The bundle brings profile and PIN; failures and lock take the furthest value."""
+    here = User("u", failures=3, locked_until=math.inf, email="old@x")
+    incoming = User("u", failures=0, locked_until=None, email="new@x", pin_hash="h1:p")
+    merged = merge_user(here, incoming)
+    assert (merged.failures, merged.locked_until, merged.email, merged.pin_hash) == (
+        3, math.inf, "new@x", "h1:p",
+    )  # fmt: skip
