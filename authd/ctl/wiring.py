@@ -11,9 +11,7 @@ from authd.admin import AdminOps
 from authd.app import build_core
 from authd.config.model import Config
 from authd.core.errors import InvalidInput
-from authd.portability.ops import PortabilityOps
-from authd.storage.ldap_attrs import LdapTokenStore
-from authd.storage.sql import SqlStore
+from authd.portability.ops import PortabilityOps, portability_ops
 
 # authctl runs one action at a time: two connections cover a read during a write.
 CTL_POOL_SIZE = 2
@@ -44,9 +42,6 @@ def open_portability(
     directory with `token_storage: ldap`), closed on exit."""
     core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
     try:
-        store = core.store
-        if not isinstance(store, SqlStore | LdapTokenStore):  # pragma: no cover - build_core
-            raise InvalidInput("this store cannot export or import")
-        yield PortabilityOps(config, store, core.keyring, clock)
+        yield portability_ops(config, core.store, core.keyring, clock)
     finally:
         core.close()

@@ -263,3 +263,15 @@ class PortabilityOps:
             count = load_tokens(self._store, tokens)
             note[0] = f"{count} tokens from {fmt}"
         return TokensImported(count, fmt)
+
+
+def portability_ops(
+    config: Config, store: object, keyring: HashKeyring, clock: Callable[[], float]
+) -> PortabilityOps:
+    """PortabilityOps on the store `build_core` opened (SQL, or tokens in LDAP)."""
+    from authd.storage.ldap_attrs import LdapTokenStore  # the store modules import ours
+    from authd.storage.sql import SqlStore
+
+    if not isinstance(store, SqlStore | LdapTokenStore):
+        raise InvalidInput("this store cannot export or import")
+    return PortabilityOps(config, store, keyring, clock)
