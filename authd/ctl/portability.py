@@ -34,9 +34,8 @@ def _read(path: str, what: str) -> bytes:
 
 
 def _first_line(path: str) -> str:
-    return (
-        _read(path, "secret file").decode("utf-8").splitlines()[0] if os.path.getsize(path) else ""
-    )
+    lines = _read(path, "secret file").decode("utf-8").splitlines()
+    return lines[0] if lines else ""
 
 
 def _protector(args: argparse.Namespace, console: Console, *, confirm: bool) -> Protector:

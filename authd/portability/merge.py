@@ -131,16 +131,17 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
     for t in incoming.tokens:
         by_user.setdefault(t.user, []).append(t)
 
-    def token_conflicts(owner: str | None, toks: list[Token]) -> list[str]:
-        found = []
+    def token_conflicts(owner: str | None, toks: list[Token]) -> dict[str, str]:
+        """Serial -> what disagrees, for the bundle's tokens of `owner`."""
+        found = {}
         for t in toks:
             h = tokens_here.get(t.serial)
             if h is None:
                 continue
             if h.user != owner:
-                found.append(f"token {t.serial}: belongs here to {h.user or 'nobody'}")
+                found[t.serial] = f"token {t.serial}: belongs here to {h.user or 'nobody'}"
             elif not same_token(h, t):
-                found.append(f"token {t.serial}: another seed or parameters here")
+                found[t.serial] = f"token {t.serial}: another seed or parameters here"
         return found
 
     def write_tokens(toks: list[Token], replacing: bool) -> None:
@@ -158,7 +159,7 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
     for record in incoming.users:
         name = record.user.name
         toks = by_user.pop(name, [])
-        found = token_conflicts(name, toks)
+        found = list(token_conflicts(name, toks).values())
         existing = users_here.get(name)
         mine = {t.serial for t in toks}
         if existing is not None and owned_here.get(name, set()) != mine:
@@ -198,12 +199,11 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
                 f"token {t.serial}: its user {owner} is not in the bundle" for t in toks
             ]
             continue
-        found = token_conflicts(None, toks)
-        if found:
-            plan.conflicts += found
+        unowned = token_conflicts(None, toks)
+        if unowned:
+            plan.conflicts += unowned.values()
             if on_conflict is not OnConflict.REPLACE:
-                bad = {c.split(":")[0].removeprefix("token ") for c in found}
-                write_tokens([t for t in toks if t.serial not in bad], replacing=False)
+                write_tokens([t for t in toks if t.serial not in unowned], replacing=False)
                 continue
             plan.delete_serials += [t.serial for t in toks if t.serial in tokens_here
                                     and not same_token(tokens_here[t.serial], t)]  # fmt: skip

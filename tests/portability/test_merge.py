@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from authd.core.model import Token, TokenStatus, TokenType, User
-from authd.portability.merge import merge_backup, merge_token, merge_user
-from authd.portability.records import BackupCode
+from authd.portability.merge import OnConflict, merge_backup, merge_token, merge_user, plan_import
+from authd.portability.records import BackupCode, Records
 
 
 def test_backup_sets_sharing_a_code_are_one_set() -> None:
@@ -42,3 +42,17 @@ def test_user_lock_is_never_lowered() -> None:
     assert (merged.failures, merged.locked_until, merged.email, merged.pin_hash) == (
         3, math.inf, "new@x", "h1:p",
     )  # fmt: skip
+
+
+def test_unassigned_token_with_other_seed_here_is_a_conflict() -> None:
+    """An unassigned serial (colons allowed) held here with another seed conflicts:
+    skip leaves it and still imports the rest, replace takes the bundle's."""
+    here = Records(tokens=[Token("BOX:1", TokenType.TOTP, b"h" * 20)])
+    incoming = Records(tokens=[Token("BOX:1", TokenType.TOTP, b"i" * 20),
+                               Token("BOX:2", TokenType.TOTP, b"i" * 20)])  # fmt: skip
+    skipped = plan_import(incoming, here, OnConflict.SKIP)
+    assert skipped.conflicts == ["token BOX:1: another seed or parameters here"]
+    assert [t.serial for t in skipped.tokens] == ["BOX:2"]
+    replaced = plan_import(incoming, here, OnConflict.REPLACE)
+    assert sorted(t.serial for t in replaced.tokens) == ["BOX:1", "BOX:2"]
+    assert replaced.delete_serials == ["BOX:1"]
