@@ -162,10 +162,13 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
         found = list(token_conflicts(name, toks).values())
         existing = users_here.get(name)
         mine = {t.serial for t in toks}
-        if existing is not None and owned_here.get(name, set()) != mine:
-            theirs = ", ".join(sorted(owned_here.get(name, set()))) or "none"
+        theirs_set = owned_here.get(name, set())
+        # "Other tokens": both sides hold some, and not the same. A user with none on
+        # one side simply gets (or keeps) the other side's.
+        if existing is not None and theirs_set and mine and theirs_set != mine:
+            theirs = ", ".join(sorted(theirs_set))
             found.insert(0, f"user {name}: tokens here ({theirs}) differ from the bundle's "
-                            f"({', '.join(sorted(mine)) or 'none'})")  # fmt: skip
+                            f"({', '.join(sorted(mine))})")  # fmt: skip
         if found:
             plan.conflicts += found
             if on_conflict is not OnConflict.REPLACE:

@@ -6,7 +6,7 @@ import math
 
 from authd.core.model import Token, TokenStatus, TokenType, User
 from authd.portability.merge import OnConflict, merge_backup, merge_token, merge_user, plan_import
-from authd.portability.records import BackupCode, Records
+from authd.portability.records import BackupCode, Records, UserRecord
 
 
 def test_backup_sets_sharing_a_code_are_one_set() -> None:
@@ -56,3 +56,17 @@ def test_unassigned_token_with_other_seed_here_is_a_conflict() -> None:
     replaced = plan_import(incoming, here, OnConflict.REPLACE)
     assert sorted(t.serial for t in replaced.tokens) == ["BOX:1", "BOX:2"]
     assert replaced.delete_serials == ["BOX:1"]
+
+
+def test_user_without_tokens_on_one_side_is_no_conflict() -> None:
+    """A user known here without tokens takes the bundle's; a user with tokens here
+    and none in the bundle keeps them; both with different tokens is a conflict."""
+    alice = UserRecord(User("alice"))
+    mine = Token("A1", TokenType.TOTP, b"a" * 20, "alice")
+    other = Token("B1", TokenType.TOTP, b"b" * 20, "alice")
+    plan = plan_import(Records([alice], [mine]), Records([alice], []), OnConflict.REFUSE)
+    assert not plan.conflicts and [t.serial for t in plan.tokens] == ["A1"]
+    plan = plan_import(Records([alice], []), Records([alice], [other]), OnConflict.REFUSE)
+    assert not plan.conflicts and not plan.delete_serials
+    plan = plan_import(Records([alice], [mine]), Records([alice], [other]), OnConflict.REFUSE)
+    assert plan.conflicts == ["user alice: tokens here (B1) differ from the bundle's (A1)"]
