@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from authd.auth.ldap_primary import LdapBackend
-from authd.config.model import Config
-from authd.core import backup_codes, pin
+from authd.config.model import Config, OtpConfig
+from authd.core import backup_codes, otp, pin
+from authd.core.errors import AlreadyExists
 from authd.core.model import Token, TokenType, User
 from authd.crypto import Keyring
 from authd.portability.bundle import Protector
 from authd.portability.ops import PortabilityOps
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
+from authd.token_import.load import load_tokens
+from authd.token_import.register import Registration
 from tests.fixtures.clock import EPOCH
 from tests.fixtures.slapd import Slapd
 from tests.integration.test_ldap_primary import make_config
@@ -109,3 +112,24 @@ def test_sql_to_ldap_and_back(
         assert c.backup_codes_left("alice") == 3
     finally:
         c.close()
+
+
+def test_token_import_and_register_with_ldap_storage(
+    ldap_site: tuple[LdapTokenStore, Keyring],
+) -> None:
+    """A token file whose serial is in the directory is refused whole; a clean one
+    lands unassigned; a directory user claims one with a code."""
+    store, _ = ldap_site
+    store.ensure_user("alice", "dir", EPOCH)
+    store.add_token(Token("IN-DIR", TokenType.TOTP, SEED, "alice", created_at=EPOCH))
+    with pytest.raises(AlreadyExists, match="IN-DIR"):
+        load_tokens(
+            store, [Token("NEW-1", TokenType.TOTP, SEED), Token("IN-DIR", TokenType.TOTP, SEED)]
+        )
+    assert store.get_token("NEW-1") is None
+    load_tokens(store, [Token("NEW-1", TokenType.TOTP, SEED, created_at=EPOCH)])
+    claimed = Registration(store, OtpConfig()).register_by_serial(
+        "alice", "NEW-1", otp.totp(SEED, EPOCH), EPOCH
+    )
+    assert claimed.user == "alice"
+    assert {t.serial for t in store.list_tokens("alice")} == {"IN-DIR", "NEW-1"}
