@@ -29,6 +29,7 @@ from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.crypto import Keyring
 from authd.metrics import Metrics
+from authd.portability.ops import portability_ops
 from authd.readiness import ReadinessProbe
 from authd.service import AuthdService, Commit, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
@@ -186,7 +187,9 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
     if config.http.enabled and index < config.http.workers:
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
-                           probe.check, reactor, metrics)
+                           probe.check, reactor, metrics,
+                           portability=portability_ops(config, core.store, core.keyring,
+                                                       reactor.seconds))
         listeners.append(_ListenerAdapter(http, lambda c: c))
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]

@@ -83,12 +83,17 @@ def main(
             )
         return EXIT_USAGE
 
-    from authd.ctl.wiring import open_admin  # after the config: its imports are heavier
+    from authd.ctl import portability  # after the config: their imports are heavier
+    from authd.ctl.wiring import open_admin, open_portability
 
     console = Console(stdin if stdin is not None else sys.stdin, prompt)
     try:
-        with open_admin(config, clock) as ops:
-            printed: Printed = run(ops, actor_name(), args, console, clock)
+        if args.command in portability.COMMANDS:
+            with open_portability(config, clock) as pops:
+                printed: Printed = portability.run(pops, actor_name(), args, console)
+        else:
+            with open_admin(config, clock) as ops:
+                printed = run(ops, actor_name(), args, console, clock)
     except UsageError as exc:
         _fail("UsageError", str(exc), as_json, out, err)
         return EXIT_USAGE

@@ -286,6 +286,17 @@ class Keyring:
             self._write_atomically()
             return key_id
 
+    def adopt_hash_key(self, hash_key: bytes) -> None:
+        """Take another site's hash key (pepper), so PIN and backup-code hashes moved
+        from there verify here. Only safe while no hash under the old key exists (the
+        caller checks); running daemons keep the old one until they restart."""
+        if len(hash_key) != KEY_BYTES:
+            raise KeyFileError(f"a hash key is {KEY_BYTES} bytes")
+        with self._lock, self._file_lock():
+            self._reload_locked()
+            self._hash_key = hash_key
+            self._write_atomically()
+
     def _reload(self) -> None:
         with self._lock:
             self._reload_locked()

@@ -3,8 +3,9 @@
 Each verb's parser sets `command` to a dotted name ("user.add", "token.resync") that
 `authd.ctl.commands` dispatches on; options map one to one onto `AdminOps` arguments.
 `status` (issue 4) is a noun of its own, added to the contract's set.
-Commands of later issues (export, import, issue, apikey, token import) are not
-registered at all, so argparse reports them as usage errors (exit 2).
+`export`, `import` and `token import` live in `authd.ctl.portability`. Commands of
+later issues (issue, apikey) are not registered at all, so argparse reports them as
+usage errors (exit 2).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 from typing import TypeAlias
 
 from authd import __version__
+from authd.ctl import portability_args as portability
 from authd.ctl import qr
 
 _Subs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _key(nouns)
     _test(nouns)
     _status(nouns)
+    portability.add_parsers(nouns)
     return parser
 
 
@@ -148,6 +151,7 @@ def _token(nouns: _Subs) -> None:
     assign = _cmd(verbs, "assign", "token.assign", "give a token to a user")
     assign.add_argument("serial")
     assign.add_argument("user")
+    portability.add_token_import(verbs)
 
 
 def _pin(nouns: _Subs) -> None:

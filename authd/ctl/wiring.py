@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from authd.admin import AdminOps
 from authd.app import build_core
 from authd.config.model import Config
+from authd.portability.ops import PortabilityOps, portability_ops
 
 # authctl runs one action at a time: two connections cover a read during a write.
 CTL_POOL_SIZE = 2
@@ -26,5 +27,18 @@ def open_admin(config: Config, clock: Callable[[], float] = time.time) -> Iterat
     core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
     try:
         yield core.admin
+    finally:
+        core.close()
+
+
+@contextmanager
+def open_portability(
+    config: Config, clock: Callable[[], float] = time.time
+) -> Iterator[PortabilityOps]:
+    """Export, import and token import on the configured store (SQL, or tokens in the
+    directory with `token_storage: ldap`), closed on exit."""
+    core = build_core(config, clock, pool_size=CTL_POOL_SIZE)
+    try:
+        yield portability_ops(config, core.store, core.keyring, clock)
     finally:
         core.close()

@@ -37,7 +37,7 @@ from authd.radius.protocol import CLASSIC, Address, Dialect, RadiusHandler
 from authd.radius.radius11 import ALPN_1_1, RADIUS_1_1
 from authd.radius.tls_context import VERIFY_ERRORS, NoApplicationProtocol, RadsecMaterial
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("authd.radius.tls")
 
 CLOSE_GRACE = 5.0  # seconds a closing connection may take to flush before it is aborted
 FRONTEND = "radsec"

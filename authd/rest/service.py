@@ -25,12 +25,14 @@ from authd.config.model import Config, HttpConfig
 from authd.config.parse import listen_address
 from authd.core.username import realm_set
 from authd.metrics import Metrics
+from authd.portability.ops import PortabilityOps
 from authd.rest.admin_api import AdminEndpoints
 from authd.rest.apikeys import ApiKeyRing
 from authd.rest.clientaddr import parse_networks
 from authd.rest.connections import ConnectionLimits
 from authd.rest.health import HealthEndpoints, Ready
 from authd.rest.openapi import OpenApiEndpoint
+from authd.rest.portability_api import PortabilityEndpoints
 from authd.rest.ratelimit import Limits
 from authd.rest.resource import ApiResource, InFlight, Policy
 from authd.rest.routes import Clock, Router
@@ -119,6 +121,7 @@ class HttpService(Service):
         *,
         clock: Clock | None = None,
         reuse_port: bool | None = None,
+        portability: PortabilityOps | None = None,
     ) -> None:
         self._config = config
         self._reactor = reactor
@@ -135,6 +138,7 @@ class HttpService(Service):
         routes = [
             *self._auth.routes(),
             *AdminEndpoints(admin, run_blocking, self._limits, clock).routes(),
+            *PortabilityEndpoints(portability, run_blocking).routes(),
             *HealthEndpoints(ready, metrics).routes(),
             openapi.route(),
         ]

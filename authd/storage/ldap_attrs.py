@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
@@ -49,6 +49,8 @@ from authd.auth.ldap_primary import DirectoryEntry, DirectoryUnavailable, LdapBa
 from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound, StoreUnavailable
 from authd.core.lockout import after_failure, after_unlock
 from authd.core.model import Algorithm, AuditEvent, Token, TokenStatus, TokenType, User
+from authd.portability.merge import ImportPlan
+from authd.portability.records import BackupCode, Records, UserRecord, token_columns
 
 log = Logger(namespace="authd.storage.ldap_attrs")
 
@@ -64,6 +66,21 @@ _SERIAL_RE = re.compile(r"^[^\s|~\x00-\x1f\x7f][^\s|\x00-\x1f\x7f]{0,127}$")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@runtime_checkable
+class BulkTokens(Protocol):
+    """What import and registration need of the SQL store behind the directory."""
+
+    def add_tokens(self, new: Sequence[Token]) -> None: ...
+
+    def claim_token(
+        self, serial: str, user: str, *, step: int | None, drift: int, counter: int | None
+    ) -> bool: ...
+
+    def export_records(self) -> Records: ...
+
+    def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan: ...
 
 
 class Cipher(Protocol):
@@ -91,19 +108,8 @@ def encode_record(token: Token, cipher: Cipher) -> str:
     """The attribute value for `token`: serial in clear, everything else encrypted."""
     record = {
         "v": RECORD_VERSION,
-        "serial": token.serial,
-        "user": token.user,
-        "type": token.type.value,
+        **token_columns(token),
         "seed": base64.b64encode(token.seed).decode(),
-        "algorithm": token.algorithm.value,
-        "digits": token.digits,
-        "period": token.period,
-        "counter": token.counter,
-        "last_step": token.last_step,
-        "drift": token.drift,
-        "status": token.status.value,
-        "description": token.description,
-        "created_at": token.created_at,
     }
     plaintext = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
     return f"{token.serial}{SEPARATOR}{cipher.encrypt(plaintext, token.serial.encode())}"
@@ -333,6 +339,40 @@ class LdapTokenStore:
             raise AlreadyExists(f"token {token.serial!r} exists")
         if not self._replace_value(dn, None, encode_record(token, self._cipher)):
             raise AlreadyExists(f"token {token.serial!r} exists")
+
+    @_bounded
+    def add_tokens(self, new: Sequence[Token]) -> None:
+        """Imported (unassigned) tokens go to the SQL store in one transaction, once no
+        serial is taken in the directory either (one search, serials read from the
+        values' plain prefix)."""
+        if any(t.user is not None for t in new):
+            raise InvalidInput("bulk import takes unassigned tokens only")
+        wanted = {t.serial for t in new}
+        taken = sorted(
+            serial
+            for entry in self._entries(f"({self._attr}=*)")
+            for value in self._values(entry)
+            if not value.startswith(STATE_PREFIX)
+            and (serial := value.split(SEPARATOR, 1)[0]) in wanted
+        )
+        if taken:
+            shown = ", ".join(taken[:20]) + (" ..." if len(taken) > 20 else "")
+            raise AlreadyExists(f"{len(taken)} serial(s) already in the directory: {shown}")
+        self._delegate_sql().add_tokens(new)
+
+    def claim_token(
+        self, serial: str, user: str, *, step: int | None, drift: int, counter: int | None
+    ) -> bool:
+        """Unassigned tokens live in the SQL store; the claimed one stays there (as
+        other hardware tokens assigned by an operator do)."""
+        return self._delegate_sql().claim_token(
+            serial, user, step=step, drift=drift, counter=counter
+        )
+
+    def _delegate_sql(self) -> BulkTokens:
+        if not isinstance(self._delegate, BulkTokens):
+            raise InvalidInput("the token store behind the directory has no bulk import")
+        return self._delegate
 
     @_bounded
     def get_token(self, serial: str) -> Token | None:
@@ -750,6 +790,110 @@ class LdapTokenStore:
         before_id: int | None = None,
     ) -> list[AuditEvent]:
         return self._delegate.query_audit(user, since, limit, before_id)
+
+    # ------------------------------------------------------------ export, import
+    def export_records(self) -> Records:
+        """The SQL store's records completed from ONE search: the directory's tokens and
+        each directory user's lock state, PIN and backup-code hashes (the directory
+        keeps no creation time for a set of codes: 0). A user known only by a token
+        or state value gets a record of its own."""
+        base = self._delegate_sql().export_records()
+        by_name = {r.user.name: r for r in base.users}
+
+        def record(name: str) -> UserRecord:
+            found = by_name.get(name)
+            if found is None:
+                found = by_name[name] = UserRecord(User(name, source=self._backend.name))
+                base.users.append(found)
+            return found
+
+        in_directory: list[Token] = []
+        for entry in self._entries(f"({self._attr}=*)"):
+            in_directory += [t for _, t in self._decode_all(entry)]
+            for value in self._values(entry):
+                if not value.startswith(STATE_PREFIX) or value == STATE_EMPTY:
+                    continue
+                state = decode_state(value, self._cipher)  # unreadable: fail, never drop
+                r = record(state.user)
+                r.user = replace(
+                    r.user,
+                    failures=state.failures,
+                    locked_until=state.locked_until,
+                    pin_hash=state.pin_hash,
+                )
+                r.backup = tuple(BackupCode(h, 0.0) for h in state.backup)
+        for t in in_directory:
+            if t.user is not None:
+                record(t.user)
+        seen = {t.serial for t in in_directory}
+        base.users.sort(key=lambda r: r.user.name)
+        return Records(base.users, in_directory + [t for t in base.tokens if t.serial not in seen])
+
+    def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan:
+        """The plan is made and checked whole before any write (a refused import writes
+        nothing). Directory and SQL store share no transaction: SQL rows are written in
+        one, then each directory change is one atomic modify, so a failure part-way
+        leaves every record whole and importing again completes the rest."""
+        plan = decide(self.export_records())
+        dns: dict[str, str | None] = {}
+
+        def dn_of(name: str | None) -> str | None:
+            if name is None:
+                return None
+            if name not in dns:
+                dns[name] = self._directory_dn(name)
+            return dns[name]
+
+        sql_deletes: list[str] = []
+        moves: list[tuple[Token, str]] = []
+        sql_tokens: list[Token] = []
+        for serial in plan.delete_serials:
+            found = self._locate(serial)
+            if found is None:
+                sql_deletes.append(serial)
+            else:
+                self._replace_value(found[0], found[1], None)
+        for t in plan.tokens:
+            dn = dn_of(t.user)
+            if dn is None:
+                found = self._locate(t.serial)
+                if found is not None:  # leaves the directory for the SQL store
+                    self._replace_value(found[0], found[1], None)
+                sql_tokens.append(t)
+            else:
+                moves.append((t, dn))
+                sql_deletes.append(t.serial)  # if the SQL store held it, it moves out
+        merged = {r.user.name: r.user for r in plan.users}
+        sql_backup = {n: c for n, c in plan.backup.items() if dn_of(n) is None}
+        self._delegate_sql().import_records(
+            lambda _: ImportPlan(plan.users, sql_backup, sql_tokens, sql_deletes)
+        )
+        for t, dn in moves:
+            found = self._locate(t.serial)
+            value = encode_record(t, self._cipher)
+            if found is None:
+                self._replace_value(dn, None, value)
+            elif found[0].lower() == dn.lower():
+                self._replace_value(dn, found[1], value)
+            else:  # add first, then delete: a crash in between duplicates, never loses
+                self._replace_value(dn, None, value)
+                self._replace_value(found[0], found[1], None)
+        for name in sorted(set(merged) | set(plan.backup)):
+            dn = dn_of(name)
+            if dn is None:
+                continue
+            user, codes = merged.get(name), plan.backup.get(name)
+
+            def change(st: UserState, user: User | None = user, codes: Any = codes) -> UserState:
+                if user is not None:
+                    st = replace(st, failures=user.failures, locked_until=user.locked_until,
+                                 pin_hash=user.pin_hash)  # fmt: skip
+                if codes is not None:
+                    st = replace(st, backup=tuple(c.hash for c in codes))
+                return st
+
+            self._update_state(dn, name, change)
+        return plan
 
     # ------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

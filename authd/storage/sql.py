@@ -79,6 +79,8 @@ from authd.core.model import (
     User,
 )
 from authd.crypto import Keyring
+from authd.portability.merge import ImportPlan
+from authd.portability.records import BackupCode, Records, UserRecord, token_columns
 from authd.statedir import make_private_dirs
 from authd.storage import migrations
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
@@ -99,6 +101,8 @@ DEFAULT_TIMEOUT = 2.0
 # Schema upgrades at start-up (and the lock serialising them across nodes) may take
 # longer than a request may wait.
 _MIGRATION_SECONDS = 600.0
+# Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.
+_IN_CHUNK = 10_000
 
 _U = users.c
 _T = tokens.c
@@ -1006,21 +1010,7 @@ class SqlStore:
     def add_token(self, token: Token) -> None:
         """Store a token, its seed encrypted and bound to its serial. Raises
         AlreadyExists for a taken serial, NotFound when the user does not exist."""
-        values = {
-            "serial": token.serial,
-            "user": token.user,
-            "type": token.type.value,
-            "algorithm": token.algorithm.value,
-            "digits": token.digits,
-            "period": token.period,
-            "counter": token.counter,
-            "last_step": token.last_step,
-            "drift": token.drift,
-            "status": token.status.value,
-            "seed_enc": self._keyring.encrypt(token.seed, token.serial.encode()),
-            "description": token.description,
-            "created_at": token.created_at,
-        }
+        values = self._token_values(token)
         try:
             with self._write() as conn:
                 conn.execute(insert(tokens).values(**values))
@@ -1059,6 +1049,53 @@ class SqlStore:
         """Give the token to `user` (None: unassign). NotFound when the user does not exist."""
         try:
             return self._update_token(serial, user=user)
+        except IntegrityError:
+            raise NotFound(f"user {user!r} does not exist") from None
+
+    def _token_values(self, token: Token) -> dict[str, Any]:
+        seed_enc = self._keyring.encrypt(token.seed, token.serial.encode())
+        return {**token_columns(token), "seed_enc": seed_enc}
+
+    def _taken_serials(self, conn: Connection, serials: Sequence[str]) -> list[str]:
+        taken: list[str] = []
+        for i in range(0, len(serials), _IN_CHUNK):
+            chunk = serials[i : i + _IN_CHUNK]
+            taken += conn.execute(select(_T.serial).where(_T.serial.in_(chunk))).scalars()
+        return sorted(taken)
+
+    def add_tokens(self, new: Sequence[Token]) -> None:
+        """Bulk insert (one executemany, one transaction): all or none. Raises
+        AlreadyExists naming every serial already in the store, NotFound for a user
+        that does not exist."""
+        rows = [self._token_values(t) for t in new]
+        try:
+            with self._write() as conn:
+                taken = self._taken_serials(conn, [t.serial for t in new])
+                if taken:
+                    shown = ", ".join(taken[:20]) + (" ..." if len(taken) > 20 else "")
+                    raise AlreadyExists(f"{len(taken)} serial(s) already in the store: {shown}")
+                conn.execute(insert(tokens), rows)
+        except IntegrityError:
+            raise AlreadyExists("a serial was taken meanwhile, or a user does not exist") from None
+
+    def claim_token(
+        self, serial: str, user: str, *, step: int | None, drift: int, counter: int | None
+    ) -> bool:
+        """Compare-and-set: an active, unassigned token becomes `user`'s and the code
+        that proved possession is used (TOTP `step`, or HOTP `counter`) in ONE
+        statement, so exactly one claimant wins and the code cannot be replayed."""
+        cond = [_T.serial == serial, _T.user.is_(None), _T.status == _ACTIVE]
+        if step is not None:
+            cond.append(_T.last_step < step)
+            values: dict[str, Any] = {"user": user, "last_step": step, "drift": drift}
+        elif counter is not None:
+            cond.append(_T.counter <= counter)
+            values = {"user": user, "counter": counter + 1}
+        else:
+            raise InvalidInput("claim_token needs a TOTP step or an HOTP counter")
+        try:
+            with self._write() as conn:
+                return conn.execute(update(tokens).where(*cond).values(**values)).rowcount == 1
         except IntegrityError:
             raise NotFound(f"user {user!r} does not exist") from None
 
@@ -1231,6 +1268,75 @@ class SqlStore:
         with self._read() as conn:
             rows = conn.execute(stmt).all()
         return [_audit_from(r) for r in rows]
+
+    # ------------------------------------------------------------------ export, import
+    def _records(self, conn: Connection) -> Records:
+        codes: dict[str, list[BackupCode]] = {}
+        for user, code_hash, at in conn.execute(
+            select(backup_codes.c.user, backup_codes.c.hash, backup_codes.c.created_at)
+        ):
+            codes.setdefault(user, []).append(BackupCode(code_hash, at))
+        users_ = [
+            UserRecord(_user_from(r), tuple(codes.get(r[0], ())))
+            for r in conn.execute(select(*_UCOLS).order_by(_U.name))
+        ]
+        return Records(users_, [self._token_from(r) for r in conn.execute(_LIST_TOKENS_ALL)])
+
+    def export_records(self) -> Records:
+        """Every user (with lock state, PIN and backup-code hashes) and every token, as
+        of one snapshot (one read transaction)."""
+        with self._engine.connect() as conn:
+            if self._sqlite:
+                conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+            else:
+                conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            try:
+                return self._records(conn)
+            finally:
+                conn.rollback()  # read only: ends the snapshot
+
+    def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan:
+        """ONE write transaction: read what the store holds, let `decide` plan the
+        import from it (or raise, which writes nothing), then write the plan."""
+        with self._write() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(text("LOCK TABLE users, tokens, backup_codes IN EXCLUSIVE MODE"))
+            plan = decide(self._records(conn))
+            self._apply_plan(conn, plan)
+        return plan
+
+    def _apply_plan(self, conn: Connection, plan: ImportPlan) -> None:
+        for i in range(0, len(plan.delete_serials), _IN_CHUNK):
+            chunk = plan.delete_serials[i : i + _IN_CHUNK]
+            conn.execute(delete(tokens).where(_T.serial.in_(chunk)))
+        if plan.users:
+            self._upsert(conn, users, [_user_values(r.user) for r in plan.users])
+        if plan.backup:
+            conn.execute(
+                delete(backup_codes).where(backup_codes.c.user == bindparam("p_user")),
+                [{"p_user": name} for name in plan.backup],
+            )
+            rows = [
+                {"user": name, "hash": c.hash, "created_at": c.created_at}
+                for name, codes in plan.backup.items()
+                for c in codes
+            ]
+            if rows:
+                conn.execute(insert(backup_codes), rows)
+        if plan.tokens:
+            self._upsert(conn, tokens, [self._token_values(t) for t in plan.tokens])
+
+    def _upsert(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column."""
+        ins = self._insert(table)
+        key = [c for c in table.primary_key.columns]
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=key,
+                set_={c.name: ins.excluded[c.name] for c in table.columns if c not in key},
+            ),
+            rows,
+        )
 
     # ------------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

@@ -121,7 +121,7 @@ def test_token_add_options_and_human_output(ctl_env: CtlEnv) -> None:
         (("token", "add", "x", "--type", "sms"), 2),
         (("user",), 2),
         (("frobnicate",), 2),
-        (("export", "--out", "f"), 2),  # later issue: deliberately not registered
+        (("import", "f", "--on-conflict", "maybe"), 2),
         (("audit", "--since", "yesterday-ish"), 2),
         (("user", "list", "--limit", "0"), 2),
     ],

@@ -47,6 +47,7 @@ from authd.core.model import Algorithm
 from authd.core.otp import hotp, totp
 from authd.crypto import Keyring
 from authd.metrics import Metrics
+from authd.portability.ops import PortabilityOps
 from authd.readiness import ReadinessProbe
 from authd.rest.service import HttpService
 from authd.storage.sql import SqlStore
@@ -332,6 +333,7 @@ def start_app(
         reactor,
         metrics,
         clock=clock,
+        portability=PortabilityOps(config, store, keyring, reactor.seconds),
     )
     try:
         service.startService()

@@ -224,3 +224,17 @@ def test_uncreatable_key_file_is_a_key_file_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(KeyFileError, match="not-a-dir"):
         Keyring.load_or_create(str(blocker / "keys.json"))
+
+
+def test_adopt_hash_key_persists_keeps_data_keys(keyring: Keyring) -> None:
+    """Another site's hash key replaces ours in the file (0600), data keys untouched; a
+    key of the wrong length is refused."""
+    blob = keyring.encrypt(b"seed", b"S1")
+    new = os.urandom(32)
+    keyring.adopt_hash_key(new)
+    reread = Keyring.load_or_create(keyring.path)
+    assert reread.hash_key == new == keyring.hash_key
+    assert reread.decrypt(blob, b"S1") == b"seed"
+    assert stat.S_IMODE(os.stat(keyring.path).st_mode) == 0o600
+    with pytest.raises(KeyFileError, match="32 bytes"):
+        keyring.adopt_hash_key(b"short")
