@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.python.threadpool import ThreadPool
 
 from authd.auth.engine import DecisionStats, Engine
 from authd.auth.interfaces import AuthRequest, Decision, Store
@@ -162,6 +163,17 @@ def _open_real(
         yield store, keyring.hash_key
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def started_pool(maxthreads: int, name: str) -> Iterator[ThreadPool]:
+    """A real, started ThreadPool (decisions run in it as in the daemon), stopped after."""
+    p = ThreadPool(minthreads=1, maxthreads=maxthreads, name=name)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -20,7 +20,7 @@ from authd.auth.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
 from authd.core.model import TokenType
 from authd.metrics import Metrics
-from tests.auth.conftest import NOW, PASSWORD, World
+from tests.auth.conftest import NOW, PASSWORD, World, started_pool
 from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor, WrappedStore
 
 DEADLINE = 5.0
@@ -28,10 +28,8 @@ DEADLINE = 5.0
 
 @pytest.fixture
 def pool() -> Iterator[ThreadPool]:
-    p = ThreadPool(minthreads=1, maxthreads=2, name="auth-test")
-    p.start()
-    yield p
-    p.stop()
+    with started_pool(2, "auth-test") as p:
+        yield p
 
 
 def run(
