@@ -705,13 +705,16 @@ class _Attempt:
             self._record(Outcome.ACCEPT, ok, detail=detail),
             self._decision(Outcome.ACCEPT, ok, ""),
             use=use,
-            lost=self._record(Outcome.REJECT, lost, count_failure=True),
+            lost=self._record(Outcome.REJECT, lost, count_failure=lost is not Reason.REPLAY),
             if_lost=self._decision(Outcome.REJECT, lost, GENERIC_REJECT),
         )
 
     def _second_factor_failed(self, reason: Reason) -> Decision:
+        # A replay is a code the user's token really produced, seen before (an echo, a
+        # retried login): not a guess, so it does not count toward the lockout (the
+        # HTTP failure delay still counts every reject).
         return self._commit(
-            self._record(Outcome.REJECT, reason, count_failure=True),
+            self._record(Outcome.REJECT, reason, count_failure=reason is not Reason.REPLAY),
             self._decision(Outcome.REJECT, reason, GENERIC_REJECT),
         )
 

@@ -172,3 +172,26 @@ def test_parallel_challenge_answers_lock_after_exactly_max(
     assert _reasons_audited(w)["challenge_issued"] == GUESSES + 1
     _assert_locked_after_exactly_max(w, list(results.values()), token)
     assert results[GUESSES].reason is Reason.LOCKED
+
+
+def test_a_code_sent_four_times_at_once_is_one_accept_and_no_lockout(
+    real_world: World, pool: ThreadPool
+) -> None:
+    """One right code sent 4 times in parallel with max_attempts 3: one accept and three
+    replays, audited as such; a replay is not a guess, so nothing counts toward the lock
+    and the next code is accepted."""
+    w = real_world
+    token = w.token("alice")
+    reactor = FakeReactor(NOW)
+    threaded = ThreadedEngine(w.engine(), reactor, pool, Metrics())
+    results: dict[int, Decision] = {}
+    _submit(threaded, [w.request(PASSWORD + w.code(token)) for _ in range(4)], results)
+    reactor.run_until(lambda: len(results) == 4, timeout=DEADLINE)
+    assert Counter(d.reason for d in results.values()) == {Reason.OK: 1, Reason.REPLAY: 3}
+    assert w.stored_user("alice").failures == 0
+    assert _reasons_audited(w) == {"ok": 1, "replay": 3}
+    later: dict[int, Decision] = {}
+    reactor.now = NOW + 30
+    _submit(threaded, [w.request(PASSWORD + w.code(token, at=NOW + 30))], later)
+    reactor.run_until(lambda: bool(later), timeout=DEADLINE)
+    assert later[0].reason is Reason.OK
