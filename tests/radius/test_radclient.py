@@ -93,8 +93,11 @@ def radclient(
     *,
     code: str = "auth",
     filter_lines: list[str] | None = None,
+    parallel: int = 1,
+    wait: float = 2.0,
 ) -> tuple[int, str]:
-    """Run radclient once (-x, one try, 2 s timeout); (exit status, output)."""
+    """Run radclient once (-x, one try, `wait` seconds for each reply, `parallel` packets
+    of the file in flight at once); (exit status, output)."""
     prog = need(RADCLIENT, "freeradius-utils")
     infile = tmp / "in.txt"
     infile.write_text("\n".join(lines) + "\n")
@@ -103,10 +106,11 @@ def radclient(
         (tmp / "filter.txt").write_text("\n".join(filter_lines) + "\n")
         target += f":{tmp / 'filter.txt'}"
     out = subprocess.run(
-        [prog, "-x", "-r", "1", "-t", "2", "-f", target, f"127.0.0.1:{port}", code, SECRET],
+        [prog, "-x", "-r", "1", "-t", str(wait), "-p", str(parallel), "-f", target]
+        + [f"127.0.0.1:{port}", code, SECRET],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=60,
         check=False,
     )
     return out.returncode, out.stdout + out.stderr
@@ -352,3 +356,48 @@ def test_openvpn_style_inline_client_without_message_authenticator(tmp_path: Pat
         assert rc != 0 and "Received Access-Reject" in out, out
     finally:
         assert s.stop() == 0
+
+
+@pytest.mark.parametrize("first_factor", ["chain", "none"])
+def test_parallel_guess_burst_locks_after_exactly_max_attempts(
+    tmp_path: Path, first_factor: str
+) -> None:
+    """radclient sends 100 wrong codes at once (-p 100), with the password (chain) or
+    alone (OTP-only client), to a listener with max_attempts 3: exactly 3 are evaluated
+    (failure counter and audit rows), the other 97 are refused as locked, and so is the
+    right code sent next (after the burst with the password; last in the same burst
+    OTP-only, where arrival order is decision order)."""
+    db = f"sqlite:///{tmp_path / 'authd.db'}"
+    keys = str(tmp_path / "keys.json")
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    add_local_user(store, "burst", PASSWORD)
+    store.close()
+    spec = _spec(db, keys, [client_spec("nas1", "127.0.0.1/32", first_factor=first_factor)])
+    spec |= {"lockout": {"max_attempts": 3, "auto_unlock_after": None}, "threads": 8}
+    server = start_server(spec, tmp_path)
+    try:
+        right = totp(time.time())
+        wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+        prefix = PASSWORD if first_factor == "chain" else ""
+        burst = [request_lines("burst", prefix + wrong) for _ in range(100)]
+        if first_factor == "none":
+            burst.append(request_lines("burst", prefix + right))
+        lines = [line for packet in burst for line in [*packet, ""]]
+        # A hundred password checks on a loaded test machine: replies may take seconds.
+        rc, out = radclient(server.port, lines, tmp_path, parallel=len(burst), wait=30)
+        assert out.count("Received Access-Reject") == len(burst), out[-2000:]
+        if first_factor == "chain":
+            rc, out = radclient(server.port, request_lines("burst", prefix + right), tmp_path)
+            assert rc != 0 and "Received Access-Reject" in out
+    finally:
+        assert server.stop() == 0
+    store = SqlStore.open(db, Keyring.load_or_create(keys), pool_size=2)
+    try:
+        user = store.get_user("burst")
+        assert user is not None and user.failures == 3 and user.locked_until is not None
+        audited = [e.reason for e in store.query_audit(user="burst", limit=1000)]
+        assert audited.count("bad_otp") == 3
+        assert audited.count("locked") == 98
+        assert "ok" not in audited
+    finally:
+        store.close()
