@@ -493,17 +493,20 @@ class LdapTokenStore:
             found = self._backend.find_user(name)
         return None if found is None else found.dn
 
-    def _state_in(self, dn: str, user: str, values: Sequence[str]) -> tuple[str | None, UserState]:
-        """(exact state value or None when there is none yet, state) from an entry's
-        attribute values."""
-        found = [v for v in values if v.startswith(STATE_PREFIX)]
-        if not found:
-            return None, UserState(user=user)
-        if len(found) > 1:
-            log.error("{n} state values in {dn}; using the first", n=len(found), dn=dn)
-        value = found[0]
-        if value == STATE_EMPTY:
-            return value, UserState(user=user)
+    def _state_in(
+        self, dn: str, user: str, values: Sequence[str]
+    ) -> tuple[tuple[str, ...], UserState]:
+        """(every exact state value, none when there is no state yet; the state) from an
+        entry's attribute values. An empty marker next to a real state is a leftover of
+        two first writers (one added the marker after the other had replaced it): the
+        real state counts, and the next compare-and-set deletes both."""
+        found = tuple(v for v in values if v.startswith(STATE_PREFIX))
+        real = [v for v in found if v != STATE_EMPTY]
+        if not real:
+            return found, UserState(user=user)
+        if len(real) > 1:
+            log.error("{n} state values in {dn}; using the first", n=len(real), dn=dn)
+        value = real[0]
         try:
             state = decode_state(value, self._cipher)
         except (AuthdError, ValueError, KeyError) as e:
@@ -511,12 +514,12 @@ class LdapTokenStore:
             raise StoreUnavailable(f"unreadable user state in {dn}: {type(e).__name__}") from None
         if state.user != user:
             raise StoreUnavailable(f"user state in {dn} belongs to someone else")
-        return value, state
+        return found, state
 
     def _entry_values(self, dn: str) -> list[str]:
         return [v for e in self._entries_of(dn) for v in self._values(e)]
 
-    def _read_state(self, dn: str, user: str) -> tuple[str | None, UserState]:
+    def _read_state(self, dn: str, user: str) -> tuple[tuple[str, ...], UserState]:
         return self._state_in(dn, user, self._entry_values(dn))
 
     def _update_state(
@@ -526,20 +529,37 @@ class LdapTokenStore:
         for attempt in range(CAS_ATTEMPTS):
             if attempt:
                 _back_off(attempt)
-            old_value, state = self._read_state(dn, user)
+            old_values, state = self._read_state(dn, user)
             new = change(state)
             if new is None:
                 return None
             if new == state:
                 return state
-            if old_value is None:
+            if not old_values:
                 # First state of this user: add the constant empty marker (of concurrent
                 # creators exactly one succeeds), then change it like any other value.
                 self._replace_value(dn, None, STATE_EMPTY)
                 continue
-            if self._replace_value(dn, old_value, self._state_value(new)):
+            if self._replace_state(dn, old_values, [], self._state_value(new)):
                 return new
         raise StoreUnavailable(f"user state of {user!r}: too many concurrent updates")
+
+    def _replace_state(
+        self,
+        dn: str,
+        old_values: Sequence[str],
+        changes: list[tuple[str, list[str]]],
+        new_value: str,
+    ) -> bool:
+        """ONE modify: `changes`, then every old state value deleted (so it fails if any
+        changed: compare-and-set) and `new_value` added; False when it lost."""
+        changes = [
+            *changes,
+            (ldap3.MODIFY_DELETE, list(old_values)),
+            (ldap3.MODIFY_ADD, [new_value]),
+        ]
+        with self._reachable():
+            return self._directory.modify(dn, {self._attr: changes})
 
     def _state_value(self, state: UserState) -> str:
         """The attribute value holding `state` (a constant while it is the empty one)."""
@@ -843,7 +863,7 @@ class LdapTokenStore:
             if attempt:
                 _back_off(attempt)
             entries = self._entries_of(dn)
-            state_value, state = self._state_in(
+            state_values, state = self._state_in(
                 dn, user, [v for e in entries for v in self._values(e)]
             )
             if _locked(state, now):
@@ -867,19 +887,16 @@ class LdapTokenStore:
             new = change(token)
             if new is None:
                 return _Use.LOST
-            if state_value is None:  # first state of this user: create it, then retry
+            if not state_values:  # first state of this user: create it, then retry
                 self._replace_value(dn, None, STATE_EMPTY)
                 continue
-            changes = [
+            token_change = [
                 (ldap3.MODIFY_DELETE, [token_value]),
                 (ldap3.MODIFY_ADD, [encode_record(new, self._cipher)]),
-                # Deleting the exact state value makes the modify fail if it changed.
-                (ldap3.MODIFY_DELETE, [state_value]),
-                (ldap3.MODIFY_ADD, [self._state_value(_after_success(state, now))]),
             ]
-            with self._reachable():
-                if self._directory.modify(dn, {self._attr: changes}):
-                    return _Use.WON
+            reset = self._state_value(_after_success(state, now))
+            if self._replace_state(dn, state_values, token_change, reset):
+                return _Use.WON
         raise StoreUnavailable(f"token {serial}: too many concurrent updates")
 
     def _use_backup_code(self, dn: str, user: str, code_hash: str, now: float) -> _Use:

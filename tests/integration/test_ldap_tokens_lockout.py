@@ -4,10 +4,12 @@ the lock is refused, as with the SQL store."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import ldap3
 import pytest
 from twisted.python.threadpool import ThreadPool
 
@@ -29,7 +31,7 @@ from authd.config.model import Config, LockoutConfig, OtpConfig, PrimaryConfig, 
 from authd.core.model import AuditEvent, Token, TokenType
 from authd.crypto import Keyring
 from authd.metrics import Metrics
-from authd.storage.ldap_attrs import LdapTokenStore
+from authd.storage.ldap_attrs import STATE_EMPTY, STATE_PREFIX, LdapTokenStore
 from authd.storage.sql import SqlStore
 from tests.fakes import FakeReactor
 from tests.fixtures.slapd import PASSWORDS, Slapd
@@ -161,3 +163,35 @@ def test_parallel_guesses_lock_after_exactly_max_attempts(
     assert audited["bad_otp"] == MAX_ATTEMPTS and audited["locked"] == len(codes) - MAX_ATTEMPTS
     token = store.get_token("L-T")
     assert token is not None and token.last_step == -1
+
+
+def test_a_stray_empty_marker_never_hides_the_real_state(
+    directory_store: tuple[LdapTokenStore, LdapBackend], slapd: Slapd
+) -> None:
+    """Two first writers of a user's state can leave the empty marker next to the real
+    state (one added it after the other had replaced it): the real state counts
+    wherever the marker sits, and the next write of the state removes the marker."""
+    store, _ = directory_store
+    store.record_failure("alice", NOW, 1, None)  # alice locked
+    conn = ldap3.Connection(
+        ldap3.Server(slapd.url), slapd.admin_dn, slapd.admin_password, auto_bind=True
+    )
+    dn, attr = slapd.user_dn("alice"), slapd.token_attribute
+
+    def states() -> list[str]:
+        conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=[attr])
+        return [v for v in conn.entries[0][attr].values if v.startswith(STATE_PREFIX)]
+
+    try:
+        (real,) = states()
+        # The marker first, as the race leaves it when the second writer's add lands.
+        change = [(ldap3.MODIFY_DELETE, [real]), (ldap3.MODIFY_ADD, [STATE_EMPTY, real])]
+        assert conn.modify(dn, {attr: change})
+        assert states()[0] == STATE_EMPTY and len(states()) == 2
+        user = store.get_user("alice")
+        assert user is not None and (user.failures, user.locked_until) == (1, math.inf)
+        assert store.commit_decision(_gated(None, _record("reject", "bad_otp", True))).locked
+        assert store.unlock_user("alice")
+        assert states() == [STATE_EMPTY]
+    finally:
+        conn.unbind()
