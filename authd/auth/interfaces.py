@@ -307,8 +307,8 @@ def commit_decision_in_steps(store: Store, write: DecisionWrite) -> DecisionComm
     one transaction (each step stays exact on its own; only atomicity of the group is
     lost, and nothing here is ever a read-modify-write). The lock check of
     `write.locked` is a read before the steps here: a store that must stay exact under
-    parallel guesses makes it part of the atomic write (SqlStore: one transaction, the
-    user row locked)."""
+    parallel guesses makes it part of its atomic writes (SqlStore: one transaction, the
+    user row locked; LdapTokenStore: each directory compare-and-set)."""
     if write.locked is not None and write.user is not None:
         user = store.get_user(write.user)
         if user is not None and is_locked(user, write.now):
