@@ -188,13 +188,14 @@ def _record_failure_stmt() -> Any:
 
 _RECORD_FAILURE = _record_failure_stmt()
 # Whether the user is locked at p_now, read with the row locked for the rest of the
-# write transaction (PostgreSQL FOR UPDATE; SQLite: BEGIN IMMEDIATE already excludes
-# every other writer, and its compiler leaves FOR UPDATE out), so a parallel guess
+# write transaction (PostgreSQL FOR NO KEY UPDATE: what the failure count's UPDATE takes
+# anyway, and no wait for foreign-key checks; SQLite: BEGIN IMMEDIATE already excludes
+# every other writer, and its compiler leaves the clause out), so a parallel guess
 # cannot lock the user between this check and the single use or failure count.
 _LOCKED_NOW = (
     select(and_(_U.locked_until.is_not(None), _U.locked_until > bindparam("p_now")))
     .where(_U.name == bindparam("p_name"))
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
 _RECORD_ATTEMPT = (
     update(users)
@@ -423,12 +424,12 @@ _PG_FAILURE = (
     f"WHEN {_PG_NEW_FAILURES} >= CAST(%(max)s AS INTEGER) "
     "THEN CAST(%(deadline)s AS DOUBLE PRECISION) ELSE NULL END"
 )
-# As _LOCKED_NOW: the user row locked first (FOR UPDATE waits for a parallel decision's
-# write and reads the row as that one left it), so the single use and the failure count
-# below act only while the user is not locked.
+# As _LOCKED_NOW: the user row locked first (FOR NO KEY UPDATE waits for a parallel
+# decision's write and reads the row as that one left it), so the single use and the
+# failure count below act only while the user is not locked.
 _PG_GATE = (
     f"gate AS (SELECT locked_until IS NOT NULL AND locked_until > {_PG_NOW} AS locked "  # noqa: S608
-    "FROM users WHERE name = %(name)s FOR UPDATE)"
+    "FROM users WHERE name = %(name)s FOR NO KEY UPDATE)"
 )
 _PG_OPEN = "NOT EXISTS (SELECT 1 FROM gate WHERE locked)"
 assert _ACTIVE == "active"  # spelled out in _PG_USE
