@@ -26,6 +26,7 @@ import json
 import math
 import random
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -61,7 +62,12 @@ SEPARATOR = "|"
 RECORD_VERSION = 1
 # One value per user holds the rest of the state; serials never start with "~".
 STATE_PREFIX = "~state|"
-STATE_EMPTY = "~state|-"  # no state yet: a constant, so concurrent creators collide
+# No state yet: a creation marker, this prefix and a random suffix. Every state value is
+# unique (markers by their suffix, states by their encryption nonce), so a
+# compare-and-set that deletes the exact values it read can never succeed on a value
+# that went away and came back (ABA): a constant marker could be re-added by a late
+# creator, and a count made on it would be lost.
+STATE_EMPTY = "~state|-"
 STATE_AAD = b"authd-user-state"
 HINTS_MAX = 100_000
 CAS_ATTEMPTS = 16  # a compare-and-set lost to a concurrent writer is re-evaluated this often
@@ -150,6 +156,15 @@ class UserState:
     locked_until: float | None = None  # math.inf: until an operator unlocks
     pin_hash: str | None = field(default=None, repr=False)
     backup: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _is_marker(value: str) -> bool:
+    """A creation marker (empty state) rather than an encrypted state."""
+    return value.startswith(STATE_EMPTY)
+
+
+def _new_marker() -> str:
+    return STATE_EMPTY + secrets.token_hex(8)
 
 
 def _locked(state: UserState, now: float) -> bool:
@@ -497,11 +512,11 @@ class LdapTokenStore:
         self, dn: str, user: str, values: Sequence[str]
     ) -> tuple[tuple[str, ...], UserState]:
         """(every exact state value, none when there is no state yet; the state) from an
-        entry's attribute values. An empty marker next to a real state is a leftover of
-        two first writers (one added the marker after the other had replaced it): the
-        real state counts, and the next compare-and-set deletes both."""
+        entry's attribute values. A creation marker next to a real state is a leftover
+        of two first writers (one added its marker after the other had replaced its
+        own): the real state counts, and the next compare-and-set deletes both."""
         found = tuple(v for v in values if v.startswith(STATE_PREFIX))
-        real = [v for v in found if v != STATE_EMPTY]
+        real = [v for v in found if not _is_marker(v)]
         if not real:
             return found, UserState(user=user)
         if len(real) > 1:
@@ -536,9 +551,10 @@ class LdapTokenStore:
             if new == state:
                 return state
             if not old_values:
-                # First state of this user: add the constant empty marker (of concurrent
-                # creators exactly one succeeds), then change it like any other value.
-                self._replace_value(dn, None, STATE_EMPTY)
+                # First state of this user: add a creation marker, then change it like
+                # any other value (markers of concurrent creators all go with the
+                # first compare-and-set that read them).
+                self._replace_value(dn, None, _new_marker())
                 continue
             if self._replace_state(dn, old_values, [], self._state_value(new)):
                 return new
@@ -562,9 +578,8 @@ class LdapTokenStore:
             return self._directory.modify(dn, {self._attr: changes})
 
     def _state_value(self, state: UserState) -> str:
-        """The attribute value holding `state` (a constant while it is the empty one)."""
-        if state == UserState(user=state.user):
-            return STATE_EMPTY
+        """The attribute value holding `state`: encrypted, so never a value seen before,
+        even for the empty state (see STATE_EMPTY)."""
         return encode_state(state, self._cipher)
 
     def _with_state(self, user: User) -> User:
@@ -650,7 +665,7 @@ class LdapTokenStore:
                         token.status is TokenStatus.ACTIVE
                     )
             for value in self._values(entry):
-                if value.startswith(STATE_PREFIX) and value != STATE_EMPTY:
+                if value.startswith(STATE_PREFIX) and not _is_marker(value):
                     with contextlib.suppress(AuthdError, ValueError, KeyError):
                         decoded = decode_state(value, self._cipher)
                         states[decoded.user] = decoded
@@ -888,7 +903,7 @@ class LdapTokenStore:
             if new is None:
                 return _Use.LOST
             if not state_values:  # first state of this user: create it, then retry
-                self._replace_value(dn, None, STATE_EMPTY)
+                self._replace_value(dn, None, _new_marker())
                 continue
             token_change = [
                 (ldap3.MODIFY_DELETE, [token_value]),
@@ -937,7 +952,7 @@ class LdapTokenStore:
                 if self._replace_value(entry.dn, value, encode_record(token, self._cipher)):
                     count += 1
             for value in self._values(entry):
-                if value.startswith(STATE_PREFIX) and value != STATE_EMPTY:
+                if value.startswith(STATE_PREFIX) and not _is_marker(value):
                     state = decode_state(value, self._cipher)
                     if self._replace_value(entry.dn, value, encode_state(state, self._cipher)):
                         count += 1

@@ -192,6 +192,9 @@ def test_a_stray_empty_marker_never_hides_the_real_state(
         assert user is not None and (user.failures, user.locked_until) == (1, math.inf)
         assert store.commit_decision(_gated(None, _record("reject", "bad_otp", True))).locked
         assert store.unlock_user("alice")
-        assert states() == [STATE_EMPTY]
+        (kept,) = states()  # one encrypted state, the marker gone with the real one
+        assert not kept.startswith(STATE_EMPTY)
+        user = store.get_user("alice")
+        assert user is not None and (user.failures, user.locked_until) == (0, None)
     finally:
         conn.unbind()
