@@ -79,23 +79,38 @@ class _Held:
     fewer are promoted to the old GC generations, whose full passes over the daemon's
     heap took tens of ms (measured as p99 latency, gone with these)."""
 
-    __slots__ = ("if_lost", "if_won", "now", "store_seconds", "write")
+    __slots__ = ("if_locked", "if_lost", "if_won", "now", "store_seconds", "write")
 
     def __init__(
-        self, write: DecisionWrite, if_won: Decision, if_lost: Decision, now: float
+        self,
+        write: DecisionWrite,
+        if_won: Decision,
+        if_lost: Decision,
+        if_locked: Decision,
+        now: float,
     ) -> None:
         self.write = write
         self.if_won = if_won
         self.if_lost = if_lost
+        self.if_locked = if_locked
         self.now = now
         self.store_seconds = 0.0
 
     def settle(self, result: DecisionCommit) -> tuple[Decision, bool]:
         """The answer once the write committed with `result`, and whether it locked
         the user now."""
-        return (self.if_won if result.won else self.if_lost), _locked_now(
+        return _answer(result, self.if_won, self.if_lost, self.if_locked), _locked_now(
             result, self.write.user, self.now
         )
+
+
+def _answer(
+    result: DecisionCommit, if_won: Decision, if_lost: Decision, if_locked: Decision
+) -> Decision:
+    """The decision a committed write phase stands for."""
+    if result.locked:
+        return if_locked
+    return if_won if result.won else if_lost
 
 
 def _locked_now(result: DecisionCommit, user: str | None, now: float) -> bool:
@@ -574,6 +589,7 @@ class _Attempt:
         self.backup_left = False
         self.groups: tuple[str, ...] = ()
         self.locked_now = False
+        self.lock_checked = False  # past the lock gate: the write checks the lock again
         self.first_factor_runs = 0
         self.detail = ""
         self.held: _Held | None = None  # batched: the write phase, held for decide_many
@@ -811,13 +827,16 @@ class _Attempt:
             self._record(Outcome.ACCEPT, ok, detail=detail),
             self._decision(Outcome.ACCEPT, ok, ""),
             use=use,
-            lost=self._record(Outcome.REJECT, lost, count_failure=True),
+            lost=self._record(Outcome.REJECT, lost, count_failure=lost is not Reason.REPLAY),
             if_lost=self._decision(Outcome.REJECT, lost, GENERIC_REJECT),
         )
 
     def _second_factor_failed(self, reason: Reason) -> Decision:
+        # A replay is a code the user's token really produced, seen before (an echo, a
+        # retried login): not a guess, so it does not count toward the lockout (the
+        # HTTP failure delay still counts every reject).
         return self._commit(
-            self._record(Outcome.REJECT, reason, count_failure=True),
+            self._record(Outcome.REJECT, reason, count_failure=reason is not Reason.REPLAY),
             self._decision(Outcome.REJECT, reason, GENERIC_REJECT),
         )
 
@@ -839,6 +858,10 @@ class _Attempt:
             return self._reject(Reason.DISABLED)
         if is_locked(self.user, self.now):
             return self._reject(Reason.LOCKED)
+        # Read before a slow first factor, so not to be trusted: every ending from here
+        # on is written only if the user is still not locked when the write applies
+        # (DecisionWrite.locked), else it becomes a LOCKED reject.
+        self.lock_checked = True
         if not self._has_second_factor():
             return self._no_token()
         return None
@@ -1023,11 +1046,17 @@ class _Attempt:
     ) -> Decision:
         """The decision's whole write phase: one store call, one transaction, committed
         before the caller can answer (nothing is sent on an uncommitted write); the
-        answer is `if_won`, or `if_lost` when the single use was lost. Batched, the
+        answer is `if_won`, or `if_lost` when the single use was lost, or a LOCKED
+        reject when the write found the user locked (after the lock gate). Batched, the
         write is held for `Engine.decide_many` to commit with others, and a placeholder
         (a reject, should it ever escape) is returned."""
         lockout = self.cfg.otp.lockout
         valid = won.audit.reason != Reason.BAD_REQUEST.value
+        if_locked = if_lost or if_won
+        locked: AttemptRecord | None = None
+        if self.lock_checked:
+            locked = self._record(Outcome.REJECT, Reason.LOCKED)
+            if_locked = self._decision(Outcome.REJECT, Reason.LOCKED, GENERIC_REJECT)
         write = DecisionWrite(  # positional, as in _record
             self.user.name if self.user is not None and valid else None,  # user
             self.now,
@@ -1039,13 +1068,14 @@ class _Attempt:
             use,
             lost,
             challenge,
+            locked,
         )
         if self.batched:
-            self.held = _Held(write, if_won, if_lost or if_won, self.now)
+            self.held = _Held(write, if_won, if_lost or if_won, if_locked, self.now)
             return _HELD
         result = self.store.commit_decision(write)
         self.locked_now = _locked_now(result, write.user, self.now)
-        return if_won if result.won or if_lost is None else if_lost
+        return _answer(result, if_won, if_lost or if_won, if_locked)
 
     def _decision(
         self, outcome: Outcome, reason: Reason, message: str, state: bytes | None = None

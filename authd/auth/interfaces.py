@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from authd.core.model import AuditEvent, Token, TokenStatus, User
+from authd.core.model import AuditEvent, Token, TokenStatus, User, is_locked
 
 
 class Outcome(enum.StrEnum):
@@ -196,7 +196,14 @@ class DecisionWrite:
     transaction: `use` (if any) first; `won` is applied when it succeeded (or there is
     none), `lost` when another request had used it already. `user` None: no user row to
     touch (only the audit event is written). `challenge` (state hash, Challenge) is
-    stored with a `won` outcome."""
+    stored with a `won` outcome.
+
+    `locked`: the decision's reads found the user not locked, and the write must not
+    trust that read (a parallel guess may have locked the user since). The write then
+    checks the lock in the same transaction as the single use and the failure count
+    (the user row locked, `SELECT ... FOR UPDATE`), and if the user is locked at `now`
+    writes this ending instead: nothing used, no failure counted, no challenge stored.
+    None: an ending that does not depend on the lock (a reject before the lock check)."""
 
     user: str | None
     now: float
@@ -208,15 +215,18 @@ class DecisionWrite:
     use: SingleUse | None = None
     lost: AttemptRecord | None = None
     challenge: tuple[str, Challenge] | None = None
+    locked: AttemptRecord | None = None
 
 
 @dataclass(slots=True)  # not frozen: see authd.auth.interfaces
 class DecisionCommit:
     """What the committed write phase tells the engine: whether the single use was won,
-    and the lock state after a counted failure (None when none was counted)."""
+    the lock state after a counted failure (None when none was counted), and whether
+    the user was locked when the write came (`DecisionWrite.locked` was written)."""
 
     won: bool
     lock: LockState | None = None
+    locked: bool = False
 
 
 class Store(Protocol):
@@ -311,7 +321,16 @@ def commit_decision_in_steps(store: Store, write: DecisionWrite) -> DecisionComm
     """`Store.commit_decision` as a sequence of the single-statement methods: what it
     means, and a correct implementation for stores that cannot group the writes into
     one transaction (each step stays exact on its own; only atomicity of the group is
-    lost, and nothing here is ever a read-modify-write)."""
+    lost, and nothing here is ever a read-modify-write). The lock check of
+    `write.locked` is a read before the steps here: a store that must stay exact under
+    parallel guesses makes it part of its atomic writes (SqlStore: one transaction, the
+    user row locked; LdapTokenStore: each directory compare-and-set)."""
+    if write.locked is not None and write.user is not None:
+        user = store.get_user(write.user)
+        if user is not None and is_locked(user, write.now):
+            store.record_attempt(write.user, write.now, write.source, write.client, False)
+            store.append_audit(write.locked.audit)
+            return DecisionCommit(False, None, locked=True)
     won = True
     use = write.use
     if isinstance(use, UseTotpStep):

@@ -96,7 +96,8 @@ def after_failure(
 
 def after_success() -> LockUpdate:
     """A success ends the run of failures (it cannot happen while locked: the engine
-    refuses locked users before looking at any factor)."""
+    refuses locked users before looking at any factor, and the write that accepts a
+    code checks the lock again in the same transaction)."""
     return LockUpdate(0, None)
 
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import functools
 import json
 import math
 import random
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -40,8 +42,12 @@ from authd.auth.interfaces import (
     DecisionCommit,
     DecisionWrite,
     LockState,
+    SingleUse,
     Store,
+    UseBackupCode,
+    UseHotpCounter,
     UserOverview,
+    UseTotpStep,
     commit_decision_in_steps,
     get_user_tokens_codes_in_steps,
 )
@@ -58,7 +64,12 @@ SEPARATOR = "|"
 RECORD_VERSION = 1
 # One value per user holds the rest of the state; serials never start with "~".
 STATE_PREFIX = "~state|"
-STATE_EMPTY = "~state|-"  # no state yet: a constant, so concurrent creators collide
+# No state yet: a creation marker, this prefix and a random suffix. Every state value is
+# unique (markers by their suffix, states by their encryption nonce), so a
+# compare-and-set that deletes the exact values it read can never succeed on a value
+# that went away and came back (ABA): a constant marker could be re-added by a late
+# creator, and a count made on it would be lost.
+STATE_EMPTY = "~state|-"
 STATE_AAD = b"authd-user-state"
 HINTS_MAX = 100_000
 CAS_ATTEMPTS = 16  # a compare-and-set lost to a concurrent writer is re-evaluated this often
@@ -151,6 +162,59 @@ class UserState:
     locked_until: float | None = None  # math.inf: until an operator unlocks
     pin_hash: str | None = field(default=None, repr=False)
     backup: tuple[str, ...] = field(default=(), repr=False)
+
+
+def _is_marker(value: str) -> bool:
+    """A creation marker (empty state) rather than an encrypted state."""
+    return value.startswith(STATE_EMPTY)
+
+
+def _new_marker() -> str:
+    return STATE_EMPTY + secrets.token_hex(8)
+
+
+def _locked(state: UserState, now: float) -> bool:
+    """core.model.is_locked on the directory's copy of the lock state."""
+    return state.locked_until is not None and now < state.locked_until
+
+
+def _after_success(state: UserState, now: float) -> UserState:
+    """A success ends the run of failures and clears an expired lock, never a running
+    one (as the SQL store's success update)."""
+    return replace(
+        state, failures=0, locked_until=state.locked_until if _locked(state, now) else None
+    )
+
+
+def _totp_change(step: int, drift: int) -> Callable[[Token], Token | None]:
+    """RFC 6238 §5.2: a step is accepted once, only after every step accepted before,
+    on an active token (None: refused)."""
+
+    def change(t: Token) -> Token | None:
+        if t.status is not TokenStatus.ACTIVE or t.last_step >= step:
+            return None
+        return replace(t, last_step=step, drift=drift)
+
+    return change
+
+
+def _hotp_change(counter: int) -> Callable[[Token], Token | None]:
+    """RFC 4226 §7.2: the counter becomes `counter + 1` if it was <= `counter`."""
+
+    def change(t: Token) -> Token | None:
+        if t.status is not TokenStatus.ACTIVE or t.counter > counter:
+            return None
+        return replace(t, counter=counter + 1)
+
+    return change
+
+
+class _Use(enum.Enum):
+    """How a decision's single use ended when the lock is part of its compare-and-set."""
+
+    WON = "won"
+    LOST = "lost"  # the code was used already (or the token is not active)
+    LOCKED = "locked"  # the user was locked: nothing used
 
 
 def encode_state(state: UserState, cipher: Cipher) -> str:
@@ -436,27 +500,19 @@ class LdapTokenStore:
     def accept_totp_step(self, serial: str, step: int, drift: int) -> bool:
         """True for exactly one caller per (token, step), only for a step later than any
         accepted before (RFC 6238 §5.2), on an active token; same rule as the SQL store."""
-
-        def change(t: Token) -> Token | None:
-            if t.status is not TokenStatus.ACTIVE or t.last_step >= step:
-                return None
-            return replace(t, last_step=step, drift=drift)
-
         return self._update(
-            serial, change, lambda: self._delegate.accept_totp_step(serial, step, drift)
+            serial,
+            _totp_change(step, drift),
+            lambda: self._delegate.accept_totp_step(serial, step, drift),
         )
 
     @_bounded
     def accept_hotp_counter(self, serial: str, counter: int) -> bool:
         """The counter becomes `counter + 1` if it was <= `counter` (RFC 4226 §7.2)."""
-
-        def change(t: Token) -> Token | None:
-            if t.status is not TokenStatus.ACTIVE or t.counter > counter:
-                return None
-            return replace(t, counter=counter + 1)
-
         return self._update(
-            serial, change, lambda: self._delegate.accept_hotp_counter(serial, counter)
+            serial,
+            _hotp_change(counter),
+            lambda: self._delegate.accept_hotp_counter(serial, counter),
         )
 
     @_bounded
@@ -494,17 +550,20 @@ class LdapTokenStore:
             found = self._backend.find_named(name)
         return None if found is None else found.dn
 
-    def _state_in(self, dn: str, user: str, values: Sequence[str]) -> tuple[str | None, UserState]:
-        """(exact state value or None when there is none yet, state) from an entry's
-        attribute values."""
-        found = [v for v in values if v.startswith(STATE_PREFIX)]
-        if not found:
-            return None, UserState(user=user)
-        if len(found) > 1:
-            log.error("{n} state values in {dn}; using the first", n=len(found), dn=dn)
-        value = found[0]
-        if value == STATE_EMPTY:
-            return value, UserState(user=user)
+    def _state_in(
+        self, dn: str, user: str, values: Sequence[str]
+    ) -> tuple[tuple[str, ...], UserState]:
+        """(every exact state value, none when there is no state yet; the state) from an
+        entry's attribute values. A creation marker next to a real state is a leftover
+        of two first writers (one added its marker after the other had replaced its
+        own): the real state counts, and the next compare-and-set deletes both."""
+        found = tuple(v for v in values if v.startswith(STATE_PREFIX))
+        real = [v for v in found if not _is_marker(v)]
+        if not real:
+            return found, UserState(user=user)
+        if len(real) > 1:
+            log.error("{n} state values in {dn}; using the first", n=len(real), dn=dn)
+        value = real[0]
         try:
             state = decode_state(value, self._cipher)
         except (AuthdError, ValueError, KeyError) as e:
@@ -512,12 +571,12 @@ class LdapTokenStore:
             raise StoreUnavailable(f"unreadable user state in {dn}: {type(e).__name__}") from None
         if state.user != user:
             raise StoreUnavailable(f"user state in {dn} belongs to someone else")
-        return value, state
+        return found, state
 
     def _entry_values(self, dn: str) -> list[str]:
         return [v for e in self._entries_of(dn) for v in self._values(e)]
 
-    def _read_state(self, dn: str, user: str) -> tuple[str | None, UserState]:
+    def _read_state(self, dn: str, user: str) -> tuple[tuple[str, ...], UserState]:
         return self._state_in(dn, user, self._entry_values(dn))
 
     def _update_state(
@@ -527,23 +586,43 @@ class LdapTokenStore:
         for attempt in range(CAS_ATTEMPTS):
             if attempt:
                 _back_off(attempt)
-            old_value, state = self._read_state(dn, user)
+            old_values, state = self._read_state(dn, user)
             new = change(state)
             if new is None:
                 return None
             if new == state:
                 return state
-            if old_value is None:
-                # First state of this user: add the constant empty marker (of concurrent
-                # creators exactly one succeeds), then change it like any other value.
-                self._replace_value(dn, None, STATE_EMPTY)
+            if not old_values:
+                # First state of this user: add a creation marker, then change it like
+                # any other value (markers of concurrent creators all go with the
+                # first compare-and-set that read them).
+                self._replace_value(dn, None, _new_marker())
                 continue
-            new_value = (
-                STATE_EMPTY if new == UserState(user=user) else encode_state(new, self._cipher)
-            )
-            if self._replace_value(dn, old_value, new_value):
+            if self._replace_state(dn, old_values, [], self._state_value(new)):
                 return new
         raise StoreUnavailable(f"user state of {user!r}: too many concurrent updates")
+
+    def _replace_state(
+        self,
+        dn: str,
+        old_values: Sequence[str],
+        changes: list[tuple[str, list[str]]],
+        new_value: str,
+    ) -> bool:
+        """ONE modify: `changes`, then every old state value deleted (so it fails if any
+        changed: compare-and-set) and `new_value` added; False when it lost."""
+        changes = [
+            *changes,
+            (ldap3.MODIFY_DELETE, list(old_values)),
+            (ldap3.MODIFY_ADD, [new_value]),
+        ]
+        with self._reachable():
+            return self._directory.modify(dn, {self._attr: changes})
+
+    def _state_value(self, state: UserState) -> str:
+        """The attribute value holding `state`: encrypted, so never a value seen before,
+        even for the empty state (see STATE_EMPTY)."""
+        return encode_state(state, self._cipher)
 
     def _with_state(self, user: User) -> User:
         dn = self._directory_dn(user.name)
@@ -628,7 +707,7 @@ class LdapTokenStore:
                         token.status is TokenStatus.ACTIVE
                     )
             for value in self._values(entry):
-                if value.startswith(STATE_PREFIX) and value != STATE_EMPTY:
+                if value.startswith(STATE_PREFIX) and not _is_marker(value):
                     with contextlib.suppress(AuthdError, ValueError, KeyError):
                         decoded = decode_state(value, self._cipher)
                         states[decoded.user] = decoded
@@ -731,11 +810,7 @@ class LdapTokenStore:
         if dn is None:
             return
 
-        def change(st: UserState) -> UserState:
-            running = st.locked_until is not None and now < st.locked_until
-            return replace(st, failures=0, locked_until=st.locked_until if running else None)
-
-        self._update_state(dn, name, change)
+        self._update_state(dn, name, lambda st: _after_success(st, now))
 
     @_bounded
     def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:
@@ -776,8 +851,126 @@ class LdapTokenStore:
     @_bounded
     def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
         """Token and lock state live in the directory, audit in SQL: no one transaction
-        spans both, so the write phase runs as its exact single steps."""
-        return commit_decision_in_steps(self, write)
+        spans both, so the write phase runs as its exact single steps. Past the lock
+        gate (`write.locked`), the lock check is part of each directory compare-and-set:
+        a code is used in ONE modify that also replaces the user's exact state value (so
+        it fails if a parallel guess counted or locked meanwhile, and is re-evaluated),
+        and a failure is counted only on a state found unlocked."""
+        user = write.user
+        if write.locked is None or user is None:
+            return commit_decision_in_steps(self, write)
+        dn = self._directory_dn(user)
+        if dn is None:  # a user only the SQL store knows: all of it in one transaction there
+            return self._delegate.commit_decision(write)
+        used = self._use_unless_locked(dn, user, write.use, write.now, write.won.success)
+        if used is _Use.LOCKED:
+            return self._commit_locked(write, user)
+        record = write.won if used is _Use.WON else write.lost
+        if record is None:
+            raise ValueError("DecisionWrite.lost is required when a single use can be lost")
+        lock: LockState | None = None
+        if record.count_failure:
+            now, most, seconds = write.now, write.max_attempts, write.lock_seconds
+
+            def count(st: UserState) -> UserState | None:
+                if _locked(st, now):
+                    return None
+                update = after_failure(st.failures, st.locked_until, now, most, seconds)
+                return replace(st, failures=update.failures, locked_until=update.locked_until)
+
+            counted = self._update_state(dn, user, count)
+            if counted is None:
+                return self._commit_locked(write, user)
+            lock = LockState(failures=counted.failures, locked_until=counted.locked_until)
+        if used is _Use.WON and write.challenge is not None:
+            self._delegate.put_challenge(*write.challenge)
+        self._delegate.record_attempt(user, write.now, write.source, write.client, record.success)
+        self._delegate.append_audit(record.audit)
+        return DecisionCommit(used is _Use.WON, lock)
+
+    def _commit_locked(self, write: DecisionWrite, user: str) -> DecisionCommit:
+        """The user was locked when the write came: only the LOCKED ending is written."""
+        assert write.locked is not None
+        self._delegate.record_attempt(user, write.now, write.source, write.client, False)
+        self._delegate.append_audit(write.locked.audit)
+        return DecisionCommit(False, None, locked=True)
+
+    def _use_unless_locked(
+        self, dn: str, user: str, use: SingleUse | None, now: float, success: bool
+    ) -> _Use:
+        """The single use (or, without one, a success's reset of the failure count) as
+        a compare-and-set that also requires the user's state to be the unlocked one it
+        read; a won use resets the count in the same modify. Without a use nor a success
+        it only checks the lock (the failure count that follows is conditional too)."""
+        if isinstance(use, UseBackupCode):
+            return self._use_backup_code(dn, user, use.code_hash, now)
+        if use is None:
+
+            def check(st: UserState) -> UserState | None:
+                if _locked(st, now):
+                    return None
+                return _after_success(st, now) if success else st
+
+            return _Use.LOCKED if self._update_state(dn, user, check) is None else _Use.WON
+        if isinstance(use, UseTotpStep):
+            serial, change = use.serial, _totp_change(use.step, use.drift)
+        elif isinstance(use, UseHotpCounter):
+            serial, change = use.serial, _hotp_change(use.counter)
+        for attempt in range(CAS_ATTEMPTS):
+            if attempt:
+                _back_off(attempt)
+            entries = self._entries_of(dn)
+            state_values, state = self._state_in(
+                dn, user, [v for e in entries for v in self._values(e)]
+            )
+            if _locked(state, now):
+                return _Use.LOCKED
+            found = [
+                (value, token)
+                for e in entries
+                for value, token in self._decode_all(e)
+                if token.serial == serial
+            ]
+            if not found:
+                # Not in the user's entry (unassigned, or kept in SQL): its own
+                # compare-and-set, after the lock check just made.
+                won = (
+                    self.accept_totp_step(use.serial, use.step, use.drift)
+                    if isinstance(use, UseTotpStep)
+                    else self.accept_hotp_counter(use.serial, use.counter)
+                )
+                return _Use.WON if won else _Use.LOST
+            token_value, token = found[0]
+            new = change(token)
+            if new is None:
+                return _Use.LOST
+            if not state_values:  # first state of this user: create it, then retry
+                self._replace_value(dn, None, _new_marker())
+                continue
+            token_change = [
+                (ldap3.MODIFY_DELETE, [token_value]),
+                (ldap3.MODIFY_ADD, [encode_record(new, self._cipher)]),
+            ]
+            reset = self._state_value(_after_success(state, now))
+            if self._replace_state(dn, state_values, token_change, reset):
+                return _Use.WON
+        raise StoreUnavailable(f"token {serial}: too many concurrent updates")
+
+    def _use_backup_code(self, dn: str, user: str, code_hash: str, now: float) -> _Use:
+        """Removing the code's hash from the state value, unless that state is locked."""
+        locked = False
+
+        def change(st: UserState) -> UserState | None:
+            nonlocal locked
+            locked = _locked(st, now)
+            if locked or code_hash not in st.backup:
+                return None
+            kept = tuple(h for h in st.backup if h != code_hash)
+            return replace(_after_success(st, now), backup=kept)
+
+        if self._update_state(dn, user, change) is not None:
+            return _Use.WON
+        return _Use.LOCKED if locked else _Use.LOST
 
     def append_audit(self, event: AuditEvent) -> None:
         self._delegate.append_audit(event)
@@ -905,7 +1098,7 @@ class LdapTokenStore:
                 if self._replace_value(entry.dn, value, encode_record(token, self._cipher)):
                     count += 1
             for value in self._values(entry):
-                if value.startswith(STATE_PREFIX) and value != STATE_EMPTY:
+                if value.startswith(STATE_PREFIX) and not _is_marker(value):
                     state = decode_state(value, self._cipher)
                     if self._replace_value(entry.dn, value, encode_state(state, self._cipher)):
                         count += 1

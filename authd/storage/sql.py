@@ -198,6 +198,16 @@ def _record_failure_stmt() -> Any:
 
 
 _RECORD_FAILURE = _record_failure_stmt()
+# Whether the user is locked at p_now, read with the row locked for the rest of the
+# write transaction (PostgreSQL FOR NO KEY UPDATE: what the failure count's UPDATE takes
+# anyway, and no wait for foreign-key checks; SQLite: BEGIN IMMEDIATE already excludes
+# every other writer, and its compiler leaves the clause out), so a parallel guess
+# cannot lock the user between this check and the single use or failure count.
+_LOCKED_NOW = (
+    select(and_(_U.locked_until.is_not(None), _U.locked_until > bindparam("p_now")))
+    .where(_U.name == bindparam("p_name"))
+    .with_for_update(key_share=True)
+)
 _RECORD_ATTEMPT = (
     update(users)
     .where(_U.name == bindparam("p_name"))
@@ -307,6 +317,14 @@ class _Endings:
         self.attempts: list[dict[str, Any]] = []
         self.audits: list[dict[str, Any]] = []
 
+    def add(self, w: DecisionWrite, record: AttemptRecord) -> None:
+        """The ending `record` of `w`: its last-attempt update and audit row."""
+        if w.user is not None:
+            self.users.add(w.user)
+            seen = {"p_name": w.user, "p_at": w.now, "p_source": w.source, "p_client": w.client}
+            (self.successes if record.success else self.attempts).append(seen)
+        self.audits.append(_audit_params(record.audit))
+
     def flush(self, run: Run) -> None:
         run.many(_RECORD_SUCCESS, self.successes)
         run.many(_RECORD_ATTEMPT, self.attempts)
@@ -323,6 +341,12 @@ def _apply_decisions(run: Run, writes: Sequence[DecisionWrite]) -> list[Decision
     for w in writes:
         if w.user is not None and w.user in endings.users:
             endings.flush(run)
+        if w.locked is not None and w.user is not None:
+            row = run(_LOCKED_NOW, {"p_name": w.user, "p_now": w.now}).fetchone()
+            if row is not None and row[0]:
+                endings.add(w, w.locked)
+                out.append(DecisionCommit(False, None, locked=True))
+                continue
         won = True
         use = w.use
         if isinstance(use, UseTotpStep):
@@ -349,52 +373,48 @@ def _apply_decisions(run: Run, writes: Sequence[DecisionWrite]) -> list[Decision
                 },
             )
         lock: LockState | None = None
-        if w.user is not None:
-            if record.count_failure:
-                deadline = LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds
-                row = run(
-                    _RECORD_FAILURE,
-                    {
-                        "p_name": w.user,
-                        "p_now": w.now,
-                        "p_max": w.max_attempts,
-                        "p_deadline": deadline,
-                    },
-                ).fetchone()
-                lock = (
-                    LockState(failures=0, locked_until=None)
-                    if row is None
-                    else LockState(failures=row[0], locked_until=_from_db_deadline(row[1]))
-                )
-            endings.users.add(w.user)
-            seen = {"p_name": w.user, "p_at": w.now, "p_source": w.source, "p_client": w.client}
-            (endings.successes if record.success else endings.attempts).append(seen)
-        endings.audits.append(_audit_params(record.audit))
+        if w.user is not None and record.count_failure:
+            deadline = LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds
+            row = run(
+                _RECORD_FAILURE,
+                {
+                    "p_name": w.user,
+                    "p_now": w.now,
+                    "p_max": w.max_attempts,
+                    "p_deadline": deadline,
+                },
+            ).fetchone()
+            lock = (
+                LockState(failures=0, locked_until=None)
+                if row is None
+                else LockState(failures=row[0], locked_until=_from_db_deadline(row[1]))
+            )
+        endings.add(w, record)
         out.append(DecisionCommit(won, lock))
     endings.flush(run)
     return out
 
 
 # PostgreSQL: a decision's write phase as ONE statement (one round trip, atomic on its
-# own in autocommit). Data-modifying CTEs: the single use runs first (its RETURNING rows
-# say whether it was won) and each ending's writes are conditioned on that; the two
-# endings exclude each other, so the user row is updated once. Same conditions and
-# arithmetic as _ACCEPT_TOTP / _ACCEPT_HOTP / _CONSUME_CODE / _RECORD_FAILURE /
-# _RECORD_ATTEMPT / _RECORD_SUCCESS (tests run both paths against the same promises).
+# own in autocommit). Data-modifying CTEs: past the lock gate, the user row is locked
+# and checked first (_PG_GATE); the single use runs while it is open (its RETURNING rows
+# say whether it was won) and each ending's writes are conditioned on both; the endings
+# (won, lost, locked) exclude each other, so the user row is updated once. Same
+# conditions and arithmetic as _LOCKED_NOW / _ACCEPT_TOTP / _ACCEPT_HOTP / _CONSUME_CODE
+# / _RECORD_FAILURE / _RECORD_ATTEMPT / _RECORD_SUCCESS (tests run both paths against
+# the same promises).
 _PG_USE = {
     UseTotpStep: (
         "UPDATE tokens SET last_step = CAST(%(u_step)s AS BIGINT), drift = CAST(%(u_drift)s AS "
         "INTEGER) WHERE serial = %(u_key)s AND last_step < CAST(%(u_step)s AS BIGINT) "
-        "AND status = 'active' RETURNING 1"
+        "AND status = 'active'"
     ),
     UseHotpCounter: (
         "UPDATE tokens SET counter = CAST(%(u_counter)s AS BIGINT) + 1 WHERE serial = "
         "%(u_key)s AND counter <= CAST(%(u_counter)s AS BIGINT) "
-        "AND status = 'active' RETURNING 1"
+        "AND status = 'active'"
     ),
-    UseBackupCode: (
-        'DELETE FROM backup_codes WHERE "user" = %(u_key)s AND hash = %(u_hash)s RETURNING 1'
-    ),
+    UseBackupCode: 'DELETE FROM backup_codes WHERE "user" = %(u_key)s AND hash = %(u_hash)s',
 }
 _PG_NOW = "CAST(%(now)s AS DOUBLE PRECISION)"
 _PG_ATTEMPT = (
@@ -415,6 +435,14 @@ _PG_FAILURE = (
     f"WHEN {_PG_NEW_FAILURES} >= CAST(%(max)s AS INTEGER) "
     "THEN CAST(%(deadline)s AS DOUBLE PRECISION) ELSE NULL END"
 )
+# As _LOCKED_NOW: the user row locked first (FOR NO KEY UPDATE waits for a parallel
+# decision's write and reads the row as that one left it), so the single use and the
+# failure count below act only while the user is not locked.
+_PG_GATE = (
+    f"gate AS (SELECT locked_until IS NOT NULL AND locked_until > {_PG_NOW} AS locked "  # noqa: S608
+    "FROM users WHERE name = %(name)s FOR NO KEY UPDATE)"
+)
+_PG_OPEN = "NOT EXISTS (SELECT 1 FROM gate WHERE locked)"
 assert _ACTIVE == "active"  # spelled out in _PG_USE
 _PG_AUDIT_COLS = ("at", "actor", "action", "result", "user", "client", "source", "reason", "detail")
 
@@ -423,6 +451,9 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
     """The write phase as one PostgreSQL statement and its parameters, or None for a
     shape it does not cover (then the statements run one by one in a transaction)."""
     records = [("won", w.won)] + ([("lost", w.lost)] if w.use is not None and w.lost else [])
+    gated = w.locked is not None and w.user is not None
+    if gated and w.locked is not None:
+        records.append(("locked", w.locked))
     if w.use is not None and w.lost is None:
         return None  # refused by _apply_decisions with its error
     if any(r.count_failure and r.success for _, r in records):
@@ -435,8 +466,9 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
         "max": w.max_attempts,
         "deadline": LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds,
     }
-    ctes: list[str] = []
-    won_cond, lost_cond = "TRUE", "FALSE"
+    ctes: list[str] = [_PG_GATE] if gated else []
+    is_open = _PG_OPEN if gated else "TRUE"
+    won_cond, lost_cond = is_open, "FALSE"
     if w.use is not None:
         use = w.use
         if isinstance(use, UseTotpStep):
@@ -445,11 +477,13 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
             params.update(u_key=use.serial, u_counter=use.counter)
         else:
             params.update(u_key=use.user, u_hash=use.code_hash)
-        ctes.append(f"used AS ({_PG_USE[type(use)]})")
-        won_cond, lost_cond = "EXISTS (SELECT 1 FROM used)", "NOT EXISTS (SELECT 1 FROM used)"
+        ctes.append(f"used AS ({_PG_USE[type(use)]} AND {is_open} RETURNING 1)")
+        won_cond = f"{is_open} AND EXISTS (SELECT 1 FROM used)"  # noqa: S608
+        lost_cond = f"{is_open} AND NOT EXISTS (SELECT 1 FROM used)"  # noqa: S608
+    conds = {"won": won_cond, "lost": lost_cond, "locked": f"NOT {is_open}"}
     user_ctes: list[str] = []
     for name, record in records:
-        cond = won_cond if name == "won" else lost_cond
+        cond = conds[name]
         if w.user is not None:
             sets = (
                 _PG_FAILURE
@@ -492,7 +526,7 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
             "COALESCE(" + ", ".join(f"(SELECT {col} FROM {cte})" for cte in user_ctes) + ")"  # noqa: S608
             for col in ("failures", "locked_until")
         )
-    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}", params
+    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}, NOT {is_open}", params
 
 
 def _glob_escape(pattern: str) -> str:
@@ -965,14 +999,16 @@ class SqlStore:
 
     def reset_user(self, name: str) -> bool:
         """Drop the OTP registration (tokens, backup codes, PIN) in one transaction.
-        Lock state is left alone: `unlock_user` is its own decision."""
+        Lock state is left alone: `unlock_user` is its own decision. The user row first,
+        as a decision's write phase takes it (PostgreSQL: one lock order, no deadlock)."""
         with self._write() as conn:
-            conn.execute(delete(tokens).where(_T.user == name))
-            conn.execute(delete(backup_codes).where(backup_codes.c.user == name))
-            return (
+            found = (
                 conn.execute(update(users).where(_U.name == name).values(pin_hash=None)).rowcount
                 == 1
             )
+            conn.execute(delete(tokens).where(_T.user == name))
+            conn.execute(delete(backup_codes).where(backup_codes.c.user == name))
+            return found
 
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
@@ -1192,6 +1228,8 @@ class SqlStore:
             one = _pg_decision(write)
             if one is not None:
                 row = self._hot.execute_one(*one)
+                if row[3]:  # locked when the write came: only write.locked was written
+                    return DecisionCommit(False, None, locked=True)
                 counted = (write.won if row[0] else write.lost or write.won).count_failure
                 lock = None
                 if counted and write.user is not None:

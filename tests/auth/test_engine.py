@@ -76,6 +76,26 @@ def test_totp_replay_rejected(world: World) -> None:
     assert (d.outcome, d.reason, d.message) == (Outcome.REJECT, Reason.REPLAY, GENERIC_REJECT)
 
 
+def test_replays_are_not_counted_toward_the_lockout(world: World) -> None:
+    """max_attempts 1: a used code sent again (read as a replay, or losing the
+    compare-and-set) is audited as a replay and locks nobody; a wrong code still locks."""
+    world.set("otp.lockout.max_attempts", 1)
+    world.user()
+    tok = world.token()
+    code = world.code(tok)
+    assert world.decide(PASSWORD + code).reason is Reason.OK
+    for _ in range(3):
+        assert world.decide(PASSWORD + code, at=NOW + 5).reason is Reason.REPLAY
+    user = world.stored_user()
+    assert (user.failures, user.locked_until) == (0, None)
+    assert [e.reason for e in world.store.query_audit(user="alice")][:3] == ["replay"] * 3
+    assert world.decide(PASSWORD + "000000", at=NOW + 6).reason is Reason.BAD_OTP
+    assert world.stored_user().failures == 1
+    assert world.decide(PASSWORD + world.code(tok, at=NOW + 30), at=NOW + 30).reason is (
+        Reason.LOCKED
+    )
+
+
 def test_wrong_code_rejected_and_counted(world: World) -> None:
     """Right password, wrong code: BAD_OTP, one failure recorded toward lockout."""
     world.user()

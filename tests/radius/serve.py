@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -21,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 
 from authd.config.model import (
     Config,
+    LockoutConfig,
     NetscalerGroupAttribute,
     PasswordHashConfig,
     RadiusClient,
@@ -90,9 +92,11 @@ def real_engine(spec: dict[str, Any], radius: RadiusConfig, metrics: Metrics) ->
     from authd.storage.sql import SqlStore
 
     phc = PasswordHashConfig(**spec.get("password_hash", {}))
+    defaults = Config()
     config = Config(
         radius=radius,
-        local_users=__import__("dataclasses").replace(Config().local_users, password_hash=phc),
+        local_users=replace(defaults.local_users, password_hash=phc),
+        otp=replace(defaults.otp, lockout=LockoutConfig(**spec.get("lockout", {}))),
     )
     keyring = Keyring.load_or_create(spec["keys"])
     threads = spec.get("threads", 4)

@@ -80,8 +80,11 @@ def radclient(
     *,
     code: str = "auth",
     filter_lines: list[str] | None = None,
+    parallel: int = 1,
+    wait: float = 2.0,
 ) -> tuple[int, str]:
-    """Run radclient once (-x, one try, 2 s timeout); (exit status, output)."""
+    """Run radclient once (-x, one try, `wait` seconds for each reply, `parallel` packets
+    of the file in flight at once); (exit status, output)."""
     prog = need(RADCLIENT, "freeradius-utils")
     infile = tmp / "in.txt"
     infile.write_text("\n".join(lines) + "\n")
@@ -90,10 +93,11 @@ def radclient(
         (tmp / "filter.txt").write_text("\n".join(filter_lines) + "\n")
         target += f":{tmp / 'filter.txt'}"
     out = subprocess.run(
-        [prog, "-x", "-r", "1", "-t", "2", "-f", target, f"127.0.0.1:{port}", code, SECRET],
+        [prog, "-x", "-r", "1", "-t", str(wait), "-p", str(parallel), "-f", target]
+        + [f"127.0.0.1:{port}", code, SECRET],
         capture_output=True,
         text=True,
-        timeout=20,
+        timeout=60,
         check=False,
     )
     return out.returncode, out.stdout + out.stderr
@@ -420,5 +424,46 @@ def test_duplicate_cache_is_per_process_a_retransmit_after_kill_is_a_replay(
     store = _reopen(spec)
     try:
         assert [e.reason for e in store.query_audit(user="restart")] == ["replay", "ok"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("first_factor", ["chain", "none"])
+def test_parallel_guess_burst_locks_after_exactly_max_attempts(
+    tmp_path: Path, first_factor: str
+) -> None:
+    """radclient sends 100 wrong codes at once (-p 100), with the password (chain) or
+    alone (OTP-only client), to a listener with max_attempts 3: exactly 3 are evaluated
+    (failure counter and audit rows), the other 97 are refused as locked, and so is the
+    right code sent next (after the burst with the password; last in the same burst
+    OTP-only, where arrival order is decision order)."""
+    gateway = client_spec("nas1", "127.0.0.1/32", first_factor=first_factor)
+    spec = real_spec(tmp_path, {"burst": PASSWORD}, [gateway])
+    spec |= {"lockout": {"max_attempts": 3, "auto_unlock_after": None}, "threads": 8}
+    server = start_server(spec, tmp_path)
+    try:
+        right = totp(time.time())
+        wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+        prefix = PASSWORD if first_factor == "chain" else ""
+        burst = [request_lines("burst", prefix + wrong) for _ in range(100)]
+        if first_factor == "none":
+            burst.append(request_lines("burst", prefix + right))
+        lines = [line for packet in burst for line in [*packet, ""]]
+        # A hundred password checks on a loaded test machine: replies may take seconds.
+        rc, out = radclient(server.port, lines, tmp_path, parallel=len(burst), wait=30)
+        assert out.count("Received Access-Reject") == len(burst), out[-2000:]
+        if first_factor == "chain":
+            rc, out = radclient(server.port, request_lines("burst", prefix + right), tmp_path)
+            assert rc != 0 and "Received Access-Reject" in out
+    finally:
+        assert server.stop() == 0
+    store = _reopen(spec)
+    try:
+        user = store.get_user("burst")
+        assert user is not None and user.failures == 3 and user.locked_until is not None
+        audited = [e.reason for e in store.query_audit(user="burst", limit=1000)]
+        assert audited.count("bad_otp") == 3
+        assert audited.count("locked") == 98
+        assert "ok" not in audited
     finally:
         store.close()

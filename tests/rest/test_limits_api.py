@@ -139,6 +139,22 @@ def test_escalating_delay_then_operator_sees_and_lifts_it(slowdown: App) -> None
     assert app.otp_check("hank", app.next_hotp("hank")).json == {"result": "accept"}
 
 
+def test_a_replay_is_slowed_down_but_not_locked_out(slowdown: App) -> None:
+    """A used code sent again is a reject the failure delay counts (429 next), but not a
+    guess for the lockout: five replays leave the user unlocked."""
+    app = slowdown
+    code = app.next_hotp("hank")
+    assert app.otp_check("hank", code).json == {"result": "accept"}
+    for _ in range(5):
+        assert app.otp_check("hank", code).json["result"] == "reject"
+        r = app.otp_check("hank", code)
+        assert r.status == 429
+        app.clock.advance(int(r.header("retry-after") or 0))
+    shown = app.request("GET", "/api/v1/admin/users/hank", key=ADMIN_KEY).json
+    assert shown["locked"] is False and shown["http_throttle"]["failures"] == 5
+    assert app.otp_check("hank", app.next_hotp("hank")).json == {"result": "accept"}
+
+
 def test_accept_clears_the_delay(slowdown: App) -> None:
     """After a failure and its wait, a success starts the user from zero."""
     app = slowdown

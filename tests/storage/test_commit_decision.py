@@ -123,6 +123,48 @@ def test_lost_step_counts_a_failure_and_writes_the_lost_record(store: SqlStore) 
     assert [e.reason for e in store.query_audit(user="alice")] == ["replay", "ok"]
 
 
+@pytest.mark.parametrize("kind", ["totp", "backup", "failure", "challenge"])
+def test_a_write_past_the_lock_gate_rechecks_the_lock(store: SqlStore, kind: str) -> None:
+    """A decision that read alice unlocked writes, but a parallel guess locked her in
+    between: only the `locked` ending is written (nothing used, no failure counted, no
+    challenge stored, audited as locked), whatever the decision would have written."""
+    _alice(store)
+    store.replace_backup_codes("alice", ["hash-1"], NOW)
+    store.record_failure("alice", NOW - 1, 1, None)  # the parallel guess that locked her
+    use: SingleUse | None = {
+        "totp": UseTotpStep("T", 100, 0),
+        "backup": UseBackupCode("alice", "hash-1"),
+    }.get(kind)
+    write = dataclasses.replace(
+        _write(
+            use,
+            challenge=("s", Challenge("alice", "vpn", NOW + 60)) if kind == "challenge" else None,
+        ),
+        locked=_record("reject", "locked"),
+    )
+    if kind == "failure":
+        write.won = _record("reject", "bad_otp", failure=True)
+    assert store.commit_decision(write) == DecisionCommit(won=False, lock=None, locked=True)
+    user = store.get_user("alice")
+    assert user is not None and user.failures == 1 and user.last_attempt is not None
+    token = store.get_token("T")
+    assert token is not None and token.last_step == -1
+    assert store.backup_codes_left("alice") == 1
+    assert store.take_challenge("s", NOW) is None
+    assert [e.reason for e in store.query_audit(user="alice")] == ["locked"]
+
+
+def test_a_write_past_the_lock_gate_applies_while_unlocked(store: SqlStore) -> None:
+    """The re-check passes for a user who is not locked, or whose lock has run out."""
+    _alice(store)
+    store.record_failure("alice", NOW - 400, 1, 300)  # locked until NOW - 100
+    write = dataclasses.replace(
+        _write(UseTotpStep("T", 100, 0)), locked=_record("reject", "locked")
+    )
+    assert store.commit_decision(write) == DecisionCommit(won=True, lock=None)
+    assert [e.reason for e in store.query_audit(user="alice")] == ["ok"]
+
+
 def test_hotp_and_backup_code_are_single_use(store: SqlStore) -> None:
     """The HOTP counter and a backup code are won once each through commit_decision."""
     _alice(store)
@@ -317,6 +359,7 @@ def test_wal_is_checkpointed_in_the_background(sqlite_store: SqlStore, tmp_path:
     hot = sqlite_store._hot
     assert isinstance(hot, SqliteHotPath) and hot._writer is not None
     assert hot._writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+
     # immutable=1 reads the main file alone, ignoring the WAL: the step shows there only
     # once a checkpoint copied it.
     def step_in_main_file() -> object:
@@ -373,6 +416,7 @@ _ops = st.lists(
         st.integers(min_value=0, max_value=4),  # step / counter / code number
         st.sampled_from(["accept", "reject", "reject+count"]),  # the `won` ending
         st.floats(min_value=0, max_value=400),  # seconds after NOW
+        st.booleans(),  # past the lock gate: the write checks the lock again
     ),
     min_size=1,
     max_size=12,
@@ -384,12 +428,12 @@ _ops = st.lists(
 )
 @given(ops=_ops, max_attempts=st.integers(min_value=1, max_value=4))
 def test_postgres_single_statement_matches_the_statement_sequence(
-    pg_store: SqlStore, ops: list[tuple[str, int, str, float]], max_attempts: int
+    pg_store: SqlStore, ops: list[tuple[str, int, str, float, bool]], max_attempts: int
 ) -> None:
     """The one-statement PostgreSQL write phase and the same write run as its separate
     statements give the same answers and leave the same state, for any sequence of
-    uses, endings and times (user `a` takes the single statement, user `b` the
-    sequence)."""
+    uses, endings, times and lock re-checks (user `a` takes the single statement, user
+    `b` the sequence)."""
     from authd.storage.sql import _apply_decisions
 
     tag = f"{next(_examples)}"
@@ -400,7 +444,7 @@ def test_postgres_single_statement_matches_the_statement_sequence(
         pg_store.add_token(Token(serial=f"H{name}", type=TokenType.HOTP, seed=b"h" * 20, user=name))
         pg_store.replace_backup_codes(name, [f"c{i}" for i in range(3)], NOW)
     hot = pg_store._hot
-    for kind, value, ending, dt in ops:
+    for kind, value, ending, dt, gated in ops:
         answers = []
         for who in ("a", "b"):
             name = f"{who}{tag}"
@@ -421,6 +465,7 @@ def test_postgres_single_statement_matches_the_statement_sequence(
                 won=_record(result, ending, user=name, failure=bool(count)),
                 use=use,
                 lost=_record("reject", "replay", user=name, failure=True),
+                locked=_record("reject", "locked", user=name) if gated else None,
             )
             if who == "a":
                 answers.append(pg_store.commit_decision(write))
