@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from authd import systemd
 from authd.admin import AdminOps
 from authd.auth.engine import Engine
 from authd.auth.interfaces import FirstFactorBackend, Store
@@ -30,7 +31,7 @@ from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.crypto import Keyring
 from authd.metrics import Metrics
 from authd.readiness import ReadinessProbe
-from authd.service import AuthdService, Commit, Prepare
+from authd.service import AuthdService, Commit, Listener, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 
@@ -177,7 +178,10 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         [("store", core.store.ping), *((b.name, b.ping) for b in core.backends)],
         reactor, ready_pool)
 
-    listeners: list[_ListenerAdapter] = []
+    listeners: list[Listener] = []
+    if index == 0:  # workers do not talk to systemd; first to start, last to stop
+        interval = systemd.watchdog_interval(environ, os.getpid())
+        listeners.append(systemd.Watchdog(reactor, interval))
     if config.radius.enabled and index < config.radius.workers:
         radius = RadiusService(config.radius, threaded.authenticate, reactor, metrics)
         listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
