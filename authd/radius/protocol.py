@@ -35,12 +35,15 @@ _PROMPT_NO_ECHO = codec.attribute(codec.PROMPT, (0).to_bytes(4, "big"))
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]
 
-CODE_NAMES = {
+# The codes a server receives and the ones it sends: only series that can move exist.
+RECEIVED_CODES = {
     codec.ACCESS_REQUEST: "Access-Request",
+    codec.STATUS_SERVER: "Status-Server",
+}
+SENT_CODES = {
     codec.ACCESS_ACCEPT: "Access-Accept",
     codec.ACCESS_REJECT: "Access-Reject",
     codec.ACCESS_CHALLENGE: "Access-Challenge",
-    codec.STATUS_SERVER: "Status-Server",
 }
 # Bounds memory and queueing under a flood; past it new requests are dropped (the
 # client retransmits) rather than queued without end in front of the thread pool.
@@ -229,13 +232,13 @@ class RadiusHandler:
         # Packets and replies are counted in plain integers, pushed to Prometheus before
         # each collection: a Counter.inc per packet cost ~1 µs of a ~25 µs budget.
         self._packet_counters = {
-            code: metrics.radius_packets.labels(code=name) for code, name in CODE_NAMES.items()
+            code: metrics.radius_packets.labels(code=name) for code, name in RECEIVED_CODES.items()
         }
         self._reply_counters = {
-            code: metrics.radius_replies.labels(code=name) for code, name in CODE_NAMES.items()
+            code: metrics.radius_replies.labels(code=name) for code, name in SENT_CODES.items()
         }
-        self._packets = dict.fromkeys(CODE_NAMES, 0)
-        self._sent = dict.fromkeys(CODE_NAMES, 0)
+        self._packets = dict.fromkeys(RECEIVED_CODES, 0)
+        self._sent = dict.fromkeys(SENT_CODES, 0)
         metrics.before_collect(self.flush_metrics)
         self._latency = metrics.latency.labels(frontend="radius")
         self._drops: dict[str, Any] = {}

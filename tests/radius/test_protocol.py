@@ -478,3 +478,18 @@ def test_packet_and_reply_counts_are_exact_at_every_collection(clock: Clock, set
     text = generate_latest(metrics.registry).decode()
     assert 'authd_radius_packets_total{code="Access-Request"} 3.0' in text
     assert _metric(metrics, "authd_radius_replies_total", code="Access-Accept") == 3.0
+
+
+def test_only_series_that_can_move_are_exported(setup: Setup) -> None:
+    """A server receives requests and sends answers: no packets{code="Access-Accept"}
+    or replies{code="Access-Request"} stuck at zero for ever."""
+    _, _, _, metrics = setup
+    series = {(s.name, s.labels.get("code")) for family in metrics.registry.collect()
+              for s in family.samples if s.name.startswith("authd_radius_")}
+    assert series == {
+        ("authd_radius_packets_total", "Access-Request"),
+        ("authd_radius_packets_total", "Status-Server"),
+        ("authd_radius_replies_total", "Access-Accept"),
+        ("authd_radius_replies_total", "Access-Reject"),
+        ("authd_radius_replies_total", "Access-Challenge"),
+    }
