@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-log = Logger()
+log = Logger(namespace="authd.readiness")
 
 CACHE_SECONDS = 2.0  # a result reused this long; well under a load balancer's interval
 

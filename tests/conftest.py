@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.radius",
     "tests.fixtures.pools",
+    "tests.fixtures.logs",
 ]
 
 

@@ -9,7 +9,6 @@ from the address its request came to.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Protocol, cast
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from authd.auth.interfaces import AuthRequest, Decision, Outcome
@@ -25,8 +25,9 @@ from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import Client, ClientTable
 from authd.radius.dedup import DuplicateCache, Key, Seen
+from authd.radius.drop_log import DropLine, DropLog
 
-log = logging.getLogger("authd.radius.protocol")
+log = Logger(namespace="authd.radius.protocol")
 
 # RFC 2869 §5.10: Prompt = No-Echo (0) on Access-Challenge, so the NAS (pam_radius,
 # a VPN client) does not echo the one-time code the user types next.
@@ -176,8 +177,8 @@ def reply_for(
             )
         except ValueError:
             log.error(
-                "radius client %s: reply attributes do not fit in one packet; rejecting",
-                client.name,
+                "radius client {client}: reply attributes do not fit in one packet; rejecting",
+                client=client.name,
             )
             return reject_for("", packet, client)
     if decision.outcome is Outcome.CHALLENGE:
@@ -205,6 +206,17 @@ class Settings:
     clients: ClientTable
     reject_delay: float = 1.0
     challenge_message: str = "Enter your one-time code"
+
+
+def _log_drop(line: DropLine) -> None:
+    client = line.client or "unknown"
+    if line.first:
+        log.warn("radius: dropped a packet from {source} (client {client}): {why}",
+                 source=line.source, client=client, reason=line.reason, why=line.why, count=1)
+    else:
+        log.warn("radius: dropped {count} more packets from {source} (client {client}) "
+                 "in {seconds:.0f}s: {why}", source=line.source, client=client,
+                 reason=line.reason, why=line.why, count=line.count, seconds=line.seconds)
 
 
 class RadiusHandler:
@@ -242,6 +254,7 @@ class RadiusHandler:
         metrics.before_collect(self.flush_metrics)
         self._latency = metrics.latency.labels(frontend="radius")
         self._drops: dict[str, Any] = {}
+        self.drop_log = DropLog()
 
     # ---------------------------------------------------------------- accounting
     def flush_metrics(self) -> None:
@@ -263,6 +276,18 @@ class RadiusHandler:
             )
         counter.inc()
 
+    def _refuse(self, reason: str, source: str, client: str) -> None:
+        """A drop the sender should hear about: counted, and logged rate-limited."""
+        self._drop(reason)
+        line = self.drop_log.note(source, client, reason, self._seconds())
+        if line is not None:
+            _log_drop(line)
+
+    def flush_drop_log(self) -> None:
+        """Write the drop summaries that are due (the service calls it periodically)."""
+        for line in self.drop_log.flush(self._seconds()):
+            _log_drop(line)
+
     @property
     def in_flight(self) -> int:
         """Requests received and not yet answered (decisions and delayed rejects)."""
@@ -274,18 +299,19 @@ class RadiusHandler:
         try:
             self._datagram(data, addr, send)
         except Exception:
-            log.exception("radius: unexpected error handling a datagram from %s", addr[0])
+            log.failure("radius: unexpected error handling a datagram from {source}",
+                        source=addr[0])
             self._drop("internal_error")
 
     def _datagram(self, data: bytes, addr: Address, send: Send) -> None:
         ip = addr[0]
         client = self.settings.clients.match(ip)
         if client is None:
-            self._drop(_UNKNOWN_CLIENT)
+            self._refuse(_UNKNOWN_CLIENT, ip, "")
             return
         packet = admit(data, client)
         if isinstance(packet, str):
-            self._drop(packet)
+            self._refuse(packet, ip, client.name)
             return
         self._packets[packet.code] += 1
         if packet.code == codec.STATUS_SERVER:
@@ -307,7 +333,7 @@ class RadiusHandler:
             return
         if len(self._in_flight) + len(self._delayed) >= MAX_IN_FLIGHT:
             self.dedup.forget(key)
-            self._drop("overload")
+            self._refuse("overload", ip, client.name)
             return
         try:
             req = to_auth_request(packet, client, ip)
@@ -348,7 +374,7 @@ class RadiusHandler:
             else:
                 self._send(key, code, reply, addr, send, received)
         except Exception:
-            log.exception("radius: error while answering client %s", client.name)
+            log.failure("radius: error while answering client {client}", client=client.name)
             self.dedup.forget(key)
             self._drop("internal_error")
 
@@ -366,7 +392,9 @@ class RadiusHandler:
         # makes the gateway retry the same broken request for ever).
         # The exception's type only: its message might quote request data.
         log.error(
-            "radius: decision failed for client %s: %s", client.name, type(failure.value).__name__
+            "radius: decision failed for client {client}: {error}",
+            client=client.name,
+            error=type(failure.value).__name__,
         )
         self._drop("engine_error")
         code, reply = reject_for("", packet, client)
@@ -443,6 +471,8 @@ class RadiusProtocol(DatagramProtocol):
     the address three ways per datagram (~3 µs), and our addresses come from recvfrom.
     """
 
+    noisy = False  # no "Starting protocol" line; the service logs what it listens on
+
     def __init__(self, handler: RadiusHandler) -> None:
         self.handler = handler
         self._sendto: Callable[[bytes, Address], object] | None = None
@@ -469,4 +499,5 @@ class RadiusProtocol(DatagramProtocol):
         except OSError as exc:
             # Includes a full send buffer (EAGAIN): the client retransmits and gets the
             # cached reply.
-            log.warning("radius: cannot send reply to %s: %s", addr[0], exc)
+            log.warn("radius: cannot send reply to {source}: {error}",
+                     source=addr[0], error=str(exc))

@@ -11,7 +11,6 @@ to its own core (workers.py says when and why).
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from authd.config.model import RadiusConfig
 from authd.config.parse import listen_address
@@ -30,7 +31,7 @@ from authd.radius.protocol import Authenticate, RadiusHandler, RadiusProtocol, S
 from authd.radius.reuseport import spread_by_authenticator
 from authd.workers import allowed_cores, core_for, pin_process, worker_index
 
-log = logging.getLogger("authd.radius.service")
+log = Logger(namespace="authd.radius.service")
 
 DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
 
@@ -94,6 +95,10 @@ class RadiusService(Service):
         )
         self._ports: list[Any] = []  # IListeningPort
         self._kernel_drops = KernelDrops(metrics)
+        # Summaries of drops that stopped coming are written by this timer, not by the
+        # next drop (authd/radius/drop_log.py).
+        self._drop_summaries = LoopingCall(self.handler.flush_drop_log)
+        self._drop_summaries.clock = reactor
         # Taken before anything pins (see workers.py): a worker gets it in CORES_ENV.
         self._cores = allowed_cores()
         self.pinned_core: int | None = None
@@ -126,7 +131,8 @@ class RadiusService(Service):
                 finally:
                     sock.close()  # the reactor holds its own duplicate
                 self._ports.append(listening)
-                log.info("radius: listening on %s:%d", *self._address(listening))
+                host, port = self._address(listening)
+                log.info("radius: listening on {host}:{port}", host=host, port=port)
         except Exception:
             for p in self._ports:
                 p.stopListening()
@@ -137,11 +143,14 @@ class RadiusService(Service):
             core = core_for(worker_index(), self._config.workers, self._cores)
             if core is not None and pin_process(core):
                 self.pinned_core = core
+        self._drop_summaries.start(self.handler.drop_log.interval, now=False)
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
         """Answer what is in flight (bounded by DRAIN_TIMEOUT), then close the sockets."""
         super().stopService()
+        if self._drop_summaries.running:
+            self._drop_summaries.stop()
         done: Deferred[None] = Deferred()
         timer = self._reactor.callLater(DRAIN_TIMEOUT, lambda: _fire(done))
         drained = self.handler.drain()
@@ -172,14 +181,14 @@ class RadiusService(Service):
 
         def commit() -> None:
             if [listen_address(s) for s in config.listen] != self._listen:
-                log.warning("radius: listen addresses changed; they take effect on restart")
+                log.warn("radius: listen addresses changed; they take effect on restart")
             if config.workers != self._config.workers:
-                log.warning("radius: workers changed; it takes effect on restart")
+                log.warn("radius: workers changed; it takes effect on restart")
             self.handler.settings = settings
             self.handler.dedup.window = config.duplicate_window
             self._dictionary = dictionary
             self._config = config
-            log.info("radius: reloaded %d clients", len(settings.clients.clients))
+            log.info("radius: reloaded {count} clients", count=len(settings.clients.clients))
 
         return commit
 

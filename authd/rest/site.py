@@ -116,6 +116,7 @@ class AuthdSite(Site):
     """A Site on an injected reactor that never shows a traceback."""
 
     displayTracebacks = False
+    noisy = False  # no "Starting factory" line per start and stop
     requestFactory = CappedRequest
     # Plain HTTP/1.1 channels (Twisted's default wraps them for HTTP/2 negotiation,
     # which authd does not offer).

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +13,7 @@ from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import build_client_table
 from authd.radius.protocol import Admitted, Dropped, RadiusHandler, Settings, screen
+from tests.fixtures.logs import Logged
 from tests.fixtures.radius import (
     GROUP_REPLIES,
     PASSWORD,
@@ -343,10 +342,9 @@ def test_drain_answers_delayed_rejects_and_pending_decisions(clock: Clock) -> No
     assert handler.in_flight == 0
 
 
-def test_secrets_never_reach_logs(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_reach_logs(clock: Clock, logged: Logged) -> None:
     """Across accepts, rejects, drops and engine errors, no log line holds the shared
     secret, the password or the code."""
-    caplog.set_level(logging.DEBUG)
     code = totp(clock.seconds())
     for engine in (FakeEngine(now=clock.seconds), FakeEngine(now=clock.seconds, fail=True)):
         handler = _handler(clock, engine)
@@ -356,7 +354,8 @@ def test_secrets_never_reach_logs(clock: Clock, caplog: pytest.LogCaptureFixture
         handler.datagram(b"\x01" * 30, NAS, wire)
         clock.advance(2)
     for secret in (SECRET, PASSWORD, code):
-        assert secret not in caplog.text
+        assert secret not in logged.text
+    assert logged.lines("authd.radius"), "the drops and the engine error were logged"
 
 
 def test_screen_is_pure_and_reports_reasons() -> None:
