@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from authd import systemd
+from authd import systemd, worker_metrics
 from authd.admin import AdminOps
 from authd.auth.engine import Engine
 from authd.auth.interfaces import FirstFactorBackend, Store
@@ -189,9 +189,17 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
                            probe.check, reactor, metrics)
         listeners.append(_ListenerAdapter(http, lambda c: c))
+    if processes > 1:
+        # One /metrics over all processes; started before, stopped after the front-ends.
+        directory = environ.get(worker_metrics.DIR_ENV) or worker_metrics.make_directory()
+        view = worker_metrics.MergedView(metrics.registry, directory, index, owner=index == 0)
+        metrics.exported = view
+        path = worker_metrics.snapshot_path(directory, index)
+        listeners[1:1] = [view, worker_metrics.SnapshotWriter(metrics.registry, path, reactor)]
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
-        supervisor = WorkerSupervisor(processes, argv, reactor, environ)
+        supervisor = WorkerSupervisor(processes, argv, reactor,
+                                      {**environ, worker_metrics.DIR_ENV: directory})
         listeners.append(_ListenerAdapter(supervisor, lambda c: None))
 
     if index > 0:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -127,11 +128,19 @@ class _ProcessCollector(ProcessCollector):
         return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+class Exposition(Protocol):
+    """What /metrics renders: the registry, or a view over every worker process."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
 class Metrics:
     """Every metric authd exports; front-ends receive this object, never the registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # With worker processes, app.py puts authd.worker_metrics.MergedView here.
+        self.exported: Exposition = self.registry
         r = self.registry
         self._before_collect = _BeforeCollect()
         r.register(self._before_collect)
