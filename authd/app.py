@@ -182,6 +182,17 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     if index == 0:  # workers do not talk to systemd; first to start, last to stop
         interval = systemd.watchdog_interval(environ, os.getpid())
         listeners.append(systemd.Watchdog(reactor, interval))
+    # One /metrics over all processes: the main process makes the directory (never one
+    # named by its own environment: it removes it at stop), workers are handed it.
+    directory = ""
+    if processes > 1:
+        directory = (worker_metrics.make_directory() if index == 0
+                     else environ.get(worker_metrics.DIR_ENV, ""))
+    if directory:  # started before, stopped after the front-ends
+        view = worker_metrics.MergedView(metrics.registry, directory, index, owner=index == 0)
+        metrics.exported = view
+        path = worker_metrics.snapshot_path(directory, index)
+        listeners += [view, worker_metrics.SnapshotWriter(metrics.registry, path, reactor)]
     if config.radius.enabled and index < config.radius.workers:
         radius = RadiusService(config.radius, threaded.authenticate, reactor, metrics)
         listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
@@ -189,13 +200,6 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
                            probe.check, reactor, metrics)
         listeners.append(_ListenerAdapter(http, lambda c: c))
-    if processes > 1:
-        # One /metrics over all processes; started before, stopped after the front-ends.
-        directory = environ.get(worker_metrics.DIR_ENV) or worker_metrics.make_directory()
-        view = worker_metrics.MergedView(metrics.registry, directory, index, owner=index == 0)
-        metrics.exported = view
-        path = worker_metrics.snapshot_path(directory, index)
-        listeners[1:1] = [view, worker_metrics.SnapshotWriter(metrics.registry, path, reactor)]
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
         supervisor = WorkerSupervisor(processes, argv, reactor,
