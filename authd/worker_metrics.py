@@ -90,7 +90,7 @@ class MergedView:
     def __init__(self, registry: CollectorRegistry, directory: str, index: int,
                  owner: bool) -> None:
         self._registry = registry
-        self._directory = directory
+        self.directory = directory
         self._own = snapshot_path(directory, index).name
         self._owner = owner  # the main process created the directory and removes it
 
@@ -111,7 +111,7 @@ class MergedView:
 
     def _others(self) -> list[list[dict[str, Any]]]:
         found = []
-        for path in sorted(Path(self._directory).glob("process-*.json")):
+        for path in sorted(Path(self.directory).glob("process-*.json")):
             if path.name == self._own:
                 continue
             try:
@@ -125,7 +125,7 @@ class MergedView:
 
     def stopService(self) -> None:  # noqa: N802
         if self._owner:
-            shutil.rmtree(self._directory, ignore_errors=True)
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def prepare(self, config: object) -> Callable[[], None]:
         return lambda: None
