@@ -182,3 +182,14 @@ def test_unit_keeps_watchdog_and_descriptor_limit() -> None:
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     assert re.search(r"^LimitNOFILE=65536$", text, re.M)
     assert re.search(r"^Type=notify$", text, re.M)
+
+
+def test_daemon_reads_only_its_own_proc_entries() -> None:
+    """ProcSubset=pid leaves only /proc/PID (and /proc/self): every /proc path in the
+    daemon's code must be under /proc/self, or it silently reads nothing in the unit."""
+    package = Path(__file__).resolve().parents[1] / "authd"
+    paths = {(source.name, found)
+             for source in package.rglob("*.py")
+             for found in re.findall(r"[\"'](/proc/[^\"']*)", source.read_text())}
+    assert paths, "the daemon reads /proc (kernel drops, worker pinning)"
+    assert [p for p in paths if not p[1].startswith("/proc/self/")] == []
