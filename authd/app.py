@@ -20,6 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from authd import systemd, worker_metrics
 from authd.admin import AdminOps
 from authd.auth.engine import Engine
 from authd.auth.interfaces import FirstFactorBackend, Store
@@ -31,7 +32,7 @@ from authd.crypto import Keyring
 from authd.metrics import Metrics
 from authd.portability.ops import portability_ops
 from authd.readiness import ReadinessProbe
-from authd.service import AuthdService, Commit, Prepare
+from authd.service import AuthdService, Commit, Listener, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 
@@ -181,7 +182,21 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         [("store", core.store.ping), *((b.name, b.ping) for b in core.backends)],
         reactor, ready_pool)
 
-    listeners: list[_ListenerAdapter] = []
+    listeners: list[Listener] = []
+    if index == 0:  # workers do not talk to systemd; first to start, last to stop
+        interval = systemd.watchdog_interval(environ, os.getpid())
+        listeners.append(systemd.Watchdog(reactor, interval))
+    # One /metrics over all processes: the main process makes the directory (never one
+    # named by its own environment: it removes it at stop), workers are handed it.
+    directory = ""
+    if processes > 1:
+        directory = (worker_metrics.make_directory() if index == 0
+                     else environ.get(worker_metrics.DIR_ENV, ""))
+    if directory:  # started before, stopped after the front-ends
+        view = worker_metrics.MergedView(metrics.registry, directory, index, owner=index == 0)
+        metrics.exported = view
+        path = worker_metrics.snapshot_path(directory, index)
+        listeners += [view, worker_metrics.SnapshotWriter(metrics.registry, path, reactor)]
     if config.radius.enabled and index < config.radius.workers:
         radius = RadiusService(config.radius, threaded.authenticate, reactor, metrics)
         listeners.append(_ListenerAdapter(radius, lambda c: c.radius))
@@ -193,7 +208,8 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         listeners.append(_ListenerAdapter(http, lambda c: c))
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
-        supervisor = WorkerSupervisor(processes, argv, reactor, environ)
+        supervisor = WorkerSupervisor(processes, argv, reactor,
+                                      {**environ, worker_metrics.DIR_ENV: directory})
         listeners.append(_ListenerAdapter(supervisor, lambda c: None))
 
     if index > 0:

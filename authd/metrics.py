@@ -1,20 +1,34 @@
 """Prometheus metrics, one registry per running service so tests stay independent.
 
 Labels never carry a user name, secret or code (STYLE pattern 8): only front-end,
-result, reason, RADIUS code and drop reason, all from small fixed sets.
+result, reason, RADIUS code and drop reason, all from small fixed sets. Names follow
+the Prometheus conventions: base units (`*_duration_seconds`), `_total` counters, and
+no `*_created` series (a scrape's worth of timestamps nobody graphs).
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from authd import __version__, hot_path_build
+
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -138,14 +152,32 @@ class WalGauges(Collector):
         ]
 
 
+class _ProcessCollector(ProcessCollector):
+    """prometheus_client's process_* metrics, with the boot time taken from the clocks
+    instead of /proc/stat, which the unit hides (ProcSubset=pid): without it the
+    collector would silently export nothing."""
+
+    def _boot_time(self) -> float:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class Exposition(Protocol):
+    """What /metrics renders: the registry, or a view over every worker process."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
 class Metrics:
     """Every metric authd exports; front-ends receive this object, never the registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # With worker processes, app.py puts authd.worker_metrics.MergedView here.
+        self.exported: Exposition = self.registry
         r = self.registry
         self._before_collect = _BeforeCollect()
         r.register(self._before_collect)
+        _ProcessCollector(registry=r)
         self.build_info = Info("authd_build", "authd version and hot path build", registry=r)
         self.build_info.info({"version": __version__, "hot_path": hot_path_build()})
         self.requests = Counter(
@@ -159,16 +191,16 @@ class Metrics:
             ["frontend", "reason"], registry=r)
         # Observed on the reactor for every request (RADIUS, HTTP, ThreadedEngine).
         self.latency = ReactorHistogram(
-            "authd_request_seconds", "Time from request received to reply sent",
+            "authd_request_duration_seconds", "Time from request received to reply sent",
             ["frontend"], buckets=LATENCY_BUCKETS, registry=r)
         self.lockouts = Counter(
             "authd_lockouts_total", "Users locked after too many second-factor failures",
             registry=r)
         self.store_latency = ReactorHistogram(
-            "authd_store_seconds", "Time spent in the store per decision",
+            "authd_store_duration_seconds", "Time spent in the store per decision",
             buckets=LATENCY_BUCKETS, registry=r)
         self.directory_latency = Histogram(
-            "authd_directory_seconds", "Time spent in first-factor directory operations",
+            "authd_directory_duration_seconds", "Time spent in first-factor directory operations",
             ["backend"], buckets=LATENCY_BUCKETS, registry=r)
         self.http_responses = Counter(
             "authd_http_responses_total", "HTTP responses by path group and status",

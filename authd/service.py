@@ -49,6 +49,7 @@ class AuthdService(Service):
         close_store: Callable[[], None],
         notify: Callable[[str], object] = systemd.notify,
         side_pools: Sequence[ThreadPool] = (),
+        monotonic_usec: Callable[[], int] = systemd.monotonic_usec,
     ) -> None:
         self.pool = pool
         self.side_pools = tuple(side_pools)  # e.g. readiness checks: own threads
@@ -56,6 +57,7 @@ class AuthdService(Service):
         self._prepare = prepare
         self._close_store = close_store
         self._notify = notify
+        self._monotonic_usec = monotonic_usec
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -105,17 +107,22 @@ class AuthdService(Service):
     def reload(self, load: Callable[[], Config]) -> bool:
         """SIGHUP, all or nothing (Buildbot's reconfig): load and check the new config,
         let every part prepare its new state, then swap them all in. A part that cannot
-        prepare leaves everything as it was, and one log line says why."""
+        prepare leaves everything as it was, and one log line says why. systemd hears
+        RELOADING=1 then READY=1, with the refusal in STATUS= (`systemctl status`)."""
+        self._notify(systemd.reloading(self._monotonic_usec()))
         try:
             config = load()
             commits = [self._prepare(config)]
             commits += [listener.prepare(config) for listener in self.listeners]
         except Exception as error:  # noqa: BLE001 (refuse, say why, keep serving)
-            log.error("reload refused: {why}", why=refusal(error))
+            why = refusal(error)
+            log.error("reload refused: {why}", why=why)
+            self._notify(systemd.reloaded(why))
             return False
         for commit in commits:
             commit()
         log.info("config reloaded from {source}", source=config.source)
+        self._notify(systemd.reloaded(None))
         return True
 
 

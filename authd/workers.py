@@ -18,7 +18,6 @@ child inherits its parent's (by then pinned) mask.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,9 +26,10 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-log = logging.getLogger("authd.workers")
+log = Logger(namespace="authd.workers")
 
 WORKER_ENV = "AUTHD_WORKER"
 CORES_ENV = "AUTHD_CORES"  # the cores the daemon may use, e.g. "0,1"
@@ -80,9 +80,9 @@ def pin_process(core: int, task_dir: str = "/proc/self/task") -> bool:
             except ProcessLookupError:
                 continue  # a thread that ended meanwhile
     except OSError as exc:
-        log.warning("radius: cannot pin to core %d: %s", core, exc)
+        log.warn("radius: cannot pin to core {core}: {error}", core=core, error=str(exc))
         return False
-    log.info("process %d pinned to core %d", os.getpid(), core)
+    log.info("process {pid} pinned to core {core}", pid=os.getpid(), core=core)
     return True
 
 
@@ -133,7 +133,8 @@ class WorkerSupervisor(Service):
             proto, self.argv[0], self.argv, env=env, childFDs={0: "w", 1: 1, 2: 2}
         )
         self._workers[index] = (proto, transport)
-        log.info("radius: started worker %d (pid %s)", index, getattr(transport, "pid", "?"))
+        log.info("started worker {index} (pid {pid})", index=index,
+                 pid=getattr(transport, "pid", "?"))
 
     def _ended(self, proto: _Worker, reason: Failure) -> None:
         current = self._workers.get(proto.index)
@@ -141,10 +142,10 @@ class WorkerSupervisor(Service):
             del self._workers[proto.index]
         if not self._stopping:
             log.error(
-                "radius: worker %d ended (%s); restarting in %.0fs",
-                proto.index,
-                reason.getErrorMessage(),
-                RESTART_DELAY,
+                "worker {index} ended ({why}); restarting in {delay:.0f}s",
+                index=proto.index,
+                why=reason.getErrorMessage(),
+                delay=RESTART_DELAY,
             )
             self._restarts[proto.index] = self._reactor.callLater(
                 RESTART_DELAY, self._spawn, proto.index

@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.radius",
     "tests.fixtures.pools",
     "tests.fixtures.radsec",
+    "tests.fixtures.logs",
 ]
 
 

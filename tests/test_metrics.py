@@ -3,6 +3,9 @@ same observations (dashboards and alerts read those series), only cheaper to upd
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,10 +51,10 @@ def test_unlabelled_histogram_and_text_exposition() -> None:
     metrics.store_latency.observe(0.003)
     metrics.store_latency.observe(7.0)
     text = generate_latest(metrics.registry).decode()
-    assert 'authd_store_seconds_bucket{le="0.005"} 1.0' in text
-    assert 'authd_store_seconds_bucket{le="+Inf"} 2.0' in text
-    assert "authd_store_seconds_count 2.0" in text
-    assert "authd_store_seconds_sum 7.003" in text
+    assert 'authd_store_duration_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'authd_store_duration_seconds_bucket{le="+Inf"} 2.0' in text
+    assert "authd_store_duration_seconds_count 2.0" in text
+    assert "authd_store_duration_seconds_sum 7.003" in text
 
 
 def test_wrong_labels_are_refused() -> None:
@@ -59,3 +62,40 @@ def test_wrong_labels_are_refused() -> None:
     metrics = Metrics()
     with pytest.raises(ValueError):
         metrics.latency.labels(front_end="radius")
+
+
+def test_exposition_follows_prometheus_naming() -> None:
+    """Latencies are *_duration_seconds, counters end in _total, no *_created series."""
+    metrics = Metrics()
+    metrics.requests.labels(frontend="radius", result="accept", reason="ok").inc()
+    metrics.latency.labels(frontend="radius").observe(0.01)
+    metrics.directory_latency.labels(backend="ldap").observe(0.01)
+    names = {s.name for family in metrics.registry.collect() for s in family.samples}
+    assert not [n for n in names if n.endswith("_created")]
+    histograms = {f.name for f in metrics.registry.collect() if f.type == "histogram"}
+    assert histograms == {"authd_request_duration_seconds", "authd_store_duration_seconds",
+                          "authd_directory_duration_seconds"}
+    counters = {f.name for f in metrics.registry.collect() if f.type == "counter"}
+    assert counters and all(n.startswith("authd_") or n.startswith("process_")
+                            for n in counters)
+
+
+def test_process_metrics_without_proc_stat() -> None:
+    """process_* series are exported even where /proc/stat is hidden (ProcSubset=pid)."""
+    metrics = Metrics()
+    registry = metrics.registry
+    rss = registry.get_sample_value("process_resident_memory_bytes")
+    assert rss is not None and rss > 0
+    start = registry.get_sample_value("process_start_time_seconds")
+    assert start is not None
+    assert abs(start - (time.time() - _uptime())) < 5
+    assert registry.get_sample_value("process_cpu_seconds_total") is not None
+    assert registry.get_sample_value("process_open_fds") is not None
+
+
+def _uptime() -> float:
+    """This process's age from the kernel's own clock."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/self/stat", "rb") as stat:
+        started = float(stat.read().split(b")")[-1].split()[19]) / ticks
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started

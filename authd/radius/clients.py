@@ -8,15 +8,16 @@ its own secret inside a broader /24.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from dataclasses import dataclass, field
+
+from twisted.logger import Logger
 
 from authd.config.model import RadiusClient, RadiusConfig
 from authd.core.username import realm_problem, realm_set
 from authd.radius.codec import Keys, RadiusDictionary
 from authd.radius.replies import ReplyPlan, build_reply_plan
 
-log = logging.getLogger("authd.radius.clients")
+log = Logger(namespace="authd.radius.clients")
 
 # RFC 2865 §3 asks for at least 16 octets; 12 or fewer is what BlastRADIUS-era advisories
 # call guessable by offline search.
@@ -129,16 +130,17 @@ def build_client_table(config: RadiusConfig, dictionary: RadiusDictionary) -> Cl
             continue
         names.add(c.name)
         if len(c.secret) <= WEAK_SECRET_OCTETS:
-            log.warning(
-                "radius client %s: secret is %d octets or shorter; use at least 16 random octets",
-                c.name,
-                WEAK_SECRET_OCTETS,
+            log.warn(
+                "radius client {client}: secret is {octets} octets or shorter; use at least "
+                "16 random octets",
+                client=c.name,
+                octets=WEAK_SECRET_OCTETS,
             )
         if not c.require_message_authenticator:
-            log.warning(
-                "radius client %s: require_message_authenticator is off; requests without "
-                "Message-Authenticator are open to BlastRADIUS (CVE-2024-3596)",
-                c.name,
+            log.warn(
+                "radius client {client}: require_message_authenticator is off; requests "
+                "without Message-Authenticator are open to BlastRADIUS (CVE-2024-3596)",
+                client=c.name,
             )
         clients.append(c)
     if problems:

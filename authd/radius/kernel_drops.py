@@ -17,7 +17,9 @@ from collections.abc import Collection
 
 from authd.metrics import Metrics
 
-PROC_NET = "/proc/net"
+# The process's own view (its network namespace): the unit's ProcSubset=pid hides the
+# /proc/net link, not /proc/self/net.
+PROC_NET = "/proc/self/net"
 REASON = "receive_buffer_full"
 _INODE, _DROPS = 9, 12  # columns of /proc/net/udp (after `sl`, the addresses, ...)
 

@@ -11,7 +11,6 @@ the `Dialect` ALPN chose (classic, or RADIUS/1.1 from radius/radius11.py).
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Protocol, cast
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from authd.auth.interfaces import AuthRequest, Decision, Outcome
@@ -27,8 +27,9 @@ from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import Client, ClientTable
 from authd.radius.dedup import NO_REPLY, DuplicateCache, Key, Seen
+from authd.radius.drop_log import DropLine, DropLog
 
-log = logging.getLogger("authd.radius.protocol")
+log = Logger(namespace="authd.radius.protocol")
 
 # RFC 2869 §5.10: Prompt = No-Echo (0) on Access-Challenge, so the NAS (pam_radius,
 # a VPN client) does not echo the one-time code the user types next.
@@ -37,12 +38,15 @@ _PROMPT_NO_ECHO = codec.attribute(codec.PROMPT, (0).to_bytes(4, "big"))
 Address = tuple[str, int]
 Send = Callable[[bytes, Address], None]
 
-CODE_NAMES = {
+# The codes a server receives and the ones it sends: only series that can move exist.
+RECEIVED_CODES = {
     codec.ACCESS_REQUEST: "Access-Request",
+    codec.STATUS_SERVER: "Status-Server",
+}
+SENT_CODES = {
     codec.ACCESS_ACCEPT: "Access-Accept",
     codec.ACCESS_REJECT: "Access-Reject",
     codec.ACCESS_CHALLENGE: "Access-Challenge",
-    codec.STATUS_SERVER: "Status-Server",
 }
 # Bounds memory and queueing under a flood; past it new requests are dropped (the
 # client retransmits) rather than queued without end in front of the thread pool.
@@ -216,8 +220,8 @@ def reply_for(
         room -= sum(map(len, attrs))
         if room < 0:
             log.error(
-                "radius client %s: reply attributes do not fit in one packet; rejecting",
-                client.name,
+                "radius client {client}: reply attributes do not fit in one packet; rejecting",
+                client=client.name,
             )
             return reject_for("", packet, client, dialect)
         if decision.message:
@@ -264,6 +268,17 @@ class Settings:
     challenge_message: str = "Enter your one-time code"
 
 
+def _log_drop(line: DropLine) -> None:
+    client = line.client or "unknown"
+    if line.first:
+        log.warn("radius: dropped a packet from {source} (client {client}): {why}",
+                 source=line.source, client=client, reason=line.reason, why=line.why, count=1)
+    else:
+        log.warn("radius: dropped {count} more packets from {source} (client {client}) "
+                 "in {seconds:.0f}s: {why}", source=line.source, client=client,
+                 reason=line.reason, why=line.why, count=line.count, seconds=line.seconds)
+
+
 class RadiusHandler:
     """Shared by every listening socket: one duplicate cache, one in-flight set."""
 
@@ -289,16 +304,17 @@ class RadiusHandler:
         # Packets and replies are counted in plain integers, pushed to Prometheus before
         # each collection: a Counter.inc per packet cost ~1 µs of a ~25 µs budget.
         self._packet_counters = {
-            code: metrics.radius_packets.labels(code=name) for code, name in CODE_NAMES.items()
+            code: metrics.radius_packets.labels(code=name) for code, name in RECEIVED_CODES.items()
         }
         self._reply_counters = {
-            code: metrics.radius_replies.labels(code=name) for code, name in CODE_NAMES.items()
+            code: metrics.radius_replies.labels(code=name) for code, name in SENT_CODES.items()
         }
-        self._packets = dict.fromkeys(CODE_NAMES, 0)
-        self._sent = dict.fromkeys(CODE_NAMES, 0)
+        self._packets = dict.fromkeys(RECEIVED_CODES, 0)
+        self._sent = dict.fromkeys(SENT_CODES, 0)
         metrics.before_collect(self.flush_metrics)
         self._latency = metrics.latency.labels(frontend="radius")
         self._drops: dict[str, Any] = {}
+        self.drop_log = DropLog()
 
     # ---------------------------------------------------------------- accounting
     def flush_metrics(self) -> None:
@@ -320,6 +336,18 @@ class RadiusHandler:
             )
         counter.inc()
 
+    def _refuse(self, reason: str, source: str, client: str) -> None:
+        """A drop the sender should hear about: counted, and logged rate-limited."""
+        self._drop(reason)
+        line = self.drop_log.note(source, client, reason, self._seconds())
+        if line is not None:
+            _log_drop(line)
+
+    def flush_drop_log(self) -> None:
+        """Write the drop summaries that are due (the service calls it periodically)."""
+        for line in self.drop_log.flush(self._seconds()):
+            _log_drop(line)
+
     @property
     def in_flight(self) -> int:
         """Requests received and not yet answered (decisions and delayed rejects)."""
@@ -331,13 +359,14 @@ class RadiusHandler:
         try:
             self._datagram(data, addr, send)
         except Exception:
-            log.exception("radius: unexpected error handling a datagram from %s", addr[0])
+            log.failure("radius: unexpected error handling a datagram from {source}",
+                        source=addr[0])
             self._drop("internal_error")
 
     def _datagram(self, data: bytes, addr: Address, send: Send) -> None:
         client = self.settings.clients.match(addr[0])
         if client is None:
-            self._drop(_UNKNOWN_CLIENT)
+            self._refuse(_UNKNOWN_CLIENT, addr[0], "")
             return
         self._request(data, client, addr, send, CLASSIC)
 
@@ -350,7 +379,9 @@ class RadiusHandler:
         try:
             return self._request(data, client, addr, send, dialect)
         except Exception:
-            log.exception("radius: unexpected error handling a packet from %s", client.name)
+            log.failure(
+                "radius: unexpected error handling a packet from {client}", client=client.name
+            )
             self._drop("internal_error")
             return "internal_error"
 
@@ -359,16 +390,16 @@ class RadiusHandler:
     ) -> str:
         packet = dialect.admit(data, client)
         if isinstance(packet, str):
-            self._drop(packet)
+            self._refuse(packet, addr[0], client.name)
             return packet
         self._packets[packet.code] += 1
         if packet.proxy and codec.reply_room(packet) < 0:
             # RFC 2865 §5.33: Proxy-State is echoed whole, and with it no reply fits in
             # 4096 octets (§3): refused before anything is decided or remembered.
-            log.warning(
-                "radius: request from client %s dropped: its Proxy-State echo leaves no "
-                "room for a reply within 4096 octets",
-                client.name,
+            log.warn(
+                "radius: request from client {client} dropped: its Proxy-State echo leaves "
+                "no room for a reply within 4096 octets",
+                client=client.name,
             )
             self._drop("reply_too_large")
             return "reply_too_large"
@@ -395,7 +426,7 @@ class RadiusHandler:
             return ""
         if len(self._in_flight) + len(self._delayed) >= MAX_IN_FLIGHT:
             self.dedup.forget(key)
-            self._drop("overload")
+            self._refuse("overload", ip, client.name)
             return "overload"
         try:
             req = to_auth_request(packet, client, ip, dialect.clear_password)
@@ -440,7 +471,7 @@ class RadiusHandler:
             else:
                 self._send(key, code, reply, addr, send, received)
         except Exception:
-            log.exception("radius: error while answering client %s", client.name)
+            log.failure("radius: error while answering client {client}", client=client.name)
             # The decision is committed: its retransmissions must not be decided again
             # (another failure counted, a used code now a replay), so the entry stays.
             self.dedup.answered(key, NO_REPLY, self._seconds())
@@ -461,7 +492,9 @@ class RadiusHandler:
         # makes the gateway retry the same broken request for ever).
         # The exception's type only: its message might quote request data.
         log.error(
-            "radius: decision failed for client %s: %s", client.name, type(failure.value).__name__
+            "radius: decision failed for client {client}: {error}",
+            client=client.name,
+            error=type(failure.value).__name__,
         )
         self._drop("engine_error")
         code, reply = reject_for("", packet, client, dialect)
@@ -538,6 +571,8 @@ class RadiusProtocol(DatagramProtocol):
     the address three ways per datagram (~3 µs), and our addresses come from recvfrom.
     """
 
+    noisy = False  # no "Starting protocol" line; the service logs what it listens on
+
     def __init__(self, handler: RadiusHandler) -> None:
         self.handler = handler
         self._sendto: Callable[[bytes, Address], object] | None = None
@@ -564,4 +599,5 @@ class RadiusProtocol(DatagramProtocol):
         except OSError as exc:
             # Includes a full send buffer (EAGAIN): the client retransmits and gets the
             # cached reply.
-            log.warning("radius: cannot send reply to %s: %s", addr[0], exc)
+            log.warn("radius: cannot send reply to {source}: {error}",
+                     source=addr[0], error=str(exc))

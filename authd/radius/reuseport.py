@@ -10,10 +10,11 @@ to the duplicate cache that saw the original.
 from __future__ import annotations
 
 import ctypes
-import logging
 import socket
 
-log = logging.getLogger("authd.radius.reuseport")
+from twisted.logger import Logger
+
+log = Logger(namespace="authd.radius.reuseport")
 
 
 # SO_ATTACH_REUSEPORT_CBPF (Linux >= 4.5) and the classic BPF opcodes it needs.
@@ -55,10 +56,10 @@ def spread_by_authenticator(sock: socket.socket, workers: int) -> bool:
         # The kernel copies the program during the call; `program` outlives it.
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, bytes(fprog))
     except OSError as exc:
-        log.warning(
-            "radius: cannot spread requests over workers (%s); the kernel hashes source "
-            "addresses instead, so one gateway uses one worker",
-            exc,
+        log.warn(
+            "radius: cannot spread requests over workers ({error}); the kernel hashes "
+            "source addresses instead, so one gateway uses one worker",
+            error=str(exc),
         )
         return False
     return True

@@ -11,7 +11,6 @@ to its own core (workers.py says when and why).
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from authd.config.model import RadiusConfig
 from authd.config.parse import listen_address
@@ -33,7 +34,7 @@ from authd.radius.tls_context import RadsecMaterial
 from authd.radius.tls_context import prepare as prepare_radsec
 from authd.workers import allowed_cores, core_for, pin_process, worker_index
 
-log = logging.getLogger("authd.radius.service")
+log = Logger(namespace="authd.radius.service")
 
 DRAIN_TIMEOUT = 10.0  # seconds stopService waits for decisions before closing anyway
 
@@ -101,6 +102,10 @@ class RadiusService(Service):
         if config.tls is not None:
             material = prepare_radsec(config, self._dictionary)
             self.radsec = RadsecListener(self.handler, material, reactor, metrics)
+        # Summaries of drops that stopped coming are written by this timer, not by the
+        # next drop (authd/radius/drop_log.py).
+        self._drop_summaries = LoopingCall(self.handler.flush_drop_log)
+        self._drop_summaries.clock = reactor
         # Taken before anything pins (see workers.py): a worker gets it in CORES_ENV.
         self._cores = allowed_cores()
         self.pinned_core: int | None = None
@@ -137,7 +142,8 @@ class RadiusService(Service):
                 finally:
                     sock.close()  # the reactor holds its own duplicate
                 self._ports.append(listening)
-                log.info("radius: listening on %s:%d", *self._address(listening))
+                host, port = self._address(listening)
+                log.info("radius: listening on {host}:{port}", host=host, port=port)
         except Exception:
             for p in self._ports:
                 p.stopListening()
@@ -150,11 +156,14 @@ class RadiusService(Service):
             core = core_for(worker_index(), self._config.workers, self._cores)
             if core is not None and pin_process(core):
                 self.pinned_core = core
+        self._drop_summaries.start(self.handler.drop_log.interval, now=False)
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted's name
         """Answer what is in flight (bounded by DRAIN_TIMEOUT), then close the sockets."""
         super().stopService()
+        if self._drop_summaries.running:
+            self._drop_summaries.stop()
         done: Deferred[None] = Deferred()
         timer = self._reactor.callLater(DRAIN_TIMEOUT, lambda: _fire(done))
         radsec = self.radsec
@@ -191,7 +200,7 @@ class RadiusService(Service):
         if config.tls is not None and self.radsec is not None:
             material = prepare_radsec(config, dictionary)
         elif (config.tls is None) != (self._config.tls is None):
-            log.warning("radius: radius.tls was added or removed; it takes effect on restart")
+            log.warn("radius: radius.tls was added or removed; it takes effect on restart")
         return lambda: self._commit(config, dictionary, settings, material)
 
     def reload(self, config: RadiusConfig) -> None:
@@ -206,20 +215,20 @@ class RadiusService(Service):
         material: RadsecMaterial | None,
     ) -> None:
         if [listen_address(s) for s in config.listen] != self._listen:
-            log.warning("radius: listen addresses changed; they take effect on restart")
+            log.warn("radius: listen addresses changed; they take effect on restart")
         if config.workers != self._config.workers:
-            log.warning("radius: workers changed; it takes effect on restart")
+            log.warn("radius: workers changed; it takes effect on restart")
         self.handler.settings = settings
         self.handler.dedup.window = config.duplicate_window
         if material is not None and self.radsec is not None:
             assert config.tls is not None and self._config.tls is not None
             if config.tls.listen != self._config.tls.listen:
-                log.warning("radius: radius.tls.listen changed; it takes effect on restart")
+                log.warn("radius: radius.tls.listen changed; it takes effect on restart")
             self.radsec.commit(material)
-            log.info("radius: reloaded %d RadSec clients", len(material.rules))
+            log.info("radius: reloaded {count} RadSec clients", count=len(material.rules))
         self._dictionary = dictionary
         self._config = config
-        log.info("radius: reloaded %d clients", len(settings.clients.clients))
+        log.info("radius: reloaded {count} clients", count=len(settings.clients.clients))
 
     def bound_tls_ports(self) -> list[tuple[str, int]]:
         """The RadSec (host, port) actually bound, in `radius.tls.listen` order."""

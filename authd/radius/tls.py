@@ -13,7 +13,6 @@ in flight per connection; a client that stops reading its replies stops being re
 
 from __future__ import annotations
 
-import logging
 import socket
 from typing import Any
 
@@ -26,6 +25,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -37,7 +37,7 @@ from authd.radius.protocol import CLASSIC, Address, Dialect, RadiusHandler
 from authd.radius.radius11 import ALPN_1_1, RADIUS_1_1
 from authd.radius.tls_context import VERIFY_ERRORS, NoApplicationProtocol, RadsecMaterial
 
-log = logging.getLogger("authd.radius.tls")
+log = Logger(namespace="authd.radius.tls")
 
 CLOSE_GRACE = 5.0  # seconds a closing connection may take to flush before it is aborted
 FRONTEND = "radsec"
@@ -125,10 +125,11 @@ class RadsecConnection(Protocol):
         client = certmatch.match(self._material.rules, self.chain)
         if client is None:
             subject = self.chain[0].subject.rfc4514_string() if self.chain else "?"
-            log.warning(
-                "radsec: certificate %r from %s matches no radius.tls client; closing",
-                subject,
-                self.peer[0],
+            log.warn(
+                "radsec: certificate {subject!r} from {peer} matches no radius.tls client; "
+                "closing",
+                subject=subject,
+                peer=self.peer[0],
             )
             self._listener.refused("no_matching_client")
             self.state = "refused"  # counted here, not again as a failed handshake
@@ -140,12 +141,12 @@ class RadsecConnection(Protocol):
         self.client = client
         self._packets = self._listener.packet_counter(client)
         log.info(
-            "radsec: client %s connected from %s:%d (%s, %s)",
-            client.name,
-            self.peer[0],
-            self.peer[1],
-            conn.get_protocol_version_name(),
-            self.dialect.name,
+            "radsec: client {client} connected from {host}:{port} ({version}, {dialect})",
+            client=client.name,
+            host=self.peer[0],
+            port=self.peer[1],
+            version=conn.get_protocol_version_name(),
+            dialect=self.dialect.name,
         )
         self._arm(self._material.config.idle_timeout)
 
@@ -154,7 +155,9 @@ class RadsecConnection(Protocol):
         if self.state == "handshake":
             why = handshake_failure_reason(reason, self._verify_error)
             if why != "closed_during_handshake" or self._verify_error:
-                log.warning("radsec: TLS handshake with %s failed: %s", self.peer[0], why)
+                log.warn(
+                    "radsec: TLS handshake with {peer} failed: {why}", peer=self.peer[0], why=why
+                )
             self._listener.handshake_failed(why)
         self._listener.closed(self)
         self.client = None
@@ -206,7 +209,11 @@ class RadsecConnection(Protocol):
         if not counted:
             self._listener.drop(reason)
         name = self.client.name if self.client is not None else "?"
-        log.warning("radsec: %s from client %s; closing the connection", reason, name)
+        log.warn(
+            "radsec: {reason} from client {client}; closing the connection",
+            reason=reason,
+            client=name,
+        )
         self._buffer.clear()
         self._close(abort=False)
 
@@ -262,7 +269,7 @@ class RadsecConnection(Protocol):
         elif self._pending > 0:
             self._arm(self._material.config.idle_timeout)  # we owe replies: not idle
         else:
-            log.info("radsec: closing idle connection from %s", self.peer[0])
+            log.info("radsec: closing idle connection from {peer}", peer=self.peer[0])
             self._close(abort=False)
 
     def _close(self, abort: bool) -> None:
@@ -291,7 +298,10 @@ class RadsecConnection(Protocol):
             return
         client = certmatch.match(material.rules, self.chain)
         if client is None:
-            log.warning("radsec: client %s no longer matches radius.tls; closing", self.client.name)
+            log.warn(
+                "radsec: client {client} no longer matches radius.tls; closing",
+                client=self.client.name,
+            )
             self._close(abort=False)
             return
         self._listener.established(self, client)
@@ -388,7 +398,9 @@ class RadsecListener:
 
     def refused(self, reason: str) -> None:
         if reason == "too_many_connections":
-            log.warning("radsec: %d connections open; refusing another", len(self.connections))
+            log.warn(
+                "radsec: {count} connections open; refusing another", count=len(self.connections)
+            )
         self._metrics.radsec_refused.labels(reason=reason).inc()
 
     def packet_counter(self, client: Client) -> Any:
@@ -416,7 +428,7 @@ class RadsecListener:
                     sock.close()  # the reactor holds its own duplicate
                 self._ports.append(listening)
                 addr = listening.getHost()
-                log.info("radsec: listening on %s:%d", addr.host, addr.port)
+                log.info("radsec: listening on {host}:{port}", host=addr.host, port=addr.port)
         except Exception:
             for p in self._ports:
                 p.stopListening()

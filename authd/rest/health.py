@@ -94,4 +94,6 @@ class HealthEndpoints:
         return self._ready().addCallbacks(answer, broken)
 
     def metrics(self, call: Call) -> Reply:
-        return Reply(raw=generate_latest(self._metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        # generate_latest only calls collect(): the registry or the workers' merged view.
+        exported: Any = self._metrics.exported
+        return Reply(raw=generate_latest(exported), content_type=CONTENT_TYPE_LATEST)

@@ -119,6 +119,7 @@ class AuthdSite(Site):
     """A Site on an injected reactor that never shows a traceback."""
 
     displayTracebacks = False
+    noisy = False  # no "Starting factory" line per start and stop
     requestFactory = CappedRequest
     # Plain HTTP/1.1 channels, not Twisted's proxy that could switch to HTTP/2 by ALPN
     # (authd does not ship h2): the proxy hides each connection's transport, which a

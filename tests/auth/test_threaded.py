@@ -68,7 +68,7 @@ def test_authenticate_runs_in_pool_and_counts(fake_world: World, pool: ThreadPoo
     assert (d.outcome, d.reason) == (Outcome.ACCEPT, Reason.OK)
     labels = {"frontend": "radius", "result": "accept", "reason": "ok"}
     assert sample(metrics, "authd_requests_total", labels) == 1
-    assert sample(metrics, "authd_store_seconds_count") == 1
+    assert sample(metrics, "authd_store_duration_seconds_count") == 1
     assert sample(metrics, "authd_requests_in_flight", {"frontend": "radius"}) == 0
 
 
@@ -634,7 +634,7 @@ def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) ->
         )
         == 40
     )
-    assert sample(metrics, "authd_store_seconds_count") == 80
+    assert sample(metrics, "authd_store_duration_seconds_count") == 80
     store.close()
 
 

@@ -4,6 +4,7 @@ and the example config starts as-is."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -132,13 +133,17 @@ def test_serve_ready_reload_and_terminate(tmp_path: Path, daemon_factory: list[D
 
     config.write_text(config.read_text() + "radius:\n  nonsense: 1\n")
     daemon.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)  # the reload is asynchronous; give the reactor a moment (not a TOTP wait)
+    assert daemon.next_state().startswith("RELOADING=1\nMONOTONIC_USEC=")
+    refused = daemon.next_state()
+    assert refused.startswith("READY=1\nSTATUS=reload refused: "), refused
+    assert "authd.yaml:13: radius: duplicate key" in refused
     assert daemon.proc.poll() is None, "a bad reload must not stop the daemon"
     assert http_get(http_port, "/healthz") == 200
 
     write_config(config, radius_port, http_port, "otp:\n  lockout:\n    max_attempts: 3\n")
     daemon.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    assert daemon.next_state().startswith("RELOADING=1\n")
+    assert daemon.next_state() == "READY=1\nSTATUS=config reloaded"
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.next_state() == "STOPPING=1"
     out = daemon.output()
@@ -247,3 +252,31 @@ def test_http_workers_serve_the_same_port(tmp_path: Path,
     assert daemon.next_state() == "STOPPING=1"
     out = daemon.output()
     assert daemon.proc.returncode == 0, out
+
+
+def test_json_logs_one_object_per_line_without_twisted_chatter(
+        tmp_path: Path, daemon_factory: list[Daemon]) -> None:
+    """`logging.format: json` from start to stop: every line parses as JSON, Twisted's
+    "starting on"/"Starting factory"/"Port Closed" lines are gone, and a packet dropped
+    for lack of Message-Authenticator is told with its source and reason."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    write_config(config, radius_port, http_port, "logging:\n  format: json\n")
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+    assert daemon.next_state() == "READY=1"
+    assert http_get(http_port, "/healthz") == 200
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:
+        # An Access-Request with no attributes at all: no Message-Authenticator.
+        nas.sendto(b"\x01\x07\x00\x14" + os.urandom(16), ("127.0.0.1", radius_port))
+    assert http_get(http_port, "/healthz") == 200  # the datagram was read by now
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.next_state() == "STOPPING=1"
+    out = daemon.output()
+    assert daemon.proc.returncode == 0, out
+    lines = [json.loads(line) for line in out.splitlines()]
+    messages = [line["message"] for line in lines]
+    assert not [m for m in messages if re.search(r"starting on|Starting|Stopping|Closed\)", m)]
+    assert "authd stopped" in messages
+    [drop] = [line for line in lines if line.get("reason") == "missing_message_authenticator"]
+    assert drop["source"] == "127.0.0.1" and drop["level"] == "warn"

@@ -18,6 +18,13 @@ from typing import Any
 
 from prometheus_client import generate_latest
 from twisted.internet import reactor as global_reactor
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 from twisted.python.threadpool import ThreadPool
 
 from authd.config.model import (
@@ -113,6 +120,10 @@ def real_engine(spec: dict[str, Any], radius: RadiusConfig, metrics: Metrics) ->
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
+    # Warnings and errors to stderr (stdout carries the JSON lines the tests read).
+    warnings = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [warnings])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     radius = radius_config(spec)
     metrics = Metrics()
     if spec.get("engine", "fake") == "real":

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from authd.config.model import ReplyAttribute
 from authd.radius.clients import ClientConfigError, build_client_table
 from authd.radius.codec import RadiusDictionary
+from tests.fixtures.logs import Logged
 from tests.fixtures.radius import SECRET, client_config, radius_config
 
 DICT = RadiusDictionary()
@@ -60,11 +59,11 @@ def test_every_problem_is_reported_at_once_without_secrets() -> None:
     assert SECRET not in msg
 
 
-def test_weak_secret_warns_without_revealing_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_weak_secret_warns_without_revealing_it(logged: Logged) -> None:
     """Secrets of 12 octets or less draw a warning that names the client, not the secret."""
-    caplog.set_level(logging.WARNING)
     build_client_table(radius_config(client_config("weak", secret="short-pw")), DICT)
-    assert "weak" in caplog.text and "short-pw" not in caplog.text
+    assert any("weak" in line for line in logged.lines("authd.radius.clients"))
+    assert "short-pw" not in logged.text
 
 
 def test_client_repr_hides_secret() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +14,7 @@ from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import build_client_table
 from authd.radius.protocol import Admitted, Dropped, RadiusHandler, Settings, reply_for, screen
+from tests.fixtures.logs import Logged
 from tests.fixtures.radius import (
     GROUP_REPLIES,
     PASSWORD,
@@ -344,10 +343,9 @@ def test_drain_answers_delayed_rejects_and_pending_decisions(clock: Clock) -> No
     assert handler.in_flight == 0
 
 
-def test_secrets_never_reach_logs(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_reach_logs(clock: Clock, logged: Logged) -> None:
     """Across accepts, rejects, drops and engine errors, no log line holds the shared
     secret, the password or the code."""
-    caplog.set_level(logging.DEBUG)
     code = totp(clock.seconds())
     for engine in (FakeEngine(now=clock.seconds), FakeEngine(now=clock.seconds, fail=True)):
         handler = _handler(clock, engine)
@@ -357,7 +355,8 @@ def test_secrets_never_reach_logs(clock: Clock, caplog: pytest.LogCaptureFixture
         handler.datagram(b"\x01" * 30, NAS, wire)
         clock.advance(2)
     for secret in (SECRET, PASSWORD, code):
-        assert secret not in caplog.text
+        assert secret not in logged.text
+    assert logged.lines("authd.radius"), "the drops and the engine error were logged"
 
 
 def test_screen_is_pure_and_reports_reasons() -> None:
@@ -569,3 +568,18 @@ def test_decision_that_cannot_be_answered_is_never_decided_again(clock: Clock) -
     clock.advance(31)  # past the duplicate window: the entry goes like any other
     handler.datagram(access_request(password="x")[0], NAS, wire)
     assert len(handler.dedup) == 1
+
+
+def test_only_series_that_can_move_are_exported(setup: Setup) -> None:
+    """A server receives requests and sends answers: no packets{code="Access-Accept"}
+    or replies{code="Access-Request"} stuck at zero for ever."""
+    _, _, _, metrics = setup
+    series = {(s.name, s.labels.get("code")) for family in metrics.registry.collect()
+              for s in family.samples if s.name.startswith("authd_radius_")}
+    assert series == {
+        ("authd_radius_packets_total", "Access-Request"),
+        ("authd_radius_packets_total", "Status-Server"),
+        ("authd_radius_replies_total", "Access-Accept"),
+        ("authd_radius_replies_total", "Access-Reject"),
+        ("authd_radius_replies_total", "Access-Challenge"),
+    }

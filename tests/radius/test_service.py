@@ -15,6 +15,7 @@ from authd.metrics import Metrics
 from authd.radius import codec
 from authd.radius.clients import ClientConfigError
 from authd.radius.service import RadiusService, bind_socket
+from tests.fixtures.logs import Logged
 from tests.fixtures.radius import (
     PASSWORD,
     SECRET,
@@ -201,6 +202,29 @@ def test_start_pins_by_worker_index_when_configured(
         assert svc.pinned_core == want
         assert pinned == ([] if want is None else [want])
         assert len(reactor.adopted) == 1
+    finally:
+        svc.stopService()
+        reactor.advance(20)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_running_service_writes_drop_summaries_on_its_clock(logged: Logged) -> None:
+    """A burst of drops that stops is still summed up a minute later by the service's
+    own timer, which goes away with the service."""
+    import dataclasses
+
+    reactor: Any = _PortsClock()
+    config = dataclasses.replace(radius_config(), listen=("127.0.0.1:0",))
+    svc = RadiusService(config, FakeEngine(now=reactor.seconds), reactor, Metrics())
+    svc.startService()
+    try:
+        data, _ = access_request(message_authenticator=False)
+        for _ in range(4):
+            svc.handler.datagram(data, ("127.0.0.1", 4000), lambda d, a: None)
+        assert len(logged.lines("authd.radius.protocol")) == 1
+        reactor.advance(60)
+        lines = logged.lines("authd.radius.protocol")
+        assert len(lines) == 2 and "dropped 3 more packets from 127.0.0.1" in lines[1]
     finally:
         svc.stopService()
         reactor.advance(20)

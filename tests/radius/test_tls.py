@@ -6,7 +6,6 @@ matching, both dialects, framing and the connection limits, without sockets or s
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from authd.radius.clients import ClientTable
 from authd.radius.protocol import RadiusHandler, Settings
 from authd.radius.tls import RadsecListener
 from authd.radius.tls_context import RadsecConfigError, prepare
+from tests.fixtures.logs import Logged
 from tests.fixtures.radius import PASSWORD, USER, FakeEngine, access_request, totp
 from tests.fixtures.radsec import (
     Issued,
@@ -192,40 +192,38 @@ def test_foreign_alpn_is_refused_at_the_handshake(world: RadsecWorld) -> None:
     [("foreign", "unknown_ca"), ("expired", "certificate_expired")],
 )
 def test_bad_client_certificate_fails_the_handshake(
-    world: RadsecWorld, who: str, reason: str, caplog: pytest.LogCaptureFixture
+    world: RadsecWorld, who: str, reason: str, logged: Logged
 ) -> None:
     """A certificate from another CA or an expired one never gets past TLS: counted by
     reason and logged with it."""
     h = Harness(world)
-    with caplog.at_level(logging.WARNING, logger="authd.radius.tls"):
-        peer, pump, server = h.connect(getattr(world, who))
-        pump.flush()
+    peer, pump, server = h.connect(getattr(world, who))
+    pump.flush()
     assert peer.lost is not None
     assert server.client is None
     assert h.sample("authd_radsec_handshake_failures_total", reason=reason) == 1
-    assert reason in caplog.text
+    assert any(reason in line for line in logged.lines("authd.radius.tls"))
     assert h.sample("authd_radsec_connections", state="handshake") == 0
     assert h.engine.calls == []
 
 
 def test_certificate_matching_no_client_is_dropped(
-    world: RadsecWorld, caplog: pytest.LogCaptureFixture
+    world: RadsecWorld, logged: Logged
 ) -> None:
     """A valid certificate naming no configured client: closed before any packet is
     read, counted and logged with its subject."""
     h = Harness(world)
-    with caplog.at_level(logging.WARNING, logger="authd.radius.tls"):
-        peer, pump, server = h.connect(world.stranger)
-        data, _ = _inline(h.clock.seconds())
-        peer.transport.write(data)
-        pump.flush()
+    peer, pump, server = h.connect(world.stranger)
+    data, _ = _inline(h.clock.seconds())
+    peer.transport.write(data)
+    pump.flush()
     assert peer.replies() == []
     assert peer.lost is not None
     assert h.engine.calls == []
     assert h.sample("authd_radsec_refused_total", reason="no_matching_client") == 1
     assert h.total("authd_radsec_handshake_failures_total") == 0  # counted once, above
     assert h.sample("authd_radsec_connections", state="handshake") == 0
-    assert "stranger.example.org" in caplog.text
+    assert any("stranger.example.org" in line for line in logged.lines("authd.radius.tls"))
 
 
 def test_match_rules_pick_the_client_and_its_settings(world: RadsecWorld) -> None:
@@ -467,25 +465,23 @@ def test_service_reload_refuses_a_bad_certificate_and_swaps_a_good_one(
 
 
 def test_radius_1_1_clear_passwords_never_reach_logs(
-    world: RadsecWorld, caplog: pytest.LogCaptureFixture
+    world: RadsecWorld, logged: Logged
 ) -> None:
     """RADIUS/1.1 carries User-Password in clear inside TLS: neither a reject, an engine
     failure nor a malformed packet that closes the connection logs any of it."""
     h = Harness(world)
     h.engine.fail = True
     secret = "Zq7-clear-text-password-Zq7"
-    with caplog.at_level(logging.DEBUG):
-        peer, pump, _ = h.connect(world.proxy, alpn=(b"radius/1.1",))
-        attrs = [(codec.USER_NAME, USER.encode()), (codec.USER_PASSWORD, secret.encode())]
-        peer.transport.write(radius11_request(b"\x00\x00\x00\x01", attrs))
-        pump.flush()
-        broken = radius11_request(b"\x00\x00\x00\x02", [*attrs, (codec.REPLY_MESSAGE, b"x")])
-        peer.transport.write(broken[:-2] + b"\x09x")  # the last TLV claims more than it has
-        pump.flush()
+    peer, pump, _ = h.connect(world.proxy, alpn=(b"radius/1.1",))
+    attrs = [(codec.USER_NAME, USER.encode()), (codec.USER_PASSWORD, secret.encode())]
+    peer.transport.write(radius11_request(b"\x00\x00\x00\x01", attrs))
+    pump.flush()
+    broken = radius11_request(b"\x00\x00\x00\x02", [*attrs, (codec.REPLY_MESSAGE, b"x")])
+    peer.transport.write(broken[:-2] + b"\x09x")  # the last TLV claims more than it has
+    pump.flush()
     assert [r[0] for r in peer.replies()] == [codec.ACCESS_REJECT]
     assert peer.lost is not None
-    assert secret not in caplog.text
-    assert secret[:8] not in caplog.text
+    assert logged.events and secret[:8] not in logged.text
 
 
 def test_hundreds_of_synchronous_answers_in_one_record(world: RadsecWorld) -> None:

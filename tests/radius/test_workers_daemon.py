@@ -3,11 +3,13 @@ one gateway (one source port), the real engine and SQLite store.
 
 Checks what the design promises: both processes serve one gateway's requests, a
 retransmit gets the byte-identical reply and does not consume a second code, and each
-process sits on its own core when `radius.pin_workers` is on and the cores exist.
+process sits on its own core when `radius.pin_workers` is on and the cores exist, and
+one scrape of /metrics shows the sum over both processes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -111,8 +113,25 @@ radius:
         self.log.close()
         return code
 
+    def metric_total(self, line_start: str, want: float) -> float:
+        """The sample once /metrics shows `want` or after 10 s: the worker's share
+        arrives with its next snapshot, written once a second."""
+        deadline = time.monotonic() + 10
+        while (value := self.metric(line_start)) != want and time.monotonic() < deadline:
+            time.sleep(0.2)  # waiting for the worker's periodic write, not for a clock
+        return value
+
+    def worker_snapshot(self, family: str, code: str) -> float:
+        """The worker's own count, from the snapshot it hands to the main process."""
+        environ = Path(f"/proc/{self.pids[1]}/environ").read_bytes().split(b"\0")
+        [directory] = [e.split(b"=", 1)[1].decode() for e in environ
+                       if e.startswith(b"AUTHD_METRICS_DIR=")]
+        data = json.loads((Path(directory) / "process-1.json").read_text())
+        [found] = [f for f in data if f["name"] == family]
+        return sum(v for _, labels, v in found["samples"] if labels.get("code") == code)
+
     def metric(self, line_start: str) -> float:
-        """A sample of the main process's /metrics (it counts only its own packets)."""
+        """A sample of /metrics, summed over the main process and its worker."""
         url = f"http://127.0.0.1:{self.http_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
             for line in resp.read().decode().splitlines():
@@ -157,8 +176,10 @@ def test_one_gateway_is_served_by_both_workers_and_retransmits_hit_the_cache(
             sent.append((datagram, auth, reply))
         for datagram, _, reply in sent[:4]:
             assert _ask(sock, datagram, daemon.radius_port) == reply
-        served_by_main = daemon.metric('authd_radius_replies_total{code="Access-Accept"}')
-        assert 0 < served_by_main < USERS, "one process answered the whole gateway"
+        accepts = 'authd_radius_replies_total{code="Access-Accept"}'
+        assert daemon.metric_total(accepts, USERS) == USERS, "one scrape shows both"
+        served_by_worker = daemon.worker_snapshot("authd_radius_replies", "Access-Accept")
+        assert 0 < served_by_worker < USERS, "one process answered the whole gateway"
         # The retransmitted codes stay consumed: a fresh request with the same code fails.
         auth = os.urandom(16)
         attrs = [

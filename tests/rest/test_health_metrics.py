@@ -86,10 +86,10 @@ def test_metrics_move_with_requests(app: App) -> None:
     text = app.request("GET", "/metrics").raw.decode()
     assert _sample(text, accept) == 1
     assert _sample(text, reject) == 1
-    assert _sample(text, 'authd_request_seconds_count{frontend="http"}') == 2
+    assert _sample(text, 'authd_request_duration_seconds_count{frontend="http"}') == 2
     assert _sample(text, 'authd_http_responses_total{route="/api/v1/validate",status="200"}') == 1
     assert _sample(text, 'authd_http_responses_total{route="unmatched",status="403"}') == 1
-    assert _sample(text, "authd_store_seconds_count") == 2
+    assert _sample(text, "authd_store_duration_seconds_count") == 2
 
 
 def test_no_secret_in_metrics(app: App) -> None:
