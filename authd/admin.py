@@ -41,6 +41,7 @@ from authd.core.model import (
     is_locked,
     user_status,
 )
+from authd.rest.apikeys import NewApiKey, new_api_key
 
 # A user name is what a RADIUS User-Name or an LDAP uid can carry: printable, no
 # whitespace or control characters (they would break audit lines and list columns).
@@ -495,9 +496,7 @@ class AdminOps:
             if password is not None and password == "":
                 # An empty password must never authenticate: refuse to store one.
                 raise InvalidInput("the password is empty")
-            for group in groups:
-                if not group or any(c.isspace() or ord(c) < 32 for c in group):
-                    raise InvalidInput(f"bad group name {group!r}")
+            _check_groups(groups)
             password_hash = self._hash_password(password) if password is not None else None
             self._store.add_user(
                 User(
@@ -564,6 +563,54 @@ class AdminOps:
             last_success=user.last_success,
             created_at=user.created_at,
         )
+
+    def set_user(
+        self,
+        actor: str,
+        name: str,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        groups: Sequence[str] | None = None,
+    ) -> UserDetail:
+        """Change the given profile fields; None leaves a field as it is, and a given
+        group list replaces the old one (empty: no groups)."""
+        with self._audited(actor, "user.set", name) as note:
+            if groups is not None:
+                _check_groups(groups)
+            given = {
+                "email": email,
+                "phone": phone,
+                "first_name": first_name,
+                "last_name": last_name,
+            }
+            profile = {k: v for k, v in given.items() if v is not None}
+            # The trail names what changed, never the values (personal data).
+            note.detail = ",".join([*profile, *(["groups"] if groups is not None else [])])
+            uniq = None if groups is None else list(dict.fromkeys(groups))
+            if not self._store.set_profile(name, profile, uniq):
+                raise NotFound(f"no user {name!r}")
+        return self.show_user(actor, name)
+
+    def set_password(self, actor: str, name: str, password: str) -> Done:
+        """A new local password (argon2id); a user without one gets one."""
+        with self._audited(actor, "user.passwd", name):
+            if password == "":
+                # An empty password must never authenticate: refuse to store one.
+                raise InvalidInput("the password is empty")
+            if not self._store.set_password_hash(name, self._hash_password(password)):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.passwd", name)
+
+    def delete_user(self, actor: str, name: str) -> Done:
+        """Remove the user: tokens revoked (serials stay taken), backup codes, PIN and
+        the record gone. A directory user reappears, unregistered, on next sight."""
+        with self._audited(actor, "user.delete", name):
+            if not self._store.delete_user(name):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.delete", name)
 
     def unlock_user(self, actor: str, name: str) -> Done:
         """Clear the failure count and any lock (also a lock that never expires)."""
@@ -841,6 +888,19 @@ class AdminOps:
             note.detail = f"key {key_id}, {count} seeds"
         return KeyRotation(key_id, count)
 
+    def new_api_key(
+        self, actor: str, name: str, scopes: Sequence[str], key_file: str = ""
+    ) -> NewApiKey:
+        """A fresh HTTP API key and its config lines; authd keeps no copy, the trail
+        records who drew a key for which name and scopes (never the key)."""
+        with self._audited(actor, "apikey.new", detail=name) as note:
+            try:
+                created = new_api_key(name, scopes, key_file)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+            note.detail = f"{name} [{' '.join(created.scopes)}]"
+        return created
+
     def test_auth(self, actor: str, user: str, password: str, otp_code: str | None) -> TestResult:
         """Run the daemon's decision for (user, password, otp) and return it with its
         internal reason. The engine records the attempt (lockout, last seen, audit
@@ -875,6 +935,12 @@ def _owner(token: Token | None) -> str:
 def _check_user_name(name: str) -> None:
     if not _USER_RE.match(name):
         raise InvalidInput("a user name is 1-255 printable characters without spaces or '*'")
+
+
+def _check_groups(groups: Sequence[str]) -> None:
+    for group in groups:
+        if not group or any(c.isspace() or ord(c) < 32 for c in group):
+            raise InvalidInput(f"bad group name {group!r}")
 
 
 def _check_serial(serial: str) -> None:

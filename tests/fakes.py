@@ -15,7 +15,7 @@ import fnmatch
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +172,26 @@ class FakeStore:
                 del self.tokens[serial]
             self.backup_codes.pop(name, None)
         return self._update(name, pin_hash=None)
+
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool:
+        self._enter("set_profile")
+        changes: dict[str, Any] = dict(profile)
+        if groups is not None:
+            changes["groups"] = tuple(groups)
+        return self._update(name, **changes)
+
+    def delete_user(self, name: str) -> bool:
+        self._enter("delete_user")
+        with self._lock:
+            for serial, t in list(self.tokens.items()):
+                if t.user == name:
+                    self.tokens[serial] = dataclasses.replace(
+                        t, user=None, status=TokenStatus.REVOKED
+                    )
+            self.backup_codes.pop(name, None)
+            return self.users.pop(name, None) is not None
 
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None

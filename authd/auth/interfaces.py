@@ -16,7 +16,7 @@ times the cost of a plain slot store (callgrind, Token/User/AuthRequest alone: 4
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -234,6 +234,11 @@ class Store(Protocol):
     def set_pin_hash(self, name: str, pin_hash: str | None) -> bool: ...
     def unlock_user(self, name: str) -> bool: ...
     def reset_user(self, name: str) -> bool: ...  # drop tokens, backup codes, PIN
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool: ...  # profile keys: email, phone, first_name, last_name; groups: None keeps
+    def delete_user(self, name: str) -> bool: ...
+    # ^ tokens revoked and unassigned (serials stay taken), backup codes, PIN and row gone
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
     ) -> LockState: ...

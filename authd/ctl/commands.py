@@ -17,6 +17,7 @@ from typing import Any, Protocol, TextIO
 from authd.admin import AdminOps, Done, TestResult, TokenInfo, UserSummary
 from authd.core.errors import InvalidInput
 from authd.ctl import render
+from authd.ctl.parser import UsageError
 from authd.ctl.timespec import parse_since
 
 EXIT_OK = 0
@@ -109,6 +110,28 @@ def run(
             groups=args.group,
         )
         return _one(detail, f"user {detail.user} added\n\n{render.user_detail(detail)}")
+    if cmd == "user.set":
+        if args.no_groups and args.group:
+            raise UsageError("--no-groups and --group exclude each other")
+        fields = (args.email, args.phone, args.first_name, args.last_name, args.group)
+        if not args.no_groups and all(f is None for f in fields):
+            raise UsageError("nothing to change: give --email, --phone, --first-name, ...")
+        detail = ops.set_user(
+            actor,
+            args.user,
+            email=args.email,
+            phone=args.phone,
+            first_name=args.first_name,
+            last_name=args.last_name,
+            groups=[] if args.no_groups else args.group,
+        )
+        return _one(detail, f"user {detail.user} changed\n\n{render.user_detail(detail)}")
+    if cmd == "user.passwd":
+        done = ops.set_password(actor, args.user, console.secret("Password: ", confirm=True))
+        return _one(done, render.done(done))
+    if cmd == "apikey.new":
+        created = ops.new_api_key(actor, args.name, args.scope, args.key_file)
+        return _one(created, render.api_key(created))
     if cmd == "user.list":
         return _users(ops.list_users(actor, args.pattern, args.limit))
     if cmd == "user.show":
@@ -119,6 +142,7 @@ def run(
         "user.reset": ops.reset_user,
         "user.disable": ops.disable_user,
         "user.enable": ops.enable_user,
+        "user.delete": ops.delete_user,
         "pin.remove": ops.remove_pin,
     }
     if cmd in simple:

@@ -24,6 +24,7 @@ from authd.admin import (
     UserSummary,
 )
 from authd.core.model import LastSeen
+from authd.rest.apikeys import NewApiKey
 
 
 def local_time(at: float | None) -> str:
@@ -209,3 +210,12 @@ def status_report(report: StatusReport) -> str:
     )
     verdict = "all reachable" if report.ok else "NOT all reachable"
     return f"{text}\n\n{verdict}"
+
+
+def api_key(k: NewApiKey) -> str:
+    where = f"written to {k.key_file} (0600)" if k.key_file else "shown this once, keep it"
+    return (
+        f"API key {k.name!r}, {where}:\n\n  {k.key}\n\n"
+        f"Add under `http: api_keys:` in the config, then reload (SIGHUP):\n\n"
+        f"{k.config_lines()}"
+    )

@@ -139,15 +139,8 @@ def _code(name: str) -> Field:
     return Field(name, required=True, min_length=6, max_length=8, pattern=r"^[0-9]+$")
 
 
-ADD_USER = BodySchema(
-    (
-        _name("user", required=True),
-        Field(
-            "password",
-            min_length=1,
-            max_length=1024,
-            description="local password; omit for a directory-only user",
-        ),
+def _profile_fields(groups_help: str) -> tuple[Field, ...]:
+    return (
         Field("email", max_length=255),
         Field("phone", max_length=64),
         Field("first_name", max_length=255),
@@ -158,6 +151,35 @@ ADD_USER = BodySchema(
             min_length=1,
             max_length=255,
             pattern=r"^[^\s\x00-\x1f\x7f]+$",
+            description=groups_help,
+        ),
+    )
+
+
+ADD_USER = BodySchema(
+    (
+        _name("user", required=True),
+        Field(
+            "password",
+            min_length=1,
+            max_length=1024,
+            description="local password; omit for a directory-only user",
+        ),
+        *_profile_fields(""),
+    )
+)
+SET_USER = BodySchema(_profile_fields("replaces the user's groups; [] removes them all"))
+PASSWORD = BodySchema((Field("password", required=True, min_length=1, max_length=1024),))
+NEW_API_KEY = BodySchema(
+    (
+        Field("name", required=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"),
+        Field(
+            "scopes",
+            kind="string-list",
+            required=True,
+            min_length=1,
+            max_length=32,
+            pattern=r"^(validate|admin|selfservice-admin)$",
         ),
     )
 )
@@ -260,6 +282,18 @@ STATUS_REPORT = {
         },
     },
 }
+API_KEY = {
+    "type": "object",
+    "required": ["name", "scopes", "key", "key_sha256", "config"],
+    "properties": {
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "key": {"type": "string", "description": "shown once; authd keeps no copy"},
+        "key_sha256": {"type": "string"},
+        "key_file": {"type": "null"},
+        "config": {"type": "string", "description": "the http.api_keys entry to paste"},
+    },
+}
 _ERRORS = (400, 401, 403, 404, 409, 413, 415, 429)
 
 
@@ -308,6 +342,32 @@ class AdminEndpoints:
                 "showUser",
                 "A user's profile, tokens and lock state",
                 USER_DETAIL,
+            ),
+            ops(
+                "PATCH",
+                u + "/{user}",
+                self.set_user,
+                "setUser",
+                "Change profile fields and groups of a user (fields left out stay)",
+                USER_DETAIL,
+                body=SET_USER,
+            ),
+            ops(
+                "DELETE",
+                u + "/{user}",
+                self.simple("delete_user"),
+                "deleteUser",
+                "Delete a user: tokens revoked, backup codes and PIN gone (audited)",
+                DONE,
+            ),
+            ops(
+                "PUT",
+                u + "/{user}/password",
+                self.set_password,
+                "setPassword",
+                "Set a local password",
+                DONE,
+                body=PASSWORD,
             ),
             ops(
                 "POST",
@@ -454,6 +514,16 @@ class AdminEndpoints:
             ),
             ops(
                 "POST",
+                "/api/v1/admin/apikeys",
+                self.new_api_key,
+                "newApiKey",
+                "A fresh API key (shown once) and the config lines that admit it",
+                API_KEY,
+                body=NEW_API_KEY,
+                success=201,
+            ),
+            ops(
+                "POST",
                 "/api/v1/admin/keys/rotate",
                 self.rotate_key,
                 "rotateKey",
@@ -568,6 +638,24 @@ class AdminEndpoints:
 
         return handler
 
+    def set_user(self, call: Call) -> Deferred[Reply]:
+        b = call.body
+        return self._call(
+            self._ops().set_user,
+            call.actor,
+            call.params["user"],
+            email=b.get("email"),
+            phone=b.get("phone"),
+            first_name=b.get("first_name"),
+            last_name=b.get("last_name"),
+            groups=b.get("groups"),
+        )
+
+    def set_password(self, call: Call) -> Deferred[Reply]:
+        return self._call(
+            self._ops().set_password, call.actor, call.params["user"], call.body["password"]
+        )
+
     def set_pin(self, call: Call) -> Deferred[Reply]:
         return self._call(self._ops().set_pin, call.actor, call.params["user"], call.body["pin"])
 
@@ -629,6 +717,12 @@ class AdminEndpoints:
     # ---------------------------------------------------------------- keys, test
     def rotate_key(self, call: Call) -> Deferred[Reply]:
         return self._call(self._ops().rotate_key, call.actor)
+
+    def new_api_key(self, call: Call) -> Deferred[Reply]:
+        """Over HTTP only `key_sha256` lines: the daemon writes no key files for callers."""
+        return self._call(
+            self._ops().new_api_key, call.actor, call.body["name"], call.body["scopes"], status=201
+        )
 
     def status(self, call: Call) -> Deferred[Reply]:
         """`authctl status` over HTTP: always 200 with the report (its `ok` says whether

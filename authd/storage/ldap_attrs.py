@@ -26,7 +26,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -617,6 +617,18 @@ class LdapTokenStore:
 
     def set_disabled(self, name: str, disabled: bool) -> bool:
         return self._delegate.set_disabled(name, disabled)
+
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool:
+        return self._delegate.set_profile(name, profile, groups)
+
+    def delete_user(self, name: str) -> bool:
+        """The directory entry is not authd's to delete: its token values, PIN and
+        backup codes go as in `reset_user` (a token value removed is revoked for good),
+        then the SQL row (a local user's tokens are revoked there)."""
+        self.reset_user(name)
+        return self._delegate.delete_user(name)
 
     @_bounded
     def set_pin_hash(self, name: str, pin_hash: str | None) -> bool:

@@ -96,6 +96,9 @@ _SQLITE_BUSY_MS = 30_000
 _U = users.c
 _T = tokens.c
 _ACTIVE = TokenStatus.ACTIVE.value
+_REVOKED = TokenStatus.REVOKED.value
+# The profile fields a user record carries (what `user set` may change).
+_PROFILE = ("email", "phone", "first_name", "last_name")
 
 # Column positions, so one joined row decodes into a user and a token without labels.
 _UCOLS = tuple(users.c)
@@ -944,6 +947,29 @@ class SqlStore:
                 conn.execute(update(users).where(_U.name == name).values(pin_hash=None)).rowcount
                 == 1
             )
+
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool:
+        """Overwrite the given profile fields (and the groups unless None)."""
+        values: dict[str, Any] = {k: str(v) for k, v in profile.items() if k in _PROFILE}
+        if groups is not None:
+            values["groups"] = json.dumps(list(groups))
+        if not values:
+            return self.get_user(name) is not None
+        return self._update_user(name, **values)
+
+    def delete_user(self, name: str) -> bool:
+        """One transaction: the user's tokens are revoked and unassigned (a serial stays
+        taken, so a lost hardware token cannot come back under another user), their
+        backup codes and pending challenges deleted, then the row with its PIN."""
+        with self._write() as conn:
+            conn.execute(
+                update(tokens).where(_T.user == name).values(status=_REVOKED, user=None)
+            )
+            conn.execute(delete(backup_codes).where(backup_codes.c.user == name))
+            conn.execute(delete(challenges).where(challenges.c.user == name))
+            return conn.execute(delete(users).where(_U.name == name)).rowcount == 1
 
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
