@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from authd.auth.interfaces import AuthRequest, Decision, FirstFactorBackend, Store
+from authd.auth.interfaces import AuditFilter, AuthRequest, Decision, FirstFactorBackend, Store
 from authd.auth.local import hash_password, make_password_hasher
 from authd.config.model import Config
 from authd.core import backup_codes, otp, pin
@@ -51,6 +51,8 @@ _SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Bounds for TOTP periods any authenticator app handles.
 _PERIOD_RANGE = (10, 300)
 _SERIAL_ATTEMPTS = 5
+# Audit rows per export page (one indexed range read each).
+EXPORT_PAGE = 1000
 # RFC 4226 §4 R6: a shared secret of at least 128 bits.
 _MIN_SEED_BYTES = 16
 
@@ -256,22 +258,38 @@ class AuditPage:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "events": [
-                {
-                    "id": e.id,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "result": e.result,
-                    "user": e.user,
-                    "client": e.client,
-                    "source": e.source,
-                    "reason": e.reason,
-                    "detail": e.detail,
-                }
-                for e in self.events
-            ],
+            "events": [audit_json(e) for e in self.events],
             "next_before_id": self.next_before_id,
+        }
+
+
+def audit_json(e: AuditEvent) -> dict[str, Any]:
+    """One audit row as a JSON object (a line of `audit --export`)."""
+    return {
+        "id": e.id,
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "result": e.result,
+        "user": e.user,
+        "client": e.client,
+        "source": e.source,
+        "reason": e.reason,
+        "detail": e.detail,
+    }
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """One page of `export_audit`, oldest first; `next_after_id` continues it."""
+
+    events: tuple[AuditEvent, ...]
+    next_after_id: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events": [audit_json(e) for e in self.events],
+            "next_after_id": self.next_after_id,
         }
 
 
@@ -843,6 +861,27 @@ class AdminOps:
         events = self._store.query_audit(user=user, since=since, limit=limit, before_id=before_id)
         last_id = events[-1].id if len(events) == limit and events else None
         return AuditPage(tuple(events), last_id)
+
+    def export_audit(
+        self, actor: str, where: AuditFilter, after_id: int = 0, limit: int = EXPORT_PAGE
+    ) -> AuditExport:
+        """Rows matching `where`, oldest first, after `after_id`; a full page names the
+        id to continue from. A read: not audited."""
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        events = self._store.export_audit(where, after_id, limit)
+        last = events[-1].id if len(events) == limit and events else None
+        return AuditExport(tuple(events), last)
+
+    def iter_audit(self, actor: str, where: AuditFilter) -> Iterator[AuditEvent]:
+        """Every matching row, oldest first, a page at a time (constant memory)."""
+        after = 0
+        while True:
+            page = self.export_audit(actor, where, after)
+            yield from page.events
+            if page.next_after_id is None:
+                return
+            after = page.next_after_id
 
     def status(self, actor: str) -> StatusReport:
         """Ping the store and every configured first-factor backend, in config order, and

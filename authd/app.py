@@ -21,12 +21,14 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from authd.admin import AdminOps
+from authd.audit_retention import AuditPruner
 from authd.auth.engine import Engine
 from authd.auth.interfaces import FirstFactorBackend, Store
 from authd.auth.ldap_primary import LdapBackend
 from authd.auth.local import LocalUsers, hash_password, make_password_hasher
 from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
+from authd.config_audit import ConfigAudit
 from authd.crypto import Keyring
 from authd.metrics import Metrics
 from authd.readiness import ReadinessProbe
@@ -185,6 +187,11 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
                            probe.check, reactor, metrics)
         listeners.append(_ListenerAdapter(http, lambda c: c))
+    # Audit retention: the main process prunes, on a thread of its own (audit_retention.py).
+    audit_pool = ThreadPool(minthreads=0, maxthreads=1, name="authd-audit")
+    if index == 0:
+        pruner = AuditPruner(config.audit, core.store.prune_audit, reactor, audit_pool)
+        listeners.append(_ListenerAdapter(pruner, lambda c: c))
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
         supervisor = WorkerSupervisor(processes, argv, reactor, environ)
@@ -193,9 +200,13 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     if index > 0:
         return AuthdService(pool, listeners, _engine_part(core.engine, config),
                             close_store=core.close, notify=lambda state: None,
-                            side_pools=(ready_pool,))
+                            side_pools=(ready_pool, audit_pool))
+    # The main process records the config it starts with and each reload's outcome.
+    history = ConfigAudit(config, core.store.append_audit, reactor, audit_pool)
+    listeners.insert(0, _ListenerAdapter(history, lambda c: c))
     return AuthdService(pool, listeners, _engine_part(core.engine, config),
-                        close_store=core.close, side_pools=(ready_pool,))
+                        close_store=core.close, side_pools=(ready_pool, audit_pool),
+                        on_config=history.reloaded)
 
 
 def process_count(config: Config) -> int:

@@ -49,6 +49,7 @@ class AuthdService(Service):
         close_store: Callable[[], None],
         notify: Callable[[str], object] = systemd.notify,
         side_pools: Sequence[ThreadPool] = (),
+        on_config: Callable[[Config | None], object] = lambda config: None,
     ) -> None:
         self.pool = pool
         self.side_pools = tuple(side_pools)  # e.g. readiness checks: own threads
@@ -56,6 +57,9 @@ class AuthdService(Service):
         self._prepare = prepare
         self._close_store = close_store
         self._notify = notify
+        # Told each reload's outcome: the config now in force, or None when refused
+        # (the audit trail's settings change log).
+        self._on_config = on_config
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -112,10 +116,12 @@ class AuthdService(Service):
             commits += [listener.prepare(config) for listener in self.listeners]
         except Exception as error:  # noqa: BLE001 (refuse, say why, keep serving)
             log.error("reload refused: {why}", why=refusal(error))
+            self._on_config(None)
             return False
         for commit in commits:
             commit()
         log.info("config reloaded from {source}", source=config.source)
+        self._on_config(config)
         return True
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authd.auth.interfaces import (
+    AuditFilter,
     Challenge,
     DecisionCommit,
     DecisionWrite,
@@ -320,7 +321,8 @@ class FakeStore:
     def append_audit(self, event: AuditEvent) -> None:
         self._enter("append_audit")
         with self._lock:
-            self.audit.append(dataclasses.replace(event, id=len(self.audit) + 1))
+            last = self.audit[-1].id or 0 if self.audit else 0  # ids never reused
+            self.audit.append(dataclasses.replace(event, id=last + 1))
 
     def query_audit(
         self,
@@ -338,6 +340,29 @@ class FakeStore:
             and (before_id is None or (e.id or 0) < before_id)
         ]
         return events[:limit]
+
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]:
+        self._enter("export_audit")
+        wanted = {"user": where.user, "action": where.action, "result": where.result}
+        wanted["client"] = where.client
+        events = [
+            e
+            for e in self.audit
+            if (e.id or 0) > after_id
+            and all(v is None or getattr(e, k) == v for k, v in wanted.items())
+            and (where.since is None or e.at >= where.since)
+            and (where.until is None or e.at < where.until)
+        ]
+        return events[:limit]
+
+    def prune_audit(self, before: float, batch: int) -> int:
+        self._enter("prune_audit")
+        with self._lock:
+            doomed = [e for e in self.audit if e.at < before][:batch]
+            self.audit = [e for e in self.audit if e not in doomed]
+            return len(doomed)
 
     def rotate_key(self) -> int:
         self._enter("rotate_key")

@@ -203,6 +203,19 @@ class DecisionCommit:
     lock: LockState | None = None
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit rows `Store.export_audit` returns; None matches anything. `since` is
+    inclusive, `until` exclusive (POSIX seconds)."""
+
+    user: str | None = None
+    action: str | None = None
+    result: str | None = None
+    client: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
 class Store(Protocol):
     """Durable state. Blocking; every method is atomic on its own, and the methods that
     must stay exact across nodes (failures, OTP steps, counters, backup codes, challenge
@@ -285,6 +298,11 @@ class Store(Protocol):
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[AuditEvent]: ...
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]: ...  # oldest first, ids above after_id: page on with the last id
+    def prune_audit(self, before: float, batch: int) -> int: ...
+    # ^ deletes up to `batch` rows older than `before` (one short transaction); how many
     def rotate_key(self) -> int: ...  # re-encrypts every seed, returns how many
     def ping(self) -> None: ...
     def close(self) -> None: ...

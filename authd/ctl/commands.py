@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from authd.admin import AdminOps, Done, TestResult, TokenInfo, UserSummary
+from authd.admin import AdminOps, Done, TestResult, TokenInfo, UserSummary, audit_json
+from authd.auth.interfaces import AuditFilter
 from authd.core.errors import InvalidInput
 from authd.ctl import render
 from authd.ctl.parser import UsageError
@@ -37,6 +39,7 @@ class Printed:
     text: str
     exit_code: int = EXIT_OK
     qr_uri: str | None = None  # `token add --qr`: the one QR code to draw
+    lines: Iterable[str] | None = None  # JSON lines, streamed instead of a document
 
 
 class Console:
@@ -86,6 +89,28 @@ def _test(ops: AdminOps, actor: str, args: argparse.Namespace, console: Console)
     code = console.secret("OTP (empty if typed after the password): ", optional=True)
     result: TestResult = ops.test_auth(actor, args.user, password, code or None)
     return _one(result, render.test_result(result), EXIT_OK if result.accepted else EXIT_FAILURE)
+
+
+def _export(
+    ops: AdminOps, actor: str, args: argparse.Namespace, now: Callable[[], float]
+) -> Printed:
+    """`audit --export`: JSON lines, streamed page by page (whatever --json says)."""
+    if args.before_id is not None:
+        raise UsageError("--before-id pages the listing; --export returns every match")
+    at = now()
+    where = AuditFilter(
+        user=args.user,
+        action=args.action,
+        result=args.result,
+        client=args.client,
+        since=parse_since(args.since, at) if args.since is not None else None,
+        until=parse_since(args.until, at) if args.until is not None else None,
+    )
+    lines = (
+        json.dumps(audit_json(e), sort_keys=True, separators=(",", ":"))
+        for e in ops.iter_audit(actor, where)
+    )
+    return Printed(None, "", lines=lines)
 
 
 def run(
@@ -189,7 +214,11 @@ def run(
     if cmd == "backup-codes.generate":
         codes = ops.generate_backup_codes(actor, args.user)
         return _one(codes, render.backup_code_set(codes))
+    if cmd == "audit" and args.export:
+        return _export(ops, actor, args, now)
     if cmd == "audit":
+        if args.action or args.result or args.client or args.until:
+            raise UsageError("--action, --result, --client and --until go with --export")
         since = parse_since(args.since, now()) if args.since is not None else None
         page = ops.audit(
             actor, user=args.user, since=since, limit=args.limit, before_id=args.before_id

@@ -214,6 +214,13 @@ def _audit(nouns: _Subs) -> None:
     p.add_argument(
         "--since", metavar="T", help="ISO 8601 time, or a duration ago such as 30m, 2h, 7d"
     )
+    p.add_argument("--until", metavar="T", help="only events before T (same forms as --since)")
+    p.add_argument("--action", help="e.g. auth, user.delete, config.reload")
+    p.add_argument("--result", help="accept, reject, challenge, ok, error")
+    p.add_argument("--client", help="the RADIUS client or front-end name")
+    p.add_argument(
+        "--export", action="store_true", help="every matching event, oldest first, as JSON lines"
+    )
     p.add_argument("--limit", type=_positive_int, default=100)
     p.add_argument(
         "--before-id",

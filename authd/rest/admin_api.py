@@ -15,7 +15,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from authd.admin import AdminOps
+from authd.admin import EXPORT_PAGE, AdminOps
+from authd.auth.interfaces import AuditFilter
 from authd.rest.errors import ApiError
 from authd.rest.ratelimit import Limits
 from authd.rest.routes import Call, Clock, Reply, Route
@@ -113,6 +114,14 @@ CODES = {
     "properties": {
         "user": {"type": "string"},
         "codes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+AUDIT_EXPORT = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {
+        "events": {"type": "array", "items": {"type": "object"}},
+        "next_after_id": {"type": ["integer", "null"]},
     },
 }
 AUDIT = {
@@ -233,6 +242,19 @@ AUDIT_QUERY = QuerySchema(
         ),
     )
 )
+AUDIT_EXPORT_QUERY = QuerySchema(
+    (
+        _name("user"),
+        Field("action", min_length=1, max_length=64),
+        Field("result", min_length=1, max_length=32),
+        Field("client", min_length=1, max_length=255),
+        Field("since", kind="number", minimum=0, maximum=1e11, description="POSIX s, inclusive"),
+        Field("until", kind="number", minimum=0, maximum=1e11, description="POSIX s, exclusive"),
+        Field("after_id", kind="integer", minimum=0, maximum=2**62,
+              description="`next_after_id` of the previous page"),
+        Field("limit", kind="integer", minimum=1, maximum=1000),
+    )
+)  # fmt: skip
 TEST_BODY = BodySchema(
     (
         _name("user", required=True),
@@ -523,6 +545,15 @@ class AdminEndpoints:
                 success=201,
             ),
             ops(
+                "GET",
+                "/api/v1/admin/audit/export",
+                self.export_audit,
+                "exportAudit",
+                "The audit trail oldest first, filtered by user, action, result, client, time",
+                AUDIT_EXPORT,
+                query=AUDIT_EXPORT_QUERY,
+            ),
+            ops(
                 "POST",
                 "/api/v1/admin/keys/rotate",
                 self.rotate_key,
@@ -712,6 +743,19 @@ class AdminEndpoints:
             since=q.get("since"),
             limit=q.get("limit", 100),
             before_id=q.get("before_id"),
+        )
+
+    def export_audit(self, call: Call) -> Deferred[Reply]:
+        q = call.query
+        where = AuditFilter(
+            **{k: q.get(k) for k in ("user", "action", "result", "client", "since", "until")}
+        )
+        return self._call(
+            self._ops().export_audit,
+            call.actor,
+            where,
+            q.get("after_id", 0),
+            q.get("limit", EXPORT_PAGE),
         )
 
     # ---------------------------------------------------------------- keys, test

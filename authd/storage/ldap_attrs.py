@@ -36,6 +36,7 @@ from ldap3.utils.conv import escape_filter_chars
 from twisted.logger import Logger
 
 from authd.auth.interfaces import (
+    AuditFilter,
     Challenge,
     DecisionCommit,
     DecisionWrite,
@@ -760,6 +761,14 @@ class LdapTokenStore:
         before_id: int | None = None,
     ) -> list[AuditEvent]:
         return self._delegate.query_audit(user, since, limit, before_id)
+
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]:
+        return self._delegate.export_audit(where, after_id, limit)
+
+    def prune_audit(self, before: float, batch: int) -> int:
+        return self._delegate.prune_audit(before, batch)
 
     # ------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

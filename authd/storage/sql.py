@@ -57,6 +57,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from authd.auth.interfaces import (
     AttemptRecord,
+    AuditFilter,
     Challenge,
     DecisionCommit,
     DecisionWrite,
@@ -1232,6 +1233,38 @@ class SqlStore:
         with self._read() as conn:
             rows = conn.execute(stmt).all()
         return [_audit_from(r) for r in rows]
+
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]:
+        """Oldest first by id, from `after_id` on: an index range per page, never a
+        scan from the start however far the export has come."""
+        a = audit.c
+        stmt = select(audit).where(a.id > after_id)
+        for col, value in (
+            (a.user, where.user),
+            (a.action, where.action),
+            (a.result, where.result),
+            (a.client, where.client),
+        ):
+            if value is not None:
+                stmt = stmt.where(col == value)
+        if where.since is not None:
+            stmt = stmt.where(a.at >= where.since)
+        if where.until is not None:
+            stmt = stmt.where(a.at < where.until)
+        stmt = stmt.order_by(a.id).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [_audit_from(r) for r in rows]
+
+    def prune_audit(self, before: float, batch: int) -> int:
+        """Delete up to `batch` of the oldest rows with `at < before`, found by the `at`
+        index, in one short write transaction (the caller loops; deciders wait for one
+        batch at most, never for the whole prune)."""
+        doomed = select(audit.c.id).where(audit.c.at < before).order_by(audit.c.at).limit(batch)
+        with self._write() as conn:
+            return int(conn.execute(delete(audit).where(audit.c.id.in_(doomed))).rowcount)
 
     # ------------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

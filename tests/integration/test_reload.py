@@ -149,3 +149,49 @@ def test_refused_reload_keeps_every_setting(
     assert "Traceback" not in out
     for secret in (OLD_SECRET, NEW_SECRET, OLD_KEY, "short-ke"):
         assert secret not in out
+
+
+def test_start_and_reloads_are_in_the_audit_trail(
+    tmp_path: Path, daemon_factory: list[Daemon]  # noqa: F811
+) -> None:
+    """`authd serve` records config.load; a SIGHUP that changes the RADIUS secret and
+    max_attempts records config.reload with those key paths; a refused one is an error
+    row. `authctl audit --export --action ...` shows them; no secret in the trail."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    key = str(private_file(tmp_path / "old.key", OLD_KEY))
+    config.write_text(config_text(radius_port, http_port, OLD_SECRET, 3, key))
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+    assert daemon.next_state() == "READY=1"
+
+    def export(action: str, rows_wanted: int) -> list[dict[str, str]]:
+        """The rows of `action`, once there are `rows_wanted` (the daemon writes them on
+        its audit thread, a moment after the signal): polls another process, bounded."""
+        deadline = time.monotonic() + 20
+        while True:
+            done = subprocess.run(
+                [sys.executable, "-m", "authd.authctl", "-c", str(config), "audit", "--export",
+                 "--action", action], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            rows = [json.loads(line) for line in done.stdout.splitlines()]
+            if len(rows) >= rows_wanted:
+                return rows
+            assert time.monotonic() < deadline, f"{action}: {rows}"
+            time.sleep(0.2)
+
+    (load,) = export("config.load", 1)
+    config.write_text(config_text(radius_port, http_port, NEW_SECRET, 2, key))
+    daemon.proc.send_signal(signal.SIGHUP)
+    export("config.reload", 1)
+    config.write_text(config_text(radius_port, http_port, NEW_SECRET, 2, key, "No-Such-Attr"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    ok, refused = export("config.reload", 2)
+
+    assert load["result"] == "ok" and load["detail"].startswith("sha256=")
+    changed = ok["detail"].split("changed=")[1].split(",")
+    assert changed == ["otp.lockout.max_attempts", "radius.clients[0].secret"]
+    assert (refused["result"], refused["reason"]) == ("error", "refused")
+    text = json.dumps([load, ok, refused])
+    assert OLD_SECRET not in text and NEW_SECRET not in text

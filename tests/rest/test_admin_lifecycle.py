@@ -76,3 +76,18 @@ def test_lifecycle_endpoints_are_in_openapi(app: App) -> None:
         if isinstance(op, dict) and "operationId" in op
     }
     assert {"setUser", "deleteUser", "setPassword", "newApiKey"} <= ops
+
+
+def test_audit_export_filters_and_pages(app: App) -> None:
+    """GET /audit/export: oldest first, filtered by action and result, paged by id."""
+    for _ in range(3):
+        _admin(app, "POST", "/users/hank/disable")
+    _admin(app, "DELETE", "/users/nobody")  # user.delete error
+    status, doc = _admin(app, "GET", "/audit/export?action=user.disable&limit=2")
+    assert status == 200 and [e["action"] for e in doc["events"]] == ["user.disable"] * 2
+    assert doc["events"][0]["id"] < doc["events"][1]["id"]
+    more = _admin(app, "GET", f"/audit/export?action=user.disable&after_id={doc['next_after_id']}")
+    assert len(more[1]["events"]) == 1 and more[1]["next_after_id"] is None
+    errors = _admin(app, "GET", "/audit/export?result=error")[1]["events"]
+    assert [(e["action"], e["user"]) for e in errors] == [("user.delete", "nobody")]
+    assert _admin(app, "GET", "/audit/export?since=abc")[0] == 400
