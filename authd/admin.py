@@ -42,6 +42,7 @@ from authd.core.model import (
     user_status,
 )
 from authd.rest.apikeys import NewApiKey, new_api_key
+from authd.storage.audit_chain import Verdict as ChainVerdict
 
 # A user name is what a RADIUS User-Name or an LDAP uid can carry: printable, no
 # whitespace or control characters (they would break audit lines and list columns).
@@ -402,6 +403,7 @@ class AdminOps:
         engine: Decider | None = None,
         backends: Sequence[FirstFactorBackend] = (),
         password_hasher: HashPassword | None = None,
+        verify_audit: Callable[[], ChainVerdict] | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -410,6 +412,7 @@ class AdminOps:
         self._engine = engine
         self._backends = tuple(backends)
         self._password_hasher = password_hasher
+        self._verify_audit = verify_audit
 
     # ------------------------------------------------------------ audit plumbing
     @contextmanager
@@ -872,6 +875,14 @@ class AdminOps:
         events = self._store.export_audit(where, after_id, limit)
         last = events[-1].id if len(events) == limit and events else None
         return AuditExport(tuple(events), last)
+
+    def verify_audit(self, actor: str) -> ChainVerdict:
+        """Check the audit hash chain (`audit.hash_chain`); a read, not audited."""
+        if not self._config.audit.hash_chain:
+            raise InvalidInput("audit.hash_chain is off: there is no chain to verify")
+        if self._verify_audit is None:
+            raise InvalidInput("this store keeps no audit hash chain")
+        return self._verify_audit()
 
     def iter_audit(self, actor: str, where: AuditFilter) -> Iterator[AuditEvent]:
         """Every matching row, oldest first, a page at a time (constant memory)."""

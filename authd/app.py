@@ -85,7 +85,8 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
     """
     keyring = Keyring.load_or_create(config.keys.file)
     sql = SqlStore.open(_store_url(config.store), keyring,
-                        pool_size=pool_size if pool_size is not None else config.store.pool_size)
+                        pool_size=pool_size if pool_size is not None else config.store.pool_size,
+                        audit_chain=config.audit.hash_chain)
     hasher = make_password_hasher(config.local_users.password_hash)
     backends = tuple(_backend(b, sql, hasher, metrics) for b in config.primary.backends)
     store: Store = sql
@@ -97,7 +98,8 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
     engine = Engine(config, store, backends, keyring.hash_key)
     admin = AdminOps(config, store, keyring, clock, engine=engine,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
-                     password_hasher=lambda password: hash_password(hasher, password))
+                     password_hasher=lambda password: hash_password(hasher, password),
+                     verify_audit=sql.verify_audit)
     return Core(config, keyring, sql, store, backends, engine, admin)
 
 

@@ -214,6 +214,9 @@ def run(
     if cmd == "backup-codes.generate":
         codes = ops.generate_backup_codes(actor, args.user)
         return _one(codes, render.backup_code_set(codes))
+    if cmd == "audit" and args.verb == "verify":
+        verdict = ops.verify_audit(actor)
+        return _one(verdict, render.chain_verdict(verdict), EXIT_OK if verdict.ok else EXIT_FAILURE)
     if cmd == "audit" and args.export:
         return _export(ops, actor, args, now)
     if cmd == "audit":

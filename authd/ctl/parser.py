@@ -209,7 +209,10 @@ def _backup_codes(nouns: _Subs) -> None:
 
 
 def _audit(nouns: _Subs) -> None:
-    p = _noun(nouns, "audit", "audit", "the audit trail, newest first")
+    p = _noun(nouns, "audit", "audit", "the audit trail, newest first; `audit verify`")
+    p.add_argument(
+        "verb", nargs="?", choices=("verify",), help="check the hash chain; exit 1 if broken"
+    )
     p.add_argument("--user")
     p.add_argument(
         "--since", metavar="T", help="ISO 8601 time, or a duration ago such as 30m, 2h, 7d"

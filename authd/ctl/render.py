@@ -25,6 +25,7 @@ from authd.admin import (
 )
 from authd.core.model import LastSeen
 from authd.rest.apikeys import NewApiKey
+from authd.storage.audit_chain import Verdict
 
 
 def local_time(at: float | None) -> str:
@@ -219,3 +220,10 @@ def api_key(k: NewApiKey) -> str:
         f"Add under `http: api_keys:` in the config, then reload (SIGHUP):\n\n"
         f"{k.config_lines()}"
     )
+
+
+def chain_verdict(v: Verdict) -> str:
+    head = f"head: position {v.head_seq}, {v.head_hash}"
+    if v.ok:
+        return f"audit chain OK: {v.checked} rows verified\n{head}  (keep a copy elsewhere)"
+    return f"audit chain BROKEN at row {v.bad_id}: {v.problem}\n{head}"
