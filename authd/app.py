@@ -29,6 +29,7 @@ from authd.auth.local import LocalUsers, hash_password, make_password_hasher
 from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.config_audit import ConfigAudit
+from authd.core.habits import SigninHabits
 from authd.crypto import Keyring
 from authd.metrics import Metrics
 from authd.readiness import ReadinessProbe
@@ -95,7 +96,10 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
         store = LdapTokenStore(sql, directory, keyring)
     if config.primary.failmode == "open":
         log.warn("primary.failmode is OPEN: an unreachable directory skips the first factor")
-    engine = Engine(config, store, backends, keyring.hash_key)
+    habits = SigninHabits(
+        on_flag=None if metrics is None else lambda s: metrics.unusual_signins.labels(s).inc()
+    )
+    engine = Engine(config, store, backends, keyring.hash_key, habits)
     admin = AdminOps(config, store, keyring, clock, engine=engine,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
                      password_hasher=lambda password: hash_password(hasher, password),

@@ -146,6 +146,10 @@ class Metrics:
         self.in_flight = Gauge(
             "authd_requests_in_flight", "Decisions currently being made",
             ["frontend"], registry=r)
+        self.unusual_signins = Counter(
+            "authd_unusual_signins_total",
+            "Successful sign-ins unlike the user's earlier ones, by what was new",
+            ["signal"], registry=r)  # network, client, hour
         self.radius_replies = Counter(
             "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
             ["code"], registry=r)

@@ -203,6 +203,14 @@ class DecisionCommit:
     lock: LockState | None = None
 
 
+class SigninObserver(Protocol):
+    """Remembers users' usual networks, clients and hours (authd/core/habits.py)."""
+
+    def observe(
+        self, user: str, source: str, client: str, now: float, learn: int
+    ) -> tuple[str, ...]: ...  # the ways this success is unusual; empty: usual
+
+
 @dataclass(frozen=True)
 class AuditFilter:
     """Which audit rows `Store.export_audit` returns; None matches anything. `since` is

@@ -398,6 +398,14 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class UnusualSigninConfig:
+    enabled: bool = field(default=True, metadata=meta(
+        "flag successful sign-ins from a new network, client or hour (audit + metric)"))
+    learn: int = field(default=5, metadata=meta(
+        "successful sign-ins a user needs before anything is flagged", minimum=1, maximum=1000))
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     retention: float | None = field(default=400 * 86400.0, metadata=meta(
         "keep audit rows this long (`never`: forever); older ones are pruned",
@@ -406,6 +414,7 @@ class AuditConfig:
         "how often the daemon prunes", duration=True, minimum=60, maximum=7 * 86400))
     hash_chain: bool = field(default=False, metadata=meta(
         "HMAC chain over audit rows; `authctl audit verify` detects edits and deletions"))
+    unusual_signin: UnusualSigninConfig = field(default_factory=UnusualSigninConfig)
 
 
 @dataclass(frozen=True)
