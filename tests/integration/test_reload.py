@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import select
 import signal
 import socket
@@ -65,16 +66,24 @@ def private_file(path: Path, text: str) -> Path:
 
 
 def wait_for_line(daemon: Daemon, needle: str, timeout: float = 20.0) -> str:
-    """The daemon's first output line holding `needle` (read without blocking past
-    `timeout`)."""
+    """Everything the daemon printed up to and including the first line holding
+    `needle`, read from the pipe's descriptor (a buffered readline could hold the
+    line back where select no longer sees it)."""
     assert daemon.proc.stdout is not None
+    fd = daemon.proc.stdout.fileno()
+    seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([daemon.proc.stdout], [], [], 0.2)
+        ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
-            line = daemon.proc.stdout.readline()
-            if needle in line:
-                return line
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+            text = seen.decode(errors="replace")
+            at = text.find(needle)
+            if at >= 0 and "\n" in text[at:]:
+                return text
     pytest.fail(f"no line with {needle!r} within {timeout}s")
 
 
