@@ -304,6 +304,17 @@ STATUS_REPORT = {
         },
     },
 }
+CHAIN_VERDICT = {
+    "type": "object",
+    "required": ["ok", "checked", "head", "bad_id", "problem"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "checked": {"type": "integer"},
+        "head": {"type": "object", "description": "position and hash: keep a copy elsewhere"},
+        "bad_id": {"type": ["integer", "null"], "description": "the first bad row"},
+        "problem": {"type": "string"},
+    },
+}
 API_KEY = {
     "type": "object",
     "required": ["name", "scopes", "key", "key_sha256", "config"],
@@ -535,6 +546,14 @@ class AdminEndpoints:
                 query=AUDIT_QUERY,
             ),
             ops(
+                "GET",
+                "/api/v1/admin/audit/verify",
+                self.verify_audit,
+                "verifyAudit",
+                "`authctl audit verify`: check the audit hash chain (200 with ok false if broken)",
+                CHAIN_VERDICT,
+            ),
+            ops(
                 "POST",
                 "/api/v1/admin/apikeys",
                 self.new_api_key,
@@ -761,6 +780,10 @@ class AdminEndpoints:
     # ---------------------------------------------------------------- keys, test
     def rotate_key(self, call: Call) -> Deferred[Reply]:
         return self._call(self._ops().rotate_key, call.actor)
+
+    def verify_audit(self, call: Call) -> Deferred[Reply]:
+        """A report like /status: 200 whether or not the chain holds (see `ok`)."""
+        return self._call(self._ops().verify_audit, call.actor)
 
     def new_api_key(self, call: Call) -> Deferred[Reply]:
         """Over HTTP only `key_sha256` lines: the daemon writes no key files for callers."""

@@ -91,3 +91,12 @@ def test_audit_export_filters_and_pages(app: App) -> None:
     errors = _admin(app, "GET", "/audit/export?result=error")[1]["events"]
     assert [(e["action"], e["user"]) for e in errors] == [("user.delete", "nobody")]
     assert _admin(app, "GET", "/audit/export?since=abc")[0] == 400
+
+
+def test_audit_verify_over_http_says_when_the_chain_is_off(app: App) -> None:
+    """GET /audit/verify answers 400 naming audit.hash_chain when the chain is off (the
+    default); it is in openapi.json (the chain itself: tests/storage/test_audit_chain.py)."""
+    status, doc = _admin(app, "GET", "/audit/verify")
+    assert status == 400 and "audit.hash_chain" in str(doc)
+    spec = app.request("GET", "/api/v1/openapi.json").json
+    assert "get" in spec["paths"]["/api/v1/admin/audit/verify"]
