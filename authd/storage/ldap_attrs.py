@@ -624,11 +624,16 @@ class LdapTokenStore:
     ) -> bool:
         return self._delegate.set_profile(name, profile, groups)
 
+    @_bounded
     def delete_user(self, name: str) -> bool:
         """The directory entry is not authd's to delete: its token values, PIN and
-        backup codes go as in `reset_user` (a token value removed is revoked for good),
-        then the SQL row (a local user's tokens are revoked there)."""
+        backup codes go as in `reset_user` (a token value removed is revoked for good)
+        and its lock state is cleared, so a user who reappears starts afresh; then the
+        SQL row (a local user's tokens are revoked there)."""
+        dn = self._directory_dn(name)
         self.reset_user(name)
+        if dn is not None:
+            self._update_state(dn, name, lambda st: UserState(user=name))
         return self._delegate.delete_user(name)
 
     @_bounded
