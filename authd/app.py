@@ -31,6 +31,7 @@ from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.config_audit import ConfigAudit
 from authd.core.habits import SigninHabits
 from authd.crypto import Keyring
+from authd.habits_warmup import HabitsWarmup
 from authd.metrics import Metrics
 from authd.readiness import ReadinessProbe
 from authd.service import AuthdService, Commit, Prepare
@@ -51,6 +52,7 @@ class Core:
     backends: tuple[FirstFactorBackend, ...]
     engine: Engine
     admin: AdminOps
+    habits: SigninHabits | None = None  # unusual sign-in (audit.unusual_signin)
 
     def close(self) -> None:
         for backend in self.backends:
@@ -104,7 +106,7 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
                      password_hasher=lambda password: hash_password(hasher, password),
                      verify_audit=sql.verify_audit)
-    return Core(config, keyring, sql, store, backends, engine, admin)
+    return Core(config, keyring, sql, store, backends, engine, admin, habits)
 
 
 class _ListenerAdapter:
@@ -195,6 +197,9 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
         listeners.append(_ListenerAdapter(http, lambda c: c))
     # Audit retention: the main process prunes, on a thread of its own (audit_retention.py).
     audit_pool = ThreadPool(minthreads=0, maxthreads=1, name="authd-audit")
+    if core.habits is not None:  # every process learns its users' habits at start
+        warmup = HabitsWarmup(config, core.habits, core.store.export_audit, reactor, audit_pool)
+        listeners.append(_ListenerAdapter(warmup, lambda c: c))
     if index == 0:
         pruner = AuditPruner(config.audit, core.store.prune_audit, reactor, audit_pool)
         listeners.append(_ListenerAdapter(pruner, lambda c: c))

@@ -11,8 +11,9 @@ habits yet).
 Cheap and bounded, since it runs inside decisions: a dict lookup, two short list scans
 and a bit test under one lock; at most `MAX_NETWORKS` + `MAX_CLIENTS` strings and one
 int per user, and at most `max_users` users (least recently seen dropped first). Kept in
-memory per process, learned from live successes: a restart starts every user learning
-again, and worker processes each learn from the sign-ins they decide.
+memory per process, learned from live successes and, at start, from the audit trail's
+recent accepts (`authd/habits_warmup.py`); worker processes each learn live from the
+sign-ins they decide.
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def _remember(items: list[str], item: str, limit: int) -> None:
     del items[limit:]
 
 
+def _see(habit: _Habit, network: str, client: str, hour: int) -> None:
+    habit.seen += 1
+    # The usual case (same network and client as last time) writes nothing new.
+    if network and (not habit.networks or habit.networks[0] != network):
+        _remember(habit.networks, network, MAX_NETWORKS)
+    if client and (not habit.clients or habit.clients[0] != client):
+        _remember(habit.clients, client, MAX_CLIENTS)
+    habit.hours |= 1 << hour
+
+
 class SigninHabits:
     """Per-user habits; `observe` is called once per successful sign-in, from any thread."""
 
@@ -90,13 +101,7 @@ class SigninHabits:
         network = network_of(source)
         hour = int(now % _DAY) // 3600
         with self._lock:
-            habit = self._users.get(user)
-            if habit is None:
-                habit = self._users[user] = _Habit()
-                if len(self._users) > self._max_users:
-                    self._users.popitem(last=False)
-            else:
-                self._users.move_to_end(user)
+            habit = self._habit(user)
             flags: tuple[str, ...] = ()
             known_net = not network or network in habit.networks
             known_client = not client or client in habit.clients
@@ -111,17 +116,28 @@ class SigninHabits:
                     )
                     if not known
                 )
-            habit.seen += 1
-            # The usual case (same network and client as last time) writes nothing new.
-            if network and (not habit.networks or habit.networks[0] != network):
-                _remember(habit.networks, network, MAX_NETWORKS)
-            if client and (not habit.clients or habit.clients[0] != client):
-                _remember(habit.clients, client, MAX_CLIENTS)
-            habit.hours |= 1 << hour
+            _see(habit, network, client, hour)
         if flags and self._on_flag is not None:
             for flag in flags:
                 self._on_flag(flag)
         return flags
+
+    def learn(self, user: str, source: str, client: str, at: float) -> None:
+        """Remember an earlier success (from the audit trail at start), flagging nothing."""
+        network = network_of(source)
+        with self._lock:
+            _see(self._habit(user), network, client, int(at % _DAY) // 3600)
+
+    def _habit(self, user: str) -> _Habit:
+        """The user's habits, created on first sight; the lock is held."""
+        habit = self._users.get(user)
+        if habit is None:
+            habit = self._users[user] = _Habit()
+            if len(self._users) > self._max_users:
+                self._users.popitem(last=False)
+        else:
+            self._users.move_to_end(user)
+        return habit
 
     def __len__(self) -> int:
         return len(self._users)
