@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from authd.auth.interfaces import AuthRequest, Decision, FirstFactorBackend, Store
+from authd.auth.interfaces import AuditFilter, AuthRequest, Decision, FirstFactorBackend, Store
 from authd.auth.local import hash_password, make_password_hasher
 from authd.config.model import Config
 from authd.core import backup_codes, otp, pin
@@ -41,6 +41,8 @@ from authd.core.model import (
     is_locked,
     user_status,
 )
+from authd.rest.apikeys import NewApiKey, new_api_key
+from authd.storage.audit_chain import Verdict as ChainVerdict
 
 # A user name is what a RADIUS User-Name or an LDAP uid can carry: printable, no
 # whitespace or control characters (they would break audit lines and list columns).
@@ -50,6 +52,8 @@ _SERIAL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Bounds for TOTP periods any authenticator app handles.
 _PERIOD_RANGE = (10, 300)
 _SERIAL_ATTEMPTS = 5
+# Audit rows per export page (one indexed range read each).
+EXPORT_PAGE = 1000
 # RFC 4226 §4 R6: a shared secret of at least 128 bits.
 _MIN_SEED_BYTES = 16
 
@@ -255,22 +259,38 @@ class AuditPage:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "events": [
-                {
-                    "id": e.id,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "result": e.result,
-                    "user": e.user,
-                    "client": e.client,
-                    "source": e.source,
-                    "reason": e.reason,
-                    "detail": e.detail,
-                }
-                for e in self.events
-            ],
+            "events": [audit_json(e) for e in self.events],
             "next_before_id": self.next_before_id,
+        }
+
+
+def audit_json(e: AuditEvent) -> dict[str, Any]:
+    """One audit row as a JSON object (a line of `audit --export`)."""
+    return {
+        "id": e.id,
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "result": e.result,
+        "user": e.user,
+        "client": e.client,
+        "source": e.source,
+        "reason": e.reason,
+        "detail": e.detail,
+    }
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    """One page of `export_audit`, oldest first; `next_after_id` continues it."""
+
+    events: tuple[AuditEvent, ...]
+    next_after_id: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events": [audit_json(e) for e in self.events],
+            "next_after_id": self.next_after_id,
         }
 
 
@@ -391,6 +411,7 @@ class AdminOps:
         engine: Decider | None = None,
         backends: Sequence[FirstFactorBackend] = (),
         password_hasher: HashPassword | None = None,
+        verify_audit: Callable[[], ChainVerdict] | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -399,6 +420,7 @@ class AdminOps:
         self._engine = engine
         self._backends = tuple(backends)
         self._password_hasher = password_hasher
+        self._verify_audit = verify_audit
 
     # ------------------------------------------------------------ audit plumbing
     @contextmanager
@@ -509,9 +531,7 @@ class AdminOps:
             if password is not None and password == "":
                 # An empty password must never authenticate: refuse to store one.
                 raise InvalidInput("the password is empty")
-            for group in groups:
-                if not group or any(c.isspace() or ord(c) < 32 for c in group):
-                    raise InvalidInput(f"bad group name {group!r}")
+            _check_groups(groups)
             password_hash = self._hash_password(password) if password is not None else None
             self._store.add_user(
                 User(
@@ -578,6 +598,54 @@ class AdminOps:
             last_success=user.last_success,
             created_at=user.created_at,
         )
+
+    def set_user(
+        self,
+        actor: str,
+        name: str,
+        *,
+        email: str | None = None,
+        phone: str | None = None,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        groups: Sequence[str] | None = None,
+    ) -> UserDetail:
+        """Change the given profile fields; None leaves a field as it is, and a given
+        group list replaces the old one (empty: no groups)."""
+        with self._audited(actor, "user.set", name) as note:
+            if groups is not None:
+                _check_groups(groups)
+            given = {
+                "email": email,
+                "phone": phone,
+                "first_name": first_name,
+                "last_name": last_name,
+            }
+            profile = {k: v for k, v in given.items() if v is not None}
+            # The trail names what changed, never the values (personal data).
+            note.detail = ",".join([*profile, *(["groups"] if groups is not None else [])])
+            uniq = None if groups is None else list(dict.fromkeys(groups))
+            if not self._store.set_profile(name, profile, uniq):
+                raise NotFound(f"no user {name!r}")
+        return self.show_user(actor, name)
+
+    def set_password(self, actor: str, name: str, password: str) -> Done:
+        """A new local password (argon2id); a user without one gets one."""
+        with self._audited(actor, "user.passwd", name):
+            if password == "":
+                # An empty password must never authenticate: refuse to store one.
+                raise InvalidInput("the password is empty")
+            if not self._store.set_password_hash(name, self._hash_password(password)):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.passwd", name)
+
+    def delete_user(self, actor: str, name: str) -> Done:
+        """Remove the user: tokens revoked (serials stay taken), backup codes, PIN and
+        the record gone. A directory user reappears, unregistered, on next sight."""
+        with self._audited(actor, "user.delete", name):
+            if not self._store.delete_user(name):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.delete", name)
 
     def unlock_user(self, actor: str, name: str) -> Done:
         """Clear the failure count and any lock (also a lock that never expires)."""
@@ -811,6 +879,35 @@ class AdminOps:
         last_id = events[-1].id if len(events) == limit and events else None
         return AuditPage(tuple(events), last_id)
 
+    def export_audit(
+        self, actor: str, where: AuditFilter, after_id: int = 0, limit: int = EXPORT_PAGE
+    ) -> AuditExport:
+        """Rows matching `where`, oldest first, after `after_id`; a full page names the
+        id to continue from. A read: not audited."""
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        events = self._store.export_audit(where, after_id, limit)
+        last = events[-1].id if len(events) == limit and events else None
+        return AuditExport(tuple(events), last)
+
+    def verify_audit(self, actor: str) -> ChainVerdict:
+        """Check the audit hash chain (`audit.hash_chain`); a read, not audited."""
+        if not self._config.audit.hash_chain:
+            raise InvalidInput("audit.hash_chain is off: there is no chain to verify")
+        if self._verify_audit is None:
+            raise InvalidInput("this store keeps no audit hash chain")
+        return self._verify_audit()
+
+    def iter_audit(self, actor: str, where: AuditFilter) -> Iterator[AuditEvent]:
+        """Every matching row, oldest first, a page at a time (constant memory)."""
+        after = 0
+        while True:
+            page = self.export_audit(actor, where, after)
+            yield from page.events
+            if page.next_after_id is None:
+                return
+            after = page.next_after_id
+
     def status(self, actor: str) -> StatusReport:
         """Ping the store and every configured first-factor backend, in config order, and
         list each LDAP server as usable or backed off (issue 4). A read: not audited.
@@ -859,6 +956,19 @@ class AdminOps:
             note.detail = f"key {key_id}, {count} seeds"
         return KeyRotation(key_id, count)
 
+    def new_api_key(
+        self, actor: str, name: str, scopes: Sequence[str], key_file: str = ""
+    ) -> NewApiKey:
+        """A fresh HTTP API key and its config lines; authd keeps no copy, the trail
+        records who drew a key for which name and scopes (never the key)."""
+        with self._audited(actor, "apikey.new", detail=name) as note:
+            try:
+                created = new_api_key(name, scopes, key_file)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+            note.detail = f"{name} [{' '.join(created.scopes)}]"
+        return created
+
     def test_auth(self, actor: str, user: str, password: str, otp_code: str | None) -> TestResult:
         """Run the daemon's decision for (user, password, otp) and return it with its
         internal reason. The engine records the attempt (lockout, last seen, audit
@@ -903,6 +1013,12 @@ def _owner(token: Token | None) -> str:
 def _check_user_name(name: str) -> None:
     if not _USER_RE.match(name):
         raise InvalidInput("a user name is 1-255 printable characters without spaces or '*'")
+
+
+def _check_groups(groups: Sequence[str]) -> None:
+    for group in groups:
+        if not group or any(c.isspace() or ord(c) < 32 for c in group):
+            raise InvalidInput(f"bad group name {group!r}")
 
 
 def _check_serial(serial: str) -> None:

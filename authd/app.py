@@ -22,13 +22,17 @@ from twisted.python.threadpool import ThreadPool
 
 from authd import systemd, worker_metrics
 from authd.admin import AdminOps
+from authd.audit_retention import AuditPruner
 from authd.auth.engine import Engine
 from authd.auth.interfaces import FirstFactorBackend, Store
 from authd.auth.ldap_primary import LdapBackend
 from authd.auth.local import LocalUsers, hash_password, make_password_hasher
 from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
+from authd.config_audit import ConfigAudit
+from authd.core.habits import SigninHabits
 from authd.crypto import Keyring
+from authd.habits_warmup import HabitsWarmup
 from authd.metrics import Metrics
 from authd.portability.ops import portability_ops
 from authd.readiness import ReadinessProbe
@@ -50,6 +54,7 @@ class Core:
     backends: tuple[FirstFactorBackend, ...]
     engine: Engine
     admin: AdminOps
+    habits: SigninHabits | None = None  # unusual sign-in (audit.unusual_signin)
 
     def close(self) -> None:
         for backend in self.backends:
@@ -86,7 +91,8 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
     keyring = Keyring.load_or_create(config.keys.file)
     sql = SqlStore.open(_store_url(config.store), keyring,
                         pool_size=pool_size if pool_size is not None else config.store.pool_size,
-                        timeout=config.store.timeout)
+                        timeout=config.store.timeout,
+                        audit_chain=config.audit.hash_chain)
     hasher = make_password_hasher(config.local_users.password_hash)
     backends = tuple(_backend(b, sql, hasher, metrics) for b in config.primary.backends)
     store: Store = sql
@@ -95,11 +101,15 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
         store = LdapTokenStore(sql, directory, keyring)
     if config.primary.failmode == "open":
         log.warn("primary.failmode is OPEN: an unreachable directory skips the first factor")
-    engine = Engine(config, store, backends, keyring.hash_key, metrics)
+    habits = SigninHabits(
+        on_flag=None if metrics is None else lambda s: metrics.unusual_signins.labels(s).inc()
+    )
+    engine = Engine(config, store, backends, keyring.hash_key, metrics, habits)
     admin = AdminOps(config, store, keyring, clock, engine=engine,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
-                     password_hasher=lambda password: hash_password(hasher, password))
-    return Core(config, keyring, sql, store, backends, engine, admin)
+                     password_hasher=lambda password: hash_password(hasher, password),
+                     verify_audit=sql.verify_audit)
+    return Core(config, keyring, sql, store, backends, engine, admin, habits)
 
 
 class _ListenerAdapter:
@@ -206,6 +216,14 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
                            portability=portability_ops(config, core.store, core.keyring,
                                                        reactor.seconds))
         listeners.append(_ListenerAdapter(http, lambda c: c))
+    # Audit retention: the main process prunes, on a thread of its own (audit_retention.py).
+    audit_pool = ThreadPool(minthreads=0, maxthreads=1, name="authd-audit")
+    if core.habits is not None:  # every process learns its users' habits at start
+        warmup = HabitsWarmup(config, core.habits, core.store.export_audit, reactor, audit_pool)
+        listeners.append(_ListenerAdapter(warmup, lambda c: c))
+    if index == 0:
+        pruner = AuditPruner(config.audit, core.store.prune_audit, reactor, audit_pool)
+        listeners.append(_ListenerAdapter(pruner, lambda c: c))
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]
         supervisor = WorkerSupervisor(processes, argv, reactor,
@@ -215,9 +233,13 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     if index > 0:
         return AuthdService(pool, listeners, _engine_part(core.engine, config),
                             close_store=core.close, notify=lambda state: None,
-                            side_pools=(ready_pool,))
+                            side_pools=(ready_pool, audit_pool))
+    # The main process records the config it starts with and each reload's outcome.
+    history = ConfigAudit(config, core.store.append_audit, reactor, audit_pool)
+    listeners.insert(0, _ListenerAdapter(history, lambda c: c))
     return AuthdService(pool, listeners, _engine_part(core.engine, config),
-                        close_store=core.close, side_pools=(ready_pool,))
+                        close_store=core.close, side_pools=(ready_pool, audit_pool),
+                        on_config=history.reloaded)
 
 
 def process_count(config: Config) -> int:

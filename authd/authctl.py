@@ -94,6 +94,10 @@ def main(
         else:
             with open_admin(config, clock) as ops:
                 printed = run(ops, actor_name(), args, console, clock)
+                if printed.lines is not None:  # streamed while the store is open
+                    for line in printed.lines:
+                        out.write(line + "\n")
+                    return printed.exit_code
     except UsageError as exc:
         _fail("UsageError", str(exc), as_json, out, err)
         return EXIT_USAGE

@@ -219,6 +219,10 @@ class Metrics:
             "authd_audit_write_failures_total",
             "Audit records of failed decisions that could not be written (each logged instead)",
             registry=r)
+        self.unusual_signins = Counter(
+            "authd_unusual_signins_total",
+            "Successful sign-ins unlike the user's earlier ones, by what was new",
+            ["signal"], registry=r)  # network, client, hour
         self.radius_replies = Counter(
             "authd_radius_replies_total", "RADIUS replies sent by code (retransmits excluded)",
             ["code"], registry=r)

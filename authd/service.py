@@ -50,6 +50,7 @@ class AuthdService(Service):
         notify: Callable[[str], object] = systemd.notify,
         side_pools: Sequence[ThreadPool] = (),
         monotonic_usec: Callable[[], int] = systemd.monotonic_usec,
+        on_config: Callable[[Config | None], object] = lambda config: None,
     ) -> None:
         self.pool = pool
         self.side_pools = tuple(side_pools)  # e.g. readiness checks: own threads
@@ -58,6 +59,9 @@ class AuthdService(Service):
         self._close_store = close_store
         self._notify = notify
         self._monotonic_usec = monotonic_usec
+        # Told each reload's outcome: the config now in force, or None when refused
+        # (the audit trail's settings change log).
+        self._on_config = on_config
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
@@ -118,11 +122,13 @@ class AuthdService(Service):
             why = refusal(error)
             log.error("reload refused: {why}", why=why)
             self._notify(systemd.reloaded(why))
+            self._on_config(None)
             return False
         for commit in commits:
             commit()
         log.info("config reloaded from {source}", source=config.source)
         self._notify(systemd.reloaded(None))
+        self._on_config(config)
         return True
 
 

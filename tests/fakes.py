@@ -15,11 +15,12 @@ import fnmatch
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from authd.auth.interfaces import (
+    AuditFilter,
     Challenge,
     DecisionCommit,
     DecisionWrite,
@@ -174,6 +175,26 @@ class FakeStore:
             self.backup_codes.pop(name, None)
         return self._update(name, pin_hash=None)
 
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool:
+        self._enter("set_profile")
+        changes: dict[str, Any] = dict(profile)
+        if groups is not None:
+            changes["groups"] = tuple(groups)
+        return self._update(name, **changes)
+
+    def delete_user(self, name: str) -> bool:
+        self._enter("delete_user")
+        with self._lock:
+            for serial, t in list(self.tokens.items()):
+                if t.user == name:
+                    self.tokens[serial] = dataclasses.replace(
+                        t, user=None, status=TokenStatus.REVOKED
+                    )
+            self.backup_codes.pop(name, None)
+            return self.users.pop(name, None) is not None
+
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
     ) -> LockState:
@@ -301,7 +322,8 @@ class FakeStore:
     def append_audit(self, event: AuditEvent) -> None:
         self._enter("append_audit")
         with self._lock:
-            self.audit.append(dataclasses.replace(event, id=len(self.audit) + 1))
+            last = self.audit[-1].id or 0 if self.audit else 0  # ids never reused
+            self.audit.append(dataclasses.replace(event, id=last + 1))
 
     def query_audit(
         self,
@@ -319,6 +341,29 @@ class FakeStore:
             and (before_id is None or (e.id or 0) < before_id)
         ]
         return events[:limit]
+
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]:
+        self._enter("export_audit")
+        wanted = {"user": where.user, "action": where.action, "result": where.result}
+        wanted["client"] = where.client
+        events = [
+            e
+            for e in self.audit
+            if (e.id or 0) > after_id
+            and all(v is None or getattr(e, k) == v for k, v in wanted.items())
+            and (where.since is None or e.at >= where.since)
+            and (where.until is None or e.at < where.until)
+        ]
+        return events[:limit]
+
+    def prune_audit(self, before: float, batch: int) -> int:
+        self._enter("prune_audit")
+        with self._lock:
+            doomed = [e for e in self.audit if e.at < before][:batch]
+            self.audit = [e for e in self.audit if e not in doomed]
+            return len(doomed)
 
     def rotate_key(self) -> int:
         self._enter("rotate_key")

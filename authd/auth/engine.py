@@ -34,6 +34,7 @@ from authd.auth.interfaces import (
     Outcome,
     PrimaryResult,
     Reason,
+    SigninObserver,
     SingleUse,
     Store,
     UseBackupCode,
@@ -292,12 +293,14 @@ class Engine:
         backends: Sequence[FirstFactorBackend],
         hash_key: bytes,
         metrics: Metrics | None = None,
+        habits: SigninObserver | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.backends = tuple(backends)
         self._hash_key = hash_key
         self._metrics = metrics
+        self.habits = habits  # unusual sign-in flags (audit.unusual_signin)
 
     @property
     def batches_decisions(self) -> bool:
@@ -574,6 +577,7 @@ class _Attempt:
         self.cfg = engine.config
         self.backends = engine.backends
         self.hash_key = engine._hash_key
+        self.habits = engine.habits if self.cfg.audit.unusual_signin.enabled else None
         self.store = _MeteredStore(engine.store)
         self.req = req
         self.now = now
@@ -1019,6 +1023,9 @@ class _Attempt:
         req = self.req
         valid = reason is not Reason.BAD_REQUEST
         actor = f"{req.frontend}:{req.client}" if valid else "invalid"
+        detail = detail or self.detail
+        if outcome is Outcome.ACCEPT and self.habits is not None and valid:
+            detail = self._unusual(self.habits, detail)
         # Positional, in field order: both endings' records are built for every decision,
         # and keyword arguments cost a dataclass __init__ about twice as much.
         audit = AuditEvent(
@@ -1030,9 +1037,19 @@ class _Attempt:
             req.client if valid else "",
             req.source if valid else "",
             reason.value,
-            detail or self.detail,
+            detail,
         )
         return AttemptRecord(outcome is Outcome.ACCEPT, count_failure, audit)
+
+    def _unusual(self, habits: SigninObserver, detail: str) -> str:
+        """The audit detail, with ` unusual=...` when this success is unlike the user's
+        earlier ones (a replayed code that then loses its race was still seen)."""
+        name = self.user.name if self.user is not None else self.req.user
+        learn = self.cfg.audit.unusual_signin.learn
+        flags = habits.observe(name, self.req.source, self.req.client, self.now, learn)
+        if not flags:
+            return detail
+        return f"{detail} unusual={','.join(flags)}".lstrip()
 
     def _commit(
         self,

@@ -16,7 +16,7 @@ times the cost of a plain slot store (callgrind, Token/User/AuthRequest alone: 4
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -229,6 +229,27 @@ class DecisionCommit:
     locked: bool = False
 
 
+class SigninObserver(Protocol):
+    """Remembers users' usual networks, clients and hours (authd/core/habits.py)."""
+
+    def observe(
+        self, user: str, source: str, client: str, now: float, learn: int
+    ) -> tuple[str, ...]: ...  # the ways this success is unusual; empty: usual
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit rows `Store.export_audit` returns; None matches anything. `since` is
+    inclusive, `until` exclusive (POSIX seconds)."""
+
+    user: str | None = None
+    action: str | None = None
+    result: str | None = None
+    client: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
 class Store(Protocol):
     """Durable state. Blocking; every method is atomic on its own, and the methods that
     must stay exact across nodes (failures, OTP steps, counters, backup codes, challenge
@@ -260,6 +281,11 @@ class Store(Protocol):
     def set_pin_hash(self, name: str, pin_hash: str | None) -> bool: ...
     def unlock_user(self, name: str) -> bool: ...
     def reset_user(self, name: str) -> bool: ...  # drop tokens, backup codes, PIN
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool: ...  # profile keys: email, phone, first_name, last_name; groups: None keeps
+    def delete_user(self, name: str) -> bool: ...
+    # ^ tokens revoked and unassigned (serials stay taken), backup codes, PIN and row gone
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
     ) -> LockState: ...
@@ -306,6 +332,11 @@ class Store(Protocol):
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[AuditEvent]: ...
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]: ...  # oldest first, ids above after_id: page on with the last id
+    def prune_audit(self, before: float, batch: int) -> int: ...
+    # ^ deletes up to `batch` rows older than `before` (one short transaction); how many
     def rotate_key(self) -> int: ...  # re-encrypts every seed, returns how many
     def ping(self) -> None: ...
     def close(self) -> None: ...

@@ -455,6 +455,26 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class UnusualSigninConfig:
+    enabled: bool = field(default=True, metadata=meta(
+        "flag successful sign-ins from a new network, client or hour (audit + metric)"))
+    learn: int = field(default=5, metadata=meta(
+        "successful sign-ins a user needs before anything is flagged", minimum=1, maximum=1000))
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    retention: float | None = field(default=400 * 86400.0, metadata=meta(
+        "keep audit rows this long (`never`: forever); older ones are pruned",
+        duration=True, never=True, minimum=86400))
+    prune_interval: float = field(default=3600.0, metadata=meta(
+        "how often the daemon prunes", duration=True, minimum=60, maximum=7 * 86400))
+    hash_chain: bool = field(default=False, metadata=meta(
+        "HMAC chain over audit rows; `authctl audit verify` detects edits and deletions"))
+    unusual_signin: UnusualSigninConfig = field(default_factory=UnusualSigninConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; `source` is the file it came from."""
 
@@ -468,6 +488,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     selfservice: SelfServiceConfig = field(default_factory=SelfServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     auth_threads: int = field(default=8, metadata=meta(
         "threads running decisions (first factor, store)", minimum=1, maximum=256))
     source: str = field(default="<defaults>", metadata=meta(internal=True), compare=False)

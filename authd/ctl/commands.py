@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from authd.admin import AdminOps, Done, TestResult, TokenInfo, UserSummary
+from authd.admin import AdminOps, Done, TestResult, TokenInfo, UserSummary, audit_json
+from authd.auth.interfaces import AuditFilter
 from authd.core.errors import InvalidInput
 from authd.ctl import render
+from authd.ctl.parser import UsageError
 from authd.ctl.timespec import parse_since
 
 EXIT_OK = 0
@@ -36,6 +39,7 @@ class Printed:
     text: str
     exit_code: int = EXIT_OK
     qr_uri: str | None = None  # `token add --qr/--qr-file`: the one QR code to draw
+    lines: Iterable[str] | None = None  # JSON lines, streamed instead of a document
 
 
 class Console:
@@ -87,6 +91,28 @@ def _test(ops: AdminOps, actor: str, args: argparse.Namespace, console: Console)
     return _one(result, render.test_result(result), EXIT_OK if result.accepted else EXIT_FAILURE)
 
 
+def _export(
+    ops: AdminOps, actor: str, args: argparse.Namespace, now: Callable[[], float]
+) -> Printed:
+    """`audit --export`: JSON lines, streamed page by page (whatever --json says)."""
+    if args.before_id is not None:
+        raise UsageError("--before-id pages the listing; --export returns every match")
+    at = now()
+    where = AuditFilter(
+        user=args.user,
+        action=args.action,
+        result=args.result,
+        client=args.client,
+        since=parse_since(args.since, at) if args.since is not None else None,
+        until=parse_since(args.until, at) if args.until is not None else None,
+    )
+    lines = (
+        json.dumps(audit_json(e), sort_keys=True, separators=(",", ":"))
+        for e in ops.iter_audit(actor, where)
+    )
+    return Printed(None, "", lines=lines)
+
+
 def run(
     ops: AdminOps,
     actor: str,
@@ -109,6 +135,28 @@ def run(
             groups=args.group,
         )
         return _one(detail, f"user {detail.user} added\n\n{render.user_detail(detail)}")
+    if cmd == "user.set":
+        if args.no_groups and args.group:
+            raise UsageError("--no-groups and --group exclude each other")
+        fields = (args.email, args.phone, args.first_name, args.last_name, args.group)
+        if not args.no_groups and all(f is None for f in fields):
+            raise UsageError("nothing to change: give --email, --phone, --first-name, ...")
+        detail = ops.set_user(
+            actor,
+            args.user,
+            email=args.email,
+            phone=args.phone,
+            first_name=args.first_name,
+            last_name=args.last_name,
+            groups=[] if args.no_groups else args.group,
+        )
+        return _one(detail, f"user {detail.user} changed\n\n{render.user_detail(detail)}")
+    if cmd == "user.passwd":
+        done = ops.set_password(actor, args.user, console.secret("Password: ", confirm=True))
+        return _one(done, render.done(done))
+    if cmd == "apikey.new":
+        created = ops.new_api_key(actor, args.name, args.scope, args.key_file)
+        return _one(created, render.api_key(created))
     if cmd == "user.list":
         return _users(ops.list_users(actor, args.pattern, args.limit))
     if cmd == "user.show":
@@ -119,6 +167,7 @@ def run(
         "user.reset": ops.reset_user,
         "user.disable": ops.disable_user,
         "user.enable": ops.enable_user,
+        "user.delete": ops.delete_user,
         "pin.remove": ops.remove_pin,
     }
     if cmd in simple:
@@ -165,7 +214,14 @@ def run(
     if cmd == "backup-codes.generate":
         codes = ops.generate_backup_codes(actor, args.user)
         return _one(codes, render.backup_code_set(codes))
+    if cmd == "audit" and args.verb == "verify":
+        verdict = ops.verify_audit(actor)
+        return _one(verdict, render.chain_verdict(verdict), EXIT_OK if verdict.ok else EXIT_FAILURE)
+    if cmd == "audit" and args.export:
+        return _export(ops, actor, args, now)
     if cmd == "audit":
+        if args.action or args.result or args.client or args.until:
+            raise UsageError("--action, --result, --client and --until go with --export")
         since = parse_since(args.since, now()) if args.since is not None else None
         page = ops.audit(
             actor, user=args.user, since=since, limit=args.limit, before_id=args.before_id

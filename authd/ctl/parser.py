@@ -4,8 +4,8 @@ Each verb's parser sets `command` to a dotted name ("user.add", "token.resync") 
 `authd.ctl.commands` dispatches on; options map one to one onto `AdminOps` arguments.
 `status` (issue 4) is a noun of its own, added to the contract's set.
 `export`, `import` and `token import` live in `authd.ctl.portability`. Commands of
-later issues (issue, apikey) are not registered at all, so argparse reports them as
-usage errors (exit 2).
+later issues (issue) are not registered at all, so argparse reports them as usage
+errors (exit 2).
 """
 
 from __future__ import annotations
@@ -53,42 +53,62 @@ def build_parser() -> argparse.ArgumentParser:
     _backup_codes(nouns)
     _audit(nouns)
     _key(nouns)
+    _apikey(nouns)
     _test(nouns)
     _status(nouns)
     portability.add_parsers(nouns)
     return parser
 
 
+def _global_options(p: argparse.ArgumentParser) -> None:
+    """`-c` and `--json` after the verb too, as users type them (`user list --json`).
+
+    SUPPRESS leaves the top-level value alone unless the option appears here."""
+    p.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS, help="config file")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+
+
 def _verbs(nouns: _Subs, noun: str, help_text: str) -> _Subs:
     p = nouns.add_parser(noun, help=help_text)
+    _global_options(p)
     return p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+
+def _noun(nouns: _Subs, noun: str, command: str, help_text: str) -> argparse.ArgumentParser:
+    """A noun without verbs (audit, test, status)."""
+    p = nouns.add_parser(noun, help=help_text)
+    p.set_defaults(command=command)
+    _global_options(p)
+    return p
 
 
 def _cmd(verbs: _Subs, name: str, command: str, help_text: str) -> argparse.ArgumentParser:
     p = verbs.add_parser(name, help=help_text)
     p.set_defaults(command=command)
+    _global_options(p)
     return p
 
 
 def _user(nouns: _Subs) -> None:
-    verbs = _verbs(nouns, "user", "users: add, list, show, unlock, reset, disable, enable")
+    verbs = _verbs(
+        nouns, "user", "users: add, set, passwd, delete, list, show, unlock, reset, disable, enable"
+    )
     add = _cmd(verbs, "add", "user.add", "add a local user")
     add.add_argument("user")
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from stdin (prompted twice on a terminal)",
+    _password_stdin(add, required=False)
+    _profile_options(add, default="")
+    add.set_defaults(group=[])
+    change = _cmd(verbs, "set", "user.set", "change profile fields; others stay as they are")
+    change.add_argument("user")
+    _profile_options(change, default=None)
+    change.add_argument(
+        "--no-groups", action="store_true", help="remove every group (with no --group)"
     )
-    add.add_argument("--email", default="")
-    add.add_argument("--phone", default="")
-    add.add_argument("--first-name", default="")
-    add.add_argument("--last-name", default="")
-    add.add_argument(
-        "--group",
-        action="append",
-        default=[],
-        metavar="G",
-        help="group membership (repeat for several)",
+    passwd = _cmd(verbs, "passwd", "user.passwd", "set a local password")
+    passwd.add_argument("user")
+    _password_stdin(passwd, required=True)
+    _cmd(verbs, "delete", "user.delete", "delete: tokens revoked, codes and PIN gone").add_argument(
+        "user"
     )
     lst = _cmd(verbs, "list", "user.list", "list users")
     lst.add_argument("pattern", nargs="?", help="`*` wildcard, case-sensitive")
@@ -109,6 +129,41 @@ def _qr_file(path: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return path
+
+
+def _password_stdin(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=required,
+        help="read the password from stdin (prompted twice on a terminal)",
+    )
+
+
+def _profile_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--email", default=default)
+    p.add_argument("--phone", default=default)
+    p.add_argument("--first-name", default=default)
+    p.add_argument("--last-name", default=default)
+    p.add_argument(
+        "--group", action="append", metavar="G", help="group membership (repeat for several)"
+    )
+
+
+def _apikey(nouns: _Subs) -> None:
+    verbs = _verbs(nouns, "apikey", "HTTP API keys: new")
+    new = _cmd(verbs, "new", "apikey.new", "a fresh random key, printed once, with config lines")
+    new.add_argument("name")
+    new.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=("validate", "admin", "selfservice-admin"),
+        help="repeat for several",
+    )
+    new.add_argument(
+        "--key-file", metavar="PATH", default="", help="write the key there (0600) for key_file"
+    )
 
 
 def _token(nouns: _Subs) -> None:
@@ -171,11 +226,20 @@ def _backup_codes(nouns: _Subs) -> None:
 
 
 def _audit(nouns: _Subs) -> None:
-    p = nouns.add_parser("audit", help="the audit trail, newest first")
-    p.set_defaults(command="audit")
+    p = _noun(nouns, "audit", "audit", "the audit trail, newest first; `audit verify`")
+    p.add_argument(
+        "verb", nargs="?", choices=("verify",), help="check the hash chain; exit 1 if broken"
+    )
     p.add_argument("--user")
     p.add_argument(
         "--since", metavar="T", help="ISO 8601 time, or a duration ago such as 30m, 2h, 7d"
+    )
+    p.add_argument("--until", metavar="T", help="only events before T (same forms as --since)")
+    p.add_argument("--action", help="e.g. auth, user.delete, config.reload")
+    p.add_argument("--result", help="accept, reject, challenge, ok, error")
+    p.add_argument("--client", help="the RADIUS client or front-end name")
+    p.add_argument(
+        "--export", action="store_true", help="every matching event, oldest first, as JSON lines"
     )
     p.add_argument("--limit", type=_positive_int, default=100)
     p.add_argument(
@@ -192,13 +256,9 @@ def _key(nouns: _Subs) -> None:
 
 
 def _test(nouns: _Subs) -> None:
-    p = nouns.add_parser("test", help="run the daemon's decision for a user")
-    p.set_defaults(command="test")
+    p = _noun(nouns, "test", "test", "run the daemon's decision for a user")
     p.add_argument("user")
 
 
 def _status(nouns: _Subs) -> None:
-    p = nouns.add_parser(
-        "status", help="can this node reach its store and directories? exit 1 if not"
-    )
-    p.set_defaults(command="status")
+    _noun(nouns, "status", "status", "can this node reach its store and directories? exit 1 if not")

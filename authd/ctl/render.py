@@ -24,6 +24,8 @@ from authd.admin import (
     UserSummary,
 )
 from authd.core.model import LastSeen
+from authd.rest.apikeys import NewApiKey
+from authd.storage.audit_chain import Verdict
 
 
 def local_time(at: float | None) -> str:
@@ -210,3 +212,19 @@ def status_report(report: StatusReport) -> str:
     )
     verdict = "all reachable" if report.ok else "NOT all reachable"
     return f"{text}\n\n{verdict}"
+
+
+def api_key(k: NewApiKey) -> str:
+    where = f"written to {k.key_file} (0600)" if k.key_file else "shown this once, keep it"
+    return (
+        f"API key {k.name!r}, {where}:\n\n  {k.key}\n\n"
+        f"Add under `http: api_keys:` in the config, then reload (SIGHUP):\n\n"
+        f"{k.config_lines()}"
+    )
+
+
+def chain_verdict(v: Verdict) -> str:
+    head = f"head: position {v.head_seq}, {v.head_hash}"
+    if v.ok:
+        return f"audit chain OK: {v.checked} rows verified\n{head}  (keep a copy elsewhere)"
+    return f"audit chain BROKEN at row {v.bad_id}: {v.problem}\n{head}"

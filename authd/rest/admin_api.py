@@ -15,7 +15,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from authd.admin import AdminOps
+from authd.admin import EXPORT_PAGE, AdminOps
+from authd.auth.interfaces import AuditFilter
 from authd.rest.errors import ApiError
 from authd.rest.ratelimit import Limits
 from authd.rest.routes import Call, Clock, Reply, Route
@@ -116,6 +117,14 @@ CODES = {
         "codes": {"type": "array", "items": {"type": "string"}},
     },
 }
+AUDIT_EXPORT = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {
+        "events": {"type": "array", "items": {"type": "object"}},
+        "next_after_id": {"type": ["integer", "null"]},
+    },
+}
 AUDIT = {
     "type": "object",
     "required": ["events"],
@@ -140,15 +149,8 @@ def _code(name: str) -> Field:
     return Field(name, required=True, min_length=6, max_length=8, pattern=r"^[0-9]+$")
 
 
-ADD_USER = BodySchema(
-    (
-        _name("user", required=True),
-        Field(
-            "password",
-            min_length=1,
-            max_length=1024,
-            description="local password; omit for a directory-only user",
-        ),
+def _profile_fields(groups_help: str) -> tuple[Field, ...]:
+    return (
         Field("email", max_length=255),
         Field("phone", max_length=64),
         Field("first_name", max_length=255),
@@ -159,6 +161,35 @@ ADD_USER = BodySchema(
             min_length=1,
             max_length=255,
             pattern=r"^[^\s\x00-\x1f\x7f]+$",
+            description=groups_help,
+        ),
+    )
+
+
+ADD_USER = BodySchema(
+    (
+        _name("user", required=True),
+        Field(
+            "password",
+            min_length=1,
+            max_length=1024,
+            description="local password; omit for a directory-only user",
+        ),
+        *_profile_fields(""),
+    )
+)
+SET_USER = BodySchema(_profile_fields("replaces the user's groups; [] removes them all"))
+PASSWORD = BodySchema((Field("password", required=True, min_length=1, max_length=1024),))
+NEW_API_KEY = BodySchema(
+    (
+        Field("name", required=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"),
+        Field(
+            "scopes",
+            kind="string-list",
+            required=True,
+            min_length=1,
+            max_length=32,
+            pattern=r"^(validate|admin|selfservice-admin)$",
         ),
     )
 )
@@ -212,6 +243,19 @@ AUDIT_QUERY = QuerySchema(
         ),
     )
 )
+AUDIT_EXPORT_QUERY = QuerySchema(
+    (
+        _name("user"),
+        Field("action", min_length=1, max_length=64),
+        Field("result", min_length=1, max_length=32),
+        Field("client", min_length=1, max_length=255),
+        Field("since", kind="number", minimum=0, maximum=1e11, description="POSIX s, inclusive"),
+        Field("until", kind="number", minimum=0, maximum=1e11, description="POSIX s, exclusive"),
+        Field("after_id", kind="integer", minimum=0, maximum=2**62,
+              description="`next_after_id` of the previous page"),
+        Field("limit", kind="integer", minimum=1, maximum=1000),
+    )
+)  # fmt: skip
 TEST_BODY = BodySchema(
     (
         _name("user", required=True),
@@ -259,6 +303,29 @@ STATUS_REPORT = {
                 },
             },
         },
+    },
+}
+CHAIN_VERDICT = {
+    "type": "object",
+    "required": ["ok", "checked", "head", "bad_id", "problem"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "checked": {"type": "integer"},
+        "head": {"type": "object", "description": "position and hash: keep a copy elsewhere"},
+        "bad_id": {"type": ["integer", "null"], "description": "the first bad row"},
+        "problem": {"type": "string"},
+    },
+}
+API_KEY = {
+    "type": "object",
+    "required": ["name", "scopes", "key", "key_sha256", "config"],
+    "properties": {
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "key": {"type": "string", "description": "shown once; authd keeps no copy"},
+        "key_sha256": {"type": "string"},
+        "key_file": {"type": "null"},
+        "config": {"type": "string", "description": "the http.api_keys entry to paste"},
     },
 }
 _ERRORS = (400, 401, 403, 404, 409, 413, 415, 429)
@@ -309,6 +376,32 @@ class AdminEndpoints:
                 "showUser",
                 "A user's profile, tokens and lock state",
                 USER_DETAIL,
+            ),
+            ops(
+                "PATCH",
+                u + "/{user}",
+                self.set_user,
+                "setUser",
+                "Change profile fields and groups of a user (fields left out stay)",
+                USER_DETAIL,
+                body=SET_USER,
+            ),
+            ops(
+                "DELETE",
+                u + "/{user}",
+                self.simple("delete_user"),
+                "deleteUser",
+                "Delete a user: tokens revoked, backup codes and PIN gone (audited)",
+                DONE,
+            ),
+            ops(
+                "PUT",
+                u + "/{user}/password",
+                self.set_password,
+                "setPassword",
+                "Set a local password",
+                DONE,
+                body=PASSWORD,
             ),
             ops(
                 "POST",
@@ -454,6 +547,33 @@ class AdminEndpoints:
                 query=AUDIT_QUERY,
             ),
             ops(
+                "GET",
+                "/api/v1/admin/audit/verify",
+                self.verify_audit,
+                "verifyAudit",
+                "`authctl audit verify`: check the audit hash chain (200 with ok false if broken)",
+                CHAIN_VERDICT,
+            ),
+            ops(
+                "POST",
+                "/api/v1/admin/apikeys",
+                self.new_api_key,
+                "newApiKey",
+                "A fresh API key (shown once) and the config lines that admit it",
+                API_KEY,
+                body=NEW_API_KEY,
+                success=201,
+            ),
+            ops(
+                "GET",
+                "/api/v1/admin/audit/export",
+                self.export_audit,
+                "exportAudit",
+                "The audit trail oldest first, filtered by user, action, result, client, time",
+                AUDIT_EXPORT,
+                query=AUDIT_EXPORT_QUERY,
+            ),
+            ops(
                 "POST",
                 "/api/v1/admin/keys/rotate",
                 self.rotate_key,
@@ -569,6 +689,24 @@ class AdminEndpoints:
 
         return handler
 
+    def set_user(self, call: Call) -> Deferred[Reply]:
+        b = call.body
+        return self._call(
+            self._ops().set_user,
+            call.actor,
+            call.params["user"],
+            email=b.get("email"),
+            phone=b.get("phone"),
+            first_name=b.get("first_name"),
+            last_name=b.get("last_name"),
+            groups=b.get("groups"),
+        )
+
+    def set_password(self, call: Call) -> Deferred[Reply]:
+        return self._call(
+            self._ops().set_password, call.actor, call.params["user"], call.body["password"]
+        )
+
     def set_pin(self, call: Call) -> Deferred[Reply]:
         return self._call(self._ops().set_pin, call.actor, call.params["user"], call.body["pin"])
 
@@ -627,9 +765,32 @@ class AdminEndpoints:
             before_id=q.get("before_id"),
         )
 
+    def export_audit(self, call: Call) -> Deferred[Reply]:
+        q = call.query
+        where = AuditFilter(
+            **{k: q.get(k) for k in ("user", "action", "result", "client", "since", "until")}
+        )
+        return self._call(
+            self._ops().export_audit,
+            call.actor,
+            where,
+            q.get("after_id", 0),
+            q.get("limit", EXPORT_PAGE),
+        )
+
     # ---------------------------------------------------------------- keys, test
     def rotate_key(self, call: Call) -> Deferred[Reply]:
         return self._call(self._ops().rotate_key, call.actor)
+
+    def verify_audit(self, call: Call) -> Deferred[Reply]:
+        """A report like /status: 200 whether or not the chain holds (see `ok`)."""
+        return self._call(self._ops().verify_audit, call.actor)
+
+    def new_api_key(self, call: Call) -> Deferred[Reply]:
+        """Over HTTP only `key_sha256` lines: the daemon writes no key files for callers."""
+        return self._call(
+            self._ops().new_api_key, call.actor, call.body["name"], call.body["scopes"], status=201
+        )
 
     def status(self, call: Call) -> Deferred[Reply]:
         """`authctl status` over HTTP: always 200 with the report (its `ok` says whether

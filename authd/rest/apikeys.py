@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from authd.config.model import ApiKey
 
@@ -101,3 +105,66 @@ class ApiKeyRing:
             if hmac.compare_digest(presented, entry.digest) and found is None:
                 found = entry.identity
         return found
+
+
+# ------------------------------------------------------------------ issuing keys
+# A key name becomes the audit actor `http:<name>` and a YAML scalar: keep it plain.
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# 256 bits from the OS CSPRNG, URL-safe so it survives headers and shells unquoted.
+_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A freshly drawn key and the `http.api_keys` entry that admits it.
+
+    The key is shown once and never stored by authd: the config keeps its SHA-256, or
+    the key sits in `key_file` (0600) when one was asked for.
+    """
+
+    name: str
+    scopes: tuple[str, ...]
+    key: str = field(repr=False)
+    key_file: str = ""
+
+    @property
+    def key_sha256(self) -> str:
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+    def config_lines(self) -> str:
+        """The YAML list item to paste under `http: api_keys:`."""
+        where = (
+            f"key_file: {self.key_file}" if self.key_file else f'key_sha256: "{self.key_sha256}"'
+        )
+        return f"    - name: {self.name}\n      {where}\n      scopes: [{', '.join(self.scopes)}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "key": self.key,
+            "key_sha256": self.key_sha256,
+            "key_file": self.key_file or None,
+            "config": self.config_lines(),
+        }
+
+
+def new_api_key(name: str, scopes: Sequence[str], key_file: str = "") -> NewApiKey:
+    """Draw a key for `name` with `scopes`; with `key_file`, write it there (created
+    0600, never over an existing file). Raises ValueError on a bad name, scope or file."""
+    if not _NAME_RE.match(name):
+        raise ValueError("a key name is 1-64 of A-Z a-z 0-9 . _ -")
+    wanted = tuple(dict.fromkeys(scopes))
+    unknown = sorted(set(wanted) - set(SCOPES))
+    if not wanted or unknown:
+        raise ValueError(f"give one or more scopes of {', '.join(SCOPES)}")
+    created = NewApiKey(name, wanted, secrets.token_urlsafe(_KEY_BYTES), key_file)
+    if key_file:
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ValueError(f"cannot create {key_file}: {exc.strerror}") from None
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # whatever the umask
+            fh.write(created.key + "\n")
+    return created

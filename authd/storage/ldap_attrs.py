@@ -28,7 +28,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
@@ -38,6 +38,7 @@ from ldap3.utils.conv import escape_filter_chars
 from twisted.logger import Logger
 
 from authd.auth.interfaces import (
+    AuditFilter,
     Challenge,
     DecisionCommit,
     DecisionWrite,
@@ -739,6 +740,23 @@ class LdapTokenStore:
     def set_disabled(self, name: str, disabled: bool) -> bool:
         return self._delegate.set_disabled(name, disabled)
 
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool:
+        return self._delegate.set_profile(name, profile, groups)
+
+    @_bounded
+    def delete_user(self, name: str) -> bool:
+        """The directory entry is not authd's to delete: its token values, PIN and
+        backup codes go as in `reset_user` (a token value removed is revoked for good)
+        and its lock state is cleared, so a user who reappears starts afresh; then the
+        SQL row (a local user's tokens are revoked there)."""
+        dn = self._directory_dn(name)
+        self.reset_user(name)
+        if dn is not None:
+            self._update_state(dn, name, lambda st: UserState(user=name))
+        return self._delegate.delete_user(name)
+
     @_bounded
     def set_pin_hash(self, name: str, pin_hash: str | None) -> bool:
         dn = self._directory_dn(name)
@@ -1087,6 +1105,14 @@ class LdapTokenStore:
 
             self._update_state(dn, name, change)
         return plan
+
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]:
+        return self._delegate.export_audit(where, after_id, limit)
+
+    def prune_audit(self, before: float, batch: int) -> int:
+        return self._delegate.prune_audit(before, batch)
 
     # ------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

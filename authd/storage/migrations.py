@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, inspect, select
+from sqlalchemy import Connection, func, insert, inspect, select
 
 from authd.core.errors import StoreUnavailable
 from authd.storage import schema
@@ -31,8 +31,26 @@ def _v1_initial(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
+def _v2_audit_chain(conn: Connection) -> None:
+    """New tables only (no existing table changes), so `create_all` with its existence
+    check serves fresh databases (step 1 made them already) and old ones alike. The chain
+    starts after the rows already there: they predate it."""
+    schema.metadata.create_all(conn, tables=[schema.audit_seal, schema.audit_chain])
+    if conn.execute(select(schema.audit_chain.c.id)).first() is None:
+        last = conn.execute(select(func.max(schema.audit.c.id))).scalar() or 0
+        conn.execute(
+            insert(schema.audit_chain).values(
+                id=1, seq=0, hash=GENESIS, last_id=last, anchor_seq=0, anchor_hash=GENESIS
+            )
+        )
+
+
+# The hash before the first link of an audit chain.
+GENESIS = "0" * 64
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
+    Step(2, "audit hash chain: audit_seal, audit_chain", _v2_audit_chain),
 )
 
 

@@ -120,3 +120,26 @@ audit = Table(
     Index("ix_audit_user_id", "user", "id"),
     Index("ix_audit_at", "at"),
 )
+
+# The optional HMAC chain over audit rows (authd/storage/audit_chain.py). Kept beside
+# `audit`, not in it, so that turning the chain on needs no change to the audit table.
+audit_seal = Table(
+    "audit_seal",
+    metadata,
+    Column("audit_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("seq", BigInteger, nullable=False, unique=True),  # position in the chain, 1, 2, ...
+    Column("hash", Text, nullable=False),  # HMAC(prev hash, canonical row), hex
+)  # fmt: skip
+
+# One row (id 1): the chain's head and the anchor that pruning leaves behind.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),  # last sealed position (0: none yet)
+    Column("hash", Text, nullable=False),  # its hash
+    Column("last_id", BigInteger, nullable=False),  # audit ids up to here are sealed or pre-chain
+    Column("anchor_seq", BigInteger, nullable=False),  # last pruned position (0: none)
+    Column("anchor_hash", Text, nullable=False),  # its hash: where verification starts
+)

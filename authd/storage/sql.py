@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
@@ -58,6 +58,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from authd.auth.interfaces import (
     AttemptRecord,
+    AuditFilter,
     Challenge,
     DecisionCommit,
     DecisionWrite,
@@ -82,6 +83,7 @@ from authd.crypto import Keyring
 from authd.portability.merge import ImportPlan
 from authd.portability.records import BackupCode, Records, UserRecord, token_columns
 from authd.statedir import make_private_dirs
+from authd.storage import audit_chain as chain
 from authd.storage import migrations
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
 from authd.storage.pg_bounded import BoundedConnection, budget, patience
@@ -105,8 +107,14 @@ _MIGRATION_SECONDS = 600.0
 _IN_CHUNK = 10_000
 
 _U = users.c
+_R = TypeVar("_R")
+# Rows sealed per transaction when the chain catches up at start.
+_CHAIN_BATCH = 1000
 _T = tokens.c
 _ACTIVE = TokenStatus.ACTIVE.value
+_REVOKED = TokenStatus.REVOKED.value
+# The profile fields a user record carries (what `user set` may change).
+_PROFILE = ("email", "phone", "first_name", "last_name")
 
 # Column positions, so one joined row decodes into a user and a token without labels.
 _UCOLS = tuple(users.c)
@@ -728,9 +736,17 @@ def _raise_unavailable(e: DBAPIError | PoolTimeout) -> NoReturn:
 class SqlStore:
     """The SQL implementation of `authd.auth.interfaces.Store`. Build with `open`."""
 
-    def __init__(self, engine: Engine, keyring: Keyring, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: Keyring,
+        timeout: float = DEFAULT_TIMEOUT,
+        audit_chain: bool = False,
+    ) -> None:
         self._engine = engine
         self._keyring = keyring
+        # `audit.hash_chain`: every audit-writing transaction seals its rows (audit_chain.py).
+        self._chain_key = chain.chain_key(keyring.hash_key) if audit_chain else None
         # Per thread: rows read ahead for the decisions of a batch (`decision_reads`).
         self._prefetched = threading.local()
         self._dialect = engine.dialect.name
@@ -756,6 +772,7 @@ class SqlStore:
         pool_size: int = 4,
         timeout: float = DEFAULT_TIMEOUT,
         steps: Sequence[migrations.Step] = migrations.STEPS,
+        audit_chain: bool = False,
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
@@ -797,7 +814,7 @@ class SqlStore:
                 f"store.url: unsupported database {backend!r} "
                 "(use sqlite:///PATH or postgresql://...)"
             )
-        store = cls(engine, keyring, timeout)
+        store = cls(engine, keyring, timeout, audit_chain)
         try:
             with patience(_MIGRATION_SECONDS), store._write() as conn:
                 if store._dialect == "postgresql":
@@ -807,10 +824,34 @@ class SqlStore:
                         text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
                     )
                 migrations.upgrade(conn, time.time(), steps)
+            store._start_chain()
         except BaseException:
             engine.dispose()
             raise
         return store
+
+    def _start_chain(self) -> None:
+        """With the chain on: start it, or seal what was written while it was off, in
+        batches (each its own transaction) so that no decision waits for all of it."""
+        key = self._chain_key
+        if key is None:
+            return
+        while True:
+            with self._write() as conn:
+                if chain.start_or_catch_up(chain.ConnRun(conn), key, _CHAIN_BATCH) < _CHAIN_BATCH:
+                    return
+
+    def _chained(self, run: Run, body: Callable[[], _R]) -> _R:
+        """`body` (which writes audit rows through `run`) with its rows sealed in the same
+        transaction; the head is locked first (PostgreSQL: ids in chain order)."""
+        key = self._chain_key
+        if key is None:
+            return body()
+        head = chain.lock_head(run)
+        before = chain.newest_id(run)
+        result = body()
+        chain.seal(run, key, head, after=before)
+        return result
 
     def __repr__(self) -> str:
         return f"SqlStore({self._engine.url.render_as_string(hide_password=True)!r})"
@@ -1009,6 +1050,29 @@ class SqlStore:
             conn.execute(delete(tokens).where(_T.user == name))
             conn.execute(delete(backup_codes).where(backup_codes.c.user == name))
             return found
+
+    def set_profile(
+        self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
+    ) -> bool:
+        """Overwrite the given profile fields (and the groups unless None)."""
+        values: dict[str, Any] = {k: str(v) for k, v in profile.items() if k in _PROFILE}
+        if groups is not None:
+            values["groups"] = json.dumps(list(groups))
+        if not values:
+            return self.get_user(name) is not None
+        return self._update_user(name, **values)
+
+    def delete_user(self, name: str) -> bool:
+        """One transaction: the user's tokens are revoked and unassigned (a serial stays
+        taken, so a lost hardware token cannot come back under another user), their
+        backup codes and pending challenges deleted, then the row with its PIN."""
+        with self._write() as conn:
+            conn.execute(
+                update(tokens).where(_T.user == name).values(status=_REVOKED, user=None)
+            )
+            conn.execute(delete(backup_codes).where(backup_codes.c.user == name))
+            conn.execute(delete(challenges).where(challenges.c.user == name))
+            return conn.execute(delete(users).where(_U.name == name)).rowcount == 1
 
     def record_failure(
         self, name: str, now: float, max_attempts: int, lock_seconds: float | None
@@ -1224,7 +1288,8 @@ class SqlStore:
         single use (compare-and-set / conditional DELETE) decides which ending's attempt
         record, failure count and audit row are written; all commit together or not at
         all, before the caller sees the result."""
-        if isinstance(self._hot, PgHotPath):
+        if isinstance(self._hot, PgHotPath) and self._chain_key is None:
+            # (With the chain on, the statements run one by one: the head lock first.)
             one = _pg_decision(write)
             if one is not None:
                 row = self._hot.execute_one(*one)
@@ -1238,7 +1303,9 @@ class SqlStore:
                         locked_until=_from_db_deadline(row[2]),
                     )
                 return DecisionCommit(bool(row[0]), lock)
-        return self._hot.write(lambda run: _apply_decisions(run, (write,))[0])
+        return self._hot.write(
+            lambda run: self._chained(run, lambda: _apply_decisions(run, (write,))[0])
+        )
 
     @property
     def batches_decisions(self) -> bool:
@@ -1278,14 +1345,17 @@ class SqlStore:
         statements alone). PostgreSQL: one transaction each, as `commit_decision`
         (a long transaction would hold row locks other nodes wait for)."""
         if isinstance(self._hot, SqliteHotPath):
-            return self._hot.write_all([lambda run: _apply_decisions(run, writes)])[0]
+            return self._hot.write_all(
+                [lambda run: self._chained(run, lambda: _apply_decisions(run, writes))]
+            )[0]
         return [self.commit_decision(w) for w in writes]
 
     # ------------------------------------------------------------------ audit
     def append_audit(self, event: AuditEvent) -> None:
-        """Append-only: the store offers no way to change or remove an audit row."""
+        """Append-only: the store offers no way to change a row; only retention removes."""
         with self._write() as conn:
-            conn.execute(_APPEND_AUDIT, _audit_params(event))
+            run = chain.ConnRun(conn)
+            self._chained(run, lambda: run(_APPEND_AUDIT, _audit_params(event)))
 
     def query_audit(
         self,
@@ -1375,6 +1445,56 @@ class SqlStore:
             ),
             rows,
         )
+
+    def export_audit(
+        self, where: AuditFilter, after_id: int = 0, limit: int = 1000
+    ) -> list[AuditEvent]:
+        """Oldest first by id, from `after_id` on: an index range per page, never a
+        scan from the start however far the export has come."""
+        a = audit.c
+        stmt = select(audit).where(a.id > after_id)
+        for col, value in (
+            (a.user, where.user),
+            (a.action, where.action),
+            (a.result, where.result),
+            (a.client, where.client),
+        ):
+            if value is not None:
+                stmt = stmt.where(col == value)
+        if where.since is not None:
+            stmt = stmt.where(a.at >= where.since)
+        if where.until is not None:
+            stmt = stmt.where(a.at < where.until)
+        stmt = stmt.order_by(a.id).limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [_audit_from(r) for r in rows]
+
+    def prune_audit(self, before: float, batch: int) -> int:
+        """Delete up to `batch` of the oldest rows with `at < before`, found by the `at`
+        index, in one short write transaction (the caller loops; deciders wait for one
+        batch at most, never for the whole prune)."""
+        if self._chain_key is not None:  # a prefix of the chain, leaving an anchor
+            with self._write() as conn:
+                return chain.prune_sealed(chain.ConnRun(conn), before, batch)
+        doomed = select(audit.c.id).where(audit.c.at < before).order_by(audit.c.at).limit(batch)
+        with self._write() as conn:
+            return int(conn.execute(delete(audit).where(audit.c.id.in_(doomed))).rowcount)
+
+    def verify_audit(self) -> chain.Verdict:
+        """Check the audit hash chain in one read snapshot (no write lock is taken:
+        decisions go on meanwhile; rows sealed after the snapshot wait for next time)."""
+        key = chain.chain_key(self._keyring.hash_key)
+        try:
+            if self._sqlite:
+                with self._engine.begin() as conn:
+                    conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+                    return chain.verify(chain.ConnRun(conn), key)
+            snapshot = self._engine.execution_options(isolation_level="REPEATABLE READ")
+            with snapshot.begin() as conn:
+                return chain.verify(chain.ConnRun(conn), key)
+        except (DBAPIError, PoolTimeout) as e:
+            _raise_unavailable(e)
 
     # ------------------------------------------------------------------ keys, health
     def rotate_key(self) -> int:

@@ -38,6 +38,7 @@ from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome
 from authd.auth.threaded import ThreadedEngine
 from authd.config.model import Config
+from authd.core.habits import SigninHabits
 from authd.core.otp import totp
 from authd.crypto import Keyring
 from authd.metrics import Metrics
@@ -207,16 +208,28 @@ def main() -> None:
         default=None,
         help="ThreadedEngine store_threads (default: 1 on SQLite, --threads otherwise)",
     )
+    ap.add_argument(
+        "--no-unusual-signin",
+        action="store_true",
+        help="decide without the unusual sign-in check (on in the daemon by default)",
+    )
+    ap.add_argument("--hash-chain", action="store_true", help="audit.hash_chain: true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="authd-bench-engine-"))
     url = args.url or f"sqlite:///{tmp / 'authd.db'}"
     keyring = Keyring.load_or_create(str(tmp / "keys.json"))
-    store = SqlStore.open(url, keyring, pool_size=max(4, args.threads))
+    store = SqlStore.open(
+        url, keyring, pool_size=max(4, args.threads), audit_chain=args.hash_chain
+    )
     pairs = populate(store, keyring, args.users)
-    engine = Engine(Config(), store, [], keyring.hash_key)
+    habits = None if args.no_unusual_signin else SigninHabits()
+    engine = Engine(Config(), store, [], keyring.hash_key, habits=habits)
     reqs = [request(u, c) for u, c in pairs]
     third = len(reqs) // 3
-    print(f"store: {url.split(':')[0]}, {args.users} users, python {sys.version.split()[0]}")
+    print(
+        f"store: {url.split(':')[0]}, {args.users} users, python {sys.version.split()[0]}, "
+        f"unusual sign-in {'off' if habits is None else 'on'}, hash chain {args.hash_chain}"
+    )
     one_thread(engine, reqs[:third])
     many(engine, reqs[third : 2 * third], args.window)
     store_threads = args.store_threads

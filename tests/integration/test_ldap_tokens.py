@@ -444,3 +444,25 @@ def test_two_processes_count_failures_and_use_codes_exactly(
     assert sorted(won) == sorted(codes)
     assert ldap_store.record_failure("dave", 1000.0, 10**6, 60.0).failures == 2 * n + 1
     assert ldap_store.backup_codes_left("dave") == 0
+
+
+def test_delete_user_clears_directory_state_and_sql_row(
+    ldap_store: LdapTokenStore, slapd: Slapd
+) -> None:
+    """`user delete` of a directory user: token values, PIN, backup codes and lock state
+    leave the entry (the entry itself stays: it is the directory's), the SQL row goes,
+    and the user reappears afresh on next sight."""
+    ldap_store.ensure_user("carol", "dir", 0.0)
+    ldap_store.set_pin_hash("carol", "pinhash-" + "ab" * 16)
+    ldap_store.replace_backup_codes("carol", ["codehash-" + "cd" * 8], 10.0)
+    ldap_store.add_token(totp("DEL-T1", user="carol"))
+    ldap_store.record_failure("carol", 10.0, 5, 60.0)
+    assert ldap_store.delete_user("carol")
+    assert ldap_store.get_user("carol") is None
+    assert ldap_store.list_tokens("carol") == []
+    out = slapd.ldapsearch(slapd.user_dn("carol"), "(objectClass=*)", slapd.token_attribute)
+    assert "DEL-T1" not in out
+    again = ldap_store.ensure_user("carol", "dir", 20.0)
+    assert (again.failures, again.pin_hash) == (0, None)
+    assert ldap_store.backup_codes_left("carol") == 0
+    assert not ldap_store.delete_user("nobody-here")

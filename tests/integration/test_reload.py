@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import select
 import signal
 import socket
@@ -65,16 +66,24 @@ def private_file(path: Path, text: str) -> Path:
 
 
 def wait_for_line(daemon: Daemon, needle: str, timeout: float = 20.0) -> str:
-    """The daemon's first output line holding `needle` (read without blocking past
-    `timeout`)."""
+    """Everything the daemon printed up to and including the first line holding
+    `needle`, read from the pipe's descriptor (a buffered readline could hold the
+    line back where select no longer sees it)."""
     assert daemon.proc.stdout is not None
+    fd = daemon.proc.stdout.fileno()
+    seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([daemon.proc.stdout], [], [], 0.2)
+        ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
-            line = daemon.proc.stdout.readline()
-            if needle in line:
-                return line
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+            text = seen.decode(errors="replace")
+            at = text.find(needle)
+            if at >= 0 and "\n" in text[at:]:
+                return text
     pytest.fail(f"no line with {needle!r} within {timeout}s")
 
 
@@ -149,3 +158,49 @@ def test_refused_reload_keeps_every_setting(
     assert "Traceback" not in out
     for secret in (OLD_SECRET, NEW_SECRET, OLD_KEY, "short-ke"):
         assert secret not in out
+
+
+def test_start_and_reloads_are_in_the_audit_trail(
+    tmp_path: Path, daemon_factory: list[Daemon]  # noqa: F811
+) -> None:
+    """`authd serve` records config.load; a SIGHUP that changes the RADIUS secret and
+    max_attempts records config.reload with those key paths; a refused one is an error
+    row. `authctl audit --export --action ...` shows them; no secret in the trail."""
+    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    config = tmp_path / "authd.yaml"
+    key = str(private_file(tmp_path / "old.key", OLD_KEY))
+    config.write_text(config_text(radius_port, http_port, OLD_SECRET, 3, key))
+    daemon = Daemon(config, tmp_path / "notify")
+    daemon_factory.append(daemon)
+    assert daemon.next_state() == "READY=1"
+
+    def export(action: str, rows_wanted: int) -> list[dict[str, str]]:
+        """The rows of `action`, once there are `rows_wanted` (the daemon writes them on
+        its audit thread, a moment after the signal): polls another process, bounded."""
+        deadline = time.monotonic() + 20
+        while True:
+            done = subprocess.run(
+                [sys.executable, "-m", "authd.authctl", "-c", str(config), "audit", "--export",
+                 "--action", action], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            rows = [json.loads(line) for line in done.stdout.splitlines()]
+            if len(rows) >= rows_wanted:
+                return rows
+            assert time.monotonic() < deadline, f"{action}: {rows}"
+            time.sleep(0.2)
+
+    (load,) = export("config.load", 1)
+    config.write_text(config_text(radius_port, http_port, NEW_SECRET, 2, key))
+    daemon.proc.send_signal(signal.SIGHUP)
+    export("config.reload", 1)
+    config.write_text(config_text(radius_port, http_port, NEW_SECRET, 2, key, "No-Such-Attr"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    ok, refused = export("config.reload", 2)
+
+    assert load["result"] == "ok" and load["detail"].startswith("sha256=")
+    changed = ok["detail"].split("changed=")[1].split(",")
+    assert changed == ["otp.lockout.max_attempts", "radius.clients[0].secret"]
+    assert (refused["result"], refused["reason"]) == ("error", "refused")
+    text = json.dumps([load, ok, refused])
+    assert OLD_SECRET not in text and NEW_SECRET not in text
