@@ -237,7 +237,8 @@ def resync_totp(
 
     Finds steps s, s+1 both within ±window seconds of `now` (ignoring the remembered
     drift and last_step for the search) whose codes are code1, code2, and returns the
-    step of code2 with its drift; None if there is none or it is not after last_step.
+    step of code2 with its drift; None if there is none or if code1's step is not after
+    last_step (RFC 6238 §5.2: a code at or before the last accepted step was used).
     The token's status is not checked: an operator may resync a disabled token.
     """
     if token.type != TokenType.TOTP or not token.seed:
@@ -252,7 +253,7 @@ def resync_totp(
     last = max(0, current + reach)
     gen = _Generator(token.seed, token.digits, token.algorithm)
     codes = gen.codes(range(first, last + 1))
-    found = [s + 1 for s in _consecutive(codes, first, code1, code2) if s + 1 > token.last_step]
+    found = [s + 1 for s in _consecutive(codes, first, code1, code2) if s > token.last_step]
     if not found:
         return None
     step = found[-1]
