@@ -11,7 +11,7 @@ Results are frozen dataclasses with `to_json()`; nothing returned holds a seed o
 hash, except the one-time `otpauth://` URI of `add_token` and the codes of
 `generate_backup_codes`, which the caller shows once (both are hidden from repr).
 
-Errors: `NotFound`, `AlreadyExists`, `InvalidInput` from authd/core/errors.py (plus
+Errors: `NotFound`, `AlreadyExists`, `Conflict`, `InvalidInput` from authd/core/errors.py (plus
 `StoreUnavailable` from the store); callers map them to exit codes / HTTP statuses.
 Error messages name users and serials, never a secret.
 """
@@ -29,7 +29,7 @@ from authd.auth.interfaces import AuditFilter, AuthRequest, Decision, FirstFacto
 from authd.auth.local import hash_password, make_password_hasher
 from authd.config.model import Config
 from authd.core import backup_codes, otp, pin
-from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound
+from authd.core.errors import AlreadyExists, AuthdError, Conflict, InvalidInput, NotFound
 from authd.core.model import (
     Algorithm,
     AuditEvent,
@@ -784,6 +784,8 @@ class AdminOps:
         TOTP searches `otp.totp.resync_window` seconds around now and remembers the
         drift and the step of `otp2` (so neither code can be replayed); HOTP searches
         `otp.hotp.resync_window` counter values ahead and expects the code after `otp2`.
+        Codes already used never count, and the write only moves the token forward:
+        Conflict when a login or another resync got there first.
         """
         token = self._store.get_token(serial)
         with self._audited(actor, "token.resync", _owner(token), serial):
@@ -813,7 +815,12 @@ class AdminOps:
                     )
                 ok = self._store.resync_token(serial, counter=counter + 1)
             if not ok:
-                raise NotFound(f"no token {serial!r}")
+                if self._store.get_token(serial) is None:
+                    raise NotFound(f"no token {serial!r}")
+                raise Conflict(
+                    f"token {serial!r} moved on while resyncing (a newer code was accepted); "
+                    "nothing was written: resync again with the next two codes"
+                )
         return TokenInfo.of(self._token(serial))
 
     def assign_token(self, actor: str, serial: str, user: str) -> Done:

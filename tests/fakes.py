@@ -31,6 +31,7 @@ from authd.auth.interfaces import (
     commit_decision_in_steps,
     get_user_tokens_codes_in_steps,
 )
+from authd.core import otp
 from authd.core.errors import AlreadyExists, StoreUnavailable
 from authd.core.lockout import after_failure
 from authd.core.model import AuditEvent, LastSeen, Token, TokenStatus, User
@@ -272,12 +273,11 @@ class FakeStore:
         drift: int | None = None,
     ) -> bool:
         self._enter("resync_token")
-        changes = {
-            k: v
-            for k, v in (("counter", counter), ("last_step", last_step), ("drift", drift))
-            if v is not None
-        }
-        return self._update_token(serial, lambda t: True, **changes)
+        guard = otp.resync_write(counter, last_step)
+        changes = {guard.field: guard.value}
+        if drift is not None:
+            changes["drift"] = drift
+        return self._update_token(serial, guard.allows, **changes)
 
     # backup codes
     def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:

@@ -308,7 +308,7 @@ class Store(Protocol):
         counter: int | None = None,
         last_step: int | None = None,
         drift: int | None = None,
-    ) -> bool: ...
+    ) -> bool: ...  # forward-only compare-and-set (otp.resync_write); False: missing or moved on
 
     # backup codes (hashes only)
     def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None: ...

@@ -13,6 +13,11 @@ class AlreadyExists(AuthdError):
     """A user or token serial is taken."""
 
 
+class Conflict(AuthdError):
+    """The object changed between the read and the write (another writer moved it on);
+    nothing was written, and the call may be retried with fresh input."""
+
+
 class InvalidInput(AuthdError):
     """An argument breaks a rule (PIN policy, token parameters, ...); the message says which."""
 

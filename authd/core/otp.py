@@ -27,6 +27,7 @@ from authd.core.model import Algorithm, Token, TokenStatus, TokenType
 
 __all__ = [
     "MAX_DIGITS",
+    "ResyncWrite",
     "MIN_DIGITS",
     "SEED_BYTES",
     "TotpMatch",
@@ -39,6 +40,7 @@ __all__ = [
     "parse_base32_secret",
     "resync_hotp",
     "resync_totp",
+    "resync_write",
     "time_step",
     "totp",
 ]
@@ -74,6 +76,36 @@ class TotpMatch:
 
     step: int
     drift: int
+
+
+@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
+class ResyncWrite:
+    """What a resync stores: `value` into `field` ("counter" or "last_step"), only while
+    the stored value is below `before`, i.e. neither resync code was used yet."""
+
+    field: str
+    value: int
+    before: int
+
+    def allows(self, token: Token) -> bool:
+        """True while neither resync code of `token` has been used (the write may go)."""
+        current = token.counter if self.field == "counter" else token.last_step
+        return current < self.before
+
+
+def resync_write(counter: int | None, last_step: int | None) -> ResyncWrite:
+    """The forward-only guard of a resync write; exactly one of the two is given.
+
+    TOTP: `last_step` is the step of the second code; the first code's step
+    (last_step - 1) must still be after the stored last_step (RFC 6238 §5.2: a step is
+    accepted once). HOTP: `counter` is the next expected counter, after the second code;
+    the stored counter must not be past the first code's (counter - 2) (RFC 4226 §7.2).
+    """
+    if last_step is not None and counter is None:
+        return ResyncWrite("last_step", last_step, last_step - 1)
+    if counter is not None and last_step is None:
+        return ResyncWrite("counter", counter, counter - 1)
+    raise InvalidInput("a resync sets either the HOTP counter or the TOTP step")
 
 
 class _Generator:
@@ -237,7 +269,8 @@ def resync_totp(
 
     Finds steps s, s+1 both within ±window seconds of `now` (ignoring the remembered
     drift and last_step for the search) whose codes are code1, code2, and returns the
-    step of code2 with its drift; None if there is none or it is not after last_step.
+    step of code2 with its drift; None if there is none or if code1's step is not after
+    last_step (RFC 6238 §5.2: a code at or before the last accepted step was used).
     The token's status is not checked: an operator may resync a disabled token.
     """
     if token.type != TokenType.TOTP or not token.seed:
@@ -252,7 +285,7 @@ def resync_totp(
     last = max(0, current + reach)
     gen = _Generator(token.seed, token.digits, token.algorithm)
     codes = gen.codes(range(first, last + 1))
-    found = [s + 1 for s in _consecutive(codes, first, code1, code2) if s + 1 > token.last_step]
+    found = [s + 1 for s in _consecutive(codes, first, code1, code2) if s > token.last_step]
     if not found:
         return None
     step = found[-1]

@@ -2,7 +2,7 @@
 
 Each handler validates its input, then runs one `AdminOps` method in the auth thread
 pool (`run_blocking`); AdminOps audits every change with actor `http:<key name>` and
-raises NotFound / AlreadyExists / InvalidInput, which `errors.py` maps to 404/409/400.
+raises NotFound / AlreadyExists or Conflict / InvalidInput, which `errors.py` maps to 404/409/400.
 The front-end's own throttle (escalating failure delay) is shown with the user and
 lifted by `unlock`, so an operator sees and clears every kind of lock in one place.
 """

@@ -12,7 +12,7 @@ import traceback
 
 from twisted.logger import Logger
 
-from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
+from authd.core.errors import AlreadyExists, Conflict, InvalidInput, NotFound, StoreUnavailable
 
 log = Logger(namespace="authd.rest.errors")
 # A quoted value in a domain error's message (`no user 'x'`): the caller sent it, and it
@@ -84,7 +84,7 @@ def from_exception(exc: BaseException) -> ApiError:
     # but they quote the names and values the caller gave: those are left out.
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found", without_values(str(exc)))
-    if isinstance(exc, AlreadyExists):
+    if isinstance(exc, (AlreadyExists, Conflict)):
         return ApiError(409, "conflict", without_values(str(exc)))
     if isinstance(exc, InvalidInput):
         return ApiError(400, "invalid_input", without_values(str(exc)))

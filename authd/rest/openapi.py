@@ -24,7 +24,7 @@ _DESCRIPTIONS = {
     401: "no valid API key",
     403: "key lacks the scope",
     404: "no such user or token",
-    409: "already exists",
+    409: "already exists, or changed meanwhile",
     413: "body too large",
     415: "body is not application/json",
     429: "rate-limited (see Retry-After)",

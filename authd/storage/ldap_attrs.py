@@ -53,6 +53,7 @@ from authd.auth.interfaces import (
     get_user_tokens_codes_in_steps,
 )
 from authd.auth.ldap_primary import DirectoryEntry, DirectoryUnavailable, LdapBackend
+from authd.core import otp
 from authd.core.errors import AlreadyExists, AuthdError, InvalidInput, NotFound, StoreUnavailable
 from authd.core.lockout import after_failure, after_unlock
 from authd.core.model import Algorithm, AuditEvent, Token, TokenStatus, TokenType, User
@@ -525,7 +526,13 @@ class LdapTokenStore:
         last_step: int | None = None,
         drift: int | None = None,
     ) -> bool:
-        def change(t: Token) -> Token:
+        """Forward only, like the SQL store: the compare-and-set loop re-reads the value
+        and writes only while neither resync code was used (`otp.resync_write`)."""
+        guard = otp.resync_write(counter, last_step)
+
+        def change(t: Token) -> Token | None:
+            if not guard.allows(t):
+                return None
             return replace(
                 t,
                 counter=t.counter if counter is None else counter,

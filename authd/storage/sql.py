@@ -69,6 +69,7 @@ from authd.auth.interfaces import (
     UserOverview,
     UseTotpStep,
 )
+from authd.core import otp
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import (
     Algorithm,
@@ -1225,15 +1226,17 @@ class SqlStore:
         last_step: int | None = None,
         drift: int | None = None,
     ) -> bool:
-        """Operator re-alignment: sets the given fields unconditionally."""
-        values = {
-            k: v
-            for k, v in (("counter", counter), ("last_step", last_step), ("drift", drift))
-            if v is not None
-        }
-        if not values:
-            return self.get_token(serial) is not None
-        return self._update_token(serial, **values)
+        """Operator re-alignment, a forward-only compare-and-set: False when the token is
+        missing or a login or another resync got past the first resync code meanwhile
+        (`otp.resync_write`); then nothing is written."""
+        guard = otp.resync_write(counter, last_step)
+        column = _T.counter if guard.field == "counter" else _T.last_step
+        values = {guard.field: guard.value}
+        if drift is not None:
+            values["drift"] = drift
+        with self._write() as conn:
+            cas = update(tokens).where(_T.serial == serial, column < guard.before)
+            return conn.execute(cas.values(**values)).rowcount == 1
 
     # ------------------------------------------------------------------ backup codes
     def replace_backup_codes(self, user: str, code_hashes: Sequence[str], now: float) -> None:

@@ -271,6 +271,27 @@ def test_resync_hotp_sets_next_counter(ops: AdminOps, store: FakeStore) -> None:
     assert info.counter == 502 == store.tokens[serial].counter
 
 
+def test_resync_refuses_a_code_already_used(
+    ops: AdminOps, store: FakeStore, clock: Clock
+) -> None:
+    """RFC 6238 §5.2: a resync whose first code is the last accepted one is refused
+    (nothing written, an audit error row without the codes); the two codes after it work."""
+    ops.add_user(ACTOR, "jon")
+    serial = ops.add_token(ACTOR, "jon", "totp", secret_b32=SECRET_B32).token.serial
+    seed = store.tokens[serial].seed
+    used = otp.time_step(clock.seconds(), 30) + 40  # a login accepted this step
+    assert store.accept_totp_step(serial, used, 40)
+    codes = [otp.totp(seed, (used + i) * 30) for i in range(3)]
+    with pytest.raises(InvalidInput):
+        ops.resync_token(ACTOR, serial, codes[0], codes[1])
+    assert (store.tokens[serial].last_step, store.tokens[serial].drift) == (used, 40)
+    info = ops.resync_token(ACTOR, serial, codes[1], codes[2])
+    assert (info.drift, store.tokens[serial].last_step) == (42, used + 2)
+    rows = [(e.action, e.result, e.reason) for e in store.audit if e.action == "token.resync"]
+    assert rows == [("token.resync", "error", "InvalidInput"), ("token.resync", "ok", "")]
+    assert not any(c in repr(store.audit) for c in codes)
+
+
 @pytest.mark.parametrize("codes", [("12345", "123456"), ("123456", "123456"), ("000000", "111111")])
 def test_resync_refuses_malformed_or_unmatched_codes(ops: AdminOps, codes: tuple[str, str]) -> None:
     """Wrong length, twice the same code, or codes that are not consecutive all fail."""

@@ -4,6 +4,8 @@ real re-encryption under a new key, cascades of reset."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -16,7 +18,8 @@ from authd.config.model import (
     PasswordHashConfig,
 )
 from authd.core import backup_codes, otp
-from authd.core.errors import AlreadyExists, NotFound
+from authd.core.errors import AlreadyExists, Conflict, NotFound
+from authd.core.model import Token
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
 
@@ -72,6 +75,47 @@ def test_token_enrolment_resync_and_key_rotation(
     assert keyring.current_key_id == rotated.key_id
     token = store.get_token(added.token.serial)
     assert token is not None and token.seed == seed and token.drift == 21
+
+
+class LoginDuringRead:
+    """A store where a login on another node accepts `step` right after the first
+    get_token: the interleaving read -> another writer -> resync write, made certain."""
+
+    def __init__(self, store: SqlStore, serial: str, step: int) -> None:
+        self._store, self._serial, self._step = store, serial, step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get_token(self, serial: str) -> Token | None:
+        token = self._store.get_token(serial)
+        if serial == self._serial and self._step:
+            assert self._store.accept_totp_step(serial, self._step, 0)
+            self._step = 0
+        return token
+
+
+def test_resync_that_lost_to_a_login_writes_nothing(
+    store: SqlStore, keyring: Keyring, clock: Clock
+) -> None:
+    """A slow token resynced while a login accepts a newer code: Conflict, the token
+    keeps the login's step (no used code reopens), one audit error row; a retry with
+    the next codes goes through."""
+    ops = AdminOps(CHEAP, store, keyring, clock.seconds)
+    ops.add_user(ACTOR, "erin")
+    serial = ops.add_token(ACTOR, "erin", "totp").token.serial
+    seed = store.get_token(serial).seed  # type: ignore[union-attr]
+    now_step = otp.time_step(clock.seconds(), 30)
+    slow = [otp.totp(seed, (now_step - 20 + i) * 30) for i in range(5)]
+    racing = AdminOps(CHEAP, LoginDuringRead(store, serial, now_step - 18), keyring, clock.seconds)
+    with pytest.raises(Conflict, match="moved on"):
+        racing.resync_token(ACTOR, serial, slow[0], slow[1])
+    token = store.get_token(serial)
+    assert token is not None and (token.last_step, token.drift) == (now_step - 18, 0)
+    info = ops.resync_token(ACTOR, serial, slow[3], slow[4])
+    assert (info.drift, store.get_token(serial).last_step) == (-16, now_step - 16)  # type: ignore[union-attr]
+    rows = [(e.result, e.reason) for e in ops.audit(ACTOR).events if e.action == "token.resync"]
+    assert rows == [("ok", ""), ("error", "Conflict")]
 
 
 def test_reset_backup_codes_and_audit_paging(

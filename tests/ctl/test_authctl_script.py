@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,38 @@ def test_authctl_script_end_to_end(tmp_path: Path) -> None:
     broken = authctl("-c", str(bad), "user", "list")
     assert broken.returncode == 2
     assert re.match(rf"{re.escape(str(bad))}:2: store.pool_size: ", broken.stderr)
+
+
+def totp_at(secret_b32: str, at: int, window: int = 0) -> list[str]:
+    """oathtool's codes for the step of unix time `at` and the `window` steps after it."""
+    result = subprocess.run(
+        [oathtool(), "--totp", "-b", secret_b32, "-N", f"@{at}", "-w", str(window)],
+        capture_output=True, text=True, timeout=TIMEOUT, check=True,
+    )  # fmt: skip
+    return result.stdout.split()
+
+
+def test_authctl_resync_of_a_drifted_token(tmp_path: Path) -> None:
+    """`token resync` with oathtool codes of a clock 20 minutes fast re-aligns the token
+    (its next code is accepted); the same codes, or a pair starting with a used code,
+    are refused with exit 1 and nothing echoed."""
+    config = tmp_path / "authd.yaml"
+    config.write_text(CONFIG.format(db=tmp_path / "db" / "authd.db"))
+    env = {**os.environ, "AUTHD_CONFIG": str(config)}
+    assert authctl("user", "add", "bob", "--password-stdin", stdin=PASSWORD + "\n", env=env)
+    token = authctl("--json", "token", "add", "bob", env=env)
+    assert token.returncode == 0, token.stderr
+    secret = re.search(r"[?&]secret=([A-Z2-7]+)", token.stdout)
+    serial = json.loads(token.stdout)["token"]["serial"]
+    assert secret is not None
+
+    fast = totp_at(secret.group(1), int(time.time()) + 1200, window=3)
+    resynced = authctl("--json", "token", "resync", serial, fast[0], fast[1], env=env)
+    assert resynced.returncode == 0, resynced.stderr
+    assert 39 <= json.loads(resynced.stdout)["drift"] <= 41
+    for pair in ((fast[0], fast[1]), (fast[1], fast[2])):
+        again = authctl("token", "resync", serial, *pair, env=env)
+        assert again.returncode == 1 and "consecutive" in again.stderr
+        assert not any(code in again.stderr for code in fast)
+    accepted = authctl("test", "bob", stdin=f"{PASSWORD}\n{fast[2]}\n", env=env)
+    assert accepted.returncode == 0 and accepted.stdout.startswith("accept"), accepted.stdout

@@ -155,16 +155,35 @@ def test_totp_steps_are_accepted_once_and_in_order(ldap_store: LdapTokenStore) -
 
 
 def test_hotp_counter_moves_past_the_accepted_value(ldap_store: LdapTokenStore) -> None:
-    """RFC 4226 §7.2: the counter becomes accepted+1; older values never match again;
-    resync sets fields as the operator says."""
+    """RFC 4226 §7.2: the counter becomes accepted+1; older values never match again."""
     ldap_store.add_token(replace(totp("CNT-1"), type=TokenType.HOTP, counter=5))
     assert ldap_store.accept_hotp_counter("CNT-1", 7)
     assert not ldap_store.accept_hotp_counter("CNT-1", 7)
     assert not ldap_store.accept_hotp_counter("CNT-1", 6)
     assert ldap_store.accept_hotp_counter("CNT-1", 8)
-    assert ldap_store.resync_token("CNT-1", counter=3)
     t = ldap_store.get_token("CNT-1")
-    assert t is not None and t.counter == 3
+    assert t is not None and t.counter == 9
+
+
+def test_resync_never_moves_a_token_backwards(ldap_store: LdapTokenStore) -> None:
+    """The resync modify is the same compare-and-set as a login's: after a login
+    accepted a newer step or counter than the resync read, or when its first code was
+    used, nothing is written; a resync past every used code still goes through."""
+    ldap_store.add_token(totp("RS-1", last_step=100))
+    assert ldap_store.accept_totp_step("RS-1", 600, 0)  # between the resync's read and write
+    assert not ldap_store.resync_token("RS-1", last_step=501, drift=-3)
+    assert not ldap_store.resync_token("RS-1", last_step=601, drift=1)
+    t = ldap_store.get_token("RS-1")
+    assert t is not None and (t.last_step, t.drift) == (600, 0)
+    assert ldap_store.resync_token("RS-1", last_step=700, drift=1)
+    assert not ldap_store.resync_token("RS-1", last_step=650, drift=5)
+    ldap_store.add_token(replace(totp("RS-2"), type=TokenType.HOTP, counter=5))
+    assert ldap_store.accept_hotp_counter("RS-2", 7)
+    assert not ldap_store.resync_token("RS-2", counter=3)
+    assert not ldap_store.resync_token("RS-2", counter=9)
+    assert ldap_store.resync_token("RS-2", counter=10)
+    t, h = ldap_store.get_token("RS-1"), ldap_store.get_token("RS-2")
+    assert t is not None and h is not None and (t.last_step, t.drift, h.counter) == (700, 1, 10)
 
 
 def test_a_value_moved_to_another_serial_is_unreadable(

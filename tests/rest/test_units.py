@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authd.config.model import ApiKey
+from authd.core.errors import Conflict
 from authd.core.ratelimit import FailureBackoff, TokenBucket
 from authd.rest.apikeys import ApiKeyConfigError, ApiKeyRing
 from authd.rest.clientaddr import client_address, parse_networks
@@ -213,3 +214,11 @@ def test_unknown_exceptions_become_bare_500() -> None:
     """Anything unexpected maps to 500 internal, the message never copied."""
     err = from_exception(KeyError("seed=JBSWY3DP"))
     assert (err.status, err.body()) == (500, {"error": "internal", "detail": "internal error"})
+
+
+def test_a_lost_resync_race_is_a_409_conflict() -> None:
+    """Conflict (the token moved on, nothing written) maps to 409 with the reason kept
+    and the quoted serial left out."""
+    err = from_exception(Conflict("token 'TOTP0A1B' moved on while resyncing; resync again"))
+    assert err.status == 409 and err.body()["error"] == "conflict"
+    assert "moved on" in err.body()["detail"] and "TOTP0A1B" not in err.body()["detail"]

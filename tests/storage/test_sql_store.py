@@ -336,15 +336,26 @@ def test_accept_hotp_counter_moves_past_the_accepted_value(store: SqlStore) -> N
     assert not store.accept_hotp_counter("H", 20)
 
 
-def test_resync_sets_given_fields(store: SqlStore) -> None:
-    """resync_token overwrites only the fields given, even backwards."""
+def test_resync_write_only_moves_forward(store: SqlStore) -> None:
+    """Resync is a compare-and-set: after a login (or another resync) accepted a newer
+    step or counter than the resync read, it writes nothing, so no used code reopens."""
     store.add_user(User(name="alice"))
-    store.add_token(_token("T", last_step=500, drift=2, counter=3))
-    assert store.resync_token("T", last_step=400, drift=-3)
+    store.add_token(_token("T", last_step=100, drift=2))
+    assert store.accept_totp_step("T", 600, 0)  # a login between the resync's read and write
+    assert not store.resync_token("T", last_step=501, drift=-3)
     t = store.get_token("T")
-    assert t is not None and (t.last_step, t.drift, t.counter) == (400, -3, 3)
-    assert store.resync_token("T", counter=9)
-    assert store.get_token("T").counter == 9  # type: ignore[union-attr]
+    assert t is not None and (t.last_step, t.drift) == (600, 0)
+    assert not store.resync_token("T", last_step=601, drift=1)  # its first code (600) was used
+    assert store.resync_token("T", last_step=700, drift=1)
+    assert not store.resync_token("T", last_step=650, drift=5)  # a slower resync racing
+    t = store.get_token("T")
+    assert t is not None and (t.last_step, t.drift) == (700, 1)
+    store.add_token(_token("H", type=TokenType.HOTP, counter=3))
+    assert store.accept_hotp_counter("H", 7)  # next expected: 8
+    assert not store.resync_token("H", counter=9)  # codes 7, 8: 7 was used
+    assert store.get_token("H").counter == 8  # type: ignore[union-attr]
+    assert store.resync_token("H", counter=10)  # codes 8, 9
+    assert store.get_token("H").counter == 10  # type: ignore[union-attr]
     assert not store.resync_token("nope", counter=1)
 
 
