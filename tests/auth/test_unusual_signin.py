@@ -36,7 +36,8 @@ def _setup(world: World) -> tuple[Engine, list[str]]:
     world.set("audit.unusual_signin.learn", 2)
     counted: list[str] = []
     habits = SigninHabits(on_flag=counted.append)
-    return Engine(world.config, world.store, [world.directory], world.hash_key, habits=habits), counted
+    engine = Engine(world.config, world.store, [world.directory], world.hash_key, habits=habits)
+    return engine, counted
 
 
 def test_unusual_success_is_flagged_not_blocked(fake_world: World) -> None:
