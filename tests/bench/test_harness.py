@@ -1,0 +1,143 @@
+"""The benchmark harness itself (scripts/bench): a run whose answers are not the ones
+its requests were built for is discarded, never used; a correct run is kept. Driven
+against a fake RADIUS server on loopback through the real load generator."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from authd.radius import codec
+from scripts.bench import order, radius_bench, verdict
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc not found: apt-get install gcc (the bench's load generator is C)")
+    return radius_bench.build_loadgen(tmp_path_factory.mktemp("loadgen"))
+
+
+@contextmanager
+def fake_server(reject_every: int = 0, drop_every: int = 0) -> Iterator[int]:
+    """A RADIUS server that accepts everything, except every `reject_every`-th request
+    (rejected) and every `drop_every`-th (never answered); yields its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+    done = threading.Event()
+
+    def serve() -> None:
+        seen = 0
+        while not done.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            seen += 1
+            if drop_every and seen % drop_every == 0:
+                continue
+            code = codec.ACCESS_REJECT if reject_every and seen % reject_every == 0 else 2
+            sock.sendto(bytes((code, data[1])) + (20).to_bytes(2, "big") + data[4:20], peer)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        done.set()
+        thread.join()
+        sock.close()
+
+
+def burst(loadgen: Path, tmp: Path, port: int, count: int = 400) -> radius_bench.Result:
+    """One burst of `count` requests, each built to be accepted, judged as the bench does."""
+    packets = [radius_bench.encode(i, f"u{i}", "123456") for i in range(count)]
+    reqfile = tmp / "requests.bin"
+    radius_bench.write_requests(reqfile, packets)
+    stats, cpu = radius_bench.run_loadgen(loadgen, reqfile, port, 16, None, [], timeout_ms=300)
+    return radius_bench.result("fake", "all", stats, cpu)
+
+
+def test_correct_answers_keep_the_run(loadgen: Path, tmp_path: Path) -> None:
+    """A server that accepts every request built to be accepted gives a kept run."""
+    with fake_server() as port:
+        run = burst(loadgen, tmp_path, port)
+    assert (run.problem, run.accept, run.wrong, run.lost) == ("", 400, 0, 0)
+    assert verdict.median_kept([run]) is run
+
+
+def test_rejecting_a_share_discards_the_run(loadgen: Path, tmp_path: Path) -> None:
+    """A server that rejects one request in ten (as an anchor past a TOTP roll-over does)
+    gives a discarded run, left out of the median even when it is the fastest."""
+    with fake_server(reject_every=10) as port:
+        bad = burst(loadgen, tmp_path, port)
+    with fake_server() as port:
+        good = burst(loadgen, tmp_path, port)
+    assert bad.wrong == 40
+    assert "40 of 400 answers were not the expected accept" in bad.problem
+    bad.rps = good.rps * 10
+    assert verdict.median_kept([bad]) is None
+    assert verdict.median_kept([bad, good, bad]) is good
+    assert verdict.kept_label([bad, good, bad]) == "1/3"
+
+
+def test_unanswered_requests_discard_the_run(loadgen: Path, tmp_path: Path) -> None:
+    """Requests that never get an answer make the run unusable too."""
+    with fake_server(drop_every=50) as port:
+        run = burst(loadgen, tmp_path, port)
+    assert run.lost == 8
+    assert "8 of 400 requests got no answer" in run.problem
+
+
+def test_sustained_run_reports_rows_and_wrong_answers(loadgen: Path, tmp_path: Path) -> None:
+    """An open-loop run sends at the offered rate and reports per-interval rows, with
+    the wrong answers counted where they happened."""
+    rate, count = 2000.0, 600
+    start = time.time() + 0.3
+    due = radius_bench.schedule(count, rate, start)
+    packets = [radius_bench.encode(i, f"u{i}", "123456") for i in range(count)]
+    reqfile = tmp_path / "sustained.bin"
+    radius_bench.write_requests(reqfile, packets, due=due)
+    with fake_server(reject_every=100) as port:
+        stats, cpu = radius_bench.run_loadgen(
+            loadgen, reqfile, port, 256, None, [], 300, open_loop=(rate, start, 0.1)
+        )
+    run = radius_bench.result("fake sustained", "all", stats, cpu)
+    assert run.offered == rate
+    assert sum(iv["replies"] for iv in run.intervals) == count
+    assert sum(iv["wrong"] for iv in run.intervals) == run.wrong == 6
+    assert len(run.intervals) >= 3  # 0.3 s of sends in 0.1 s rows
+    assert run.problem
+
+
+def test_schedule_keeps_off_totp_step_boundaries() -> None:
+    """No open-loop request is due within the guard around a TOTP step boundary."""
+    start = 1_767_225_600.0 - 0.5  # half a second before a boundary
+    due = radius_bench.schedule(5000, 1000.0, start)
+    before, after = radius_bench.STEP_GUARD
+    positions = [(start + t) % radius_bench.TOTP_STEP for t in due]
+    assert all(after <= p <= radius_bench.TOTP_STEP - before for p in positions)
+    assert due == sorted(due)
+
+
+def test_random_order_is_a_seeded_shuffle_with_a_gap() -> None:
+    """Random rounds visit every user once, differ from name order, repeat with the seed,
+    and never bring a user back within `gap` requests across a round boundary."""
+    rounds = order.rounds(200, 30, "random", seed=7, gap=64)
+    assert rounds == order.rounds(200, 30, "random", seed=7, gap=64)
+    assert all(sorted(r) == list(range(200)) for r in rounds)
+    assert rounds[0] != list(range(200))
+    flat = [u for r in rounds for u in r]
+    last: dict[int, int] = {}
+    for i, u in enumerate(flat):
+        assert i - last.get(u, -64) >= 64
+        last[u] = i
+    assert order.rounds(5, 2, "name", seed=7, gap=64) == [list(range(5))] * 2
