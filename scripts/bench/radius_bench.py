@@ -45,6 +45,7 @@ from authd.core.otp import hotp, totp  # noqa: E402
 from authd.radius import codec  # noqa: E402
 from scripts.bench import order as user_order  # noqa: E402
 from scripts.bench import verdict  # noqa: E402
+from scripts.bench.machine import uptime  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -937,11 +938,6 @@ def ldap_bench(args: argparse.Namespace) -> int:
         )
     print(f"uptime after: {uptime()}")
     return 0
-
-
-def uptime() -> str:
-    """`uptime`'s line: how loaded the (shared) machine was."""
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def build_loadgen(tmp: Path) -> Path:

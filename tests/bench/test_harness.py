@@ -4,6 +4,8 @@ against a fake RADIUS server on loopback through the real load generator."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import socket
 import threading
@@ -16,6 +18,7 @@ import pytest
 
 from authd.radius import codec
 from scripts.bench import order, radius_bench, verdict
+from scripts.bench.http import bench as http_bench
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +144,46 @@ def test_random_order_is_a_seeded_shuffle_with_a_gap() -> None:
         assert i - last.get(u, -64) >= 64
         last[u] = i
     assert order.rounds(5, 2, "name", seed=7, gap=64) == [list(range(5))] * 2
+
+
+async def _fake_http(reject_every: int) -> tuple[asyncio.Server, int]:
+    """An HTTP server answering every `reject_every`-th POST with a reject, else accept."""
+    seen = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                seen += 1
+                verdict = "reject" if reject_every and seen % reject_every == 0 else "accept"
+                body = json.dumps({"result": verdict}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def http_burst(reject_every: int) -> http_bench.Result:
+    """A short closed-loop HTTP run against the fake server, judged as the bench does."""
+
+    async def run() -> http_bench.Result:
+        server, port = await _fake_http(reject_every)
+        async with server:
+            counters = {f"u{i:05d}": 0 for i in range(32)}
+            users = http_bench.connection_users(counters, 4, 8, "random", 1)
+            return await http_bench.load(port, "k", "/api/v1/otp/check", users, b"\0" * 20, 0.3, 0)
+
+    return asyncio.run(run())
+
+
+def test_http_run_with_rejects_is_discarded_and_a_correct_one_kept() -> None:
+    """The HTTP bench discards a run in which some answers were rejects, keeps a clean one."""
+    bad, good = http_burst(reject_every=7), http_burst(reject_every=0)
+    assert bad.other > 0 and "were not the expected accept" in bad.problem
+    assert good.problem == "" and good.accepts == good.answered > 0
+    assert verdict.median_kept([bad, good, bad]) is good
