@@ -45,7 +45,7 @@ from authd.core.otp import hotp, totp  # noqa: E402
 from authd.radius import codec  # noqa: E402
 from scripts.bench import order as user_order  # noqa: E402
 from scripts.bench import verdict  # noqa: E402
-from scripts.bench.machine import uptime  # noqa: E402
+from scripts.bench.machine import table, uptime  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -55,6 +55,9 @@ TOTP_STEP = 30.0
 # rlm_totp 3.2.1 accepts the current step's code only, so a code due just before a
 # boundary could arrive after it. Both servers get the same schedule.
 STEP_GUARD = (0.1, 0.05)
+# An open loop against a server that falls behind builds a queue: an answer counts as
+# missing only after this long (a burst's limit is 3 s).
+SUSTAIN_TIMEOUT_MS = 10000
 
 
 @dataclass
@@ -532,6 +535,27 @@ class Sustain:
         return start, schedule(count, self.rate, start)
 
 
+def offer(
+    loadgen: Path,
+    reqfile: Path,
+    port: int,
+    packets: list[bytes],
+    sustain: Sustain,
+    args: argparse.Namespace,
+    cores: str | None,
+    pids: list[int],
+) -> tuple[dict[str, Any], float]:
+    """A sustained run of `packets` built beforehand (HOTP: no clock in them): scheduled
+    from a moment from now, offered by the load generator on the other core."""
+    start, due = sustain.plan()
+    write_requests(reqfile, packets, due=due)
+    open_loop = (sustain.rate, start, sustain.interval)
+    window = args.sustain_window
+    return run_loadgen(
+        loadgen, reqfile, port, window, other_core(cores), pids, SUSTAIN_TIMEOUT_MS, open_loop
+    )
+
+
 def freeradius_run(
     tmp: Path,
     args: argparse.Namespace,
@@ -586,8 +610,9 @@ def freeradius_run(
         write_requests(reqfile, packets, due=due if sustain else None)
         open_loop = (sustain.rate, start, sustain.interval) if sustain else None
         window = args.sustain_window if sustain else args.window
+        timeout = SUSTAIN_TIMEOUT_MS if sustain else 3000
         stats, cpu = run_loadgen(
-            loadgen, reqfile, port, window, other_core(cores), [proc.pid], open_loop=open_loop
+            loadgen, reqfile, port, window, other_core(cores), [proc.pid], timeout, open_loop
         )
     finally:
         stop([proc])
@@ -631,13 +656,13 @@ LDAP_BACKEND = "directory"  # the backend's name: the store's `source` of its us
 
 
 def ldap_world(
-    tmp: Path, users: int, per_user: int, url: str, args: argparse.Namespace
-) -> tuple[Any, list[tuple[str, str, str]], list[list[bytes]]]:
+    tmp: Path, users: int, url: str, args: argparse.Namespace
+) -> tuple[Any, list[tuple[str, str, str]], Iterator[list[bytes]]]:
     """A private slapd (tests/fixtures/slapd.py) with `users` more entries, each user
     with an HOTP token in authd's SQLite store (as `authctl token add` makes for a
-    directory user). Returns the slapd, [(uid, dn, password)] and, per round, one
-    datagram per user: "password" + that round's HOTP code, so every request is a real
-    accept and every code is used once."""
+    directory user). Returns the slapd, [(uid, dn, password)] and endless rounds, each
+    one datagram per user: "password" + that round's HOTP code, so every request is a
+    real accept and every code is used once."""
     from authd.core.model import Token, TokenType, User
     from authd.crypto import Keyring
     from authd.storage.sql import SqlStore
@@ -666,13 +691,12 @@ def ldap_world(
         slapd.stop()
         raise
     # Rounds over all users, as in workload (a): a user's next code is sent at least
-    # `--window` requests later, never while the previous one is in flight.
-    rounds = [
+    # half the users later, never while the previous one may be in flight (an open loop
+    # may hold many more than --window).
+    rounds = (
         [encode(i, creds[u][0], creds[u][1] + hotp(seeds[u], r)) for i, u in enumerate(perm)]
-        for r, perm in enumerate(
-            user_order.rounds(users, per_user, args.order, args.seed, args.window)
-        )
-    ]
+        for r, perm in enumerate(user_order.endless(users, args.order, args.seed, users // 2))
+    )
     return slapd, [(uid, slapd.user_dn(uid), pw) for uid, pw in creds], rounds
 
 
@@ -717,6 +741,7 @@ def raw_binds(
     cores: str | None,
     order: str,
     seed: int,
+    sustain: Sustain | None = None,
 ) -> Result:
     """The baseline: `procs` processes x `threads` threads of raw ldap3 binds
     (scripts/bench/ldap/rawbind.py), `requests` binds in all, all started together.
@@ -726,6 +751,8 @@ def raw_binds(
     perm = user_order.rounds(len(creds), 1, order, seed, 1)[0]
     creds_file.write_text(json.dumps([[creds[u][1], creds[u][2]] for u in perm]))
     start_at = time.time() + 1.0 + 0.3 * procs  # every process connected by then
+    # Sustained: each process offers its share of the rate, paced (open loop).
+    rate = f"{sustain.rate / procs:.3f}" if sustain else "0"
     share = [requests // procs + (i < requests % procs) for i in range(procs)]
     before = cpu_seconds([slapd_pid])
     children = [
@@ -741,6 +768,7 @@ def raw_binds(
                 repr(start_at),
                 # Each process starts at its own place in the user list.
                 str(i * len(creds) // procs),
+                rate,
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -758,6 +786,27 @@ def raw_binds(
     lat = sorted(x for o in outs for x in o["latencies_ms"])
     done = len(lat)
     elapsed = max(o["t1"] for o in outs) - min(o["t0"] for o in outs)
+    intervals = []
+    if sustain:
+        t0 = min(o["t0"] for o in outs)
+        ends = [
+            (t - t0, x) for o in outs for t, x in zip(o["done_at"], o["latencies_ms"], strict=True)
+        ]
+        for k in range(int(-(-elapsed // sustain.interval))):
+            lo, hi = k * sustain.interval, (k + 1) * sustain.interval
+            part = sorted(x for t, x in ends if lo <= t < hi)
+            length = min(sustain.interval, elapsed - lo)
+            intervals.append(
+                {
+                    "from_s": lo,
+                    "rps": len(part) / length if length > 0 else 0.0,
+                    "p50_ms": part[len(part) // 2] if part else 0.0,
+                    "p99_ms": part[int(0.99 * (len(part) - 1))] if part else 0.0,
+                    "wrong": 0.0,
+                    "lost": 0.0,
+                    "load1": os.getloadavg()[0],
+                }
+            )
     return Result(
         f"raw ldap3 binds, {procs} proc x {threads} threads",
         cores or "all",
@@ -772,6 +821,8 @@ def raw_binds(
         wrong=failures,
         problem=verdict.problem(requests, done - failures, failures, requests - done, "bind"),
         load1=os.getloadavg()[0],
+        offered=sustain.rate if sustain else 0.0,
+        intervals=intervals,
     )
 
 
@@ -794,27 +845,27 @@ def place_threads(pid: int, cores: str | None) -> None:
         os.sched_setaffinity(int(task), allowed)
 
 
-def ldap_main(args: argparse.Namespace, loadgen: Path, tmp: Path) -> list[tuple[str, list[Result]]]:
+def ldap_main(
+    args: argparse.Namespace, loadgen: Path, tmp: Path
+) -> tuple[list[tuple[str, list[Result]]], dict[str, tuple[Result, Result]]]:
     """Workload (c): authd with an LDAP first factor (password + HOTP in one
     User-Password) against raw ldap3 binds on the same slapd, interleaved in one run.
 
     Per layout, the same processes, threads (auth_threads = raw-bind threads per process)
     and cores on both sides. Every daemon is started and warmed up first; then each round
     runs, per layout, the raw binds and authd once (an idle daemon costs nothing), so
-    other load on the machine hits both alike. Returns (layout, runs of a row) pairs."""
+    other load on the machine hits both alike. Then, per layout, a sustained run of each
+    at the same offered rate. Returns (layout, burst runs of a row) pairs and, per layout,
+    the sustained (raw, authd) runs."""
     layouts = [(name, *LDAP_LAYOUTS[name]) for name in args.ldap_layouts.split(",")]
     per_user = -(-args.requests // args.ldap_users)
-    rounds_needed = len(layouts) * (1 + args.repeat * per_user)
     url = f"sqlite:///{tmp / 'authd-ldap.db'}"
-    log(
-        f"building slapd with {args.ldap_users} users and the authd store "
-        f"({rounds_needed} HOTP codes each)"
-    )
-    slapd, creds, rounds = ldap_world(tmp, args.ldap_users, rounds_needed, url, args)
-    round_iter = iter(rounds)
+    log(f"building slapd with {args.ldap_users} users and the authd store")
+    slapd, creds, round_iter = ldap_world(tmp, args.ldap_users, url, args)
     pool_size = args.ldap_pool_size or args.threads
     daemons: dict[str, tuple[int, subprocess.Popen[bytes], list[int]]] = {}
     raw_runs: dict[str, list[Result]] = {name: [] for name, _, _ in layouts}
+    sustained: dict[str, tuple[Result, Result]] = {}
     authd_runs: dict[str, list[Result]] = {name: [] for name, _, _ in layouts}
     reqfile = tmp / "authd-c.bin"
     try:
@@ -871,13 +922,58 @@ def ldap_main(args: argparse.Namespace, loadgen: Path, tmp: Path) -> list[tuple[
                 authd_runs[name].append(r)
                 if r.problem:
                     verdict.shout(r.name, n + 1, r.problem)
+        for name, workers, cores in layouts if args.sustain > 0 else []:
+            burst = verdict.median_kept(authd_runs[name])
+            if burst is None and not args.sustain_rate:
+                log(f"no kept authd burst, {name} core(s): no sustained runs")
+                continue
+            sustain = Sustain(
+                args.sustain_rate or (args.sustain_share * burst.rps if burst else 0.0),
+                args.sustain,
+                args.interval,
+            )
+            count = round(sustain.rate * sustain.seconds)
+            place_threads(slapd.process.pid, other_core(cores))
+            log(f"raw ldap3 binds, {name} core(s), sustained at {sustain.rate:.0f}/s")
+            raw = raw_binds(
+                tmp,
+                slapd.url,
+                creds,
+                count,
+                workers,
+                args.threads,
+                slapd.process.pid,
+                cores,
+                args.order,
+                args.seed,
+                sustain,
+            )
+            if raw.problem:
+                verdict.shout(raw.name, 1, raw.problem)
+            port, _, pids = daemons[name]
+            log(f"authd (c) LDAP + HOTP, {name} core(s), sustained at {sustain.rate:.0f}/s")
+            packets: list[bytes] = []
+            while len(packets) < count:
+                packets += next(round_iter)
+            slapd_before = cpu_seconds([slapd.process.pid])
+            stats, cpu = offer(loadgen, reqfile, port, packets[:count], sustain, args, cores, pids)
+            r = result(
+                f"authd LDAP + HOTP, workers {workers} x {args.threads} threads",
+                cores or "all",
+                stats,
+                cpu,
+            )
+            r.peer_cpu_us = (cpu_seconds([slapd.process.pid]) - slapd_before) / max(1, r.sent) * 1e6
+            if r.problem:
+                verdict.shout(r.name, 1, r.problem)
+            sustained[name] = (raw, r)
     finally:
         stop([proc for _, proc, _ in daemons.values()])
         slapd.stop()
     out: list[tuple[str, list[Result]]] = []
     for name, _, _ in layouts:
         out += [(name, raw_runs[name]), (name, authd_runs[name])]
-    return out
+    return out, sustained
 
 
 def row_cells(runs: list[Result]) -> tuple[Result | None, str]:
@@ -896,7 +992,7 @@ def ldap_bench(args: argparse.Namespace) -> int:
         tmp = Path(args.keep) if args.keep else Path(tmpname)
         tmp.mkdir(parents=True, exist_ok=True)
         loadgen = build_loadgen(tmp)
-        results = ldap_main(args, loadgen, tmp)
+        results, sustained = ldap_main(args, loadgen, tmp)
     print()
     print(
         f"slapd (mdb) on loopback, {args.ldap_users} users, "
@@ -908,6 +1004,19 @@ def ldap_bench(args: argparse.Namespace) -> int:
         f"runs of {args.repeat} interleaved runs of >= {args.requests} requests (burst); "
         f"authd hot path: {hot_path_build()}"
     )
+    print_sustained(
+        args,
+        [r for pair in sustained.values() for r in pair],
+        "raw binds offered authd's rate on the same cores, paced per thread",
+    )
+    for layout, (raw, authd) in sustained.items():
+        if not raw.problem and not authd.problem:
+            print(
+                f"sustained at {authd.offered:.0f}/s, {layout} core(s): authd "
+                f"{authd.cpu_us / max(raw.cpu_us, 1e-9):.1f}x the raw clients' CPU per request, "
+                f"p99 {authd.p99:.1f} vs {raw.p99:.1f} ms"
+            )
+    print("BURST:")
     print(
         f"| {'client':<42} | cores | req/s   | p50 ms | p99 ms | CPU µs/req | slapd µs/req "
         "| load1 | kept |"
@@ -976,6 +1085,36 @@ def add_run(runs: list[Result], r: Result) -> None:
         verdict.shout(f"{r.name} (cores {r.cores})", len(runs), r.problem)
 
 
+def print_sustained(args: argparse.Namespace, runs: list[Result], note: str) -> None:
+    """The sustained table (the operator's figure, printed first), then each run's rows."""
+    if not runs:
+        return
+    print(
+        f"SUSTAINED: open loop, a fixed offered rate for {args.sustain:.0f} s (up to "
+        f"{args.sustain_window} in flight; latency from each request's due time); {note}"
+    )
+    cells = [
+        [r.name, r.cores, f"{r.offered:.0f}", f"{r.rps:.0f}", f"{r.p50:.2f}", f"{r.p99:.2f}"]
+        + [f"{r.cpu_us:.0f}", f"{r.load1:.2f}", "DISCARDED" if r.problem else "ok"]
+        for r in runs
+    ]
+    columns = ["server", "cores", "offered", "req/s", "p50 ms", "p99 ms", "CPU µs/req"]
+    print(table([*columns, "load1", "checked"], cells))
+    for r in runs:
+        print(f"per {args.interval:.0f} s, {r.name} (cores {r.cores}), offered {r.offered:.0f}/s:")
+        cells = [
+            [f"{iv['from_s']:.0f}", f"{iv['rps']:.0f}", f"{iv['p50_ms']:.2f}"]
+            + [
+                f"{iv['p99_ms']:.2f}",
+                f"{iv['wrong']:.0f}",
+                f"{iv['lost']:.0f}",
+                f"{iv['load1']:.2f}",
+            ]
+            for iv in r.intervals
+        ]
+        print(table(["from s", "req/s", "p50 ms", "p99 ms", "wrong", "lost", "load1"], cells))
+
+
 def print_tables(args: argparse.Namespace, rows: list[Row]) -> None:
     """Sustained figures first (the operator's), then bursts, then ratios of kept runs."""
     print()
@@ -983,42 +1122,11 @@ def print_tables(args: argparse.Namespace, rows: list[Row]) -> None:
         f"store: {args.store}; {user_order.label(args.order, args.seed)}; loadgen on the other "
         f"core when pinned; authd hot path: {hot_path_build()}"
     )
-    sustained = [row for row in rows if row.sustained]
-    if sustained:
-        print(
-            f"SUSTAINED: open loop, a fixed offered rate for {args.sustain:.0f} s "
-            f"({args.sustain_users} users, up to {args.sustain_window} in flight); latency "
-            "from each request's due time; FreeRADIUS offered authd's rate of the same cores"
-        )
-        print(
-            f"| {'server':<52} | cores | offered | req/s   | p50 ms | p99 ms | CPU µs/req "
-            "| load1 | checked |"
-        )
-        print(
-            f"|{'-' * 54}|-------|---------|---------|--------|--------|------------|"
-            "-------|---------|"
-        )
-        for row in sustained:
-            r = row.runs[0]
-            ok = "ok" if not r.problem else "DISCARDED"
-            print(
-                f"| {r.name:<52} | {r.cores:<5} | {r.offered:7.0f} | {r.rps:7.0f} | {r.p50:6.2f} "
-                f"| {r.p99:6.2f} | {r.cpu_us:10.0f} | {r.load1:5.2f} | {ok:<7} |"
-            )
-        for row in sustained:
-            r = row.runs[0]
-            print(
-                f"per {args.interval:.0f} s, {r.name} (cores {r.cores}), "
-                f"offered {r.offered:.0f} req/s:"
-            )
-            print("| from s | req/s   | p50 ms | p99 ms | wrong | lost | load1 |")
-            print("|--------|---------|--------|--------|-------|------|-------|")
-            for iv in r.intervals:
-                print(
-                    f"| {iv['from_s']:6.0f} | {iv['rps']:7.0f} | {iv['p50_ms']:6.2f} "
-                    f"| {iv['p99_ms']:6.2f} | {iv['wrong']:5.0f} | {iv['lost']:4.0f} "
-                    f"| {iv['load1']:5.2f} |"
-                )
+    print_sustained(
+        args,
+        [row.runs[0] for row in rows if row.sustained],
+        f"{args.sustain_users} users; FreeRADIUS offered authd's rate on the same cores",
+    )
     print(
         f"BURST: {args.window} requests in flight; median of the kept runs of {args.repeat} "
         f"runs of {args.requests} requests (by req/s); a run with a wrong or missing answer "
@@ -1129,9 +1237,11 @@ def main() -> int:
         "--ldap-pool-size", type=int, default=0, help="(c) ldap pool_size (0: --threads)"
     )
     args = ap.parse_args()
-    if args.quick:
-        args.requests, args.repeat, args.sustain, args.interval = 5000, 1, 30.0, 10.0
-        args.sustain_users = min(args.sustain_users, 5000)
+    if args.quick:  # where not given explicitly
+        quick = {"requests": 5000, "repeat": 1, "sustain": 30.0, "interval": 10.0}
+        for key, value in {**quick, "sustain_users": 5000}.items():
+            if getattr(args, key) == ap.get_default(key):
+                setattr(args, key, value)
     if args.ldap:
         return ldap_bench(args)
 
@@ -1220,17 +1330,7 @@ def main() -> int:
                     packets = sustain_users.requests(
                         round(sustain.rate * sustain.seconds), args.sustain_users // 2
                     )
-                    start, due = sustain.plan()
-                    write_requests(reqfile, packets, due=due)
-                    stats, cpu = run_loadgen(
-                        loadgen,
-                        reqfile,
-                        port,
-                        args.sustain_window,
-                        other_core(cores),
-                        pids,
-                        open_loop=(sustain.rate, start, sustain.interval),
-                    )
+                    stats, cpu = offer(loadgen, reqfile, port, packets, sustain, args, cores, pids)
             finally:
                 stop([proc])
             shown = cores or ("all" if workers == 1 or not pin else placed)
@@ -1347,16 +1447,20 @@ def main() -> int:
 
 
 def sustained_first(rows: list[Row]) -> list[Row]:
-    """Sustained rows (authd then FreeRADIUS per layout, for the ratios) before bursts."""
+    """Sustained rows before bursts, each FreeRADIUS one right after the authd one offered
+    the same rate on the same cores (the ratios compare neighbours)."""
     sustained = [r for r in rows if r.sustained]
+    anchors = [r for r in sustained if not r.name.startswith("authd")]
     paired: list[Row] = []
     for r in sustained:
         if r.name.startswith("authd"):
             paired.append(r)
-            paired += [
-                f for f in sustained if f.name.startswith("FreeRADIUS") and f.cores == r.cores
-            ]
-    return paired + [r for r in rows if not r.sustained]
+            for f in anchors:
+                if f.runs[0].offered == r.runs[0].offered and f.cores == r.cores:
+                    paired.append(f)
+                    anchors.remove(f)
+                    break
+    return paired + anchors + [r for r in rows if not r.sustained]
 
 
 if __name__ == "__main__":

@@ -439,8 +439,11 @@ def main() -> None:
     if args.serve_fake_engine:
         serve_fake_engine(args.serve_fake_engine)
         return
-    if args.quick:
-        args.repeat, args.seconds, args.warmup, args.sustain, args.interval = 1, 5, 1, 30, 10
+    if args.quick:  # where not given explicitly
+        quick = {"repeat": 1, "seconds": 5.0, "warmup": 1.0, "sustain": 30.0, "interval": 10.0}
+        for key, value in quick.items():
+            if getattr(args, key) == ap.get_default(key):
+                setattr(args, key, value)
     print(f"uptime before: {uptime()}", flush=True)
     key = secrets.token_urlsafe(24)
     rows: list[tuple[str, str, bool, list[Result]]] = []
