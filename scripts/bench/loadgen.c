@@ -10,13 +10,20 @@
  * times for, reported back): each request is sent at START_EPOCH (wall clock) + its due
  * time whatever the replies do; WINDOW only caps what may be in flight. Latency counts from
  * the due time, not from a late send, so a server that falls behind cannot hide it by
- * slowing the sender (no coordinated omission). Every INTERVAL_S seconds of the run
+ * slowing the sender (no coordinated omission); "late" counts the requests sent more
+ * than 10 ms after their due time (the cap was reached, or this process starved), and
+ * "blocked" those that were due while WINDOW requests (or their slot) were still
+ * unanswered: the server, not this process, held them back. So
+ * that a server far behind cannot stretch the run without bound, nothing more is sent
+ * TIMEOUT_MS after the last due time: the requests left are reported as "unsent" (the
+ * tail of the file, in order).
+ * Every INTERVAL_S seconds of the run
  * gives one row: replies, req/s, p50/p99 of the replies completed in it, wrong answers,
  * losses and /proc/loadavg's 1-minute figure at its end.
  *
  * Replies are matched by (socket, Identifier) over up to 16 sockets (SO_RCVBUF 1 MiB
  * each). A reply whose code is not the expected one counts as wrong; a request with no
- * reply after TIMEOUT_MS counts as lost. Prints one JSON line.
+ * reply TIMEOUT_MS after it was sent counts as lost. Prints one JSON line.
  * The caller assigns identifiers so that two requests sharing (socket, Identifier) are
  * never in flight together; a slot still busy simply makes the sender wait for it.
  */
@@ -134,12 +141,14 @@ int main(int argc, char **argv) {
     /* slot[sock][id] = request index in flight, or -1 */
     long slot[MAX_SOCKS][256];
     memset(slot, 0xff, sizeof slot);
-    double *sent_at = calloc(n ? n : 1, sizeof(double));
+    double *sent_at = calloc(n ? n : 1, sizeof(double)); /* for the timeout */
+    double *due_at = calloc(n ? n : 1, sizeof(double));  /* for the latency */
     double *lat = calloc(n ? n : 1, sizeof(double));
     int *lat_iv = calloc(n ? n : 1, sizeof(int));
     static interval_t iv[MAX_INTERVALS];
     long codes[256] = {0};
-    size_t next = 0, done = 0, nlat = 0, lost = 0, wrong = 0, late = 0;
+    size_t next = 0, done = 0, nlat = 0, lost = 0, wrong = 0, late = 0, unsent = 0;
+    size_t blocked = 0, blocked_at = (size_t)-1;
     int inflight = 0, cur_iv = 0;
     long first_wrong = -1;
     uint8_t rbuf[8192];
@@ -160,6 +169,16 @@ int main(int argc, char **argv) {
             iv[cur_iv].end = (cur_iv + 1) * interval;
             cur_iv++;
         }
+        if (rate > 0 && next < n && t > start + reqs[n - 1].due + timeout) {
+            unsent = n - next; /* give up on the tail: the run is bounded in time */
+            done += unsent;
+            next = n;
+        }
+        if (rate > 0 && next < n && next != blocked_at && start + reqs[next].due <= t &&
+            (inflight >= window || slot[reqs[next].sock][reqs[next].data[1]] >= 0)) {
+            blocked++; /* due, but the server still holds the cap's worth of requests */
+            blocked_at = next;
+        }
         while (inflight < window && next < n) {
             req_t *r = &reqs[next];
             double due = rate > 0 ? start + r->due : t;
@@ -172,7 +191,8 @@ int main(int argc, char **argv) {
                 return 1;
             }
             if (rate > 0 && t - due > 0.010) late++;
-            sent_at[next] = due;
+            sent_at[next] = t;
+            due_at[next] = due;
             slot[r->sock][id] = (long)next;
             inflight++;
             next++;
@@ -195,7 +215,7 @@ int main(int argc, char **argv) {
                     if (idx < 0) continue; /* late reply to a request counted lost */
                     slot[i][rbuf[1]] = -1;
                     lat_iv[nlat] = cur_iv;
-                    lat[nlat++] = t - sent_at[idx];
+                    lat[nlat++] = t - due_at[idx];
                     codes[rbuf[0]]++;
                     iv[cur_iv].replies++;
                     if (rbuf[0] != reqs[idx].expect) {
@@ -227,10 +247,10 @@ int main(int argc, char **argv) {
     iv[cur_iv].load1 = load1();
     iv[cur_iv].end = elapsed;
 
-    printf("{\"sent\": %zu, \"accept\": %ld, \"reject\": %ld, \"challenge\": %ld, "
-           "\"wrong\": %zu, \"first_wrong\": %ld, \"lost\": %zu, \"late\": %zu, "
+    printf("{\"sent\": %zu, \"unsent\": %zu, \"accept\": %ld, \"reject\": %ld, \"challenge\": %ld, "
+           "\"wrong\": %zu, \"first_wrong\": %ld, \"lost\": %zu, \"late\": %zu, \"blocked\": %zu, "
            "\"elapsed\": %.4f, \"rps\": %.1f, \"offered_rps\": %.1f, \"intervals\": [",
-           n, codes[2], codes[3], codes[11], wrong, first_wrong, lost, late, elapsed,
+           n - unsent, unsent, codes[2], codes[3], codes[11], wrong, first_wrong, lost, late, blocked, elapsed,
            nlat / elapsed, rate);
     double *tmp = calloc(nlat ? nlat : 1, sizeof(double));
     for (int k = 0; k <= cur_iv; k++) {

@@ -29,9 +29,10 @@ def loadgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def fake_server(reject_every: int = 0, drop_every: int = 0) -> Iterator[int]:
+def fake_server(reject_every: int = 0, drop_every: int = 0, delay: float = 0.0) -> Iterator[int]:
     """A RADIUS server that accepts everything, except every `reject_every`-th request
-    (rejected) and every `drop_every`-th (never answered); yields its port."""
+    (rejected) and every `drop_every`-th (never answered), taking `delay` s over each
+    one; yields its port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.05)
@@ -45,6 +46,7 @@ def fake_server(reject_every: int = 0, drop_every: int = 0) -> Iterator[int]:
             except TimeoutError:
                 continue
             seen += 1
+            time.sleep(delay)
             if drop_every and seen % drop_every == 0:
                 continue
             code = codec.ACCESS_REJECT if reject_every and seen % reject_every == 0 else 2
@@ -62,7 +64,8 @@ def fake_server(reject_every: int = 0, drop_every: int = 0) -> Iterator[int]:
 
 def burst(loadgen: Path, tmp: Path, port: int, count: int = 400) -> radius_bench.Result:
     """One burst of `count` requests, each built to be accepted, judged as the bench does."""
-    packets = [radius_bench.encode(i, f"u{i}", "123456") for i in range(count)]
+    wire = radius_bench.Wire()
+    packets = [wire.request(i, f"u{i}", "123456") for i in range(count)]
     reqfile = tmp / "requests.bin"
     radius_bench.write_requests(reqfile, packets)
     stats, cpu = radius_bench.run_loadgen(loadgen, reqfile, port, 16, None, [], timeout_ms=300)
@@ -106,7 +109,8 @@ def test_sustained_run_reports_rows_and_wrong_answers(loadgen: Path, tmp_path: P
     rate, count = 2000.0, 600
     start = time.time() + 0.3
     due = radius_bench.schedule(count, rate, start)
-    packets = [radius_bench.encode(i, f"u{i}", "123456") for i in range(count)]
+    wire = radius_bench.Wire()
+    packets = [wire.request(i, f"u{i}", "123456") for i in range(count)]
     reqfile = tmp_path / "sustained.bin"
     radius_bench.write_requests(reqfile, packets, due=due)
     with fake_server(reject_every=100) as port:
@@ -187,3 +191,27 @@ def test_http_run_with_rejects_is_discarded_and_a_correct_one_kept() -> None:
     assert bad.other > 0 and "were not the expected accept" in bad.problem
     assert good.problem == "" and good.accepts == good.answered > 0
     assert verdict.median_kept([bad, good, bad]) is good
+
+
+def test_a_server_that_falls_behind_does_not_hold_the_rate(loadgen: Path, tmp_path: Path) -> None:
+    """Open loop against a server far slower than the offered rate: its answers are right,
+    but requests were held back by the in-flight cap and the tail given up on (the run
+    stays bounded in time), so the run does not count as holding the rate."""
+    rate, count = 1000.0, 200
+    start = time.time() + 0.2
+    due = radius_bench.schedule(count, rate, start)
+    wire = radius_bench.Wire()
+    reqfile = tmp_path / "behind.bin"
+    radius_bench.write_requests(
+        reqfile, [wire.request(i, f"u{i}", "1") for i in range(count)], due=due
+    )
+    began = time.monotonic()
+    with fake_server(delay=0.01) as port:
+        stats, cpu = radius_bench.run_loadgen(
+            loadgen, reqfile, port, 8, None, [], 300, open_loop=(rate, start, 0.1)
+        )
+    run = radius_bench.result("fake slow", "all", stats, cpu)
+    assert time.monotonic() - began < 3
+    assert run.problem == "" and run.unsent > 0 and run.blocked > 0
+    assert run.sent + run.unsent == count
+    assert not radius_bench.held(run)
