@@ -146,6 +146,8 @@ class Result:
     intervals: list[dict[str, float]] = field(default_factory=list)
     done_at: list[float] = field(default_factory=list)  # sustained: completion times
     load1: float = 0.0
+    late: int = 0  # sustained: requests sent > 10 ms after their due time
+    unsent: int = 0  # sustained: requests given up on, GIVE_UP s overdue
 
     @property
     def rps(self) -> float:
@@ -297,6 +299,11 @@ async def sustained(
 
     async def worker(i: int) -> None:
         while (due := await queues[i].get()) is not None:
+            overdue = time.perf_counter() - due
+            if overdue > GIVE_UP:  # keeps the run bounded; no code drawn, none skipped
+                result.unsent += 1
+                continue
+            result.late += overdue > 0.010
             user, code = users[i].next(seed)
             await clients[i].send(user, code, result)
             done = time.perf_counter()
@@ -325,6 +332,9 @@ async def sustained(
     result.load1 = loads[-1]
     result.intervals = rows(result, interval, loads)
     return result
+
+
+GIVE_UP = 10.0  # sustained: a request this many seconds overdue is not sent
 
 
 def rows(result: Result, interval: float, loads: list[float]) -> list[dict[str, float]]:
@@ -562,16 +572,17 @@ def print_tables(args: argparse.Namespace, rows: list[tuple[str, str, bool, list
     print(f"{args.connections} keep-alive connections, {user_order.label(args.order, args.seed)}")
     print(
         f"SUSTAINED: open loop for {args.sustain:.0f} s at a fixed offered rate; latency from "
-        "each request's due time"
+        f"each request's due time; a request {GIVE_UP:.0f} s overdue is given up (unsent)"
     )
     sustained = [(f"`{e}`", label, runs[0]) for e, label, is_s, runs in rows if is_s]
     columns = ["endpoint", "layout", "offered req/s", "req/s", "p50 ms", "p99 ms", "load1"]
     cells = [
         [e, label, f"{r.offered:.0f}", f"{r.rps:.0f}", f"{pct(r.latencies, 50):.1f}"]
-        + [f"{pct(r.latencies, 99):.1f}", f"{r.load1:.2f}", "DISCARDED" if r.problem else "ok"]
+        + [f"{pct(r.latencies, 99):.1f}", f"{r.load1:.2f}", f"{r.late / max(1, r.answered):.1%}"]
+        + [str(r.unsent), "DISCARDED" if r.problem else "ok"]
         for e, label, r in sustained
     ]
-    print(table([*columns, "checked"], cells))
+    print(table([*columns, "sent late", "unsent", "checked"], cells))
     for e, label, r in sustained:
         print(f"per {args.interval:.0f} s, {e}, {label}:")
         print(
