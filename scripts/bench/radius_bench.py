@@ -847,6 +847,10 @@ def raw_binds(
         load1=os.getloadavg()[0],
         offered=sustain.rate if sustain else 0.0,
         intervals=intervals,
+        # Paced binds started late: every thread was still waiting for slapd (the raw
+        # clients' in-flight cap is their thread count).
+        blocked=sum(o.get("late", 0) for o in outs),
+        cpu_share=sum(o["cpu_s"] for o in outs) / max(elapsed, 1e-9),
     )
 
 

@@ -13,8 +13,9 @@ CREDS_JSON: a file holding [[dn, password], ...]; START_AT: time.time() to start
 OFFSET: where in the list this process starts (so processes bind different users);
 RATE: binds/s this process offers (open loop: bind i is due at START_AT + i/RATE, and its
 latency counts from then; 0 or absent: each thread binds as fast as it can).
-Prints one JSON line: count, failures, t0, t1 (time.time()), cpu_s, latencies_ms and
-done_at (time.time() of each completion).
+Prints one JSON line: count, failures, late (paced binds started > 10 ms after their due
+time: every thread was still busy), t0, t1 (time.time()), cpu_s, latencies_ms and done_at
+(time.time() of each completion).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main(argv: list[str]) -> int:
     latencies: list[list[float]] = [[] for _ in range(threads)]
     done_at: list[list[float]] = [[] for _ in range(threads)]
     failures = [0] * threads
+    late = [0] * threads  # paced binds started > 10 ms after their due time
     share = [count // threads + (i < count % threads) for i in range(threads)]
 
     def loop(i: int) -> None:
@@ -64,7 +66,9 @@ def main(argv: list[str]) -> int:
                 due = start_at + (n * threads + i) / rate
                 time.sleep(max(0.0, due - time.time()))
                 # From the due time, however late this thread got to it.
-                started = time.perf_counter() - max(0.0, time.time() - due)
+                behind = max(0.0, time.time() - due)
+                late[i] += behind > 0.010
+                started = time.perf_counter() - behind
             else:
                 started = time.perf_counter()
             ok = conn.bind(read_server_info=False)
@@ -87,6 +91,7 @@ def main(argv: list[str]) -> int:
             {
                 "count": sum(len(lat) for lat in latencies),
                 "failures": sum(failures),
+                "late": sum(late),
                 "t0": t0,
                 "t1": t1,
                 "cpu_s": cpu,
