@@ -1021,7 +1021,7 @@ def ldap_bench(args: argparse.Namespace) -> int:
         raise SystemExit("taskset not found: apt-get install util-linux")
     print(f"uptime before: {uptime()}")
     with tempfile.TemporaryDirectory(prefix="authd-bench-ldap-") as tmpname:
-        tmp = Path(args.keep) if args.keep else Path(tmpname)
+        tmp = Path(args.keep).resolve() if args.keep else Path(tmpname)
         tmp.mkdir(parents=True, exist_ok=True)
         loadgen = build_loadgen(tmp)
         results, sustained = ldap_main(args, loadgen, tmp)
@@ -1319,7 +1319,7 @@ def main() -> int:
     print(f"uptime before: {uptime()}", flush=True)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="authd-bench-") as tmpname, ExitStack() as stack:
-        tmp = Path(args.keep) if args.keep else Path(tmpname)
+        tmp = Path(args.keep).resolve() if args.keep else Path(tmpname)
         tmp.mkdir(parents=True, exist_ok=True)
         if args.store == "postgresql":
             os.chmod(tmp, 0o711)  # noqa: S103 - the cluster (user postgres) must reach pg/
