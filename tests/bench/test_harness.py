@@ -81,8 +81,7 @@ def test_correct_answers_keep_the_run(loadgen: Path, tmp_path: Path) -> None:
 
 
 def test_rejecting_a_share_discards_the_run(loadgen: Path, tmp_path: Path) -> None:
-    """A server that rejects one request in ten (as an anchor past a TOTP roll-over does)
-    gives a discarded run, left out of the median even when it is the fastest."""
+    """Rejecting one request in ten discards the run, even when it would be the fastest."""
     with fake_server(reject_every=10) as port:
         bad = burst(loadgen, tmp_path, port)
     with fake_server() as port:
@@ -104,8 +103,7 @@ def test_unanswered_requests_discard_the_run(loadgen: Path, tmp_path: Path) -> N
 
 
 def test_sustained_run_reports_rows_and_wrong_answers(loadgen: Path, tmp_path: Path) -> None:
-    """An open-loop run sends at the offered rate and reports per-interval rows, with
-    the wrong answers counted where they happened."""
+    """An open-loop run reports per-interval rows and counts wrong answers where they fell."""
     rate, count = 2000.0, 600
     start = time.time() + 0.3
     due = radius_bench.schedule(count, rate, start)
@@ -136,8 +134,7 @@ def test_schedule_keeps_off_totp_step_boundaries() -> None:
 
 
 def test_random_order_is_a_seeded_shuffle_with_a_gap() -> None:
-    """Random rounds visit every user once, differ from name order, repeat with the seed,
-    and never bring a user back within `gap` requests across a round boundary."""
+    """Seeded random rounds visit each user once and never bring one back within `gap`."""
     rounds = order.rounds(200, 30, "random", seed=7, gap=64)
     assert rounds == order.rounds(200, 30, "random", seed=7, gap=64)
     assert all(sorted(r) == list(range(200)) for r in rounds)
@@ -194,9 +191,7 @@ def test_http_run_with_rejects_is_discarded_and_a_correct_one_kept() -> None:
 
 
 def test_a_server_that_falls_behind_does_not_hold_the_rate(loadgen: Path, tmp_path: Path) -> None:
-    """Open loop against a server far slower than the offered rate: its answers are right,
-    but requests were held back by the in-flight cap and the tail given up on (the run
-    stays bounded in time), so the run does not count as holding the rate."""
+    """A server too slow for the offered rate does not hold it, and the run stays bounded."""
     rate, count = 1000.0, 200
     start = time.time() + 0.2
     due = radius_bench.schedule(count, rate, start)
