@@ -3,7 +3,9 @@
  *
  * Usage: loadgen REQUESTS_FILE HOST PORT WINDOW TIMEOUT_MS [RATE START_EPOCH INTERVAL_S]
  * REQUESTS_FILE: records of [u8 socket index][u8 expected reply code][u32 big-endian due
- * time, µs from the start][u16 big-endian length][datagram].
+ * time, µs from the start][u32 big-endian user key][u16 big-endian length][datagram].
+ * A user's request is never sent while its previous one is unanswered (a user types one
+ * code and waits: two of one user's HOTP codes in flight could be decided out of order).
  *
  * Burst (closed loop, RATE absent or 0): keeps WINDOW requests in flight; due times are
  * ignored. Sustained (open loop, RATE > 0, the offered rate the caller built the due
@@ -45,6 +47,7 @@
 typedef struct {
     uint8_t sock, expect;
     uint16_t len;
+    uint32_t user;
     double due;
     const uint8_t *data;
 } req_t;
@@ -101,17 +104,21 @@ int main(int argc, char **argv) {
     size_t cap = 1024, n = 0;
     req_t *reqs = malloc(cap * sizeof(req_t));
     int nsocks = 1;
-    for (long off = 0; off + 8 <= size;) {
+    uint32_t users = 1;
+    for (long off = 0; off + 12 <= size;) {
         if (n == cap) { cap *= 2; reqs = realloc(reqs, cap * sizeof(req_t)); }
         const uint8_t *h = buf + off;
         reqs[n].sock = h[0];
         reqs[n].expect = h[1];
         reqs[n].due = ((uint32_t)h[2] << 24 | (uint32_t)h[3] << 16 | (uint32_t)h[4] << 8 | h[5]) / 1e6;
-        reqs[n].len = (uint16_t)((h[6] << 8) | h[7]);
-        reqs[n].data = h + 8;
+        reqs[n].user = (uint32_t)h[6] << 24 | (uint32_t)h[7] << 16 | (uint32_t)h[8] << 8 | h[9];
+        reqs[n].len = (uint16_t)((h[10] << 8) | h[11]);
+        reqs[n].data = h + 12;
+        if (reqs[n].user >= (1u << 24)) { fprintf(stderr, "user key too big\n"); return 2; }
+        if (reqs[n].user + 1 > users) users = reqs[n].user + 1;
         if (reqs[n].sock >= MAX_SOCKS) { fprintf(stderr, "socket index too big\n"); return 2; }
         if (reqs[n].sock + 1 > nsocks) nsocks = reqs[n].sock + 1;
-        off += 8 + reqs[n].len;
+        off += 12 + reqs[n].len;
         n++;
     }
     int window = atoi(argv[4]);
@@ -147,6 +154,7 @@ int main(int argc, char **argv) {
     int *lat_iv = calloc(n ? n : 1, sizeof(int));
     static interval_t iv[MAX_INTERVALS];
     long codes[256] = {0};
+    uint8_t *busy = calloc(users, 1); /* a user with a request in flight */
     size_t next = 0, done = 0, nlat = 0, lost = 0, wrong = 0, late = 0, unsent = 0;
     size_t blocked = 0, blocked_at = (size_t)-1;
     int inflight = 0, cur_iv = 0;
@@ -175,7 +183,8 @@ int main(int argc, char **argv) {
             next = n;
         }
         if (rate > 0 && next < n && next != blocked_at && start + reqs[next].due <= t &&
-            (inflight >= window || slot[reqs[next].sock][reqs[next].data[1]] >= 0)) {
+            (inflight >= window || slot[reqs[next].sock][reqs[next].data[1]] >= 0 ||
+             busy[reqs[next].user])) {
             blocked++; /* due, but the server still holds the cap's worth of requests */
             blocked_at = next;
         }
@@ -185,6 +194,7 @@ int main(int argc, char **argv) {
             if (due > t) break;
             uint8_t id = r->data[1];
             if (slot[r->sock][id] >= 0) break; /* wait for that id to come back */
+            if (busy[r->user]) break;          /* and for the user's last answer */
             if (send(socks[r->sock], r->data, r->len, 0) < 0) {
                 if (errno == EAGAIN || errno == ENOBUFS) break;
                 perror("send");
@@ -194,6 +204,7 @@ int main(int argc, char **argv) {
             sent_at[next] = t;
             due_at[next] = due;
             slot[r->sock][id] = (long)next;
+            busy[r->user] = 1;
             inflight++;
             next++;
         }
@@ -214,6 +225,7 @@ int main(int argc, char **argv) {
                     long idx = slot[i][rbuf[1]];
                     if (idx < 0) continue; /* late reply to a request counted lost */
                     slot[i][rbuf[1]] = -1;
+                    busy[reqs[idx].user] = 0;
                     lat_iv[nlat] = cur_iv;
                     lat[nlat++] = t - due_at[idx];
                     codes[rbuf[0]]++;
@@ -235,6 +247,7 @@ int main(int argc, char **argv) {
                     long idx = slot[s][id];
                     if (idx >= 0 && t - sent_at[idx] > timeout) {
                         slot[s][id] = -1;
+                        busy[reqs[idx].user] = 0;
                         lost++;
                         iv[cur_iv].lost++;
                         inflight--;

@@ -106,8 +106,8 @@ def taskset(cores: str | None) -> list[str]:
     return ["taskset", "-c", cores] if cores else []
 
 
-# (loadgen socket index, datagram)
-Request = tuple[int, bytes]
+# (loadgen socket index, user key, datagram)
+Request = tuple[int, int, bytes]
 
 
 class Wire:
@@ -124,7 +124,7 @@ class Wire:
         sock = key % SOCKETS
         ident = self.sent[sock] % 256
         self.sent[sock] += 1
-        return sock, encode(ident, user, password)
+        return sock, key, encode(ident, user, password)
 
 
 def write_requests(
@@ -133,12 +133,13 @@ def write_requests(
     expect: int = codec.ACCESS_ACCEPT,
     due: list[float] | None = None,
 ) -> None:
-    """loadgen's input: [socket][expected reply code][u32 due µs][u16 length][datagram].
-    `due`: open-loop send times (s)."""
+    """loadgen's input: [socket][expected reply code][u32 due µs][u32 user][u16 length]
+    [datagram]. `due`: open-loop send times (s)."""
     with open(path, "wb") as f:
-        for i, (sock, p) in enumerate(requests):
+        for i, (sock, user, p) in enumerate(requests):
             at = round(due[i] * 1e6) if due else 0
-            f.write(bytes((sock, expect)) + at.to_bytes(4, "big") + len(p).to_bytes(2, "big") + p)
+            head = bytes((sock, expect)) + at.to_bytes(4, "big") + user.to_bytes(4, "big")
+            f.write(head + len(p).to_bytes(2, "big") + p)
 
 
 def schedule(count: int, rate: float, start_epoch: float) -> list[float]:

@@ -210,3 +210,50 @@ def test_a_server_that_falls_behind_does_not_hold_the_rate(loadgen: Path, tmp_pa
     assert run.problem == "" and run.unsent > 0 and run.blocked > 0
     assert run.sent + run.unsent == count
     assert not radius_bench.held(run)
+
+
+def overlaps(loadgen: Path, tmp: Path, keys: list[int]) -> tuple[radius_bench.Result, int]:
+    """A burst with one request per key, against a server that takes 3 ms a request and
+    counts the times a next request was already waiting when it answered one."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+    waiting, done = [0], threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            time.sleep(0.003)
+            sock.setblocking(False)
+            try:
+                sock.recv(4096, socket.MSG_PEEK)
+                waiting[0] += 1
+            except BlockingIOError:
+                pass
+            sock.settimeout(0.05)
+            sock.sendto(bytes((2, data[1])) + (20).to_bytes(2, "big") + data[4:20], peer)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        wire = radius_bench.Wire()
+        reqfile = tmp / "overlap.bin"
+        radius_bench.write_requests(reqfile, [wire.request(k, "u", "1") for k in keys])
+        port = sock.getsockname()[1]
+        stats, cpu = radius_bench.run_loadgen(loadgen, reqfile, port, 16, None, [], 1000)
+    finally:
+        done.set()
+        thread.join()
+        sock.close()
+    return radius_bench.result("overlap", "all", stats, cpu), waiting[0]
+
+
+def test_a_users_next_request_waits_for_its_last_answer(loadgen: Path, tmp_path: Path) -> None:
+    """The load generator never has two requests of one user in flight (16 of others may)."""
+    one_user, seen_one = overlaps(loadgen, tmp_path, [0] * 40)
+    many_users, seen_many = overlaps(loadgen, tmp_path, list(range(40)))
+    assert one_user.problem == "" and many_users.problem == ""
+    assert seen_one == 0 and seen_many > 0
