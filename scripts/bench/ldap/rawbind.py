@@ -6,12 +6,16 @@ turn: the least work a Python client can do per password check (no search, no po
 bookkeeping). Printable-ASCII passwords are handed to ldap3 as bytes, which skips its
 SASLprep (an identity on them): the same octets on the wire, as authd sends them. The
 parent runs one or more of these processes at once (one GIL each) and adds them up.
-Every bind must succeed, or the run is invalid.
+Every bind must succeed, or the parent discards the run.
 
-Usage: python scripts/bench/ldap/rawbind.py URL CREDS_JSON THREADS COUNT START_AT OFFSET
+Usage: python scripts/bench/ldap/rawbind.py URL CREDS_JSON THREADS COUNT START_AT OFFSET [RATE]
 CREDS_JSON: a file holding [[dn, password], ...]; START_AT: time.time() to start at;
-OFFSET: where in the list this process starts (so processes bind different users).
-Prints one JSON line: count, failures, t0, t1 (time.time()), cpu_s, latencies_ms.
+OFFSET: where in the list this process starts (so processes bind different users);
+RATE: binds/s this process offers (open loop: bind i is due at START_AT + i/RATE, and its
+latency counts from then; 0 or absent: each thread binds as fast as it can).
+Prints one JSON line: count, failures, late (paced binds started > 10 ms after their due
+time: every thread was still busy), t0, t1 (time.time()), cpu_s, latencies_ms and done_at
+(time.time() of each completion).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def main(argv: list[str]) -> int:
         float(argv[4]),
         int(argv[5]),
     )
+    rate = float(argv[6]) if len(argv) > 6 else 0.0
     with open(creds_file) as f:
         creds: list[tuple[str, str | bytes]] = [
             (dn, pw.encode("ascii") if pw.isascii() and pw.isprintable() else pw)
@@ -47,7 +52,9 @@ def main(argv: list[str]) -> int:
         conn.open(read_server_info=False)
         conns.append(conn)
     latencies: list[list[float]] = [[] for _ in range(threads)]
+    done_at: list[list[float]] = [[] for _ in range(threads)]
     failures = [0] * threads
+    late = [0] * threads  # paced binds started > 10 ms after their due time
     share = [count // threads + (i < count % threads) for i in range(threads)]
 
     def loop(i: int) -> None:
@@ -55,9 +62,18 @@ def main(argv: list[str]) -> int:
         for n in range(share[i]):
             dn, password = creds[(offset + i + n * threads) % len(creds)]
             conn.user, conn.password = dn, password
-            started = time.perf_counter()
+            if rate:
+                due = start_at + (n * threads + i) / rate
+                time.sleep(max(0.0, due - time.time()))
+                # From the due time, however late this thread got to it.
+                behind = max(0.0, time.time() - due)
+                late[i] += behind > 0.010
+                started = time.perf_counter() - behind
+            else:
+                started = time.perf_counter()
             ok = conn.bind(read_server_info=False)
             lat.append(time.perf_counter() - started)
+            done_at[i].append(time.time())
             failures[i] += not ok
 
     ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
@@ -75,10 +91,12 @@ def main(argv: list[str]) -> int:
             {
                 "count": sum(len(lat) for lat in latencies),
                 "failures": sum(failures),
+                "late": sum(late),
                 "t0": t0,
                 "t1": t1,
                 "cpu_s": cpu,
                 "latencies_ms": [round(1000 * x, 4) for lat in latencies for x in lat],
+                "done_at": [t for done in done_at for t in done],
             }
         )
     )
