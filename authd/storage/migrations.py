@@ -31,8 +31,13 @@ def _v1_initial(conn: Connection) -> None:
     schema.metadata.create_all(conn)
 
 
+def _v2_portal_sessions(conn: Connection) -> None:
+    schema.portal_metadata.create_all(conn)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
+    Step(2, "self-service portal sessions", _v2_portal_sessions),
 )
 
 

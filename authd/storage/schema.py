@@ -120,3 +120,26 @@ audit = Table(
     Index("ix_audit_user_id", "user", "id"),
     Index("ix_audit_at", "at"),
 )
+
+
+# Tables added by later migration steps live in their own metadata, so that step 1
+# (create_all of `metadata`) keeps creating exactly the version-1 schema.
+portal_metadata = MetaData()
+
+# Self-service portal sessions, shared by every node on the store. The cookie's value
+# is never stored: `id_hash` is its SHA-256, so a database reader cannot take a session.
+portal_sessions = Table(
+    "portal_sessions",
+    portal_metadata,
+    Column("id_hash", Text, primary_key=True),
+    Column("user", Text, nullable=False),
+    Column("csrf", Text, nullable=False),
+    # "login": the password passed and a code is due (`state` holds the challenge);
+    # "in": logged in.
+    Column("stage", String(8), nullable=False),
+    Column("state", Text, nullable=False, server_default=""),
+    Column("groups", Text, nullable=False, server_default="[]"),  # JSON, from the log-in
+    Column("created_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Index("ix_portal_sessions_seen_at", "seen_at"),
+)

@@ -694,6 +694,12 @@ class SqlStore:
             else PgHotPath(engine.url)
         )
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for stores of other records on the same database
+        (portal sessions: `storage/sessions.py`)."""
+        return self._engine
+
     @classmethod
     def open(
         cls,

@@ -38,7 +38,13 @@ def _v2_add_nickname(conn: Connection) -> None:
     conn.execute(sa.text("CREATE TABLE notes (user_name TEXT NOT NULL, body TEXT)"))
 
 
-V2_STEPS = (*migrations.STEPS, migrations.Step(2, "test: nickname and notes", _v2_add_nickname))
+LATEST = len(migrations.STEPS)
+V1_STEPS = migrations.STEPS[:1]
+# The real steps plus a test-only next one.
+V2_STEPS = (
+    *migrations.STEPS,
+    migrations.Step(LATEST + 1, "test: nickname and notes", _v2_add_nickname),
+)
 
 
 def test_fresh_database_is_at_the_latest_version(store_url: str, keyring: Keyring) -> None:
@@ -50,9 +56,9 @@ def test_fresh_database_is_at_the_latest_version(store_url: str, keyring: Keyrin
 
 
 def test_upgrade_in_place_keeps_the_data(store_url: str, keyring: Keyring) -> None:
-    """A version-1 database with data, opened by code that knows step 2, is upgraded
+    """A version-1 database with data, opened by code that knows later steps, is upgraded
     in place: the new column appears with its default and every old row survives."""
-    v1 = SqlStore.open(store_url, keyring)
+    v1 = SqlStore.open(store_url, keyring, steps=V1_STEPS)
     v1.add_user(User(name="alice", email="a@example.org", failures=2))
     v1.add_token(Token(serial="T1", type=TokenType.TOTP, seed=b"seed", user="alice"))
     v1.replace_backup_codes("alice", ["h1"], NOW)
@@ -61,7 +67,7 @@ def test_upgrade_in_place_keeps_the_data(store_url: str, keyring: Keyring) -> No
 
     v2 = SqlStore.open(store_url, keyring, steps=V2_STEPS)
     try:
-        assert _versions(store_url) == [1, 2]
+        assert _versions(store_url) == list(range(1, LATEST + 2))
         u = v2.get_user("alice")
         assert u is not None and (u.email, u.failures) == ("a@example.org", 2)
         assert v2.get_token("T1").seed == b"seed"  # type: ignore[union-attr]
@@ -92,9 +98,11 @@ def test_a_failing_step_leaves_the_database_untouched(store_url: str, keyring: K
 
     with pytest.raises(RuntimeError):
         SqlStore.open(
-            store_url, keyring, steps=(*migrations.STEPS, migrations.Step(2, "broken", broken))
+            store_url,
+            keyring,
+            steps=(*migrations.STEPS, migrations.Step(LATEST + 1, "broken", broken)),
         )
-    assert _versions(store_url) == [1]
+    assert _versions(store_url) == list(range(1, LATEST + 1))
     engine = _engine(store_url)
     try:
         with engine.connect() as conn:
@@ -113,7 +121,7 @@ def test_a_newer_database_is_refused(store_url: str, keyring: Keyring) -> None:
 
 def test_steps_must_be_numbered_in_order(store_url: str, keyring: Keyring) -> None:
     """A gap in step numbers is a programming error caught before touching the schema."""
-    bad = (*migrations.STEPS, migrations.Step(3, "gap", _v2_add_nickname))
+    bad = (*migrations.STEPS, migrations.Step(LATEST + 2, "gap", _v2_add_nickname))
     with pytest.raises(ValueError, match="numbered"):
         SqlStore.open(store_url, keyring, steps=bad)
 
@@ -138,4 +146,4 @@ def test_nodes_starting_together_migrate_once(store_url: str, keyring: Keyring) 
     for t in threads:
         t.join(timeout=120)
     assert errors == []
-    assert _versions(store_url) == [1, 2]
+    assert _versions(store_url) == list(range(1, LATEST + 2))
