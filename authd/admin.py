@@ -612,11 +612,13 @@ class AdminOps:
         period: int = 30,
         algorithm: str = "SHA1",
         serial: str | None = None,
+        status: TokenStatus = TokenStatus.ACTIVE,
     ) -> TokenAdded:
         """Enroll a token for `user`; generates the seed (and serial) unless given.
 
         Returns the `otpauth://` URI (Key URI Format) holding the seed: show it once.
         A directory user not yet in the store is recorded first (see `_known_user`).
+        `status` PENDING: the token counts for nothing until `confirm_token`.
         """
         with self._audited(actor, "token.add", user, detail=serial or "") as note:
             token_type = _enum(TokenType, type.lower(), "token type")
@@ -654,6 +656,7 @@ class AdminOps:
                     algorithm=alg,
                     digits=digits,
                     period=period if token_type is TokenType.TOTP else 30,
+                    status=status,
                     created_at=self._clock(),
                 ),
                 generated=serial is None,
@@ -741,6 +744,51 @@ class AdminOps:
             if not ok:
                 raise NotFound(f"no token {serial!r}")
         return TokenInfo.of(self._token(serial))
+
+    def pending_token(self, user: str, serial: str) -> Token | None:
+        """`user`'s pending token `serial`, seed included (the portal shows it again
+        until it is confirmed); None when there is no such pending token of theirs."""
+        token = self._store.get_token(serial)
+        if token is None or token.user != user or token.status is not TokenStatus.PENDING:
+            return None
+        return token
+
+    def owns_token(self, user: str, serial: str) -> bool:
+        """Whether `serial` is assigned to `user` (the portal acts on own tokens only)."""
+        token = self._store.get_token(serial)
+        return token is not None and token.user == user
+
+    def confirm_token(self, actor: str, user: str, serial: str, code: str, ttl: float) -> Done:
+        """Activate `user`'s pending token once they type a current code of it.
+
+        A pending token older than `ttl` is revoked instead (it was never confirmed, so
+        it never counted). The confirming code's step or counter is used up, so it
+        cannot be replayed afterwards (RFC 6238 §5.2, RFC 4226 §7.2).
+        """
+        with self._audited(actor, "token.confirm", user, serial):
+            token = self._store.get_token(serial)
+            if token is None or token.user != user or token.status is not TokenStatus.PENDING:
+                raise NotFound(f"no pending token {serial!r}")
+            now = self._clock()
+            if now - token.created_at > ttl:
+                self._store.set_token_status(serial, TokenStatus.REVOKED)
+                raise InvalidInput("this enrollment expired; start again")
+            # Matched as the active token it is about to become (otp matches only those).
+            candidate = replace(token, status=TokenStatus.ACTIVE)
+            cfg = self._config.otp
+            if token.type is TokenType.TOTP:
+                match = otp.match_totp(candidate, code, now, cfg.totp.skew)
+                if match is None:
+                    raise InvalidInput("the code is not right")
+                self._store.set_token_status(serial, TokenStatus.ACTIVE)
+                self._store.accept_totp_step(serial, match.step, match.drift)
+            else:
+                counter = otp.match_hotp(candidate, code, cfg.hotp.look_ahead)
+                if counter is None:
+                    raise InvalidInput("the code is not right")
+                self._store.set_token_status(serial, TokenStatus.ACTIVE)
+                self._store.accept_hotp_counter(serial, counter)
+        return Done("token.confirm", serial)
 
     def assign_token(self, actor: str, serial: str, user: str) -> Done:
         """Give an (imported, unassigned or someone else's) token to `user`."""

@@ -142,6 +142,26 @@ def _engine_part(engine: Engine, started: Config) -> Prepare:
     return prepare
 
 
+def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any]],
+            run_blocking: Callable[..., Deferred[Any]], reactor: Any, limits: Any) -> Any:
+    """The self-service portal's resource, sessions in the SQL store."""
+    from authd.portal.resource import Portal, PortalDeps, PortalResource
+    from authd.storage.sessions import SqlSessions
+
+    portal = config.selfservice
+    sessions = SqlSessions(core.sql.engine, portal.session_idle, portal.session_max)
+    return PortalResource(Portal(PortalDeps(
+        config=portal,
+        issuer=config.otp.issuer,
+        authenticate=authenticate,
+        admin=core.admin,
+        sessions=sessions,
+        run_blocking=run_blocking,
+        seconds=reactor.seconds,
+        limits=limits,
+    )))
+
+
 def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
                   environ: Mapping[str, str] = os.environ) -> AuthdService:
     """The whole daemon, not yet started.
@@ -184,6 +204,9 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     if config.http.enabled and index < config.http.workers:
         http = HttpService(config, threaded.authenticate, core.admin, run_blocking,
                            probe.check, reactor, metrics)
+        if config.selfservice.enabled:
+            http.mount(b"selfservice", _portal(config, core, threaded.authenticate,
+                                               run_blocking, reactor, http.limits))
         listeners.append(_ListenerAdapter(http, lambda c: c))
     if processes > 1 and index == 0:
         argv = [sys.executable, "-m", "authd", "serve", "-c", config.source]

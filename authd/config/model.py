@@ -425,12 +425,32 @@ class SelfServiceGroups:
     deny: tuple[str, ...] = field(default=(), metadata=meta())
 
 
+PORTAL_ACTIONS = ("enroll", "backup_codes", "revoke")
+
+
 @dataclass(frozen=True)
 class SelfServiceConfig:
     enabled: bool = field(default=False, metadata=meta())
     alias: str = field(default="default", metadata=meta("URL part: /selfservice/<alias>/"))
     public_url: str = field(default="", metadata=meta("address shown to users"))
     groups: SelfServiceGroups = field(default_factory=SelfServiceGroups)
+    # Offered in this order; an action not listed is neither shown nor served.
+    actions: tuple[str, ...] = field(default=PORTAL_ACTIONS, metadata=meta(
+        "portal actions in display order: " + ", ".join(PORTAL_ACTIONS)))
+    token_types: tuple[str, ...] = field(default=("totp", "hotp"), metadata=meta(
+        "token types users may enroll: totp, hotp"))
+    pending_ttl: float = field(default=600.0, metadata=meta(
+        "an enrolled token not confirmed with a code within this time is dropped",
+        duration=True, minimum=60, maximum=86400))
+    session_idle: float = field(default=900.0, metadata=meta(
+        "a portal session ends after this long without a request",
+        duration=True, minimum=60, maximum=86400))
+    session_max: float = field(default=28800.0, metadata=meta(
+        "a portal session ends this long after log-in, active or not",
+        duration=True, minimum=60, maximum=7 * 86400))
+    denied_message: str = field(default=(
+        "You may not enroll tokens yourself. Please contact your help desk."), metadata=meta(
+        "shown instead of the enroll page to users selfservice.groups leaves out"))
 
 
 @dataclass(frozen=True)

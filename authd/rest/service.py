@@ -150,6 +150,11 @@ class HttpService(Service):
         )
         self._ports: list[Any] = []  # IListeningPort
 
+    @property
+    def limits(self) -> Limits:
+        """The live rate limits (retuned on reload), for mounted pages that log users in."""
+        return self._limits
+
     def mount(self, name: bytes, resource: IResource) -> None:
         """Serve `resource` under `/<name>/` (the self-service portal's hook)."""
         self._root.putChild(name, resource)
