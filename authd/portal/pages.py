@@ -52,7 +52,7 @@ def render(template: str, **context: Any) -> Page:
     context.setdefault("csrf", "")
     context.setdefault("error", "")
     context.setdefault("notice", "")
-    context.setdefault("banner", False)
+    context.setdefault("banner", "")
     status = int(context.pop("status", 200))
     return Page(_env.get_template(template).render(**context).encode("utf-8"), status)
 

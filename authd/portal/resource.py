@@ -377,11 +377,19 @@ class Portal:
             denied_message=cfg.denied_message,
             token_types=cfg.token_types,
             codes_left=codes_left,
-            banner=not any(t.status == TokenStatus.ACTIVE for t in tokens),
+            banner=self._banner(session, tokens),
             notice=NOTICES.get(_query(request, "notice"), ""),
             error=error,
             status=status,
         )
+
+    def _banner(self, session: Session, tokens: Any) -> str:
+        """Shown until the user has an active token (a pending one does not count)."""
+        if any(t.status == TokenStatus.ACTIVE for t in tokens):
+            return ""
+        if "enroll" in self.deps.config.actions and self._may_enroll(session):
+            return "Your account has no second factor yet. Enroll a token below to protect it."
+        return "Your account has no second factor yet."
 
     async def _enroll(self, request: Any, session: Session) -> Page:
         kind = _field(request, "type")

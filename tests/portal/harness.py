@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 import treq
 from twisted.internet.defer import Deferred
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
 
 from authd.config.model import Config, SelfServiceConfig, SelfServiceGroups
 from authd.portal.resource import Portal, PortalDeps, PortalResource
@@ -86,9 +88,9 @@ class Browser:
 
         async def go() -> Response:
             producer = BytesProducer(data) if data is not None else None
-            resp = await self.app.client.request(
-                method, url, data=producer, headers=headers, allow_redirects=False
-            )
+            # A bare Agent: treq's client keeps a cookie jar shared by every browser.
+            agent = Agent(self.app.loop.reactor, pool=self.app.http_pool)
+            resp = await agent.request(method.encode(), url.encode(), Headers(headers), producer)
             content = await treq.content(resp)
             got = {
                 k.decode().lower(): [x.decode() for x in v]
