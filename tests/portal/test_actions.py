@@ -16,10 +16,9 @@ import pytest
 from authd.config.model import LockoutConfig, SelfServiceGroups
 from authd.core.model import Algorithm, TokenStatus
 from authd.core.otp import hotp, totp
-from authd.radius.service import RadiusService
-from tests.fixtures.radius import SECRET, access_request, client_config, radius_config
+from tests.fixtures.radius import SECRET, access_request
 from tests.portal.harness import BASE, Browser, start_portal
-from tests.rest.harness import PASSWORD, App
+from tests.rest.harness import PASSWORD, App, start_radius
 
 ACCEPT, REJECT = 2, 3  # RADIUS codes (RFC 2865)
 
@@ -62,13 +61,7 @@ def nora(app: App) -> Browser:
 
 def radius_answer(app: App, user: str, password: str) -> int:
     """The RADIUS code of one Access-Request through the app's own engine."""
-    radius = RadiusService(
-        radius_config(client_config(), reject_delay=0.0),
-        app.engine.authenticate,
-        app.loop.reactor,
-        app.metrics,
-    )
-    radius.startService()
+    radius = start_radius(app)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         udp.bind(("127.0.0.1", 0))
