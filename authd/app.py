@@ -159,6 +159,7 @@ def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any
         run_blocking=run_blocking,
         seconds=reactor.seconds,
         limits=limits,
+        pin=config.otp.pin,
     )))
 
 

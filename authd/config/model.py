@@ -425,7 +425,7 @@ class SelfServiceGroups:
     deny: tuple[str, ...] = field(default=(), metadata=meta())
 
 
-PORTAL_ACTIONS = ("enroll", "backup_codes", "revoke")
+PORTAL_ACTIONS = ("enroll", "backup_codes", "pin", "resync", "revoke", "history")
 
 
 @dataclass(frozen=True)

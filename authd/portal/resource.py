@@ -16,8 +16,9 @@ import base64
 import binascii
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -30,7 +31,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
-from authd.config.model import SelfServiceConfig
+from authd.config.model import PinConfig, SelfServiceConfig
 from authd.core import otp
 from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
@@ -55,7 +56,11 @@ NOTICES = {
     "revoked": "The token was revoked.",
     "expired": "That enrollment expired. Start again.",
     "signed_out": "You are signed out.",
+    "pin_set": "Your PIN is set. Type it together with your code from now on.",
+    "pin_removed": "Your PIN is removed.",
+    "resynced": "Your token is realigned.",
 }
+HISTORY_ROWS = 10
 _MAX_FIELDS = 16  # no portal form has more
 # Engine outcomes that mean "the service could not decide", not "wrong".
 _OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
@@ -73,6 +78,7 @@ class PortalDeps:
     run_blocking: RunBlocking
     seconds: Callable[[], float]  # the session clock
     limits: Limits
+    pin: PinConfig = field(default_factory=PinConfig)
 
 
 class _Refused(Exception):
@@ -170,6 +176,8 @@ class Portal:
             "enroll": self._enroll,
             "backup_codes": self._backup_codes,
             "revoke": self._revoke,
+            "pin": self._pin,
+            "resync": self._resync,
         }
         if method == "POST" and rest in posts:
             return await posts[rest](request)
@@ -361,9 +369,24 @@ class Portal:
             detail = await self.deps.run_blocking(
                 self.deps.admin.show_user, self._actor(session), session.user
             )
-            tokens, codes_left = detail.tokens, detail.backup_codes_left
+            tokens, codes_left, has_pin = detail.tokens, detail.backup_codes_left, detail.has_pin
         except NotFound:  # a directory user the store has not recorded yet
-            tokens, codes_left = (), 0
+            tokens, codes_left, has_pin = (), 0, False
+        history = []
+        if "history" in cfg.actions:
+            page = await self.deps.run_blocking(
+                self.deps.admin.audit, self._actor(session), session.user, None, 4 * HISTORY_ROWS
+            )
+            history = [
+                {
+                    "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.at)),
+                    "source": e.source or "-",
+                    "via": e.actor,
+                    "result": e.result,
+                }
+                for e in page.events
+                if e.action == "auth"
+            ][:HISTORY_ROWS]
         now = self.deps.seconds()
         shown = [
             t for t in tokens
@@ -377,6 +400,11 @@ class Portal:
             denied_message=cfg.denied_message,
             token_types=cfg.token_types,
             codes_left=codes_left,
+            has_pin=has_pin,
+            pin_min=self.deps.pin.min_length,
+            pin_max=self.deps.pin.max_length,
+            resyncable=[t for t in tokens if t.status == TokenStatus.ACTIVE],
+            history=history,
             banner=self._banner(session, tokens),
             notice=NOTICES.get(_query(request, "notice"), ""),
             error=error,
@@ -460,6 +488,40 @@ class Portal:
             return self._not_found(session)
         await self.deps.run_blocking(self.deps.admin.revoke_token, self._actor(session), serial)
         return redirect(self.base + "?notice=revoked")
+
+    async def _pin(self, request: Any, session: Session) -> Page:
+        if _field(request, "remove") == "1":
+            await self.deps.run_blocking(
+                self.deps.admin.remove_pin, self._actor(session), session.user
+            )
+            return redirect(self.base + "?notice=pin_removed")
+        new_pin = _form(request).get("pin", "")
+        if not _same(new_pin, _form(request).get("pin2", "")):
+            return await self._home(request, session, "The two PINs differ.", 400)
+        try:
+            await self.deps.run_blocking(
+                self.deps.admin.set_pin, self._actor(session), session.user, new_pin
+            )
+        except InvalidInput as refused:
+            # The PIN policy's reasons name the rule, never the PIN (core/pin.py).
+            return await self._home(request, session, str(refused), 400)
+        return redirect(self.base + "?notice=pin_set")
+
+    async def _resync(self, request: Any, session: Session) -> Page:
+        serial = _field(request, "serial")
+        owned = await self.deps.run_blocking(self.deps.admin.owns_token, session.user, serial)
+        if not owned:
+            return self._not_found(session)
+        try:
+            await self.deps.run_blocking(
+                self.deps.admin.resync_token, self._actor(session), serial,
+                _field(request, "otp1"), _field(request, "otp2"),
+            )
+        except InvalidInput:
+            return await self._home(
+                request, session, "Those are not two consecutive codes of this token.", 400
+            )
+        return redirect(self.base + "?notice=resynced")
 
     def _message(self, heading: str, status: int, *, session: Session | None = None) -> Page:
         return self._render("message.html", session, heading=heading,

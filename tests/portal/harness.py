@@ -42,6 +42,7 @@ def mount_portal(app: App, config: Config | None = None) -> Portal:
             run_blocking=lambda f, *a, **k: _run_blocking(app, f, *a, **k),
             seconds=app.clock.seconds,
             limits=app.service.limits,
+            pin=(config or app.config).otp.pin,
         )
     )
     app.service.mount(b"selfservice", PortalResource(portal))
