@@ -146,6 +146,7 @@ def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any
             run_blocking: Callable[..., Deferred[Any]], reactor: Any, limits: Any) -> Any:
     """The self-service portal's resource, sessions in the SQL store."""
     from authd.portal.resource import Portal, PortalDeps, PortalResource
+    from authd.rest.clientaddr import parse_networks
     from authd.storage.sessions import SqlSessions
 
     portal = config.selfservice
@@ -160,6 +161,7 @@ def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any
         seconds=reactor.seconds,
         limits=limits,
         pin=config.otp.pin,
+        proxies=parse_networks(config.http.trusted_proxies),
     )))
 
 

@@ -448,6 +448,10 @@ class SelfServiceConfig:
     session_max: float = field(default=28800.0, metadata=meta(
         "a portal session ends this long after log-in, active or not",
         duration=True, minimum=60, maximum=7 * 86400))
+    show_qr: bool = field(default=True, metadata=meta(
+        "show the enrollment QR code (off: secret and otpauth link only)"))
+    enroll_message: str = field(default="", metadata=meta(
+        "the operator's note on the enroll page (e.g. which app to use)"))
     denied_message: str = field(default=(
         "You may not enroll tokens yourself. Please contact your help desk."), metadata=meta(
         "shown instead of the enroll page to users selfservice.groups leaves out"))

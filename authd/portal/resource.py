@@ -37,6 +37,7 @@ from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
 from authd.portal.access import may_self_provision
 from authd.portal.pages import SECURITY_HEADERS, Page, redirect, render, stylesheet
+from authd.rest.clientaddr import Network, client_address
 from authd.rest.ratelimit import Limits, user_key
 from authd.storage.sessions import STAGE_IN, STAGE_LOGIN, Session, SqlSessions
 
@@ -79,6 +80,7 @@ class PortalDeps:
     seconds: Callable[[], float]  # the session clock
     limits: Limits
     pin: PinConfig = field(default_factory=PinConfig)
+    proxies: tuple[Network, ...] = ()  # http.trusted_proxies: their X-Forwarded-For counts
 
 
 class _Refused(Exception):
@@ -270,7 +272,7 @@ class Portal:
         user, password = _field(request, "user"), _field(request, "password")
         if not user or not password:
             return self._login_page(request, GENERIC_FAILURE, 401)
-        source = _source(request)
+        source = self._source(request)
         if self._throttled(user, source):
             return self._login_page(request, "Too many attempts. Wait and try again.", 429)
         decision = await self.deps.authenticate(
@@ -288,7 +290,7 @@ class Portal:
         # The challenge State is single-use: whatever the answer, this session is done.
         await self.deps.run_blocking(self.deps.sessions.end, session.id)
         self._clear_cookie(request, SESSION_COOKIE)
-        source = _source(request)
+        source = self._source(request)
         if self._throttled(session.user, source):
             return self._login_page(request, "Too many attempts. Wait and try again.", 429)
         try:
@@ -345,6 +347,12 @@ class Portal:
         await self.deps.run_blocking(self.deps.sessions.end, session.id)
         self._clear_cookie(request, SESSION_COOKIE)
         return redirect(self.base + "login?notice=signed_out")
+
+    def _source(self, request: Any) -> str:
+        """The client's address, through trusted proxies as the HTTP API reads it."""
+        peer = str(request.getClientAddress().host)
+        forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        return client_address(peer, forwarded, self.deps.proxies)
 
     # ------------------------------------------------------------ pages and actions
     def _actor(self, session: Session) -> str:
@@ -446,7 +454,8 @@ class Portal:
         return self._render("enroll.html", session,
             serial=token.serial,
             uri=uri,
-            qr_svg=_qr_svg(uri, token.serial),
+            qr_svg=_qr_svg(uri, token.serial) if self.deps.config.show_qr else "",
+            enroll_message=self.deps.config.enroll_message,
             secret=_b32(token.seed),
             kind=str(token.type),
             digits=token.digits,
@@ -544,10 +553,6 @@ def _shown_result(actor: str, result: str, reason: str) -> str:
     if actor == f"{FRONTEND}:{CLIENT}" and reason == Reason.NO_TOKEN.value:
         return "accept (no token yet)"
     return result
-
-
-def _source(request: Any) -> str:
-    return str(request.getClientAddress().host)
 
 
 class PortalResource(Resource):

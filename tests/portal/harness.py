@@ -17,6 +17,7 @@ from twisted.web.http_headers import Headers
 
 from authd.config.model import Config, SelfServiceConfig, SelfServiceGroups
 from authd.portal.resource import Portal, PortalDeps, PortalResource
+from authd.rest.clientaddr import parse_networks
 from authd.storage.sessions import SqlSessions
 from tests.rest.harness import App, BytesProducer, Response, make_config, start_app
 
@@ -31,7 +32,8 @@ def portal_config(tmp: Path, **selfservice: Any) -> Config:
 def mount_portal(app: App, config: Config | None = None) -> Portal:
     """Serve the portal on `app`'s listener, as app.py does; sessions on the app's store
     and clock."""
-    cfg = (config or app.config).selfservice
+    whole = config or app.config
+    cfg = whole.selfservice
     portal = Portal(
         PortalDeps(
             config=cfg,
@@ -42,7 +44,8 @@ def mount_portal(app: App, config: Config | None = None) -> Portal:
             run_blocking=lambda f, *a, **k: _run_blocking(app, f, *a, **k),
             seconds=app.clock.seconds,
             limits=app.service.limits,
-            pin=(config or app.config).otp.pin,
+            pin=whole.otp.pin,
+            proxies=parse_networks(whole.http.trusted_proxies),
         )
     )
     app.service.mount(b"selfservice", PortalResource(portal))
@@ -68,6 +71,7 @@ class Browser:
     app: App
     cookies: dict[str, str] = field(default_factory=dict)
     csrf: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     def get(self, path: str) -> Response:
         return self._go("GET", path, None)
@@ -80,7 +84,9 @@ class Browser:
 
     def _go(self, method: str, path: str, data: bytes | None) -> Response:
         url = self.app.base + (path if path.startswith("/") else BASE + path)
-        headers: dict[bytes, list[bytes]] = {}
+        headers: dict[bytes, list[bytes]] = {
+            k.lower().encode(): [v.encode()] for k, v in self.headers.items()
+        }
         if self.cookies:
             jar = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
             headers[b"cookie"] = [jar.encode()]

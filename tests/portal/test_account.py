@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from authd.core.model import Algorithm
 from authd.core.otp import totp
-from tests.portal.harness import BASE, Browser
-from tests.rest.harness import PASSWORD, SEED, App
+from tests.portal.harness import BASE, Browser, mount_portal, portal_config
+from tests.rest.harness import PASSWORD, SEED, App, start_app
 
 
 @pytest.fixture
@@ -86,3 +89,21 @@ def test_recent_sign_ins_show_the_users_own_attempts(app: App, alice: Browser) -
     section = page[page.index('id="h-history"') :]
     assert "http:vpn" in section and "portal:selfservice" in section
     assert "reject" in section and "accept" in section and "bob" not in section
+
+
+def test_sign_ins_behind_a_trusted_proxy_record_the_forwarded_source(tmp_path: Path) -> None:
+    """With http.trusted_proxies, the audit (and the user's history) names the address
+    in X-Forwarded-For, as the HTTP API does."""
+    config = portal_config(tmp_path)
+    config = replace(config, http=replace(config.http, trusted_proxies=("127.0.0.1/32",)))
+    app = start_app(tmp_path, config)
+    try:
+        mount_portal(app)
+        app.add_user("nora", token=None)
+        b = Browser(app, headers={"x-forwarded-for": "203.0.113.9"})
+        b.log_in("nora", PASSWORD)
+        assert "203.0.113.9" in b.text(b.get(""))
+        sources = {e.source for e in app.store.query_audit(user="nora") if e.action == "auth"}
+        assert sources == {"203.0.113.9"}
+    finally:
+        app.close()

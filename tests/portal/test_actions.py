@@ -239,3 +239,18 @@ def test_user_outside_selfservice_groups_sees_the_operators_message(
 def test_token_type_not_offered_is_refused(app: App, nora: Browser) -> None:
     """Only the configured token types can be enrolled."""
     assert nora.post("enroll", {"type": "sms"}).status == 400
+
+
+def test_enroll_page_without_qr_shows_the_operators_note(tmp_path: Path) -> None:
+    """show_qr off: secret and link only; enroll_message appears on the page."""
+    app = start_portal(tmp_path, show_qr=False, enroll_message="Use the FreeOTP app.")
+    try:
+        app.add_user("nora", token=None)
+        b = Browser(app)
+        b.log_in("nora", PASSWORD)
+        b.get("")
+        _, seed, text = _enroll(b)
+        assert "<svg" not in text and "otpauth://totp/" in text and len(seed) >= 16
+        assert "Use the FreeOTP app." in text
+    finally:
+        app.close()
