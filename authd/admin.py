@@ -753,6 +753,13 @@ class AdminOps:
             return None
         return token
 
+    def active_token_of(self, user: str, serial: str) -> Token | None:
+        """`user`'s active token `serial`, or None."""
+        token = self._store.get_token(serial)
+        if token is None or token.user != user or token.status is not TokenStatus.ACTIVE:
+            return None
+        return token
+
     def owns_token(self, user: str, serial: str) -> bool:
         """Whether `serial` is assigned to `user` (the portal acts on own tokens only)."""
         token = self._store.get_token(serial)

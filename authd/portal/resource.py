@@ -60,6 +60,7 @@ NOTICES = {
     "pin_set": "Your PIN is set. Type it together with your code from now on.",
     "pin_removed": "Your PIN is removed.",
     "resynced": "Your token is realigned.",
+    "replaced": "Your new token is active; the old one no longer works.",
 }
 HISTORY_ROWS = 10
 _MAX_FIELDS = 16  # no portal form has more
@@ -431,11 +432,21 @@ class Portal:
         kind = _field(request, "type")
         if kind not in self.deps.config.token_types:
             return await self._home(request, session, "Choose a kind of token.", 400)
+        replaces = _field(request, "replaces")
+        if replaces and not await self._owns_active(session, replaces):
+            return self._not_found(session)
         added = await self.deps.run_blocking(
             self.deps.admin.add_token, self._actor(session), session.user, kind,
             status=TokenStatus.PENDING,
         )
-        return redirect(self.base + "enroll/" + quote(added.token.serial, safe=""))
+        where = self.base + "enroll/" + quote(added.token.serial, safe="")
+        return redirect(where + ("?replaces=" + quote(replaces, safe="") if replaces else ""))
+
+    async def _owns_active(self, session: Session, serial: str) -> bool:
+        token: Token | None = await self.deps.run_blocking(
+            self.deps.admin.active_token_of, session.user, serial
+        )
+        return token is not None
 
     async def _own_pending(self, session: Session, serial: str) -> Token:
         token: Token | None = await self.deps.run_blocking(
@@ -456,6 +467,7 @@ class Portal:
             uri=uri,
             qr_svg=_qr_svg(uri, token.serial) if self.deps.config.show_qr else "",
             enroll_message=self.deps.config.enroll_message,
+            replaces=_query(request, "replaces") or _field(request, "replaces"),
             secret=_b32(token.seed),
             kind=str(token.type),
             digits=token.digits,
@@ -478,6 +490,13 @@ class Portal:
                 "shows now.", 400)
         except NotFound:
             return self._not_found(session)
+        # Replacing: the old token stops working only now that the new one is verified.
+        replaces = _field(request, "replaces")
+        if replaces and await self._owns_active(session, replaces):
+            await self.deps.run_blocking(
+                self.deps.admin.revoke_token, self._actor(session), replaces
+            )
+            return redirect(self.base + "?notice=replaced")
         return redirect(self.base + "?notice=enrolled")
 
     async def _backup_codes(self, request: Any, session: Session) -> Page:

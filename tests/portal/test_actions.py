@@ -254,3 +254,33 @@ def test_enroll_page_without_qr_shows_the_operators_note(tmp_path: Path) -> None
         assert "Use the FreeOTP app." in text
     finally:
         app.close()
+
+
+def test_replacing_a_token_keeps_the_old_one_until_the_new_one_is_verified(
+    app: App,
+) -> None:
+    """Replace: the old token works while the new one is pending, and is revoked once
+    the new one is confirmed; a wrong code changes nothing."""
+    alice = Browser(app)
+    alice.log_in("alice", PASSWORD, app.totp_now())
+    alice.get("")
+    answer = alice.post("enroll", {"type": "totp", "replaces": "TOTP-alice"})
+    location = answer.header("location") or ""
+    assert answer.status == 303 and location.endswith("?replaces=TOTP-alice")
+    page = alice.get(location)
+    text = alice.text(page)
+    serial = location.split("/enroll/", 1)[1].split("?", 1)[0]
+    seed = _secret(alice, text)
+    assert "replaces TOTP-alice" in text
+    wrong = alice.post(f"enroll/{serial}", {"code": _wrong(_code(seed)), "replaces": "TOTP-alice"})
+    assert wrong.status == 400
+    assert app.store.get_token("TOTP-alice").status is TokenStatus.ACTIVE  # type: ignore[union-attr]
+    done = alice.post(f"enroll/{serial}", {"code": _code(seed), "replaces": "TOTP-alice"})
+    assert (done.status, done.header("location")) == (303, BASE + "?notice=replaced")
+    assert app.store.get_token("TOTP-alice").status is TokenStatus.REVOKED  # type: ignore[union-attr]
+    assert app.store.get_token(serial).status is TokenStatus.ACTIVE  # type: ignore[union-attr]
+
+
+def test_replacing_someone_elses_token_is_not_found(app: App, nora: Browser) -> None:
+    """Only an own active token can be replaced."""
+    assert nora.post("enroll", {"type": "totp", "replaces": "TOTP-alice"}).status == 404
