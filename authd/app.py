@@ -150,7 +150,7 @@ def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any
     from authd.storage.sessions import SqlSessions
 
     portal = config.selfservice
-    sessions = SqlSessions(core.sql.engine, portal.session_idle, portal.session_max)
+    sessions = SqlSessions(core.sql.transaction, portal.session_idle, portal.session_max)
     return PortalResource(Portal(PortalDeps(
         config=portal,
         issuer=config.otp.issuer,

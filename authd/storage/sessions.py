@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, update
 
 from authd.storage.schema import portal_sessions as _S
+
+Transaction = Callable[[], AbstractContextManager[Connection]]
 
 STAGE_LOGIN = "login"  # the password passed; a second factor is due
 STAGE_IN = "in"  # logged in
@@ -42,8 +46,10 @@ class Session:
 class SqlSessions:
     """Create, find (and touch), and end portal sessions."""
 
-    def __init__(self, engine: Engine, idle: float, absolute: float) -> None:
-        self._engine = engine
+    def __init__(self, transaction: Transaction, idle: float, absolute: float) -> None:
+        # SqlStore.transaction: SQLite's write lock taken first (a read that later
+        # writes could not upgrade its lock once another writer committed).
+        self._transaction = transaction
         self.idle = idle
         self.absolute = absolute
 
@@ -60,7 +66,7 @@ class SqlSessions:
             groups=groups,
             created_at=now,
         )
-        with self._engine.begin() as conn:
+        with self._transaction() as conn:
             conn.execute(
                 insert(_S).values(
                     id_hash=_hash(session.id),
@@ -79,14 +85,20 @@ class SqlSessions:
         """The live session with this id, touched (its idle time starts again); None
         when unknown or expired (an expired one is deleted)."""
         key = _hash(session_id)
-        with self._engine.begin() as conn:
-            row = conn.execute(select(_S).where(_S.c.id_hash == key)).first()
+        live = and_(
+            _S.c.id_hash == key,
+            _S.c.seen_at >= now - self.idle,
+            _S.c.created_at >= now - self.absolute,
+        )
+        with self._transaction() as conn:
+            row = conn.execute(
+                update(_S).where(live).values(seen_at=now).returning(
+                    _S.c.user, _S.c.csrf, _S.c.stage, _S.c.state, _S.c.groups, _S.c.created_at
+                )
+            ).first()
             if row is None:
+                conn.execute(delete(_S).where(_S.c.id_hash == key))  # expired, if there
                 return None
-            if now - row.seen_at > self.idle or now - row.created_at > self.absolute:
-                conn.execute(delete(_S).where(_S.c.id_hash == key))
-                return None
-            conn.execute(update(_S).where(_S.c.id_hash == key).values(seen_at=now))
         return Session(
             id=session_id,
             user=row.user,
@@ -99,13 +111,13 @@ class SqlSessions:
 
     def end(self, session_id: str) -> bool:
         """Delete the session (log-out, or replaced by a new id at log-in)."""
-        with self._engine.begin() as conn:
+        with self._transaction() as conn:
             gone = conn.execute(delete(_S).where(_S.c.id_hash == _hash(session_id))).rowcount
         return bool(gone)
 
     def purge(self, now: float) -> int:
         """Delete every expired session; returns how many."""
-        with self._engine.begin() as conn:
+        with self._transaction() as conn:
             result = conn.execute(
                 delete(_S).where(
                     or_(_S.c.seen_at < now - self.idle, _S.c.created_at < now - self.absolute)

@@ -694,12 +694,6 @@ class SqlStore:
             else PgHotPath(engine.url)
         )
 
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine, for stores of other records on the same database
-        (portal sessions: `storage/sessions.py`)."""
-        return self._engine
-
     @classmethod
     def open(
         cls,
@@ -777,6 +771,11 @@ class SqlStore:
                 yield conn
         except (DBAPIError, PoolTimeout) as e:
             _raise_unavailable(e)
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction for records kept beside the store's own (portal
+        sessions): the write lock taken first on SQLite, errors as StoreUnavailable."""
+        return self._write()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

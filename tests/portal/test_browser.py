@@ -74,6 +74,9 @@ selfservice:
         yield http_port, radius_port
     finally:
         d.close()
+        assert d.proc.stdout is not None
+        # The daemon's log, for a failure's post-mortem.
+        (artifacts() / f"daemon-{tmp_path.name}.log").write_text(d.proc.stdout.read())
 
 
 class Pages:
