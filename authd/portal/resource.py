@@ -18,6 +18,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -36,7 +37,15 @@ from authd.core import otp
 from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
 from authd.portal.access import may_self_provision
-from authd.portal.pages import SECURITY_HEADERS, Page, redirect, render, stylesheet
+from authd.portal.pages import (
+    DEFAULT_LANGUAGE,
+    SECURITY_HEADERS,
+    Page,
+    choose_language,
+    redirect,
+    render,
+    stylesheet,
+)
 from authd.rest.clientaddr import Network, client_address
 from authd.rest.ratelimit import Limits, user_key
 from authd.storage.sessions import STAGE_IN, STAGE_LOGIN, Session, SqlSessions
@@ -63,6 +72,9 @@ NOTICES = {
     "replaced": "Your new token is active; the old one no longer works.",
 }
 HISTORY_ROWS = 10
+# The language of the request being handled (each request's coroutine runs in a copy of
+# the context, so concurrent requests do not see each other's).
+_LANG: ContextVar[str] = ContextVar("portal_language", default=DEFAULT_LANGUAGE)
 _MAX_FIELDS = 16  # no portal form has more
 # Engine outcomes that mean "the service could not decide", not "wrong".
 _OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
@@ -145,6 +157,8 @@ class Portal:
 
     # ------------------------------------------------------------ dispatch
     async def handle(self, request: Any) -> Page:
+        _LANG.set(choose_language((request.getHeader(b"accept-language") or b"").decode(
+            "latin-1")))
         postpath = [p.decode("utf-8", "replace") for p in request.postpath]
         if not postpath or postpath[0] != self.deps.config.alias:
             return self._not_found()
@@ -360,7 +374,7 @@ class Portal:
         return f"selfservice:{session.user}"
 
     def _render(self, template: str, session: Session | None, **context: Any) -> Page:
-        return render(template, **{**self._common(session), **context})
+        return render(template, _LANG.get(), **{**self._common(session), **context})
 
     def _common(self, session: Session | None = None) -> dict[str, Any]:
         return {
@@ -552,8 +566,7 @@ class Portal:
         return redirect(self.base + "?notice=resynced")
 
     def _message(self, heading: str, status: int, *, session: Session | None = None) -> Page:
-        return self._render("message.html", session, heading=heading,
-                      link_text="Back to the start page", status=status)
+        return self._render("message.html", session, heading=heading, status=status)
 
     def _not_found(self, session: Session | None = None) -> Page:
         return self._message("There is no such page.", 404, session=session)
