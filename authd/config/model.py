@@ -448,6 +448,8 @@ class SelfServiceConfig:
     session_max: float = field(default=28800.0, metadata=meta(
         "a portal session ends this long after log-in, active or not",
         duration=True, minimum=60, maximum=7 * 86400))
+    listen: tuple[str, ...] = field(default=(), metadata=meta(
+        "serve the portal only on these of http.listen's addresses (empty: on all)"))
     show_qr: bool = field(default=True, metadata=meta(
         "show the enrollment QR code (off: secret and otpauth link only)"))
     enroll_message: str = field(default="", metadata=meta(

@@ -659,6 +659,9 @@ def _check(config: Config, b: _Builder) -> None:
                            + ", ".join(PORTAL_ACTIONS))
     if len(set(config.selfservice.actions)) != len(config.selfservice.actions):
         b.check_failed("selfservice.actions", "lists an action twice")
+    for entry in config.selfservice.listen:
+        if entry not in config.http.listen:
+            b.check_failed("selfservice.listen", f"{entry!r} is not one of http.listen")
     for kind in config.selfservice.token_types:
         if kind not in ("totp", "hotp"):
             b.check_failed("selfservice.token_types", f"unknown token type {kind!r}")

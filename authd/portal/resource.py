@@ -33,6 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.config.model import PinConfig, SelfServiceConfig
+from authd.config.parse import listen_address
 from authd.core import otp
 from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
@@ -156,7 +157,24 @@ class Portal:
         self.base = f"/selfservice/{deps.config.alias}/"
 
     # ------------------------------------------------------------ dispatch
+    def serves(self, host: str, port: int) -> bool:
+        """Whether the listener at local (host, port) serves the portal
+        (`selfservice.listen`; empty: every HTTP listener)."""
+        wanted = self.deps.config.listen
+        if not wanted:
+            return True
+        for entry in wanted:
+            want_host, want_port = listen_address(entry)
+            if want_port == port and (
+                want_host in (host, "0.0.0.0", "::")  # noqa: S104 (a wildcard bind)
+            ):
+                return True
+        return False
+
     async def handle(self, request: Any) -> Page:
+        local = request.getHost()
+        if not self.serves(str(local.host), int(local.port)):
+            return Page(b"Not found", 404, b"text/plain; charset=utf-8")
         _LANG.set(choose_language((request.getHeader(b"accept-language") or b"").decode(
             "latin-1")))
         postpath = [p.decode("utf-8", "replace") for p in request.postpath]

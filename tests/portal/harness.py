@@ -83,7 +83,10 @@ class Browser:
         return self._go("POST", path, urlencode(body).encode())
 
     def _go(self, method: str, path: str, data: bytes | None) -> Response:
-        url = self.app.base + (path if path.startswith("/") else BASE + path)
+        if path.startswith("http://"):
+            url = path
+        else:
+            url = self.app.base + (path if path.startswith("/") else BASE + path)
         headers: dict[bytes, list[bytes]] = {
             k.lower().encode(): [v.encode()] for k, v in self.headers.items()
         }

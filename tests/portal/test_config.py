@@ -30,6 +30,7 @@ def test_portal_keys_parse() -> None:
         ("actions: [enroll, fly]", "unknown action 'fly'"),
         ("actions: [enroll, enroll]", "lists an action twice"),
         ("token_types: [sms]", "unknown token type 'sms'"),
+        ("listen: ['10.0.0.1:8080']", "is not one of http.listen"),
     ],
 )
 def test_bad_portal_keys_are_refused(text: str, problem: str) -> None:

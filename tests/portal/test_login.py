@@ -3,7 +3,9 @@ code when the user has a token, sessions in the store, CSRF on every form."""
 
 from __future__ import annotations
 
+import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from authd.config.model import LockoutConfig, SelfServiceConfig
@@ -147,3 +149,27 @@ def test_an_unknown_alias_is_not_found(app: App) -> None:
     """Only /selfservice/<alias>/ is served."""
     assert Browser(app).get("/selfservice/other/").status == 404
     assert SelfServiceConfig().alias == "default"
+
+
+def test_portal_only_on_the_named_listener(tmp_path: Path) -> None:
+    """selfservice.listen: the portal answers on the named address, 404 on the other;
+    the API stays on both."""
+    ports = [_free_port(), _free_port()]
+    listen = (f"127.0.0.1:{ports[0]}", f"127.0.0.2:{ports[1]}")
+    config = portal_config(tmp_path, listen=(listen[1],))
+    config = replace(config, http=replace(config.http, listen=listen))
+    app = start_app(tmp_path, config)
+    try:
+        mount_portal(app)
+        inside = Browser(app)
+        assert inside.get(f"http://127.0.0.2:{ports[1]}{BASE}login").status == 200
+        assert inside.get(f"http://127.0.0.1:{ports[0]}{BASE}login").status == 404
+        assert inside.get(f"http://127.0.0.1:{ports[0]}/healthz").status == 200
+    finally:
+        app.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
