@@ -753,6 +753,20 @@ class AdminOps:
             return None
         return token
 
+    def expire_pending(self, actor: str, user: str, ttl: float, now: float) -> int:
+        """Revoke `user`'s pending tokens older than `ttl` at `now` (never confirmed, so
+        they never counted); returns how many younger ones are still pending."""
+        live = 0
+        for token in self._store.list_tokens(user):
+            if token.status is not TokenStatus.PENDING:
+                continue
+            if now - token.created_at <= ttl:
+                live += 1
+                continue
+            with self._audited(actor, "token.expire", user, token.serial):
+                self._store.set_token_status(token.serial, TokenStatus.REVOKED)
+        return live
+
     def active_token_of(self, user: str, serial: str) -> Token | None:
         """`user`'s active token `serial`, or None."""
         token = self._store.get_token(serial)

@@ -73,6 +73,7 @@ NOTICES = {
     "replaced": "Your new token is active; the old one no longer works.",
 }
 HISTORY_ROWS = 10
+MAX_PENDING = 3  # unconfirmed enrollments a user may have at once
 # The language of the request being handled (each request's coroutine runs in a copy of
 # the context, so concurrent requests do not see each other's).
 _LANG: ContextVar[str] = ContextVar("portal_language", default=DEFAULT_LANGUAGE)
@@ -467,6 +468,14 @@ class Portal:
         replaces = _field(request, "replaces")
         if replaces and not await self._owns_active(session, replaces):
             return self._not_found(session)
+        pending = await self.deps.run_blocking(
+            self.deps.admin.expire_pending, self._actor(session), session.user,
+            self.deps.config.pending_ttl, self.deps.seconds(),
+        )
+        if pending >= MAX_PENDING:  # each enrollment is a stored seed: bound them
+            return await self._home(
+                request, session, "Finish your other enrollments first, or wait until they "
+                "expire.", 429)
         added = await self.deps.run_blocking(
             self.deps.admin.add_token, self._actor(session), session.user, kind,
             status=TokenStatus.PENDING,

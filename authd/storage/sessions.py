@@ -79,6 +79,7 @@ class SqlSessions:
                     seen_at=now,
                 )
             )
+            self._delete_expired(conn, now)  # housekeeping rides on each log-in
         return session
 
     def find(self, session_id: str, now: float) -> Session | None:
@@ -118,9 +119,12 @@ class SqlSessions:
     def purge(self, now: float) -> int:
         """Delete every expired session; returns how many."""
         with self._transaction() as conn:
-            result = conn.execute(
-                delete(_S).where(
-                    or_(_S.c.seen_at < now - self.idle, _S.c.created_at < now - self.absolute)
-                )
+            return self._delete_expired(conn, now)
+
+    def _delete_expired(self, conn: Connection, now: float) -> int:
+        result = conn.execute(
+            delete(_S).where(
+                or_(_S.c.seen_at < now - self.idle, _S.c.created_at < now - self.absolute)
             )
+        )
         return int(result.rowcount)

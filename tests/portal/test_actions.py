@@ -16,6 +16,7 @@ import pytest
 from authd.config.model import LockoutConfig, SelfServiceGroups
 from authd.core.model import Algorithm, TokenStatus
 from authd.core.otp import hotp, totp
+from authd.portal.resource import MAX_PENDING
 from tests.fixtures.radius import SECRET, access_request
 from tests.portal.harness import BASE, Browser, start_portal
 from tests.rest.harness import PASSWORD, App, start_radius
@@ -284,3 +285,20 @@ def test_replacing_a_token_keeps_the_old_one_until_the_new_one_is_verified(
 def test_replacing_someone_elses_token_is_not_found(app: App, nora: Browser) -> None:
     """Only an own active token can be replaced."""
     assert nora.post("enroll", {"type": "totp", "replaces": "TOTP-alice"}).status == 404
+
+
+def test_unconfirmed_enrollments_are_bounded_and_expired_ones_revoked(
+    app: App, nora: Browser
+) -> None:
+    """At most MAX_PENDING enrollments wait at once; once they expire they are revoked
+    (audited) and the user may start again."""
+    serials = [_enroll(nora)[0] for _ in range(MAX_PENDING)]
+    nora.get("")
+    refused = nora.post("enroll", {"type": "totp"})
+    assert refused.status == 429 and "Finish your other enrollments" in nora.text(refused)
+    app.clock.advance(app.config.selfservice.pending_ttl + 1)
+    assert nora.post("enroll", {"type": "totp"}).status == 303
+    for serial in serials:
+        assert app.store.get_token(serial).status is TokenStatus.REVOKED  # type: ignore[union-attr]
+    expired = [e for e in app.store.query_audit(user="nora") if e.action == "token.expire"]
+    assert {e.detail for e in expired} == set(serials)

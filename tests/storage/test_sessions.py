@@ -84,3 +84,20 @@ def test_touching_sessions_while_others_write(store_url: str, keyring: Keyring) 
         assert errors == []
     finally:
         store.close()
+
+
+def test_expired_sessions_are_deleted_at_the_next_log_in(
+    store_url: str, keyring: Keyring
+) -> None:
+    """Abandoned sessions do not pile up: creating one deletes the expired ones."""
+    store = SqlStore.open(store_url, keyring)
+    try:
+        sessions = SqlSessions(store.transaction, idle=60, absolute=300)
+        for _ in range(3):
+            sessions.create("alice", STAGE_IN, NOW)
+        sessions.create("bob", STAGE_IN, NOW + 61)
+        with store.transaction() as conn:
+            users = list(conn.execute(sa.text('SELECT "user" FROM portal_sessions')).scalars())
+        assert users == ["bob"]
+    finally:
+        store.close()
