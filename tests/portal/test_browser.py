@@ -120,6 +120,9 @@ def test_enroll_backup_codes_and_radius_in_chromium(
         pytest.fail("chromium not found: install the Debian package chromium")
     http_port, radius_port = daemon
     base = f"http://127.0.0.1:{http_port}/selfservice/default/"
+    # Before: RADIUS rejects the user without a token and names the portal's address.
+    rc, out = radclient(radius_port, "nora", PASSWORD, tmp_path)
+    assert "Access-Reject" in out and f"Enrol a token at {base}" in out, out
     label = "js" if javascript else "nojs"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
