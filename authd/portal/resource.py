@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -32,7 +32,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
-from authd.config.model import PinConfig, SelfServiceConfig
+from authd.config.model import Config, PinConfig, SelfServiceConfig
 from authd.config.parse import listen_address
 from authd.core import otp
 from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
@@ -47,7 +47,7 @@ from authd.portal.pages import (
     render,
     stylesheet,
 )
-from authd.rest.clientaddr import Network, client_address
+from authd.rest.clientaddr import Network, client_address, parse_networks
 from authd.rest.ratelimit import Limits, user_key
 from authd.storage.sessions import STAGE_IN, STAGE_LOGIN, Session, SqlSessions
 
@@ -156,6 +156,27 @@ class Portal:
     def __init__(self, deps: PortalDeps) -> None:
         self.deps = deps
         self.base = f"/selfservice/{deps.config.alias}/"
+
+    def prepare(self, config: Config) -> Callable[[], None]:
+        """New settings from a reloaded config; the commit swaps them in at once. The
+        alias stays (the URL users were given); sessions keep their ids."""
+        if config.selfservice.alias != self.deps.config.alias:
+            log.warn("selfservice.alias changed; that takes effect on restart")
+        portal = replace(config.selfservice, alias=self.deps.config.alias)
+        deps = replace(
+            self.deps,
+            config=portal,
+            issuer=config.otp.issuer,
+            pin=config.otp.pin,
+            proxies=parse_networks(config.http.trusted_proxies),
+        )
+
+        def commit() -> None:
+            self.deps.sessions.idle = portal.session_idle
+            self.deps.sessions.absolute = portal.session_max
+            self.deps = deps
+
+        return commit
 
     # ------------------------------------------------------------ dispatch
     def serves(self, host: str, port: int) -> bool:
@@ -623,6 +644,10 @@ class PortalResource(Resource):
     def __init__(self, portal: Portal) -> None:
         super().__init__()
         self._portal = portal
+
+    def prepare(self, config: Config) -> Callable[[], None]:
+        """The portal's share of a reload (SIGHUP): its settings swap with the rest."""
+        return self._portal.prepare(config)
 
     def render(self, request: Any) -> Any:
         d = Deferred.fromCoroutine(self._portal.handle(request))

@@ -228,8 +228,16 @@ class HttpService(Service):
         policy = _policy(config.http)
         Limits(config.http.rate_limits, max_keys=1)  # the same checks as the live tables
         connections = _connection_limits(config.http)
+        # Mounted pages that reload (the portal) prepare their share too.
+        mounted = [
+            child.prepare(config)
+            for child in self._root.children.values()
+            if callable(getattr(child, "prepare", None))
+        ]
 
         def commit() -> None:
+            for commit_child in mounted:
+                commit_child()
             old = self._config.http
             if config.http.listen != old.listen or config.http.tls != old.tls:
                 log.warn("HTTP listen addresses or TLS changed; they take effect on restart")

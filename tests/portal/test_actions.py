@@ -9,6 +9,7 @@ import contextlib
 import re
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,14 @@ def test_unconfirmed_enrollments_are_bounded_and_expired_ones_revoked(
         assert app.store.get_token(serial).status is TokenStatus.REVOKED  # type: ignore[union-attr]
     expired = [e for e in app.store.query_audit(user="nora") if e.action == "token.expire"]
     assert {e.detail for e in expired} == set(serials)
+
+
+def test_a_reload_applies_new_portal_settings(app: App, nora: Browser) -> None:
+    """SIGHUP (HttpService.reload) swaps the portal's settings with the rest: an action
+    switched off is gone at once; the session survives."""
+    assert nora.post("enroll", {"type": "totp"}).status == 303
+    portal = replace(app.config.selfservice, actions=("backup_codes",))
+    app.service.reload(replace(app.config, selfservice=portal))
+    home = nora.text(nora.get(""))
+    assert "Signed in as" in home and 'id="h-enroll"' not in home
+    assert nora.post("enroll", {"type": "totp"}).status == 404
