@@ -18,6 +18,7 @@ Error messages name users and serials, never a secret.
 
 from __future__ import annotations
 
+import copy
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -399,6 +400,14 @@ class AdminOps:
         self._engine = engine
         self._backends = tuple(backends)
         self._password_hasher = password_hasher
+        self._source = ""  # the client address audit rows name (see `from_source`)
+
+    def from_source(self, source: str) -> AdminOps:
+        """These operations for a caller at `source` (the portal's user): their audit
+        rows name that address. The store and settings are shared."""
+        ops = copy.copy(self)
+        ops._source = source
+        return ops
 
     # ------------------------------------------------------------ audit plumbing
     @contextmanager
@@ -432,6 +441,7 @@ class AdminOps:
                 result=result,
                 user=user,
                 client="authctl" if actor.startswith("authctl:") else "",
+                source=self._source,
                 reason=reason,
                 detail=detail,
             )

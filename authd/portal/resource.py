@@ -77,6 +77,7 @@ MAX_PENDING = 3  # unconfirmed enrollments a user may have at once
 # The language of the request being handled (each request's coroutine runs in a copy of
 # the context, so concurrent requests do not see each other's).
 _LANG: ContextVar[str] = ContextVar("portal_language", default=DEFAULT_LANGUAGE)
+_OPS: ContextVar[AdminOps | None] = ContextVar("portal_admin_ops", default=None)
 _MAX_FIELDS = 16  # no portal form has more
 # Engine outcomes that mean "the service could not decide", not "wrong".
 _OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
@@ -199,6 +200,7 @@ class Portal:
             return Page(b"Not found", 404, b"text/plain; charset=utf-8")
         _LANG.set(choose_language((request.getHeader(b"accept-language") or b"").decode(
             "latin-1")))
+        _OPS.set(self.deps.admin.from_source(self._source(request)))
         postpath = [p.decode("utf-8", "replace") for p in request.postpath]
         if not postpath or postpath[0] != self.deps.config.alias:
             return self._not_found()
@@ -403,6 +405,11 @@ class Portal:
         self._clear_cookie(request, SESSION_COOKIE)
         return redirect(self.base + "login?notice=signed_out")
 
+    @property
+    def _ops(self) -> AdminOps:
+        """The operator actions for this request: audit rows name the user's address."""
+        return _OPS.get(None) or self.deps.admin
+
     def _source(self, request: Any) -> str:
         """The client's address, through trusted proxies as the HTTP API reads it."""
         peer = str(request.getClientAddress().host)
@@ -430,7 +437,7 @@ class Portal:
         cfg = self.deps.config
         try:
             detail = await self.deps.run_blocking(
-                self.deps.admin.show_user, self._actor(session), session.user
+                self._ops.show_user, self._actor(session), session.user
             )
             tokens, codes_left, has_pin = detail.tokens, detail.backup_codes_left, detail.has_pin
         except NotFound:  # a directory user the store has not recorded yet
@@ -438,7 +445,7 @@ class Portal:
         history = []
         if "history" in cfg.actions:
             page = await self.deps.run_blocking(
-                self.deps.admin.audit, self._actor(session), session.user, None, 4 * HISTORY_ROWS
+                self._ops.audit, self._actor(session), session.user, None, 4 * HISTORY_ROWS
             )
             history = [
                 {
@@ -490,7 +497,7 @@ class Portal:
         if replaces and not await self._owns_active(session, replaces):
             return self._not_found(session)
         pending = await self.deps.run_blocking(
-            self.deps.admin.expire_pending, self._actor(session), session.user,
+            self._ops.expire_pending, self._actor(session), session.user,
             self.deps.config.pending_ttl, self.deps.seconds(),
         )
         if pending >= MAX_PENDING:  # each enrollment is a stored seed: bound them
@@ -498,7 +505,7 @@ class Portal:
                 request, session, "Finish your other enrollments first, or wait until they "
                 "expire.", 429)
         added = await self.deps.run_blocking(
-            self.deps.admin.add_token, self._actor(session), session.user, kind,
+            self._ops.add_token, self._actor(session), session.user, kind,
             status=TokenStatus.PENDING,
         )
         where = self.base + "enroll/" + quote(added.token.serial, safe="")
@@ -506,13 +513,13 @@ class Portal:
 
     async def _owns_active(self, session: Session, serial: str) -> bool:
         token: Token | None = await self.deps.run_blocking(
-            self.deps.admin.active_token_of, session.user, serial
+            self._ops.active_token_of, session.user, serial
         )
         return token is not None
 
     async def _own_pending(self, session: Session, serial: str) -> Token:
         token: Token | None = await self.deps.run_blocking(
-            self.deps.admin.pending_token, session.user, serial
+            self._ops.pending_token, session.user, serial
         )
         if token is None:
             raise _Refused(self._not_found(session))
@@ -543,7 +550,7 @@ class Portal:
         await self._own_pending(session, serial)
         try:
             await self.deps.run_blocking(
-                self.deps.admin.confirm_token, self._actor(session), session.user, serial,
+                self._ops.confirm_token, self._actor(session), session.user, serial,
                 _field(request, "code"), self.deps.config.pending_ttl,
             )
         except InvalidInput:
@@ -556,14 +563,14 @@ class Portal:
         replaces = _field(request, "replaces")
         if replaces and await self._owns_active(session, replaces):
             await self.deps.run_blocking(
-                self.deps.admin.revoke_token, self._actor(session), replaces
+                self._ops.revoke_token, self._actor(session), replaces
             )
             return redirect(self.base + "?notice=replaced")
         return redirect(self.base + "?notice=enrolled")
 
     async def _backup_codes(self, request: Any, session: Session) -> Page:
         made = await self.deps.run_blocking(
-            self.deps.admin.generate_backup_codes, self._actor(session), session.user
+            self._ops.generate_backup_codes, self._actor(session), session.user
         )
         text = "\n".join(made.codes) + "\n"
         return self._render("codes.html", session,
@@ -573,16 +580,16 @@ class Portal:
 
     async def _revoke(self, request: Any, session: Session) -> Page:
         serial = _field(request, "serial")
-        owned = await self.deps.run_blocking(self.deps.admin.owns_token, session.user, serial)
+        owned = await self.deps.run_blocking(self._ops.owns_token, session.user, serial)
         if not owned:
             return self._not_found(session)
-        await self.deps.run_blocking(self.deps.admin.revoke_token, self._actor(session), serial)
+        await self.deps.run_blocking(self._ops.revoke_token, self._actor(session), serial)
         return redirect(self.base + "?notice=revoked")
 
     async def _pin(self, request: Any, session: Session) -> Page:
         if _field(request, "remove") == "1":
             await self.deps.run_blocking(
-                self.deps.admin.remove_pin, self._actor(session), session.user
+                self._ops.remove_pin, self._actor(session), session.user
             )
             return redirect(self.base + "?notice=pin_removed")
         new_pin = _form(request).get("pin", "")
@@ -590,7 +597,7 @@ class Portal:
             return await self._home(request, session, "The two PINs differ.", 400)
         try:
             await self.deps.run_blocking(
-                self.deps.admin.set_pin, self._actor(session), session.user, new_pin
+                self._ops.set_pin, self._actor(session), session.user, new_pin
             )
         except InvalidInput as refused:
             # The PIN policy's reasons name the rule, never the PIN (core/pin.py).
@@ -599,12 +606,12 @@ class Portal:
 
     async def _resync(self, request: Any, session: Session) -> Page:
         serial = _field(request, "serial")
-        owned = await self.deps.run_blocking(self.deps.admin.owns_token, session.user, serial)
+        owned = await self.deps.run_blocking(self._ops.owns_token, session.user, serial)
         if not owned:
             return self._not_found(session)
         try:
             await self.deps.run_blocking(
-                self.deps.admin.resync_token, self._actor(session), serial,
+                self._ops.resync_token, self._actor(session), serial,
                 _field(request, "otp1"), _field(request, "otp2"),
             )
         except InvalidInput:

@@ -314,3 +314,14 @@ def test_a_reload_applies_new_portal_settings(app: App, nora: Browser) -> None:
     home = nora.text(nora.get(""))
     assert "Signed in as" in home and 'id="h-enroll"' not in home
     assert nora.post("enroll", {"type": "totp"}).status == 404
+
+
+def test_portal_actions_are_audited_with_the_user_and_their_address(
+    app: App, nora: Browser
+) -> None:
+    """Every change names the user as actor and the address they came from."""
+    serial, seed, _ = _enroll(nora)
+    nora.post(f"enroll/{serial}", {"code": _code(seed)})
+    rows = [e for e in app.store.query_audit(user="nora") if e.action.startswith("token.")]
+    assert {e.action for e in rows} == {"token.add", "token.confirm"}
+    assert {(e.actor, e.source) for e in rows} == {("selfservice:nora", "127.0.0.1")}
