@@ -204,6 +204,20 @@ class UserDetail:
 
 
 @dataclass(frozen=True)
+class Reminders:
+    """Who `user remind` mailed (or, on a dry run, would mail)."""
+
+    users: tuple[tuple[str, str], ...]  # (user, e-mail address)
+    sent: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "users": [{"user": u, "email": e} for u, e in self.users],
+        }
+
+
+@dataclass(frozen=True)
 class TokenAdded:
     """A new token and its `otpauth://` URI: the URI holds the seed, show it once."""
 
@@ -401,6 +415,11 @@ class AdminOps:
         self._backends = tuple(backends)
         self._password_hasher = password_hasher
         self._source = ""  # the client address audit rows name (see `from_source`)
+
+    def _mail(self, to: str, subject: str, body: str) -> None:
+        from authd.mail import send_mail  # only reminders pay for the import
+
+        send_mail(self._config.smtp, to, subject, body)
 
     def from_source(self, source: str) -> AdminOps:
         """These operations for a caller at `source` (the portal's user): their audit
@@ -838,6 +857,29 @@ class AdminOps:
             if token is None or not self._store.assign_token(serial, None):
                 raise NotFound(f"no token {serial!r}")
         return Done("token.unassign", serial)
+
+    # ------------------------------------------------------------ reminders
+    def remind(self, actor: str, dry_run: bool = False) -> Reminders:
+        """Users with an e-mail address, not disabled, and no active token: each is mailed
+        a pointer to the portal (`smtp` config); a dry run only lists them. Each sent
+        reminder is audited."""
+        send = None if dry_run else self._mail
+        portal = self._config.selfservice
+        where = portal.public_url or f"/selfservice/{portal.alias}/"
+        body = (
+            "Your account has no second factor yet. Please enroll a token at\n"
+            f"{where}\n"
+        )
+        users = tuple(
+            (ov.user.name, ov.user.email)
+            for ov in self._store.list_users(None, None)
+            if ov.active_tokens == 0 and ov.user.email and not ov.user.disabled
+        )
+        if send is not None:
+            for name, email in users:
+                with self._audited(actor, "user.remind", name):
+                    send(email, "Enroll your second factor", body)
+        return Reminders(users, sent=send is not None)
 
     # ------------------------------------------------------------ PIN, backup codes
     def set_pin(self, actor: str, user: str, pin_value: str) -> Done:

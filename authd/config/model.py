@@ -460,6 +460,23 @@ class SelfServiceConfig:
 
 
 @dataclass(frozen=True)
+class SmtpConfig:
+    """Outgoing mail (reminders); no mail at all while `host` is empty."""
+
+    host: str = field(default="", metadata=meta("mail server; empty: authd sends no mail"))
+    port: int = field(default=587, metadata=meta(minimum=1, maximum=65535))
+    security: Literal["starttls", "tls", "none"] = field(default="starttls", metadata=meta(
+        "starttls (submission, 587), tls (implicit, 465) or none (loopback relays only)",
+        choices=("starttls", "tls", "none")))
+    username: str = field(default="", metadata=meta("empty: no SMTP AUTH"))
+    password: Secret | None = field(default=None, metadata=meta(
+        "SMTP AUTH password (or password_file)", secret_file=True))
+    from_address: str = field(default="", metadata=meta("the From: of authd's mail"))
+    timeout: float = field(default=10.0, metadata=meta(
+        "per connection and command", duration=True, minimum=0.1, maximum=300))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata=meta(
         choices=("debug", "info", "warning", "error")))
@@ -480,6 +497,7 @@ class Config:
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     selfservice: SelfServiceConfig = field(default_factory=SelfServiceConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     auth_threads: int = field(default=8, metadata=meta(
         "threads running decisions (first factor, store)", minimum=1, maximum=256))

@@ -659,6 +659,8 @@ def _check(config: Config, b: _Builder) -> None:
                            + ", ".join(PORTAL_ACTIONS))
     if len(set(config.selfservice.actions)) != len(config.selfservice.actions):
         b.check_failed("selfservice.actions", "lists an action twice")
+    if config.smtp.host and "@" not in config.smtp.from_address:
+        b.check_failed("smtp.from_address", "needs an address when smtp.host is set")
     for entry in config.selfservice.listen:
         if entry not in config.http.listen:
             b.check_failed("selfservice.listen", f"{entry!r} is not one of http.listen")

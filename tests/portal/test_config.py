@@ -56,3 +56,13 @@ def test_who_may_self_provision(
 ) -> None:
     """All, members of groups, all except members, nobody: deny wins over allow."""
     assert may_self_provision(groups, allow, deny) is expected
+
+
+def test_smtp_needs_a_from_address() -> None:
+    """A mail server without a From: address is a config error; the password may come
+    from a file like every secret."""
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config("smtp: {host: mail.example.com}", SOURCE)
+    assert "smtp.from_address" in str(caught.value)
+    config = parse_config("smtp: {host: mail.example.com, from_address: a@example.com}", SOURCE)
+    assert (config.smtp.port, config.smtp.security) == (587, "starttls")
