@@ -18,6 +18,7 @@ Error messages name users and serials, never a secret.
 
 from __future__ import annotations
 
+import copy
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -203,6 +204,20 @@ class UserDetail:
             "last_attempt": _seen(self.last_attempt),
             "last_success": _seen(self.last_success),
             "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class Reminders:
+    """Who `user remind` mailed (or, on a dry run, would mail)."""
+
+    users: tuple[tuple[str, str], ...]  # (user, e-mail address)
+    sent: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "users": [{"user": u, "email": e} for u, e in self.users],
         }
 
 
@@ -421,6 +436,19 @@ class AdminOps:
         self._backends = tuple(backends)
         self._password_hasher = password_hasher
         self._verify_audit = verify_audit
+        self._source = ""  # the client address audit rows name (see `from_source`)
+
+    def _mail(self, to: str, subject: str, body: str) -> None:
+        from authd.mail import send_mail  # only reminders pay for the import
+
+        send_mail(self._config.smtp, to, subject, body)
+
+    def from_source(self, source: str) -> AdminOps:
+        """These operations for a caller at `source` (the portal's user): their audit
+        rows name that address. The store and settings are shared."""
+        ops = copy.copy(self)
+        ops._source = source
+        return ops
 
     # ------------------------------------------------------------ audit plumbing
     @contextmanager
@@ -454,6 +482,7 @@ class AdminOps:
                 result=result,
                 user=user,
                 client="authctl" if actor.startswith("authctl:") else "",
+                source=self._source,
                 reason=reason,
                 detail=detail,
             )
@@ -686,11 +715,13 @@ class AdminOps:
         period: int = 30,
         algorithm: str = "SHA1",
         serial: str | None = None,
+        status: TokenStatus = TokenStatus.ACTIVE,
     ) -> TokenAdded:
         """Enroll a token for `user`; generates the seed (and serial) unless given.
 
         Returns the `otpauth://` URI (Key URI Format) holding the seed: show it once.
         A directory user not yet in the store is recorded first (see `_known_user`).
+        `status` PENDING: the token counts for nothing until `confirm_token`.
         """
         with self._audited(actor, "token.add", user, detail=serial or "") as note:
             token_type = _enum(TokenType, type.lower(), "token type")
@@ -728,6 +759,7 @@ class AdminOps:
                     algorithm=alg,
                     digits=digits,
                     period=period if token_type is TokenType.TOTP else 30,
+                    status=status,
                     created_at=self._clock(),
                 ),
                 generated=serial is None,
@@ -823,6 +855,72 @@ class AdminOps:
                 )
         return TokenInfo.of(self._token(serial))
 
+    def pending_token(self, user: str, serial: str) -> Token | None:
+        """`user`'s pending token `serial`, seed included (the portal shows it again
+        until it is confirmed); None when there is no such pending token of theirs."""
+        token = self._store.get_token(serial)
+        if token is None or token.user != user or token.status is not TokenStatus.PENDING:
+            return None
+        return token
+
+    def expire_pending(self, actor: str, user: str, ttl: float, now: float) -> int:
+        """Revoke `user`'s pending tokens older than `ttl` at `now` (never confirmed, so
+        they never counted); returns how many younger ones are still pending."""
+        live = 0
+        for token in self._store.list_tokens(user):
+            if token.status is not TokenStatus.PENDING:
+                continue
+            if now - token.created_at <= ttl:
+                live += 1
+                continue
+            with self._audited(actor, "token.expire", user, token.serial):
+                self._store.set_token_status(token.serial, TokenStatus.REVOKED)
+        return live
+
+    def active_token_of(self, user: str, serial: str) -> Token | None:
+        """`user`'s active token `serial`, or None."""
+        token = self._store.get_token(serial)
+        if token is None or token.user != user or token.status is not TokenStatus.ACTIVE:
+            return None
+        return token
+
+    def owns_token(self, user: str, serial: str) -> bool:
+        """Whether `serial` is assigned to `user` (the portal acts on own tokens only)."""
+        token = self._store.get_token(serial)
+        return token is not None and token.user == user
+
+    def confirm_token(self, actor: str, user: str, serial: str, code: str, ttl: float) -> Done:
+        """Activate `user`'s pending token once they type a current code of it.
+
+        A pending token older than `ttl` is revoked instead (it was never confirmed, so
+        it never counted). The confirming code's step or counter is used up, so it
+        cannot be replayed afterwards (RFC 6238 §5.2, RFC 4226 §7.2).
+        """
+        with self._audited(actor, "token.confirm", user, serial):
+            token = self._store.get_token(serial)
+            if token is None or token.user != user or token.status is not TokenStatus.PENDING:
+                raise NotFound(f"no pending token {serial!r}")
+            now = self._clock()
+            if now - token.created_at > ttl:
+                self._store.set_token_status(serial, TokenStatus.REVOKED)
+                raise InvalidInput("this enrollment expired; start again")
+            # Matched as the active token it is about to become (otp matches only those).
+            candidate = replace(token, status=TokenStatus.ACTIVE)
+            cfg = self._config.otp
+            if token.type is TokenType.TOTP:
+                match = otp.match_totp(candidate, code, now, cfg.totp.skew)
+                if match is None:
+                    raise InvalidInput("the code is not right")
+                self._store.set_token_status(serial, TokenStatus.ACTIVE)
+                self._store.accept_totp_step(serial, match.step, match.drift)
+            else:
+                counter = otp.match_hotp(candidate, code, cfg.hotp.look_ahead)
+                if counter is None:
+                    raise InvalidInput("the code is not right")
+                self._store.set_token_status(serial, TokenStatus.ACTIVE)
+                self._store.accept_hotp_counter(serial, counter)
+        return Done("token.confirm", serial)
+
     def assign_token(self, actor: str, serial: str, user: str) -> Done:
         """Give an (imported, unassigned or someone else's) token to `user`."""
         with self._audited(actor, "token.assign", user, serial):
@@ -840,6 +938,29 @@ class AdminOps:
             if token is None or not self._store.assign_token(serial, None):
                 raise NotFound(f"no token {serial!r}")
         return Done("token.unassign", serial)
+
+    # ------------------------------------------------------------ reminders
+    def remind(self, actor: str, dry_run: bool = False) -> Reminders:
+        """Users with an e-mail address, not disabled, and no active token: each is mailed
+        a pointer to the portal (`smtp` config); a dry run only lists them. Each sent
+        reminder is audited."""
+        send = None if dry_run else self._mail
+        portal = self._config.selfservice
+        where = portal.public_url or f"/selfservice/{portal.alias}/"
+        body = (
+            "Your account has no second factor yet. Please enroll a token at\n"
+            f"{where}\n"
+        )
+        users = tuple(
+            (ov.user.name, ov.user.email)
+            for ov in self._store.list_users(None, None)
+            if ov.active_tokens == 0 and ov.user.email and not ov.user.disabled
+        )
+        if send is not None:
+            for name, email in users:
+                with self._audited(actor, "user.remind", name):
+                    send(email, "Enroll your second factor", body)
+        return Reminders(users, sent=send is not None)
 
     # ------------------------------------------------------------ PIN, backup codes
     def set_pin(self, actor: str, user: str, pin_value: str) -> Done:

@@ -155,6 +155,29 @@ def _engine_part(engine: Engine, started: Config) -> Prepare:
     return prepare
 
 
+def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any]],
+            run_blocking: Callable[..., Deferred[Any]], reactor: Any, limits: Any) -> Any:
+    """The self-service portal's resource, sessions in the SQL store."""
+    from authd.portal.resource import Portal, PortalDeps, PortalResource
+    from authd.rest.clientaddr import parse_networks
+    from authd.storage.sessions import SqlSessions
+
+    portal = config.selfservice
+    sessions = SqlSessions(core.sql.transaction, portal.session_idle, portal.session_max)
+    return PortalResource(Portal(PortalDeps(
+        config=portal,
+        issuer=config.otp.issuer,
+        authenticate=authenticate,
+        admin=core.admin,
+        sessions=sessions,
+        run_blocking=run_blocking,
+        seconds=reactor.seconds,
+        limits=limits,
+        pin=config.otp.pin,
+        proxies=parse_networks(config.http.trusted_proxies),
+    )))
+
+
 def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
                   environ: Mapping[str, str] = os.environ) -> AuthdService:
     """The whole daemon, not yet started.
@@ -215,6 +238,9 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
                            probe.check, reactor, metrics,
                            portability=portability_ops(config, core.store, core.keyring,
                                                        reactor.seconds))
+        if config.selfservice.enabled:
+            http.mount(b"selfservice", _portal(config, core, threaded.authenticate,
+                                               run_blocking, reactor, http.limits))
         listeners.append(_ListenerAdapter(http, lambda c: c))
     # Audit retention: the main process prunes, on a thread of its own (audit_retention.py).
     audit_pool = ThreadPool(minthreads=0, maxthreads=1, name="authd-audit")

@@ -23,7 +23,7 @@ from twisted.python.threadpool import ThreadPool
 
 from authd.config.model import AuditConfig, Config
 
-log = Logger()
+log = Logger(namespace="authd.audit_retention")
 
 BATCH = 1000
 MAX_BATCHES = 100  # rows per tick at most: BATCH * MAX_BATCHES

@@ -18,7 +18,7 @@ from authd.config.history import load_event, reload_event
 from authd.config.model import Config
 from authd.core.model import AuditEvent
 
-log = Logger()
+log = Logger(namespace="authd.config_audit")
 
 
 def daemon_actor() -> str:

@@ -20,7 +20,7 @@ from authd.config.model import Config
 from authd.core.habits import SigninHabits
 from authd.core.model import AuditEvent
 
-log = Logger()
+log = Logger(namespace="authd.habits_warmup")
 
 WARMUP_DAYS = 30
 MAX_ROWS = 1_000_000  # an upper bound on the start-up read, whatever the trail holds

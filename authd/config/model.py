@@ -438,12 +438,55 @@ class SelfServiceGroups:
     deny: tuple[str, ...] = field(default=(), metadata=meta())
 
 
+PORTAL_ACTIONS = ("enroll", "backup_codes", "pin", "resync", "revoke", "history")
+
+
 @dataclass(frozen=True)
 class SelfServiceConfig:
     enabled: bool = field(default=False, metadata=meta())
     alias: str = field(default="default", metadata=meta("URL part: /selfservice/<alias>/"))
     public_url: str = field(default="", metadata=meta("address shown to users"))
     groups: SelfServiceGroups = field(default_factory=SelfServiceGroups)
+    # Offered in this order; an action not listed is neither shown nor served.
+    actions: tuple[str, ...] = field(default=PORTAL_ACTIONS, metadata=meta(
+        "portal actions in display order: " + ", ".join(PORTAL_ACTIONS)))
+    token_types: tuple[str, ...] = field(default=("totp", "hotp"), metadata=meta(
+        "token types users may enroll: totp, hotp"))
+    pending_ttl: float = field(default=600.0, metadata=meta(
+        "an enrolled token not confirmed with a code within this time is dropped",
+        duration=True, minimum=60, maximum=86400))
+    session_idle: float = field(default=900.0, metadata=meta(
+        "a portal session ends after this long without a request",
+        duration=True, minimum=60, maximum=86400))
+    session_max: float = field(default=28800.0, metadata=meta(
+        "a portal session ends this long after log-in, active or not",
+        duration=True, minimum=60, maximum=7 * 86400))
+    listen: tuple[str, ...] = field(default=(), metadata=meta(
+        "serve the portal only on these of http.listen's addresses (empty: on all)"))
+    show_qr: bool = field(default=True, metadata=meta(
+        "show the enrollment QR code (off: secret and otpauth link only)"))
+    enroll_message: str = field(default="", metadata=meta(
+        "the operator's note on the enroll page (e.g. which app to use)"))
+    denied_message: str = field(default=(
+        "You may not enroll tokens yourself. Please contact your help desk."), metadata=meta(
+        "shown instead of the enroll page to users selfservice.groups leaves out"))
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Outgoing mail (reminders); no mail at all while `host` is empty."""
+
+    host: str = field(default="", metadata=meta("mail server; empty: authd sends no mail"))
+    port: int = field(default=587, metadata=meta(minimum=1, maximum=65535))
+    security: Literal["starttls", "tls", "none"] = field(default="starttls", metadata=meta(
+        "starttls (submission, 587), tls (implicit, 465) or none (loopback relays only)",
+        choices=("starttls", "tls", "none")))
+    username: str = field(default="", metadata=meta("empty: no SMTP AUTH"))
+    password: Secret | None = field(default=None, metadata=meta(
+        "SMTP AUTH password (or password_file)", secret_file=True))
+    from_address: str = field(default="", metadata=meta("the From: of authd's mail"))
+    timeout: float = field(default=10.0, metadata=meta(
+        "per connection and command", duration=True, minimum=0.1, maximum=300))
 
 
 @dataclass(frozen=True)
@@ -487,6 +530,7 @@ class Config:
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     selfservice: SelfServiceConfig = field(default_factory=SelfServiceConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     auth_threads: int = field(default=8, metadata=meta(

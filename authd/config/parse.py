@@ -27,7 +27,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from authd.config.durations import format_duration, parse_duration
 from authd.config.errors import ConfigErrors, ConfigProblem, ConfigValueError
-from authd.config.model import Config, PrimaryBackend, Secret
+from authd.config.model import PORTAL_ACTIONS, Config, PrimaryBackend, Secret
 from authd.core.username import name_attribute, realm_problem
 
 __all__ = [
@@ -654,6 +654,20 @@ def _check(config: Config, b: _Builder) -> None:
             b.check_failed("selfservice.alias", "use only letters, digits, - and _")
         if not config.http.enabled:
             b.check_failed("selfservice.enabled", "the portal needs http.enabled: true")
+    for action in config.selfservice.actions:
+        if action not in PORTAL_ACTIONS:
+            b.check_failed("selfservice.actions", f"unknown action {action!r}; known: "
+                           + ", ".join(PORTAL_ACTIONS))
+    if len(set(config.selfservice.actions)) != len(config.selfservice.actions):
+        b.check_failed("selfservice.actions", "lists an action twice")
+    if config.smtp.host and "@" not in config.smtp.from_address:
+        b.check_failed("smtp.from_address", "needs an address when smtp.host is set")
+    for entry in config.selfservice.listen:
+        if entry not in config.http.listen:
+            b.check_failed("selfservice.listen", f"{entry!r} is not one of http.listen")
+    for kind in config.selfservice.token_types:
+        if kind not in ("totp", "hotp"):
+            b.check_failed("selfservice.token_types", f"unknown token type {kind!r}")
 
 
 def _check_primary(config: Config, b: _Builder) -> None:

@@ -21,6 +21,8 @@ class TokenStatus(enum.StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
     REVOKED = "revoked"
+    # Enrolled in the portal, not yet confirmed with a code: takes part in no decision.
+    PENDING = "pending"
 
 
 class UserStatus(enum.StrEnum):

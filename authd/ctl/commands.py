@@ -159,6 +159,11 @@ def run(
         return _one(created, render.api_key(created))
     if cmd == "user.list":
         return _users(ops.list_users(actor, args.pattern, args.limit))
+    if cmd == "user.remind":
+        reminders = ops.remind(actor, dry_run=args.dry_run)
+        verb = "mailed" if reminders.sent else "would mail"
+        lines = [f"{verb} {user} <{email}>" for user, email in reminders.users]
+        return _one(reminders, "\n".join(lines) or "every user with an address has a token")
     if cmd == "user.show":
         detail = ops.show_user(actor, args.user)
         return _one(detail, render.user_detail(detail))

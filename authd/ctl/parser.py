@@ -121,6 +121,8 @@ def _user(nouns: _Subs) -> None:
         ("enable", "undo disable"),
     ):
         _cmd(verbs, verb, f"user.{verb}", text).add_argument("user")
+    remind = _cmd(verbs, "remind", "user.remind", "mail users without a token the portal's address")
+    remind.add_argument("--dry-run", action="store_true", help="only list whom it would mail")
 
 
 def _qr_file(path: str) -> str:

@@ -158,6 +158,11 @@ class HttpService(Service):
         )
         self._ports: list[Any] = []  # IListeningPort
 
+    @property
+    def limits(self) -> Limits:
+        """The live rate limits (retuned on reload), for mounted pages that log users in."""
+        return self._limits
+
     def mount(self, name: bytes, resource: IResource) -> None:
         """Serve `resource` under `/<name>/` (the self-service portal's hook)."""
         self._root.putChild(name, resource)
@@ -232,8 +237,16 @@ class HttpService(Service):
         Limits(config.http.rate_limits, max_keys=1)  # the same checks as the live tables
         connections = _connection_limits(config.http)
         realms = realm_set(config.http.realms)
+        # Mounted pages that reload (the portal) prepare their share too.
+        mounted = [
+            child.prepare(config)
+            for child in self._root.children.values()
+            if callable(getattr(child, "prepare", None))
+        ]
 
         def commit() -> None:
+            for commit_child in mounted:
+                commit_child()
             old = self._config.http
             if config.http.listen != old.listen or config.http.tls != old.tls:
                 log.warn("HTTP listen addresses or TLS changed; they take effect on restart")

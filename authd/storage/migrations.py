@@ -48,9 +48,14 @@ def _v2_audit_chain(conn: Connection) -> None:
 # The hash before the first link of an audit chain.
 GENESIS = "0" * 64
 
+def _v3_portal_sessions(conn: Connection) -> None:
+    schema.portal_metadata.create_all(conn)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
     Step(2, "audit hash chain: audit_seal, audit_chain", _v2_audit_chain),
+    Step(3, "self-service portal sessions", _v3_portal_sessions),
 )
 
 

@@ -143,3 +143,25 @@ audit_chain = Table(
     Column("anchor_seq", BigInteger, nullable=False),  # last pruned position (0: none)
     Column("anchor_hash", Text, nullable=False),  # its hash: where verification starts
 )
+
+# The portal's tables live in their own metadata: step 1 (create_all of `metadata`)
+# leaves them to the migration step that adds them.
+portal_metadata = MetaData()
+
+# Self-service portal sessions, shared by every node on the store. The cookie's value
+# is never stored: `id_hash` is its SHA-256, so a database reader cannot take a session.
+portal_sessions = Table(
+    "portal_sessions",
+    portal_metadata,
+    Column("id_hash", Text, primary_key=True),
+    Column("user", Text, nullable=False),
+    Column("csrf", Text, nullable=False),
+    # "login": the password passed and a code is due (`state` holds the challenge);
+    # "in": logged in.
+    Column("stage", String(8), nullable=False),
+    Column("state", Text, nullable=False, server_default=""),
+    Column("groups", Text, nullable=False, server_default="[]"),  # JSON, from the log-in
+    Column("created_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Index("ix_portal_sessions_seen_at", "seen_at"),
+)

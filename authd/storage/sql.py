@@ -876,6 +876,11 @@ class SqlStore:
         except (DBAPIError, PoolTimeout) as e:
             _raise_unavailable(e)
 
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction for records kept beside the store's own (portal
+        sessions): the write lock taken first on SQLite, errors as StoreUnavailable."""
+        return self._write()
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:

@@ -254,6 +254,21 @@ class App:
             self.loop.close()
 
 
+def start_radius(app: App) -> Any:
+    """A RadiusService on loopback deciding through `app`'s own engine (no reject delay)."""
+    from authd.radius.service import RadiusService
+    from tests.fixtures.radius import client_config, radius_config
+
+    radius = RadiusService(
+        radius_config(client_config(), reject_delay=0.0),
+        app.engine.authenticate,
+        app.loop.reactor,
+        app.metrics,
+    )
+    radius.startService()
+    return radius
+
+
 async def _stop(service: HttpService) -> None:
     if service.running:
         await service.stopService()

@@ -9,9 +9,8 @@ import socket
 import time
 from pathlib import Path
 
-from authd.radius.service import RadiusService
-from tests.fixtures.radius import SECRET, access_request, client_config, radius_config
-from tests.rest.harness import PASSWORD, VALIDATE_KEY, start_app
+from tests.fixtures.radius import SECRET, access_request
+from tests.rest.harness import PASSWORD, VALIDATE_KEY, start_app, start_radius
 
 ACCEPT, REJECT = 2, 3  # RADIUS codes (RFC 2865)
 
@@ -21,13 +20,7 @@ def test_same_code_over_rest_and_radius_accepts_once(tmp_path: Path) -> None:
     reactor and one engine: every round has exactly one accept."""
     app = start_app(tmp_path)
     app.add_user("hank", token="hotp")
-    radius = RadiusService(
-        radius_config(client_config(), reject_delay=0.0),
-        app.engine.authenticate,
-        app.loop.reactor,
-        app.metrics,
-    )
-    radius.startService()
+    radius = start_radius(app)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         port = radius.bound_ports()[0][1]
