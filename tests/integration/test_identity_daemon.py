@@ -121,11 +121,12 @@ class Node:
             raise AssertionError(f"HTTP {e.code}: {e.read()!r}") from None
 
     def store_view(self) -> tuple[list[str], set[str]]:
-        """(user names in the store, user names in the audit), read while authd runs."""
+        """(user names in the store, user names in the audit), read while authd runs;
+        rows about no user (the daemon's config.load) are left out."""
         sql = SqlStore.open(f"sqlite:///{self.folder / 'state' / 'authd.db'}", self.keyring)
         try:
             names = sorted(o.user.name for o in sql.list_users())
-            return names, {e.user for e in sql.query_audit(limit=10_000)}
+            return names, {e.user for e in sql.query_audit(limit=10_000) if e.user}
         finally:
             sql.close()
 
