@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from authd.auth.interfaces import AuditFilter, AuthRequest, Decision, FirstFactorBackend, Store
-from authd.auth.local import hash_password, make_password_hasher
+from authd.auth.local import LocalUsers, hash_password, make_password_hasher
 from authd.config.model import Config
 from authd.core import backup_codes, otp, pin
 from authd.core.errors import AlreadyExists, AuthdError, Conflict, InvalidInput, NotFound
@@ -668,6 +668,12 @@ class AdminOps:
                 raise NotFound(f"no user {name!r}")
         return Done("user.passwd", name)
 
+    def check_password(self, name: str, password: str) -> bool:
+        """Whether `password` is the local user's current one (argon2 verify, fail
+        closed); a portal user proves it before changing it."""
+        hasher = make_password_hasher(self._config.local_users.password_hash)
+        return LocalUsers(self._store, hasher).authenticate(name, password).ok
+
     def delete_user(self, actor: str, name: str) -> Done:
         """Remove the user: tokens revoked (serials stay taken), backup codes, PIN and
         the record gone. A directory user reappears, unregistered, on next sight."""
@@ -920,6 +926,18 @@ class AdminOps:
                 self._store.set_token_status(serial, TokenStatus.ACTIVE)
                 self._store.accept_hotp_counter(serial, counter)
         return Done("token.confirm", serial)
+
+    def register_token(self, actor: str, user: str, serial: str, code: str) -> Done:
+        """`user` claims the unassigned (imported) token `serial` with a current code of
+        it (`Registration.register_by_serial`); every refusal reads the same."""
+        from authd.token_import.register import Registration
+
+        with self._audited(actor, "token.register", user, serial):
+            owner = self._known_user(user)
+            Registration(self._store, self._config.otp).register_by_serial(
+                owner.name, serial, code, self._clock()
+            )
+        return Done("token.register", serial)
 
     def assign_token(self, actor: str, serial: str, user: str) -> Done:
         """Give an (imported, unassigned or someone else's) token to `user`."""

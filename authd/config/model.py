@@ -438,7 +438,10 @@ class SelfServiceGroups:
     deny: tuple[str, ...] = field(default=(), metadata=meta())
 
 
-PORTAL_ACTIONS = ("enroll", "backup_codes", "pin", "resync", "revoke", "history")
+PORTAL_ACTIONS = (
+    "enroll", "register", "backup_codes", "pin", "resync", "revoke", "password", "profile",
+    "history",
+)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +34,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
+from authd.auth.local import LOCAL_SOURCE
 from authd.config.model import Config, PinConfig, SelfServiceConfig
 from authd.config.parse import listen_address
 from authd.core import otp
@@ -71,7 +74,13 @@ NOTICES = {
     "pin_removed": "Your PIN is removed.",
     "resynced": "Your token is realigned.",
     "replaced": "Your new token is active; the old one no longer works.",
+    "registered": "The token is yours now. Use its codes from now on.",
+    "password_set": "Your password is changed.",
+    "profile_set": "Your details are saved.",
 }
+REGISTER_REFUSED = "No unassigned token with that serial accepts that code."
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name")
+MAX_PROFILE_FIELD = 200
 HISTORY_ROWS = 10
 MAX_PENDING = 3  # unconfirmed enrollments a user may have at once
 # The language of the request being handled (each request's coroutine runs in a copy of
@@ -79,6 +88,8 @@ MAX_PENDING = 3  # unconfirmed enrollments a user may have at once
 _LANG: ContextVar[str] = ContextVar("portal_language", default=DEFAULT_LANGUAGE)
 _OPS: ContextVar[AdminOps | None] = ContextVar("portal_admin_ops", default=None)
 _MAX_FIELDS = 16  # no portal form has more
+# One address, no spaces or display name (RFC 5321 §4.1.2's Mailbox, loosely).
+_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 # Engine outcomes that mean "the service could not decide", not "wrong".
 _OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
 
@@ -237,6 +248,9 @@ class Portal:
             "revoke": self._revoke,
             "pin": self._pin,
             "resync": self._resync,
+            "register": self._register,
+            "password": self._password,
+            "profile": self._profile,
         }
         if method == "POST" and rest in posts:
             return await posts[rest](request)
@@ -297,7 +311,7 @@ class Portal:
         """An action the operator switched off does not exist (404), as if never built."""
         if action not in self.deps.config.actions:
             raise _Refused(self._not_found())
-        if action == "enroll" and not self._may_enroll(session):
+        if action in ("enroll", "register") and not self._may_enroll(session):
             raise _Refused(self._message(self.deps.config.denied_message, 403, session=session))
 
     def _may_enroll(self, session: Session) -> bool:
@@ -440,8 +454,11 @@ class Portal:
                 self._ops.show_user, self._actor(session), session.user
             )
             tokens, codes_left, has_pin = detail.tokens, detail.backup_codes_left, detail.has_pin
+            local, has_password = detail.source == LOCAL_SOURCE, detail.has_password
+            profile = {k: getattr(detail, k) or "" for k in PROFILE_FIELDS}
         except NotFound:  # a directory user the store has not recorded yet
             tokens, codes_left, has_pin = (), 0, False
+            local, has_password, profile = False, False, dict.fromkeys(PROFILE_FIELDS, "")
         history = []
         if "history" in cfg.actions:
             page = await self.deps.run_blocking(
@@ -471,6 +488,9 @@ class Portal:
             token_types=cfg.token_types,
             codes_left=codes_left,
             has_pin=has_pin,
+            local=local,
+            has_password=has_password,
+            profile=profile,
             pin_min=self.deps.pin.min_length,
             pin_max=self.deps.pin.max_length,
             resyncable=[t for t in tokens if t.status == TokenStatus.ACTIVE],
@@ -619,6 +639,71 @@ class Portal:
                 request, session, "Those are not two consecutive codes of this token.", 400
             )
         return redirect(self.base + "?notice=resynced")
+
+    async def _register(self, request: Any, session: Session) -> Page:
+        try:
+            await self.deps.run_blocking(
+                self._ops.register_token, self._actor(session), session.user,
+                _field(request, "serial"), _field(request, "code"),
+            )
+        except (InvalidInput, NotFound):
+            # One text for every refusal: it never tells whether the serial exists.
+            return await self._home(request, session, REGISTER_REFUSED, 400)
+        return redirect(self.base + "?notice=registered")
+
+    async def _password(self, request: Any, session: Session) -> Page:
+        """Set or change a local user's password; the current one, if any, is proved
+        first (a session left open must not be enough to take the account over)."""
+        try:
+            detail = await self.deps.run_blocking(
+                self._ops.show_user, self._actor(session), session.user
+            )
+        except NotFound:  # a directory user the store has not recorded yet
+            detail = None
+        if detail is None or detail.source != LOCAL_SOURCE:
+            return self._message("Your password is kept elsewhere; change it there.", 403,
+                                 session=session)
+        form = _form(request)
+        new, again = form.get("new_password", ""), form.get("new_password2", "")
+        if not new or not _same(new, again):
+            return await self._home(request, session, "The two new passwords differ.", 400)
+        if detail.has_password:
+            source = self._source(request)
+            key = user_key(session.user, source)
+            if self._throttled(session.user, source):
+                return await self._home(request, session,
+                                        "Too many attempts. Wait and try again.", 429)
+            right = await self.deps.run_blocking(
+                self._ops.check_password, session.user, form.get("password", "")
+            )
+            if not right:
+                self.deps.limits.backoff.failure(key, self.deps.seconds())
+                return await self._home(request, session,
+                                        "Your current password is not right.", 400)
+        try:
+            await self.deps.run_blocking(
+                self._ops.set_password, self._actor(session), session.user, new
+            )
+        except InvalidInput:
+            return await self._home(request, session, "Choose another password.", 400)
+        return redirect(self.base + "?notice=password_set")
+
+    async def _profile(self, request: Any, session: Session) -> Page:
+        given = {name: _field(request, name) for name in PROFILE_FIELDS}
+        if any(len(v) > MAX_PROFILE_FIELD or not v.isprintable() for v in given.values()):
+            return await self._home(request, session, "One of your details is too long or "
+                                    "holds characters that cannot be kept.", 400)
+        email = given["email"]
+        if email and not _EMAIL.fullmatch(email):
+            return await self._home(request, session, "That is not an e-mail address.", 400)
+        try:
+            await self.deps.run_blocking(
+                functools.partial(self._ops.set_user, self._actor(session), session.user,
+                                  **given)
+            )
+        except NotFound:
+            return self._not_found(session)
+        return redirect(self.base + "?notice=profile_set")
 
     def _message(self, heading: str, status: int, *, session: Session | None = None) -> Page:
         return self._render("message.html", session, heading=heading, status=status)
