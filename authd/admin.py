@@ -26,8 +26,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from authd.auth.interfaces import AuditFilter, AuthRequest, Decision, FirstFactorBackend, Store
-from authd.auth.local import LocalUsers, hash_password, make_password_hasher
+from authd.auth.interfaces import (
+    AuditFilter,
+    AuthRequest,
+    Decision,
+    FirstFactorBackend,
+    Reason,
+    Store,
+)
+from authd.auth.local import LOCAL_SOURCE, LocalUsers, hash_password, make_password_hasher
 from authd.config.model import Config
 from authd.core import backup_codes, otp, pin
 from authd.core.errors import AlreadyExists, AuthdError, Conflict, InvalidInput, NotFound
@@ -673,6 +680,43 @@ class AdminOps:
         closed); a portal user proves it before changing it."""
         hasher = make_password_hasher(self._config.local_users.password_hash)
         return LocalUsers(self._store, hasher).authenticate(name, password).ok
+
+    def mail_code_address(self, name: str) -> str:
+        """Where a one-time log-in code may be mailed: the address of a local user who
+        has no password and no active token, neither disabled nor locked; else ""."""
+        user = self._store.get_user(name)
+        if (user is None or user.source != LOCAL_SOURCE or user.password_hash is not None
+                or user.disabled or not user.email or is_locked(user, self._clock())):
+            return ""
+        tokens = self._store.list_tokens(user.name)
+        if any(t.status is TokenStatus.ACTIVE for t in tokens):
+            return ""  # the mailed code stands for the password, never for the token
+        return user.email
+
+    def record_code_login(
+        self, actor: str, name: str, client: str, right: bool
+    ) -> tuple[str, ...] | None:
+        """One log-in by mailed code, counted like any other attempt: a wrong code
+        counts towards the lockout, and a user locked or disabled meanwhile stays out.
+        Audited as `auth`. The user's groups when let in, else None."""
+        now = self._clock()
+        user = self._store.get_user(name)
+        reason = Reason.OK if right else Reason.BAD_PASSWORD
+        if user is None:
+            reason = Reason.UNKNOWN_USER
+        elif user.disabled:
+            reason = Reason.DISABLED
+        elif is_locked(user, now):
+            reason = Reason.LOCKED
+        ok = reason is Reason.OK
+        if user is not None:
+            if not ok:
+                lock = self._config.otp.lockout
+                self._store.record_failure(name, now, lock.max_attempts, lock.auto_unlock_after)
+            self._store.record_attempt(name, now, self._source, client, ok)
+        self._audit(actor, "auth", "accept" if ok else "reject", name,
+                    "" if ok else reason.value, "mailed code")
+        return user.groups if ok and user is not None else None
 
     def delete_user(self, actor: str, name: str) -> Done:
         """Remove the user: tokens revoked (serials stay taken), backup codes, PIN and

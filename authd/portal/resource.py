@@ -35,11 +35,12 @@ from twisted.web.server import NOT_DONE_YET
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.auth.local import LOCAL_SOURCE
-from authd.config.model import Config, PinConfig, SelfServiceConfig
+from authd.config.model import Config, PinConfig, SelfServiceConfig, SmtpConfig
 from authd.config.parse import listen_address
 from authd.core import otp
 from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
+from authd.portal import mailcode
 from authd.portal.access import may_self_provision
 from authd.portal.pages import (
     DEFAULT_LANGUAGE,
@@ -58,6 +59,9 @@ log = Logger(namespace="authd.portal.resource")
 
 Authenticate = Callable[[AuthRequest], Deferred[Decision]]
 RunBlocking = Callable[..., Deferred[Any]]
+# (smtp settings, to, subject, body): sends without blocking (mail.send_mail_async).
+Mailer = Callable[[SmtpConfig, str, str, str], Deferred[Any]]
+STAGE_MAIL = "mail"  # a log-in code was mailed; the session holds its hash
 
 SESSION_COOKIE = b"authd_portal"
 LOGIN_CSRF_COOKIE = b"authd_portal_login"
@@ -108,6 +112,8 @@ class PortalDeps:
     limits: Limits
     pin: PinConfig = field(default_factory=PinConfig)
     proxies: tuple[Network, ...] = ()  # http.trusted_proxies: their X-Forwarded-For counts
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    mailer: Mailer | None = None  # None or no smtp.host: no log-in by mailed code
 
 
 class _Refused(Exception):
@@ -181,6 +187,7 @@ class Portal:
             issuer=config.otp.issuer,
             pin=config.otp.pin,
             proxies=parse_networks(config.http.trusted_proxies),
+            smtp=config.smtp,
         )
 
         def commit() -> None:
@@ -236,11 +243,15 @@ class Portal:
                 return await self._home(request, session)
             if session is not None and session.stage == STAGE_LOGIN:
                 return self._render("code.html", None, csrf=session.csrf)
+            if session is not None and session.stage == STAGE_MAIL:
+                return self._render("code.html", None, csrf=session.csrf, mailed=True)
             return self._login_page(request)
         posts: dict[str, Callable[[Any], Awaitable[Page]]] = {
             "login": self._login,
             "code": self._code,
             "logout": self._logout,
+            "mail": self._mail_code,
+            "mailcode": self._mailed_code,
         }
         actions: dict[str, Callable[[Any, Session], Awaitable[Page]]] = {
             "enroll": self._enroll,
@@ -324,7 +335,10 @@ class Portal:
         self._set_cookie(request, LOGIN_CSRF_COOKIE, token)
         notice = NOTICES.get(_query(request, "notice"), "")
         return self._render("login.html", None, csrf=token, error=error, notice=notice,
-                      status=status)
+                            status=status, by_mail=self._mails())
+
+    def _mails(self) -> bool:
+        return self.deps.mailer is not None and bool(self.deps.smtp.host)
 
     def _throttled(self, user: str, source: str) -> bool:
         """The HTTP API's buckets and failure backoff, shared (`http.rate_limits`)."""
@@ -353,17 +367,11 @@ class Portal:
         return await self._after_decision(request, decision, user_key(user, source))
 
     async def _code(self, request: Any) -> Page:
-        session = await self._session(request, required=True)
-        assert session is not None
-        if session.stage != STAGE_LOGIN:
-            return redirect(self.base)
-        self._check_csrf(request, session)
         # The challenge State is single-use: whatever the answer, this session is done.
-        await self.deps.run_blocking(self.deps.sessions.end, session.id)
-        self._clear_cookie(request, SESSION_COOKIE)
+        session = await self._last_step(request, STAGE_LOGIN)
+        if isinstance(session, Page):
+            return session
         source = self._source(request)
-        if self._throttled(session.user, source):
-            return self._login_page(request, "Too many attempts. Wait and try again.", 429)
         try:
             state = base64.b64decode(session.state.encode("ascii"), validate=True)
         except (binascii.Error, ValueError):
@@ -374,6 +382,72 @@ class Portal:
                         first_factor="chain", otp_mode="challenge")
         )
         return await self._after_decision(request, decision, user_key(session.user, source))
+
+    async def _last_step(self, request: Any, stage: str) -> Session | Page:
+        """The session of a one-answer sign-in step (challenge, mailed code), ended now
+        whatever the answer; or the Page that ends the request here."""
+        session = await self._session(request, required=True)
+        assert session is not None
+        if session.stage != stage:
+            return redirect(self.base)
+        self._check_csrf(request, session)
+        await self.deps.run_blocking(self.deps.sessions.end, session.id)
+        self._clear_cookie(request, SESSION_COOKIE)
+        if self._throttled(session.user, self._source(request)):
+            return self._login_page(request, "Too many attempts. Wait and try again.", 429)
+        return session
+
+    async def _mail_code(self, request: Any) -> Page:
+        """Mail a one-time code to a user without a password. The answer is the same
+        whether or not the account may have one (no user enumeration), and comes at
+        once: the mail goes out on its own."""
+        cookie = (request.getCookie(LOGIN_CSRF_COOKIE) or b"").decode("ascii", "replace")
+        if not self._mails():
+            return self._not_found()
+        if not _same(_field(request, "csrf"), cookie):
+            return self._login_page(request, "This form expired. Please try again.", 403)
+        user = _field(request, "user")
+        if not user:
+            return self._login_page(request, GENERIC_FAILURE, 401)
+        if self._throttled(user, self._source(request)):
+            return self._login_page(request, "Too many attempts. Wait and try again.", 429)
+        address: str = await self.deps.run_blocking(self._ops.mail_code_address, user)
+        code = mailcode.new_code()  # an account without an address gets one nobody sees
+        sealed = await self.deps.run_blocking(mailcode.seal, code, self.deps.seconds())
+        session = await self._start_session(request, user, STAGE_MAIL, sealed, ())
+        if address:
+            self._send_code(address, code)
+        return self._render("code.html", None, csrf=session.csrf, mailed=True)
+
+    def _send_code(self, address: str, code: str) -> None:
+        assert self.deps.mailer is not None
+        minutes = int(mailcode.CODE_TTL // 60)
+        body = (f"Your sign-in code for {self.deps.issuer}: {code}\n\n"
+                f"It works once, for {minutes} minutes, in the browser where you asked "
+                "for it. If you did not ask for it, ignore this mail.\n")
+        sent = self.deps.mailer(self.deps.smtp, address, f"{self.deps.issuer} sign-in code",
+                                body)
+        # The reason names the error class only: never the code or an SMTP password.
+        sent.addErrback(lambda f: log.warn("portal: a sign-in code was not mailed: {why}",
+                                           why=f.getErrorMessage()))
+
+    async def _mailed_code(self, request: Any) -> Page:
+        # One answer per mailed code: whatever it is, this session is done.
+        session = await self._last_step(request, STAGE_MAIL)
+        if isinstance(session, Page):
+            return session
+        key = user_key(session.user, self._source(request))
+        right: bool = await self.deps.run_blocking(
+            mailcode.matches, session.state, _field(request, "code"), self.deps.seconds()
+        )
+        groups = await self.deps.run_blocking(
+            self._ops.record_code_login, f"{FRONTEND}:{CLIENT}", session.user, CLIENT, right
+        )
+        if groups is None:
+            self.deps.limits.backoff.failure(key, self.deps.seconds())
+            return self._login_page(request, GENERIC_FAILURE, 401)
+        self.deps.limits.backoff.success(key)
+        return await self._start(request, session.user, STAGE_IN, "", groups)
 
     async def _after_decision(self, request: Any, decision: Decision, key: str) -> Page:
         limits = self.deps.limits
