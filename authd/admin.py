@@ -718,6 +718,17 @@ class AdminOps:
                     "" if ok else reason.value, "mailed code")
         return user.groups if ok and user is not None else None
 
+    def rename_user(self, actor: str, name: str, new_name: str) -> Done:
+        """A local user's new login name; tokens, codes, PIN and sessions go with it.
+        Audited under the old name, the new one in the detail."""
+        with self._audited(actor, "user.rename", name, new_name):
+            _check_user_name(new_name)
+            if self._user(name).source != LOCAL_SOURCE:
+                raise InvalidInput("only a local user's name can change here")
+            if not self._store.rename_user(name, new_name):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.rename", new_name)
+
     def delete_user(self, actor: str, name: str) -> Done:
         """Remove the user: tokens revoked (serials stay taken), backup codes, PIN and
         the record gone. A directory user reappears, unregistered, on next sight."""

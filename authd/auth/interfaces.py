@@ -284,6 +284,7 @@ class Store(Protocol):
     def set_profile(
         self, name: str, profile: Mapping[str, str], groups: Sequence[str] | None = None
     ) -> bool: ...  # profile keys: email, phone, first_name, last_name; groups: None keeps
+    def rename_user(self, name: str, new_name: str) -> bool: ...  # AlreadyExists if taken
     def delete_user(self, name: str) -> bool: ...
     # ^ tokens revoked and unassigned (serials stay taken), backup codes, PIN and row gone
     def record_failure(

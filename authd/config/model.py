@@ -442,6 +442,8 @@ PORTAL_ACTIONS = (
     "enroll", "register", "backup_codes", "pin", "resync", "revoke", "password", "profile",
     "history",
 )
+# Known but off unless listed: a new login name changes what every client must send.
+PORTAL_ACTIONS_OFF = ("login_name",)
 
 
 @dataclass(frozen=True)
@@ -452,7 +454,7 @@ class SelfServiceConfig:
     groups: SelfServiceGroups = field(default_factory=SelfServiceGroups)
     # Offered in this order; an action not listed is neither shown nor served.
     actions: tuple[str, ...] = field(default=PORTAL_ACTIONS, metadata=meta(
-        "portal actions in display order: " + ", ".join(PORTAL_ACTIONS)))
+        "portal actions in display order: " + ", ".join(PORTAL_ACTIONS + PORTAL_ACTIONS_OFF)))
     token_types: tuple[str, ...] = field(default=("totp", "hotp"), metadata=meta(
         "token types users may enroll: totp, hotp"))
     pending_ttl: float = field(default=600.0, metadata=meta(

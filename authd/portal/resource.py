@@ -38,7 +38,7 @@ from authd.auth.local import LOCAL_SOURCE
 from authd.config.model import Config, PinConfig, SelfServiceConfig, SmtpConfig
 from authd.config.parse import listen_address
 from authd.core import otp
-from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
+from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
 from authd.portal import mailcode
 from authd.portal.access import may_self_provision
@@ -81,6 +81,7 @@ NOTICES = {
     "registered": "The token is yours now. Use its codes from now on.",
     "password_set": "Your password is changed.",
     "profile_set": "Your details are saved.",
+    "renamed": "Your user name is changed. Sign in with the new one from now on.",
 }
 REGISTER_REFUSED = "No unassigned token with that serial accepts that code."
 PROFILE_FIELDS = ("email", "phone", "first_name", "last_name")
@@ -262,6 +263,7 @@ class Portal:
             "register": self._register,
             "password": self._password,
             "profile": self._profile,
+            "login_name": self._login_name,
         }
         if method == "POST" and rest in posts:
             return await posts[rest](request)
@@ -778,6 +780,19 @@ class Portal:
         except NotFound:
             return self._not_found(session)
         return redirect(self.base + "?notice=profile_set")
+
+    async def _login_name(self, request: Any, session: Session) -> Page:
+        """A local user's new user name; the session (moved with the rest) goes on."""
+        try:
+            await self.deps.run_blocking(
+                self._ops.rename_user, self._actor(session), session.user,
+                _field(request, "new_name"),
+            )
+        except AlreadyExists:
+            return await self._home(request, session, "That user name is taken.", 409)
+        except InvalidInput:
+            return await self._home(request, session, "That user name cannot be used.", 400)
+        return redirect(self.base + "?notice=renamed")
 
     def _message(self, heading: str, status: int, *, session: Session | None = None) -> Page:
         return self._render("message.html", session, heading=heading, status=status)

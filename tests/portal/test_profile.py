@@ -3,9 +3,11 @@ each audited with the user as actor, each refusal over real HTTP."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from authd.storage.schema import users
 from authd.storage.sessions import STAGE_IN, SqlSessions
-from tests.portal.harness import Browser
+from tests.portal.harness import Browser, start_portal
 from tests.portal.test_actions import nora  # noqa: F401 (fixture)
 from tests.rest.harness import PASSWORD, App
 
@@ -99,3 +101,34 @@ def test_profile_and_password_need_csrf(nora: Browser) -> None:  # noqa: F811
         assert nora.post(path, {"csrf": "forged", "email": "x@y.z",
                                 "new_password": NEW, "new_password2": NEW}).status == 403
         assert nora.post(path, {"email": "x@y.z"}, csrf=False).status == 403
+
+
+def test_login_name_is_off_by_default(nora: Browser) -> None:  # noqa: F811
+    """Not listed in the default actions: no form, and the path answers 404."""
+    assert 'name="new_name"' not in nora.text(nora.get(""))
+    assert nora.post("login_name", {"new_name": "nora2"}).status == 404
+
+
+def test_login_name_moves_the_account_and_its_token(tmp_path: Path) -> None:
+    """Switched on, alice becomes alicia: her token follows (RADIUS accepts the new
+    name), the old name is gone, a taken or bad name is refused."""
+    app = start_portal(tmp_path, actions=("login_name", "enroll"))
+    try:
+        app.add_user("alice")
+        app.add_user("nora", token=None)
+        b = Browser(app)
+        assert b.log_in("alice", PASSWORD, app.totp_now()).status == 303
+        assert 'name="new_name"' in b.text(b.get(""))
+        assert b.post("login_name", {"new_name": "nora"}).status == 409
+        assert b.post("login_name", {"new_name": "a b"}).status == 400
+        answer = b.post("login_name", {"new_name": "alicia"})
+        assert answer.status == 303 and answer.header("location").endswith("?notice=renamed")
+        assert app.store.get_user("alice") is None
+        assert [t.serial for t in app.store.list_tokens("alicia")] == ["TOTP-alice"]
+        assert "alicia" in b.text(b.get(""))  # the session went along
+        rows = [e for e in app.store.query_audit(user="alice") if e.action == "user.rename"]
+        assert {(e.actor, e.result, e.detail) for e in rows} == {
+            ("selfservice:alice", "error", "nora"), ("selfservice:alice", "error", "a b"),
+            ("selfservice:alice", "ok", "alicia")}
+    finally:
+        app.close()
