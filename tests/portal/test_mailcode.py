@@ -35,6 +35,7 @@ def mapp(tmp_path: Path, inbox: tuple[Inbox, int]) -> Iterator[App]:  # noqa: F8
         yield app
     finally:
         app.close()
+    assert app.clock.getDelayedCalls() == []
 
 
 def _ask(app: App, user: str = "mia") -> Browser:
