@@ -26,8 +26,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from authd.auth.interfaces import AuditFilter, AuthRequest, Decision, FirstFactorBackend, Store
-from authd.auth.local import hash_password, make_password_hasher
+from authd.auth.interfaces import (
+    AuditFilter,
+    AuthRequest,
+    Decision,
+    FirstFactorBackend,
+    Reason,
+    Store,
+)
+from authd.auth.local import LOCAL_SOURCE, LocalUsers, hash_password, make_password_hasher
 from authd.config.model import Config
 from authd.core import backup_codes, otp, pin
 from authd.core.errors import AlreadyExists, AuthdError, Conflict, InvalidInput, NotFound
@@ -668,6 +675,60 @@ class AdminOps:
                 raise NotFound(f"no user {name!r}")
         return Done("user.passwd", name)
 
+    def check_password(self, name: str, password: str) -> bool:
+        """Whether `password` is the local user's current one (argon2 verify, fail
+        closed); a portal user proves it before changing it."""
+        hasher = make_password_hasher(self._config.local_users.password_hash)
+        return LocalUsers(self._store, hasher).authenticate(name, password).ok
+
+    def mail_code_address(self, name: str) -> str:
+        """Where a one-time log-in code may be mailed: the address of a local user who
+        has no password and no active token, neither disabled nor locked; else ""."""
+        user = self._store.get_user(name)
+        if (user is None or user.source != LOCAL_SOURCE or user.password_hash is not None
+                or user.disabled or not user.email or is_locked(user, self._clock())):
+            return ""
+        tokens = self._store.list_tokens(user.name)
+        if any(t.status is TokenStatus.ACTIVE for t in tokens):
+            return ""  # the mailed code stands for the password, never for the token
+        return user.email
+
+    def record_code_login(
+        self, actor: str, name: str, client: str, right: bool
+    ) -> tuple[str, ...] | None:
+        """One log-in by mailed code, counted like any other attempt: a wrong code
+        counts towards the lockout, and a user locked or disabled meanwhile stays out.
+        Audited as `auth`. The user's groups when let in, else None."""
+        now = self._clock()
+        user = self._store.get_user(name)
+        reason = Reason.OK if right else Reason.BAD_PASSWORD
+        if user is None:
+            reason = Reason.UNKNOWN_USER
+        elif user.disabled:
+            reason = Reason.DISABLED
+        elif is_locked(user, now):
+            reason = Reason.LOCKED
+        ok = reason is Reason.OK
+        if user is not None:
+            if not ok:
+                lock = self._config.otp.lockout
+                self._store.record_failure(name, now, lock.max_attempts, lock.auto_unlock_after)
+            self._store.record_attempt(name, now, self._source, client, ok)
+        self._audit(actor, "auth", "accept" if ok else "reject", name,
+                    "" if ok else reason.value, "mailed code")
+        return user.groups if ok and user is not None else None
+
+    def rename_user(self, actor: str, name: str, new_name: str) -> Done:
+        """A local user's new login name; tokens, codes, PIN and sessions go with it.
+        Audited under the old name, the new one in the detail."""
+        with self._audited(actor, "user.rename", name, new_name):
+            _check_user_name(new_name)
+            if self._user(name).source != LOCAL_SOURCE:
+                raise InvalidInput("only a local user's name can change here")
+            if not self._store.rename_user(name, new_name):
+                raise NotFound(f"no user {name!r}")
+        return Done("user.rename", new_name)
+
     def delete_user(self, actor: str, name: str) -> Done:
         """Remove the user: tokens revoked (serials stay taken), backup codes, PIN and
         the record gone. A directory user reappears, unregistered, on next sight."""
@@ -920,6 +981,18 @@ class AdminOps:
                 self._store.set_token_status(serial, TokenStatus.ACTIVE)
                 self._store.accept_hotp_counter(serial, counter)
         return Done("token.confirm", serial)
+
+    def register_token(self, actor: str, user: str, serial: str, code: str) -> Done:
+        """`user` claims the unassigned (imported) token `serial` with a current code of
+        it (`Registration.register_by_serial`); every refusal reads the same."""
+        from authd.token_import.register import Registration
+
+        with self._audited(actor, "token.register", user, serial):
+            owner = self._known_user(user)
+            Registration(self._store, self._config.otp).register_by_serial(
+                owner.name, serial, code, self._clock()
+            )
+        return Done("token.register", serial)
 
     def assign_token(self, actor: str, serial: str, user: str) -> Done:
         """Give an (imported, unassigned or someone else's) token to `user`."""

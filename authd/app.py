@@ -158,6 +158,7 @@ def _engine_part(engine: Engine, started: Config) -> Prepare:
 def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any]],
             run_blocking: Callable[..., Deferred[Any]], reactor: Any, limits: Any) -> Any:
     """The self-service portal's resource, sessions in the SQL store."""
+    from authd.mail import send_mail_async
     from authd.portal.resource import Portal, PortalDeps, PortalResource
     from authd.rest.clientaddr import parse_networks
     from authd.storage.sessions import SqlSessions
@@ -175,6 +176,8 @@ def _portal(config: Config, core: Core, authenticate: Callable[..., Deferred[Any
         limits=limits,
         pin=config.otp.pin,
         proxies=parse_networks(config.http.trusted_proxies),
+        smtp=config.smtp,
+        mailer=lambda smtp, to, subject, body: send_mail_async(reactor, smtp, to, subject, body),
     )))
 
 

@@ -438,7 +438,12 @@ class SelfServiceGroups:
     deny: tuple[str, ...] = field(default=(), metadata=meta())
 
 
-PORTAL_ACTIONS = ("enroll", "backup_codes", "pin", "resync", "revoke", "history")
+PORTAL_ACTIONS = (
+    "enroll", "register", "backup_codes", "pin", "resync", "revoke", "password", "profile",
+    "history",
+)
+# Known but off unless listed: a new login name changes what every client must send.
+PORTAL_ACTIONS_OFF = ("login_name",)
 
 
 @dataclass(frozen=True)
@@ -449,7 +454,7 @@ class SelfServiceConfig:
     groups: SelfServiceGroups = field(default_factory=SelfServiceGroups)
     # Offered in this order; an action not listed is neither shown nor served.
     actions: tuple[str, ...] = field(default=PORTAL_ACTIONS, metadata=meta(
-        "portal actions in display order: " + ", ".join(PORTAL_ACTIONS)))
+        "portal actions in display order: " + ", ".join(PORTAL_ACTIONS + PORTAL_ACTIONS_OFF)))
     token_types: tuple[str, ...] = field(default=("totp", "hotp"), metadata=meta(
         "token types users may enroll: totp, hotp"))
     pending_ttl: float = field(default=600.0, metadata=meta(

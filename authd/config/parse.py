@@ -27,7 +27,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from authd.config.durations import format_duration, parse_duration
 from authd.config.errors import ConfigErrors, ConfigProblem, ConfigValueError
-from authd.config.model import PORTAL_ACTIONS, Config, PrimaryBackend, Secret
+from authd.config.model import PORTAL_ACTIONS, PORTAL_ACTIONS_OFF, Config, PrimaryBackend, Secret
 from authd.core.username import name_attribute, realm_problem
 
 __all__ = [
@@ -655,9 +655,9 @@ def _check(config: Config, b: _Builder) -> None:
         if not config.http.enabled:
             b.check_failed("selfservice.enabled", "the portal needs http.enabled: true")
     for action in config.selfservice.actions:
-        if action not in PORTAL_ACTIONS:
+        if action not in PORTAL_ACTIONS + PORTAL_ACTIONS_OFF:
             b.check_failed("selfservice.actions", f"unknown action {action!r}; known: "
-                           + ", ".join(PORTAL_ACTIONS))
+                           + ", ".join(PORTAL_ACTIONS + PORTAL_ACTIONS_OFF))
     if len(set(config.selfservice.actions)) != len(config.selfservice.actions):
         b.check_failed("selfservice.actions", "lists an action twice")
     if config.smtp.host and "@" not in config.smtp.from_address:

@@ -103,6 +103,7 @@ def render(template: str, lang: str = DEFAULT_LANGUAGE, **context: Any) -> Page:
     context.setdefault("error", "")
     context.setdefault("notice", "")
     context.setdefault("banner", "")
+    context.setdefault("mailed", False)  # code.html: the code came by mail
     status = int(context.pop("status", 200))
     context["lang"] = lang
     body = _environment(lang).get_template(template).render(**context)

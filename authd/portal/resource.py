@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -32,11 +34,13 @@ from twisted.web.server import NOT_DONE_YET
 
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
-from authd.config.model import Config, PinConfig, SelfServiceConfig
+from authd.auth.local import LOCAL_SOURCE
+from authd.config.model import Config, PinConfig, SelfServiceConfig, SmtpConfig
 from authd.config.parse import listen_address
 from authd.core import otp
-from authd.core.errors import InvalidInput, NotFound, StoreUnavailable
+from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
+from authd.portal import mailcode
 from authd.portal.access import may_self_provision
 from authd.portal.pages import (
     DEFAULT_LANGUAGE,
@@ -55,6 +59,9 @@ log = Logger(namespace="authd.portal.resource")
 
 Authenticate = Callable[[AuthRequest], Deferred[Decision]]
 RunBlocking = Callable[..., Deferred[Any]]
+# (smtp settings, to, subject, body): sends without blocking (mail.send_mail_async).
+Mailer = Callable[[SmtpConfig, str, str, str], Deferred[Any]]
+STAGE_MAIL = "mail"  # a log-in code was mailed; the session holds its hash
 
 SESSION_COOKIE = b"authd_portal"
 LOGIN_CSRF_COOKIE = b"authd_portal_login"
@@ -71,7 +78,14 @@ NOTICES = {
     "pin_removed": "Your PIN is removed.",
     "resynced": "Your token is realigned.",
     "replaced": "Your new token is active; the old one no longer works.",
+    "registered": "The token is yours now. Use its codes from now on.",
+    "password_set": "Your password is changed.",
+    "profile_set": "Your details are saved.",
+    "renamed": "Your user name is changed. Sign in with the new one from now on.",
 }
+REGISTER_REFUSED = "No unassigned token with that serial accepts that code."
+PROFILE_FIELDS = ("email", "phone", "first_name", "last_name")
+MAX_PROFILE_FIELD = 200
 HISTORY_ROWS = 10
 MAX_PENDING = 3  # unconfirmed enrollments a user may have at once
 # The language of the request being handled (each request's coroutine runs in a copy of
@@ -79,6 +93,8 @@ MAX_PENDING = 3  # unconfirmed enrollments a user may have at once
 _LANG: ContextVar[str] = ContextVar("portal_language", default=DEFAULT_LANGUAGE)
 _OPS: ContextVar[AdminOps | None] = ContextVar("portal_admin_ops", default=None)
 _MAX_FIELDS = 16  # no portal form has more
+# One address, no spaces or display name (RFC 5321 §4.1.2's Mailbox, loosely).
+_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 # Engine outcomes that mean "the service could not decide", not "wrong".
 _OUTAGE = frozenset({Reason.BACKEND_DOWN, Reason.UNAVAILABLE})
 
@@ -97,6 +113,8 @@ class PortalDeps:
     limits: Limits
     pin: PinConfig = field(default_factory=PinConfig)
     proxies: tuple[Network, ...] = ()  # http.trusted_proxies: their X-Forwarded-For counts
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    mailer: Mailer | None = None  # None or no smtp.host: no log-in by mailed code
 
 
 class _Refused(Exception):
@@ -170,6 +188,7 @@ class Portal:
             issuer=config.otp.issuer,
             pin=config.otp.pin,
             proxies=parse_networks(config.http.trusted_proxies),
+            smtp=config.smtp,
         )
 
         def commit() -> None:
@@ -225,11 +244,15 @@ class Portal:
                 return await self._home(request, session)
             if session is not None and session.stage == STAGE_LOGIN:
                 return self._render("code.html", None, csrf=session.csrf)
+            if session is not None and session.stage == STAGE_MAIL:
+                return self._render("code.html", None, csrf=session.csrf, mailed=True)
             return self._login_page(request)
         posts: dict[str, Callable[[Any], Awaitable[Page]]] = {
             "login": self._login,
             "code": self._code,
             "logout": self._logout,
+            "mail": self._mail_code,
+            "mailcode": self._mailed_code,
         }
         actions: dict[str, Callable[[Any, Session], Awaitable[Page]]] = {
             "enroll": self._enroll,
@@ -237,6 +260,10 @@ class Portal:
             "revoke": self._revoke,
             "pin": self._pin,
             "resync": self._resync,
+            "register": self._register,
+            "password": self._password,
+            "profile": self._profile,
+            "login_name": self._login_name,
         }
         if method == "POST" and rest in posts:
             return await posts[rest](request)
@@ -297,7 +324,7 @@ class Portal:
         """An action the operator switched off does not exist (404), as if never built."""
         if action not in self.deps.config.actions:
             raise _Refused(self._not_found())
-        if action == "enroll" and not self._may_enroll(session):
+        if action in ("enroll", "register") and not self._may_enroll(session):
             raise _Refused(self._message(self.deps.config.denied_message, 403, session=session))
 
     def _may_enroll(self, session: Session) -> bool:
@@ -310,7 +337,10 @@ class Portal:
         self._set_cookie(request, LOGIN_CSRF_COOKIE, token)
         notice = NOTICES.get(_query(request, "notice"), "")
         return self._render("login.html", None, csrf=token, error=error, notice=notice,
-                      status=status)
+                            status=status, by_mail=self._mails())
+
+    def _mails(self) -> bool:
+        return self.deps.mailer is not None and bool(self.deps.smtp.host)
 
     def _throttled(self, user: str, source: str) -> bool:
         """The HTTP API's buckets and failure backoff, shared (`http.rate_limits`)."""
@@ -339,17 +369,11 @@ class Portal:
         return await self._after_decision(request, decision, user_key(user, source))
 
     async def _code(self, request: Any) -> Page:
-        session = await self._session(request, required=True)
-        assert session is not None
-        if session.stage != STAGE_LOGIN:
-            return redirect(self.base)
-        self._check_csrf(request, session)
         # The challenge State is single-use: whatever the answer, this session is done.
-        await self.deps.run_blocking(self.deps.sessions.end, session.id)
-        self._clear_cookie(request, SESSION_COOKIE)
+        session = await self._last_step(request, STAGE_LOGIN)
+        if isinstance(session, Page):
+            return session
         source = self._source(request)
-        if self._throttled(session.user, source):
-            return self._login_page(request, "Too many attempts. Wait and try again.", 429)
         try:
             state = base64.b64decode(session.state.encode("ascii"), validate=True)
         except (binascii.Error, ValueError):
@@ -360,6 +384,72 @@ class Portal:
                         first_factor="chain", otp_mode="challenge")
         )
         return await self._after_decision(request, decision, user_key(session.user, source))
+
+    async def _last_step(self, request: Any, stage: str) -> Session | Page:
+        """The session of a one-answer sign-in step (challenge, mailed code), ended now
+        whatever the answer; or the Page that ends the request here."""
+        session = await self._session(request, required=True)
+        assert session is not None
+        if session.stage != stage:
+            return redirect(self.base)
+        self._check_csrf(request, session)
+        await self.deps.run_blocking(self.deps.sessions.end, session.id)
+        self._clear_cookie(request, SESSION_COOKIE)
+        if self._throttled(session.user, self._source(request)):
+            return self._login_page(request, "Too many attempts. Wait and try again.", 429)
+        return session
+
+    async def _mail_code(self, request: Any) -> Page:
+        """Mail a one-time code to a user without a password. The answer is the same
+        whether or not the account may have one (no user enumeration), and comes at
+        once: the mail goes out on its own."""
+        cookie = (request.getCookie(LOGIN_CSRF_COOKIE) or b"").decode("ascii", "replace")
+        if not self._mails():
+            return self._not_found()
+        if not _same(_field(request, "csrf"), cookie):
+            return self._login_page(request, "This form expired. Please try again.", 403)
+        user = _field(request, "user")
+        if not user:
+            return self._login_page(request, GENERIC_FAILURE, 401)
+        if self._throttled(user, self._source(request)):
+            return self._login_page(request, "Too many attempts. Wait and try again.", 429)
+        address: str = await self.deps.run_blocking(self._ops.mail_code_address, user)
+        code = mailcode.new_code()  # an account without an address gets one nobody sees
+        sealed = await self.deps.run_blocking(mailcode.seal, code, self.deps.seconds())
+        session = await self._start_session(request, user, STAGE_MAIL, sealed, ())
+        if address:
+            self._send_code(address, code)
+        return self._render("code.html", None, csrf=session.csrf, mailed=True)
+
+    def _send_code(self, address: str, code: str) -> None:
+        assert self.deps.mailer is not None
+        minutes = int(mailcode.CODE_TTL // 60)
+        body = (f"Your sign-in code for {self.deps.issuer}: {code}\n\n"
+                f"It works once, for {minutes} minutes, in the browser where you asked "
+                "for it. If you did not ask for it, ignore this mail.\n")
+        sent = self.deps.mailer(self.deps.smtp, address, f"{self.deps.issuer} sign-in code",
+                                body)
+        # The reason names the error class only: never the code or an SMTP password.
+        sent.addErrback(lambda f: log.warn("portal: a sign-in code was not mailed: {why}",
+                                           why=f.getErrorMessage()))
+
+    async def _mailed_code(self, request: Any) -> Page:
+        # One answer per mailed code: whatever it is, this session is done.
+        session = await self._last_step(request, STAGE_MAIL)
+        if isinstance(session, Page):
+            return session
+        key = user_key(session.user, self._source(request))
+        right: bool = await self.deps.run_blocking(
+            mailcode.matches, session.state, _field(request, "code"), self.deps.seconds()
+        )
+        groups = await self.deps.run_blocking(
+            self._ops.record_code_login, f"{FRONTEND}:{CLIENT}", session.user, CLIENT, right
+        )
+        if groups is None:
+            self.deps.limits.backoff.failure(key, self.deps.seconds())
+            return self._login_page(request, GENERIC_FAILURE, 401)
+        self.deps.limits.backoff.success(key)
+        return await self._start(request, session.user, STAGE_IN, "", groups)
 
     async def _after_decision(self, request: Any, decision: Decision, key: str) -> Page:
         limits = self.deps.limits
@@ -440,8 +530,11 @@ class Portal:
                 self._ops.show_user, self._actor(session), session.user
             )
             tokens, codes_left, has_pin = detail.tokens, detail.backup_codes_left, detail.has_pin
+            local, has_password = detail.source == LOCAL_SOURCE, detail.has_password
+            profile = {k: getattr(detail, k) or "" for k in PROFILE_FIELDS}
         except NotFound:  # a directory user the store has not recorded yet
             tokens, codes_left, has_pin = (), 0, False
+            local, has_password, profile = False, False, dict.fromkeys(PROFILE_FIELDS, "")
         history = []
         if "history" in cfg.actions:
             page = await self.deps.run_blocking(
@@ -471,6 +564,9 @@ class Portal:
             token_types=cfg.token_types,
             codes_left=codes_left,
             has_pin=has_pin,
+            local=local,
+            has_password=has_password,
+            profile=profile,
             pin_min=self.deps.pin.min_length,
             pin_max=self.deps.pin.max_length,
             resyncable=[t for t in tokens if t.status == TokenStatus.ACTIVE],
@@ -619,6 +715,84 @@ class Portal:
                 request, session, "Those are not two consecutive codes of this token.", 400
             )
         return redirect(self.base + "?notice=resynced")
+
+    async def _register(self, request: Any, session: Session) -> Page:
+        try:
+            await self.deps.run_blocking(
+                self._ops.register_token, self._actor(session), session.user,
+                _field(request, "serial"), _field(request, "code"),
+            )
+        except (InvalidInput, NotFound):
+            # One text for every refusal: it never tells whether the serial exists.
+            return await self._home(request, session, REGISTER_REFUSED, 400)
+        return redirect(self.base + "?notice=registered")
+
+    async def _password(self, request: Any, session: Session) -> Page:
+        """Set or change a local user's password; the current one, if any, is proved
+        first (a session left open must not be enough to take the account over)."""
+        try:
+            detail = await self.deps.run_blocking(
+                self._ops.show_user, self._actor(session), session.user
+            )
+        except NotFound:  # a directory user the store has not recorded yet
+            detail = None
+        if detail is None or detail.source != LOCAL_SOURCE:
+            return self._message("Your password is kept elsewhere; change it there.", 403,
+                                 session=session)
+        form = _form(request)
+        new, again = form.get("new_password", ""), form.get("new_password2", "")
+        if not new or not _same(new, again):
+            return await self._home(request, session, "The two new passwords differ.", 400)
+        if detail.has_password:
+            source = self._source(request)
+            key = user_key(session.user, source)
+            if self._throttled(session.user, source):
+                return await self._home(request, session,
+                                        "Too many attempts. Wait and try again.", 429)
+            right = await self.deps.run_blocking(
+                self._ops.check_password, session.user, form.get("password", "")
+            )
+            if not right:
+                self.deps.limits.backoff.failure(key, self.deps.seconds())
+                return await self._home(request, session,
+                                        "Your current password is not right.", 400)
+        try:
+            await self.deps.run_blocking(
+                self._ops.set_password, self._actor(session), session.user, new
+            )
+        except InvalidInput:
+            return await self._home(request, session, "Choose another password.", 400)
+        return redirect(self.base + "?notice=password_set")
+
+    async def _profile(self, request: Any, session: Session) -> Page:
+        given = {name: _field(request, name) for name in PROFILE_FIELDS}
+        if any(len(v) > MAX_PROFILE_FIELD or not v.isprintable() for v in given.values()):
+            return await self._home(request, session, "One of your details is too long or "
+                                    "holds characters that cannot be kept.", 400)
+        email = given["email"]
+        if email and not _EMAIL.fullmatch(email):
+            return await self._home(request, session, "That is not an e-mail address.", 400)
+        try:
+            await self.deps.run_blocking(
+                functools.partial(self._ops.set_user, self._actor(session), session.user,
+                                  **given)
+            )
+        except NotFound:
+            return self._not_found(session)
+        return redirect(self.base + "?notice=profile_set")
+
+    async def _login_name(self, request: Any, session: Session) -> Page:
+        """A local user's new user name; the session (moved with the rest) goes on."""
+        try:
+            await self.deps.run_blocking(
+                self._ops.rename_user, self._actor(session), session.user,
+                _field(request, "new_name"),
+            )
+        except AlreadyExists:
+            return await self._home(request, session, "That user name is taken.", 409)
+        except InvalidInput:
+            return await self._home(request, session, "That user name cannot be used.", 400)
+        return redirect(self.base + "?notice=renamed")
 
     def _message(self, heading: str, status: int, *, session: Session | None = None) -> Page:
         return self._render("message.html", session, heading=heading, status=status)

@@ -753,6 +753,13 @@ class LdapTokenStore:
         return self._delegate.set_profile(name, profile, groups)
 
     @_bounded
+    def rename_user(self, name: str, new_name: str) -> bool:
+        """A directory user's name is the directory's: only store users move."""
+        if self._directory_dn(name) is not None:
+            raise InvalidInput("a directory user's name changes in the directory")
+        return self._delegate.rename_user(name, new_name)
+
+    @_bounded
     def delete_user(self, name: str) -> bool:
         """The directory entry is not authd's to delete: its token values, PIN and
         backup codes go as in `reset_user` (a token value removed is revoked for good)

@@ -93,6 +93,7 @@ from authd.storage.schema import (
     audit,
     backup_codes,
     challenges,
+    portal_sessions,
     tokens,
     users,
 )
@@ -1067,6 +1068,27 @@ class SqlStore:
         if not values:
             return self.get_user(name) is not None
         return self._update_user(name, **values)
+
+    def rename_user(self, name: str, new_name: str) -> bool:
+        """One transaction: the row, its tokens, backup codes, challenges and portal
+        sessions move to `new_name` (the new row is written first, so the foreign keys
+        hold at every statement); the audit trail keeps the old name (it is history).
+        False for an unknown user; AlreadyExists when `new_name` is taken."""
+        try:
+            with self._write() as conn:
+                row = conn.execute(select(users).where(_U.name == name)).mappings().first()
+                if row is None:
+                    return False
+                conn.execute(insert(users).values({**row, "name": new_name}))
+                conn.execute(update(tokens).where(_T.user == name).values(user=new_name))
+                for table in (backup_codes, challenges, portal_sessions):
+                    conn.execute(
+                        update(table).where(table.c.user == name).values(user=new_name)
+                    )
+                conn.execute(delete(users).where(_U.name == name))
+                return True
+        except IntegrityError:
+            raise AlreadyExists(f"user {new_name!r} already exists") from None
 
     def delete_user(self, name: str) -> bool:
         """One transaction: the user's tokens are revoked and unassigned (a serial stays

@@ -16,6 +16,7 @@ from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
 from authd.config.model import Config, SelfServiceConfig, SelfServiceGroups
+from authd.mail import send_mail_async
 from authd.portal.resource import Portal, PortalDeps, PortalResource
 from authd.rest.clientaddr import parse_networks
 from authd.storage.sessions import SqlSessions
@@ -46,6 +47,9 @@ def mount_portal(app: App, config: Config | None = None) -> Portal:
             limits=app.service.limits,
             pin=whole.otp.pin,
             proxies=parse_networks(whole.http.trusted_proxies),
+            smtp=whole.smtp,
+            mailer=lambda smtp, to, subject, body: send_mail_async(
+                app.loop.reactor, smtp, to, subject, body),
         )
     )
     app.service.mount(b"selfservice", PortalResource(portal))

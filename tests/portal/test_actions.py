@@ -202,7 +202,7 @@ def test_actions_need_a_session(app: App) -> None:
 
 
 def test_action_switched_off_is_neither_shown_nor_served(tmp_path: Path) -> None:
-    """With enroll off the page offers no enroll form and the path answers 404."""
+    """With an action off the page offers no form for it and its path answers 404."""
     app = start_portal(tmp_path, actions=("backup_codes",))
     try:
         app.add_user("nora", token=None)
@@ -210,9 +210,12 @@ def test_action_switched_off_is_neither_shown_nor_served(tmp_path: Path) -> None
         b.log_in("nora", PASSWORD)
         home = b.text(b.get(""))
         assert 'id="h-enroll"' not in home and 'name="type"' not in home
+        assert 'name="new_password"' not in home and 'name="email"' not in home
         assert "Backup codes" in home and "no second factor yet" in home
         assert b.post("enroll", {"type": "totp"}).status == 404
         assert b.post("revoke", {"serial": "x"}).status == 404
+        for path in ("register", "password", "profile"):
+            assert b.post(path, {"serial": "x", "email": "x@y.z"}).status == 404
     finally:
         app.close()
 

@@ -521,3 +521,20 @@ def test_success_clears_an_expired_lock_but_never_a_running_one(store: SqlStore)
     store.record_attempt("bob", NOW + 5, "10.0.0.1", "vpn", success=True)
     b = store.get_user("bob")
     assert b is not None and (b.failures, b.locked_until) == (0, NOW + 10)
+
+
+def test_rename_user_moves_tokens_and_codes_and_refuses_a_taken_name(store: SqlStore) -> None:
+    """One transaction moves the row and what hangs on it; a taken name changes nothing."""
+    store.add_user(User(name="alice", email="a@example.org", created_at=NOW))
+    store.add_user(User(name="bob", created_at=NOW))
+    store.add_token(_token("T1"))
+    store.replace_backup_codes("alice", ["h1", "h2"], NOW)
+    with pytest.raises(AlreadyExists):
+        store.rename_user("alice", "bob")
+    assert [t.user for t in store.list_tokens()] == ["alice"]
+    assert store.rename_user("alice", "alicia") is True
+    assert store.get_user("alice") is None
+    assert store.get_user("alicia").email == "a@example.org"  # type: ignore[union-attr]
+    assert [t.user for t in store.list_tokens()] == ["alicia"]
+    assert store.backup_codes_left("alicia") == 2
+    assert store.rename_user("ghost", "spirit") is False
