@@ -1134,22 +1134,29 @@ class AdminOps:
         return self._issues
 
     def open_issue(self, actor: str, user: str, kind: str) -> Issue:
-        """Queue a request the user proved with what remains; the operator address
-        (`selfservice.recovery_notify`) is mailed, never with a secret."""
+        """Queue a request the user proved with what remains."""
         with self._audited(actor, "issue.open", user, kind) as note:
             issue = self._issue_store.open(user, kind, self._source, self._clock())
             note.detail = f"{kind} #{issue.id}"
-        notify = self._config.selfservice.recovery_notify
-        if notify and self._config.smtp.host:
-            body = (
-                f"Access-recovery request #{issue.id}: user {user} lost their {kind}.\n"
-                f"Review it with: authctl issue show {issue.id}\n"
-            )
-            try:
-                self._mail(notify, f"authd: access-recovery request #{issue.id}", body)
-            except (OSError, AuthdError) as exc:  # the request stands without the notice
-                self._audit(actor, "issue.notify", "error", user, type(exc).__name__, "")
         return issue
+
+    def notify_issue(self, actor: str, issue: Issue) -> bool:
+        """Mail the operator address (`selfservice.recovery_notify`) about a new request,
+        never with a secret; False when no address or mail server is set. A failed send
+        is audited; the request stands without its notice."""
+        notify = self._config.selfservice.recovery_notify
+        if not notify or not self._config.smtp.host:
+            return False
+        body = (
+            f"Access-recovery request #{issue.id}: user {issue.user} lost their "
+            f"{issue.kind}.\nReview it with: authctl issue show {issue.id}\n"
+        )
+        try:
+            self._mail(notify, f"authd: access-recovery request #{issue.id}", body)
+        except (OSError, AuthdError) as exc:
+            self._audit(actor, "issue.notify", "error", issue.user, type(exc).__name__, "")
+            return False
+        return True
 
     def _signed_in_since(self, issue: Issue) -> bool:
         """Whether the user has been accepted (any front-end) after asking."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.portal import resource as _r
 from authd.rest.ratelimit import user_key
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from authd.portal.pages import Page
     from authd.portal.resource import Portal
 
+log = Logger(namespace="authd.portal.recovery")
 CLIENT = "recovery"  # audit actor `portal:recovery`
 # Accepts in which a second factor passed (not OK_NO_TOKEN: that proves no code).
 _SECOND_FACTOR_PASSED = frozenset({Reason.OK, Reason.OK_BACKUP_CODE})
@@ -88,9 +91,11 @@ async def recover(portal: Portal, request: Any) -> Page:
             portal.deps.limits.backoff.failure(key, portal.deps.seconds())
         return recover_page(portal, request, _r.GENERIC_FAILURE, 401)
     portal.deps.limits.backoff.success(key)
-    await portal.deps.run_blocking(
-        portal._ops.open_issue, f"selfservice:{decision.user}", decision.user, kind
-    )
+    actor, ops = f"selfservice:{decision.user}", portal._ops
+    issue = await portal.deps.run_blocking(ops.open_issue, actor, decision.user, kind)
+    # The notice goes out on a pool thread; the user's answer does not wait for it.
+    sent = portal.deps.run_blocking(ops.notify_issue, actor, issue)
+    sent.addErrback(lambda failure: log.failure("restore access: notice failed", failure))
     return portal._message(QUEUED, 202)
 
 

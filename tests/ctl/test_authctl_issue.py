@@ -20,7 +20,10 @@ USER_ACTOR = "selfservice:alice"
 def _ask(env: CtlEnv, kind: str = "token", user: str = "alice") -> Issue:
     """A request as the portal queues it once the user proved who they are."""
     with open_admin(load_config(str(env.config)), env.clock.seconds) as ops:
-        return ops.from_source("192.0.2.7").open_issue(f"selfservice:{user}", user, kind)
+        ops = ops.from_source("192.0.2.7")
+        issue = ops.open_issue(f"selfservice:{user}", user, kind)
+        ops.notify_issue(f"selfservice:{user}", issue)
+        return issue
 
 
 def _alice(env: CtlEnv) -> None:

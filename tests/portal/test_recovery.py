@@ -4,17 +4,23 @@ anew; a normal sign-in drops the user's open requests."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from email import message_from_bytes
+from pathlib import Path
+
 import pytest
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Outcome
+from authd.config.model import SmtpConfig
 from authd.core.errors import Conflict
 from authd.core.model import TokenStatus
 from authd.crypto import Keyring
 from authd.storage.recovery import SqlIssues
-from tests.portal.harness import Browser
-from tests.rest.harness import PASSWORD, App
+from tests.ctl.test_remind import Inbox, inbox  # noqa: F401 (the SMTP sink fixture)
+from tests.portal.harness import Browser, mount_portal, portal_config
+from tests.rest.harness import PASSWORD, App, start_app
 
 OPERATOR = "authctl:op"
 
@@ -168,3 +174,29 @@ def test_a_sign_in_elsewhere_settles_the_request_before_approval(app: App) -> No
         app.admin.approve_issue(OPERATOR, issue.id)
     assert _issues(app) == [("alice", "token", "superseded")]
     assert [t.status for t in app.store.list_tokens("alice")] == [TokenStatus.ACTIVE]
+
+
+def test_a_request_mails_the_help_desk(
+    tmp_path: Path, inbox: tuple[Inbox, int]  # noqa: F811
+) -> None:
+    """selfservice.recovery_notify gets a notice naming user, kind and request, sent
+    off the request (a real SMTP server receives it); no password in it."""
+    handler, port = inbox
+    config = portal_config(tmp_path, recovery_notify="helpdesk@example.com")
+    config = replace(config, smtp=SmtpConfig(host="127.0.0.1", port=port, security="none",
+                                             from_address="authd@example.com"))
+    a = start_app(tmp_path, config)
+    try:
+        mount_portal(a)
+        a.add_user("alice", token="totp")
+        _, status, _ = _ask(a, "token", "alice", password=PASSWORD)
+        assert status == 202
+        for _ in range(200):  # delivery is asynchronous: at most 10 s
+            if handler.messages:
+                break
+            a.loop.run(deferLater(a.loop.reactor, 0.05, lambda: None))
+        assert [to for to, _ in handler.messages] == [["helpdesk@example.com"]]
+        body = message_from_bytes(handler.messages[0][1]).get_payload()
+        assert "user alice lost their token" in body and PASSWORD not in body
+    finally:
+        a.close()
