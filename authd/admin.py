@@ -44,7 +44,15 @@ from authd.core.model import (
 )
 from authd.rest.apikeys import NewApiKey, new_api_key
 from authd.storage.audit_chain import Verdict as ChainVerdict
-from authd.storage.recovery import APPROVED, OPEN, REJECTED, SUPERSEDED, Issue, SqlIssues
+from authd.storage.recovery import (
+    APPROVED,
+    OPEN,
+    PROOF_ACTOR,
+    REJECTED,
+    SUPERSEDED,
+    Issue,
+    SqlIssues,
+)
 
 # A user name is what a RADIUS User-Name or an LDAP uid can carry: printable, no
 # whitespace or control characters (they would break audit lines and list columns).
@@ -406,6 +414,10 @@ class _Note:
     """What an audited action learns on the way (mutable on purpose)."""
 
     detail: str = ""
+
+
+# Why a forgotten-password request of a directory user is refused (shown to the user).
+DIRECTORY_PASSWORD = "Your password is kept in your organisation's directory: ask the help desk."
 
 
 class AdminOps:
@@ -1134,8 +1146,11 @@ class AdminOps:
         return self._issues
 
     def open_issue(self, actor: str, user: str, kind: str) -> Issue:
-        """Queue a request the user proved with what remains."""
+        """Queue a request the user proved with what remains. A forgotten password is a
+        request only for local users: a directory's password is reset in the directory."""
         with self._audited(actor, "issue.open", user, kind) as note:
+            if kind == "password" and self._user(user).source != "local":
+                raise InvalidInput(DIRECTORY_PASSWORD)
             issue = self._issue_store.open(user, kind, self._source, self._clock())
             note.detail = f"{kind} #{issue.id}"
         return issue
@@ -1159,10 +1174,12 @@ class AdminOps:
         return True
 
     def _signed_in_since(self, issue: Issue) -> bool:
-        """Whether the user has been accepted (any front-end) after asking."""
+        """Whether the user has been accepted (any front-end, a recovery proof aside)
+        after asking."""
         events = self._store.query_audit(user=issue.user, since=issue.created_at, limit=200)
         return any(
             e.action == "auth" and e.result == "accept" and e.at > issue.created_at
+            and e.actor != PROOF_ACTOR
             for e in events
         )
 

@@ -17,17 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
+from authd.admin import DIRECTORY_PASSWORD
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
+from authd.core.errors import InvalidInput
 from authd.portal import resource as _r
 from authd.rest.ratelimit import user_key
-from authd.storage.recovery import KINDS
+from authd.storage.recovery import KINDS, PROOF_ACTOR
 
 if TYPE_CHECKING:
     from authd.portal.pages import Page
     from authd.portal.resource import Portal
 
 log = Logger(namespace="authd.portal.recovery")
-CLIENT = "recovery"  # audit actor `portal:recovery`
+CLIENT = PROOF_ACTOR.split(":", 1)[1]  # the front-end is the portal's
 # Accepts in which a second factor passed (not OK_NO_TOKEN: that proves no code).
 _SECOND_FACTOR_PASSED = frozenset({Reason.OK, Reason.OK_BACKUP_CODE})
 QUEUED = "Your request is queued. The help desk will check it and contact you."
@@ -92,7 +94,10 @@ async def recover(portal: Portal, request: Any) -> Page:
         return recover_page(portal, request, _r.GENERIC_FAILURE, 401)
     portal.deps.limits.backoff.success(key)
     actor, ops = f"selfservice:{decision.user}", portal._ops
-    issue = await portal.deps.run_blocking(ops.open_issue, actor, decision.user, kind)
+    try:
+        issue = await portal.deps.run_blocking(ops.open_issue, actor, decision.user, kind)
+    except InvalidInput:  # the only refusal after a proof: a directory user's password
+        return portal._message(DIRECTORY_PASSWORD, 400)
     # The notice goes out on a pool thread; the user's answer does not wait for it.
     sent = portal.deps.run_blocking(ops.notify_issue, actor, issue)
     sent.addErrback(lambda failure: log.failure("restore access: notice failed", failure))

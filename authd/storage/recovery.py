@@ -18,6 +18,9 @@ from authd.storage.schema import portal_issues as _I
 Transaction = Callable[[], AbstractContextManager[Connection]]
 
 KINDS = ("token", "password", "mail")  # what the user lost
+# The engine's audit actor of a recovery proof (`portal` front-end, `recovery` client):
+# a proof is not the normal sign-in that supersedes a request.
+PROOF_ACTOR = "portal:recovery"
 OPEN, APPROVED, REJECTED, SUPERSEDED, USED = "open", "approved", "rejected", "superseded", "used"
 STATUSES = (OPEN, APPROVED, REJECTED, SUPERSEDED, USED)
 

@@ -15,12 +15,12 @@ from authd.admin import AdminOps
 from authd.auth.interfaces import AuthRequest, Outcome
 from authd.config.model import SmtpConfig
 from authd.core.errors import Conflict
-from authd.core.model import TokenStatus
+from authd.core.model import TokenStatus, User
 from authd.crypto import Keyring
 from authd.storage.recovery import SqlIssues
 from tests.ctl.test_remind import Inbox, inbox  # noqa: F401 (the SMTP sink fixture)
 from tests.portal.harness import Browser, mount_portal, portal_config
-from tests.rest.harness import PASSWORD, App, start_app
+from tests.rest.harness import PASSWORD, SEED_B32, App, start_app
 
 OPERATOR = "authctl:op"
 
@@ -200,3 +200,21 @@ def test_a_request_mails_the_help_desk(
         assert "user alice lost their token" in body and PASSWORD not in body
     finally:
         a.close()
+
+
+def test_a_second_proof_is_not_a_sign_in(app: App) -> None:
+    """Proving another request (here with a code) leaves the first one open: only a
+    normal sign-in supersedes."""
+    _ask(app, "token", "alice", password=PASSWORD)
+    _, status, _ = _ask(app, "password", "alice", code=app.totp_now())
+    assert status == 202
+    assert _issues(app) == [("alice", "token", "open"), ("alice", "password", "open")]
+
+
+def test_a_directory_user_cannot_ask_for_a_password(app: App) -> None:
+    """A forgotten password is for local users: a directory user, proved by a code, is
+    told to ask the help desk and nothing is queued."""
+    app.store.add_user(User(name="dave", source="ldap"))
+    app.admin.add_token("test:setup", "dave", "totp", secret_b32=SEED_B32)
+    _, status, text = _ask(app, "password", "dave", code=app.totp_now())
+    assert status == 400 and "organisation's directory" in text and _issues(app) == []
