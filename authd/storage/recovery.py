@@ -11,7 +11,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from authd.storage.schema import portal_issues as _I
 
@@ -78,17 +80,17 @@ class SqlIssues:
         (a user pressing twice queues one request)."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
+        mine = select(_I).where(and_(_I.c.user == user, _I.c.kind == kind, _I.c.status == OPEN))
         with self._transaction() as conn:
-            row = conn.execute(
-                select(_I).where(and_(_I.c.user == user, _I.c.kind == kind, _I.c.status == OPEN))
-            ).first()
-            if row is None:
-                new_id = conn.execute(
-                    insert(_I).values(
-                        user=user, kind=kind, status=OPEN, source=source, created_at=now
-                    ).returning(_I.c.id)
-                ).scalar_one()
-                row = conn.execute(select(_I).where(_I.c.id == new_id)).one()
+            # The partial unique index keeps one open row: a second node's insert is
+            # skipped (no error, no lost transaction) and the row there is read back.
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(
+                dialect_insert(_I)
+                .values(user=user, kind=kind, status=OPEN, source=source, created_at=now)
+                .on_conflict_do_nothing()
+            )
+            row = conn.execute(mine).one()
         return _issue(row)
 
     def get(self, issue_id: int) -> Issue | None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 
 # Far beyond any real deadline (year ~33658), still exact in a double; read back as math.inf.
@@ -184,4 +185,9 @@ portal_issues = Table(
     Column("decided_by", Text, nullable=False, server_default=""),
     Column("grant_until", Float, nullable=True),
     Index("ix_portal_issues_user_status", "user", "status"),
+    # One open request per user and kind, even when two nodes queue one at once.
+    Index(
+        "uq_portal_issues_open", "user", "kind", unique=True,
+        sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'"),
+    ),
 )

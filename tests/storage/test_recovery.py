@@ -3,7 +3,11 @@ kind, every status change a compare-and-set, a grant taken once and only while l
 
 from __future__ import annotations
 
+import pytest
+import sqlalchemy as sa
+
 from authd.storage.recovery import SqlIssues
+from authd.storage.schema import portal_issues
 from authd.storage.sql import SqlStore
 
 NOW = 1_767_225_600.0
@@ -51,3 +55,17 @@ def test_a_grant_is_taken_once_and_only_while_live(store: SqlStore) -> None:
     late = issues.open("bob", "token", "", NOW)
     issues.decide(late.id, "approved", "authctl:a", NOW, grant_until=NOW + 60)
     assert issues.take_grant("bob", NOW + 60) is None
+
+
+def test_the_database_keeps_one_open_request_per_user_and_kind(store: SqlStore) -> None:
+    """A second open row (as a racing node's plain insert would make) is refused by the
+    partial unique index; a closed one beside it is not."""
+    issues = SqlIssues(store.transaction)
+    first = issues.open("alice", "token", "", NOW)
+    row = {"user": "alice", "kind": "token", "status": "open", "created_at": NOW}
+    with pytest.raises(sa.exc.IntegrityError), store.transaction() as conn:
+        conn.execute(sa.insert(portal_issues).values(**row))
+    issues.decide(first.id, "rejected", "authctl:a", NOW)
+    with store.transaction() as conn:
+        conn.execute(sa.insert(portal_issues).values(**row))
+    assert [i.status for i in issues.all()] == ["rejected", "open"]
