@@ -51,6 +51,15 @@ from authd.core.model import (
 )
 from authd.rest.apikeys import NewApiKey, new_api_key
 from authd.storage.audit_chain import Verdict as ChainVerdict
+from authd.storage.recovery import (
+    APPROVED,
+    OPEN,
+    PROOF_ACTOR,
+    REJECTED,
+    SUPERSEDED,
+    Issue,
+    SqlIssues,
+)
 
 # A user name is what a RADIUS User-Name or an LDAP uid can carry: printable, no
 # whitespace or control characters (they would break audit lines and list columns).
@@ -414,6 +423,10 @@ class _Note:
     detail: str = ""
 
 
+# Why a forgotten-password request of a directory user is refused (shown to the user).
+DIRECTORY_PASSWORD = "Your password is kept in your organisation's directory: ask the help desk."
+
+
 class AdminOps:
     """Every operator action, synchronous, each atomic in the store.
 
@@ -434,6 +447,7 @@ class AdminOps:
         backends: Sequence[FirstFactorBackend] = (),
         password_hasher: HashPassword | None = None,
         verify_audit: Callable[[], ChainVerdict] | None = None,
+        issues: SqlIssues | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -443,6 +457,7 @@ class AdminOps:
         self._backends = tuple(backends)
         self._password_hasher = password_hasher
         self._verify_audit = verify_audit
+        self._issues = issues
         self._source = ""  # the client address audit rows name (see `from_source`)
 
     def _mail(self, to: str, subject: str, body: str) -> None:
@@ -1195,6 +1210,118 @@ class AdminOps:
             groups=decision.groups,
             directory_problems=self._directory_problems(),
         )
+
+    # ------------------------------------------------------------ restore access
+    @property
+    def _issue_store(self) -> SqlIssues:
+        if self._issues is None:
+            raise InvalidInput("access-recovery requests need the SQL store")
+        return self._issues
+
+    def open_issue(self, actor: str, user: str, kind: str) -> Issue:
+        """Queue a request the user proved with what remains. A forgotten password is a
+        request only for local users: a directory's password is reset in the directory."""
+        with self._audited(actor, "issue.open", user, kind) as note:
+            if kind == "password" and self._user(user).source != "local":
+                raise InvalidInput(DIRECTORY_PASSWORD)
+            issue = self._issue_store.open(user, kind, self._source, self._clock())
+            note.detail = f"{kind} #{issue.id}"
+        return issue
+
+    def notify_issue(self, actor: str, issue: Issue) -> bool:
+        """Mail the operator address (`selfservice.recovery_notify`) about a new request,
+        never with a secret; False when no address or mail server is set. A failed send
+        is audited; the request stands without its notice."""
+        notify = self._config.selfservice.recovery_notify
+        if not notify or not self._config.smtp.host:
+            return False
+        body = (
+            f"Access-recovery request #{issue.id}: user {issue.user} lost their "
+            f"{issue.kind}.\nReview it with: authctl issue show {issue.id}\n"
+        )
+        try:
+            self._mail(notify, f"authd: access-recovery request #{issue.id}", body)
+        except (OSError, AuthdError) as exc:
+            self._audit(actor, "issue.notify", "error", issue.user, type(exc).__name__, "")
+            return False
+        return True
+
+    def _signed_in_since(self, issue: Issue) -> bool:
+        """Whether the user has been accepted (any front-end, a recovery proof aside)
+        after asking."""
+        events = self._store.query_audit(user=issue.user, since=issue.created_at, limit=200)
+        return any(
+            e.action == "auth" and e.result == "accept" and e.at > issue.created_at
+            and e.actor != PROOF_ACTOR
+            for e in events
+        )
+
+    def _settle(self, actor: str, issue: Issue) -> Issue:
+        """An open request whose user signed in normally since is superseded: the
+        defence against a request someone else made."""
+        if issue.status != OPEN or not self._signed_in_since(issue):
+            return issue
+        if self._issue_store.decide(issue.id, SUPERSEDED, actor, self._clock()):
+            self._audit(actor, "issue.superseded", "ok", issue.user, "", f"#{issue.id}")
+        return self._issue_store.get(issue.id) or issue
+
+    def list_issues(self, actor: str, status: str | None = None) -> list[Issue]:
+        return [
+            i for i in (self._settle(actor, i) for i in self._issue_store.all())
+            if status is None or i.status == status
+        ]
+
+    def show_issue(self, actor: str, issue_id: int) -> Issue:
+        issue = self._issue_store.get(issue_id)
+        if issue is None:
+            raise NotFound(f"no issue {issue_id}")
+        return self._settle(actor, issue)
+
+    def approve_issue(self, actor: str, issue_id: int) -> Issue:
+        """Approve an open request. Lost token: every active token of the user is
+        disabled and the user may enter the portal once with the password, until
+        `selfservice.recovery_grant_ttl` ends, to enroll anew."""
+        return self._decide(actor, issue_id, APPROVED)
+
+    def reject_issue(self, actor: str, issue_id: int) -> Issue:
+        return self._decide(actor, issue_id, REJECTED)
+
+    def _decide(self, actor: str, issue_id: int, status: str) -> Issue:
+        verb = "approve" if status == APPROVED else "reject"
+        issue = self._issue_store.get(issue_id)
+        with self._audited(actor, f"issue.{verb}", issue.user if issue else "", f"#{issue_id}"):
+            if issue is None:
+                raise NotFound(f"no issue {issue_id}")
+            issue = self._settle(actor, issue)
+            if issue.status != OPEN:
+                raise Conflict(f"issue {issue_id} is {issue.status}, not open")
+            now = self._clock()
+            grant = None
+            if status == APPROVED and issue.kind == "token":
+                grant = now + self._config.selfservice.recovery_grant_ttl
+            if not self._issue_store.decide(issue_id, status, actor, now, grant):
+                raise Conflict(f"issue {issue_id} is no longer open")
+            if grant is not None:
+                for token in self._store.list_tokens(issue.user):
+                    if token.status is TokenStatus.ACTIVE:
+                        self.disable_token(actor, token.serial)
+        return self._issue_store.get(issue_id) or issue
+
+    def supersede_issues(self, actor: str, user: str) -> None:
+        """The user signed in normally: their open requests close."""
+        for issue_id in self._issue_store.supersede(user, self._clock()):
+            self._audit(actor, "issue.superseded", "ok", user, "", f"#{issue_id}")
+
+    def take_grant(self, actor: str, user: str) -> bool:
+        """Use the user's one-time way into the portal after an approved lost-token
+        request; False when there is none (or it expired)."""
+        taken = self._issue_store.take_grant(user, self._clock())
+        if taken is not None:
+            self._audit(actor, "issue.grant_used", "ok", user, "", f"#{taken}")
+        return taken is not None
+
+    def has_disabled_tokens(self, user: str) -> bool:
+        return any(t.status is TokenStatus.DISABLED for t in self._store.list_tokens(user))
 
     def _directory_problems(self) -> tuple[str, ...]:
         problems: list[str] = []

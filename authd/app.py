@@ -38,6 +38,7 @@ from authd.portability.ops import portability_ops
 from authd.readiness import ReadinessProbe
 from authd.service import AuthdService, Commit, Listener, Prepare
 from authd.storage.ldap_attrs import LdapTokenStore
+from authd.storage.recovery import SqlIssues
 from authd.storage.sql import SqlStore
 
 log = Logger(namespace="authd.app")
@@ -108,7 +109,7 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
     admin = AdminOps(config, store, keyring, clock, engine=engine,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
                      password_hasher=lambda password: hash_password(hasher, password),
-                     verify_audit=sql.verify_audit)
+                     verify_audit=sql.verify_audit, issues=SqlIssues(sql.transaction))
     return Core(config, keyring, sql, store, backends, engine, admin, habits)
 
 

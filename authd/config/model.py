@@ -475,6 +475,11 @@ class SelfServiceConfig:
     denied_message: str = field(default=(
         "You may not enroll tokens yourself. Please contact your help desk."), metadata=meta(
         "shown instead of the enroll page to users selfservice.groups leaves out"))
+    recovery_notify: str = field(default="", metadata=meta(
+        "mail this operator address on each new restore-access request (empty: no mail)"))
+    recovery_grant_ttl: float = field(default=86400.0, metadata=meta(
+        "an approved lost-token request lets the user into the portal once within this time",
+        duration=True, minimum=300, maximum=30 * 86400))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from authd.core.errors import InvalidInput
 from authd.ctl import render
 from authd.ctl.parser import UsageError
 from authd.ctl.timespec import parse_since
+from authd.storage.recovery import Issue
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -235,6 +236,17 @@ def run(
     if cmd == "key.rotate":
         rotation = ops.rotate_key(actor)
         return _one(rotation, render.key_rotation(rotation))
+    if cmd == "issue.list":
+        issues = ops.list_issues(actor, args.status)
+        return Printed({"issues": [i.to_json() for i in issues]}, render.issue_list(issues))
+    by_id: dict[str, Callable[[str, int], Issue]] = {
+        "issue.show": ops.show_issue,
+        "issue.approve": ops.approve_issue,
+        "issue.reject": ops.reject_issue,
+    }
+    if cmd in by_id:
+        issue = by_id[cmd](actor, args.id)
+        return _one(issue, render.issue_detail(issue))
     if cmd == "test":
         return _test(ops, actor, args, console)
     if cmd == "status":

@@ -16,6 +16,7 @@ from typing import TypeAlias
 from authd import __version__
 from authd.ctl import portability_args as portability
 from authd.ctl import qr
+from authd.storage.recovery import STATUSES
 
 _Subs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _audit(nouns)
     _key(nouns)
     _apikey(nouns)
+    _issue(nouns)
     _test(nouns)
     _status(nouns)
     portability.add_parsers(nouns)
@@ -225,6 +227,18 @@ def _backup_codes(nouns: _Subs) -> None:
         "backup-codes.generate",
         "print a new set once; the old set stops working",
     ).add_argument("user")
+
+
+def _issue(nouns: _Subs) -> None:
+    verbs = _verbs(nouns, "issue", "access-recovery requests from the portal")
+    listing = _cmd(verbs, "list", "issue.list", "the requests, oldest first")
+    listing.add_argument("--status", choices=STATUSES, help="only requests in this status")
+    for verb, text in (
+        ("show", "one request"),
+        ("approve", "approve an open request (lost token: disables the user's tokens)"),
+        ("reject", "reject an open request"),
+    ):
+        _cmd(verbs, verb, f"issue.{verb}", text).add_argument("id", type=_positive_int)
 
 
 def _audit(nouns: _Subs) -> None:

@@ -26,6 +26,7 @@ from authd.admin import (
 from authd.core.model import LastSeen
 from authd.rest.apikeys import NewApiKey
 from authd.storage.audit_chain import Verdict
+from authd.storage.recovery import Issue
 
 
 def local_time(at: float | None) -> str:
@@ -228,3 +229,28 @@ def chain_verdict(v: Verdict) -> str:
     if v.ok:
         return f"audit chain OK: {v.checked} rows verified\n{head}  (keep a copy elsewhere)"
     return f"audit chain BROKEN at row {v.bad_id}: {v.problem}\n{head}"
+
+
+def issue_list(rows: Sequence[Issue]) -> str:
+    if not rows:
+        return "no requests"
+    return "\n".join(
+        f"#{i.id}  {i.status:<10} {i.kind:<8} {i.user}  {local_time(i.created_at)}  {i.source}"
+        for i in rows
+    )
+
+
+def issue_detail(i: Issue) -> str:
+    pairs = [
+        ("issue", f"#{i.id}"),
+        ("user", i.user),
+        ("lost", i.kind),
+        ("status", i.status),
+        ("from", i.source or "-"),
+        ("asked", local_time(i.created_at)),
+        ("decided", local_time(i.decided_at)),
+        ("by", i.decided_by or "-"),
+    ]
+    if i.grant_until is not None:
+        pairs.append(("portal until", local_time(i.grant_until)))
+    return _block(pairs)

@@ -40,7 +40,7 @@ from authd.config.parse import listen_address
 from authd.core import otp
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus
-from authd.portal import mailcode
+from authd.portal import mailcode, recovery
 from authd.portal.access import may_self_provision
 from authd.portal.pages import (
     DEFAULT_LANGUAGE,
@@ -247,12 +247,15 @@ class Portal:
             if session is not None and session.stage == STAGE_MAIL:
                 return self._render("code.html", None, csrf=session.csrf, mailed=True)
             return self._login_page(request)
+        if rest == "recover" and method == "GET":
+            return recovery.recover_page(self, request)
         posts: dict[str, Callable[[Any], Awaitable[Page]]] = {
             "login": self._login,
             "code": self._code,
             "logout": self._logout,
             "mail": self._mail_code,
             "mailcode": self._mailed_code,
+            "recover": lambda request: recovery.recover(self, request),
         }
         actions: dict[str, Callable[[Any, Session], Awaitable[Page]]] = {
             "enroll": self._enroll,
@@ -458,6 +461,8 @@ class Portal:
         # NO_TOKEN: the password was right and the user has no active token yet (a
         # pending one never counts): they sign in to enroll one.
         if decision.outcome is Outcome.ACCEPT or decision.reason is Reason.NO_TOKEN:
+            if not await recovery.admitted(self, decision):
+                return self._login_page(request, GENERIC_FAILURE, 401)
             limits.backoff.success(key)
             return await self._start(request, decision.user, STAGE_IN, "", decision.groups)
         if decision.outcome is Outcome.CHALLENGE and decision.state is not None:

@@ -33,6 +33,7 @@ _DESCRIPTIONS = {
 PATH_PARAMS: dict[str, dict[str, Any]] = {
     "user": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": USER_PATTERN},
     "serial": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": SERIAL_PATTERN},
+    "issue": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
 }
 
 

@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from authd.metrics import Metrics
+from authd.rest import issues_api
 from authd.rest.apikeys import ApiKeyRing, KeyIdentity
 from authd.rest.clientaddr import Network, client_address
 from authd.rest.errors import ApiError, forbidden, from_exception, too_many, unauthorized
@@ -256,8 +257,10 @@ class ApiResource(Resource):
             else None
         )
         if segments[:3] == ADMIN_PREFIX:
-            # CONTRACT: any path under /api/v1/admin/ is 401/403 before it is a 404.
-            self._require(key, "admin")
+            # CONTRACT: any path under /api/v1/admin/ is 401/403 before it is a 404; the
+            # issues endpoints are the one part a `selfservice-admin` key reaches.
+            issues = segments[: len(issues_api.PREFIX)] == issues_api.PREFIX
+            self._require(key, issues_api.SCOPE if issues else "admin")
         method = request.method.decode("ascii", "replace")
         route, params = self._router.match(method, parsed)
         state["route"] = route

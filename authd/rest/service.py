@@ -31,6 +31,7 @@ from authd.rest.apikeys import ApiKeyRing
 from authd.rest.clientaddr import parse_networks
 from authd.rest.connections import ConnectionLimits
 from authd.rest.health import HealthEndpoints, Ready
+from authd.rest.issues_api import IssueEndpoints
 from authd.rest.openapi import OpenApiEndpoint
 from authd.rest.portability_api import PortabilityEndpoints
 from authd.rest.ratelimit import Limits
@@ -139,6 +140,7 @@ class HttpService(Service):
             *self._auth.routes(),
             *AdminEndpoints(admin, run_blocking, self._limits, clock).routes(),
             *PortabilityEndpoints(portability, run_blocking).routes(),
+            *IssueEndpoints(admin, run_blocking, self._limits, clock).routes(),
             *HealthEndpoints(ready, metrics).routes(),
             openapi.route(),
         ]

@@ -49,13 +49,18 @@ def _v2_audit_chain(conn: Connection) -> None:
 GENESIS = "0" * 64
 
 def _v3_portal_sessions(conn: Connection) -> None:
-    schema.portal_metadata.create_all(conn)
+    schema.portal_metadata.create_all(conn, tables=[schema.portal_sessions])
+
+
+def _v4_portal_issues(conn: Connection) -> None:
+    schema.portal_metadata.create_all(conn, tables=[schema.portal_issues])
 
 
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
     Step(2, "audit hash chain: audit_seal, audit_chain", _v2_audit_chain),
     Step(3, "self-service portal sessions", _v3_portal_sessions),
+    Step(4, "self-service portal access-recovery requests", _v4_portal_issues),
 )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 
 # Far beyond any real deadline (year ~33658), still exact in a double; read back as math.inf.
@@ -164,4 +165,29 @@ portal_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("seen_at", Float, nullable=False),
     Index("ix_portal_sessions_seen_at", "seen_at"),
+)
+
+# Access-recovery requests from the portal ("restore access"): the user says what they
+# lost, proves who they are with what remains, and an operator approves or rejects.
+# `status`: open -> approved | rejected | superseded (the real user signed in normally
+# first); an approved lost-token request is the user's one-time way back into the
+# portal until `grant_until`, and becomes `used` when taken.
+portal_issues = Table(
+    "portal_issues",
+    portal_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # token | password | mail
+    Column("status", String(16), nullable=False),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Column("decided_at", Float, nullable=True),
+    Column("decided_by", Text, nullable=False, server_default=""),
+    Column("grant_until", Float, nullable=True),
+    Index("ix_portal_issues_user_status", "user", "status"),
+    # One open request per user and kind, even when two nodes queue one at once.
+    Index(
+        "uq_portal_issues_open", "user", "kind", unique=True,
+        sqlite_where=text("status = 'open'"), postgresql_where=text("status = 'open'"),
+    ),
 )

@@ -169,6 +169,17 @@ def test_enroll_backup_codes_and_radius_in_chromium(
             page.get_by_role("button", name="Sign in").click()
             assert "Signed in as" in page.content()
             assert "9 unused backup codes" in page.content()
+
+            # Restore access: the sign-in page's link, the form, the queued answer.
+            page.get_by_role("button", name="Sign out").click()
+            page.get_by_role("link", name="Lost your token").click()
+            pages.visit("recover")
+            page.locator("#kind-token").check()
+            page.locator("#user").fill("nora")
+            page.locator("#password").fill(PASSWORD)
+            page.get_by_role("button", name="Send request").click()
+            assert "Your request is queued" in page.content()
+            pages.visit("recover-queued")
             context.close()
         finally:
             browser.close()

@@ -50,6 +50,7 @@ from authd.metrics import Metrics
 from authd.portability.ops import PortabilityOps
 from authd.readiness import ReadinessProbe
 from authd.rest.service import HttpService
+from authd.storage.recovery import SqlIssues
 from authd.storage.sql import SqlStore
 
 VALIDATE_KEY = "validate-key-0123456789abcdef"
@@ -334,7 +335,8 @@ def start_app(
     )
     clock = Clock()
     clock.advance(1_767_225_600.0)
-    ops = AdminOps(config, store, keyring, reactor.seconds, engine=engine, backends=backends)
+    ops = AdminOps(config, store, keyring, reactor.seconds, engine=engine, backends=backends,
+                   issues=SqlIssues(store.transaction))
 
     def run_blocking(f: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, pool, f, *args, **kwargs)

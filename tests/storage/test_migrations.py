@@ -168,3 +168,21 @@ def test_audit_chain_step_starts_after_existing_rows(store_url: str, keyring: Ke
     finally:
         engine.dispose()
     assert tuple(head) == (0, 3, 0) and seals == 0
+
+
+def test_portal_issues_step_upgrades_a_version_3_database(
+    store_url: str, keyring: Keyring
+) -> None:
+    """A database the portal-sessions step left (version 3) gains the access-recovery
+    table at step 4, and step 3 alone does not create it."""
+    SqlStore.open(store_url, keyring, steps=migrations.STEPS[:3]).close()
+    engine = _engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("portal_issues")
+        SqlStore.open(store_url, keyring).close()
+        assert _versions(store_url) == ALL and 4 in ALL
+        with engine.connect() as conn:
+            assert sa.inspect(conn).has_table("portal_issues")
+    finally:
+        engine.dispose()
