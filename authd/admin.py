@@ -988,13 +988,18 @@ class AdminOps:
                 if match is None:
                     raise InvalidInput("the code is not right")
                 self._store.set_token_status(serial, TokenStatus.ACTIVE)
-                self._store.accept_totp_step(serial, match.step, match.drift)
+                used = self._store.accept_totp_step(serial, match.step, match.drift)
             else:
                 counter = otp.match_hotp(candidate, code, cfg.hotp.look_ahead)
                 if counter is None:
                     raise InvalidInput("the code is not right")
                 self._store.set_token_status(serial, TokenStatus.ACTIVE)
-                self._store.accept_hotp_counter(serial, counter)
+                used = self._store.accept_hotp_counter(serial, counter)
+            if not used:
+                # The compare-and-set lost: this code was used meanwhile (a second
+                # confirmation, or a sign-in with it). A code confirms once, never twice;
+                # the portal answers it as a wrong code: type the next one.
+                raise InvalidInput("that code was used already; type the next one")
         return Done("token.confirm", serial)
 
     def register_token(self, actor: str, user: str, serial: str, code: str) -> Done:

@@ -18,8 +18,8 @@ from authd.config.model import (
     PasswordHashConfig,
 )
 from authd.core import backup_codes, otp
-from authd.core.errors import AlreadyExists, Conflict, NotFound
-from authd.core.model import Token
+from authd.core.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from authd.core.model import Token, TokenStatus
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
 
@@ -116,6 +116,42 @@ def test_resync_that_lost_to_a_login_writes_nothing(
     assert (info.drift, store.get_token(serial).last_step) == (-16, now_step - 16)  # type: ignore[union-attr]
     rows = [(e.result, e.reason) for e in ops.audit(ACTOR).events if e.action == "token.resync"]
     assert rows == [("ok", ""), ("error", "Conflict")]
+
+
+class SignInRightAfterActivation:
+    """A store where a sign-in with the same code lands between a confirmation's
+    activation of the token and its use of the code: that interleaving, made certain."""
+
+    def __init__(self, store: SqlStore, step: int) -> None:
+        self._store, self._step = store, step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def set_token_status(self, serial: str, status: TokenStatus) -> None:
+        self._store.set_token_status(serial, status)
+        if status is TokenStatus.ACTIVE:
+            assert self._store.accept_totp_step(serial, self._step, 0)
+
+
+def test_confirmation_whose_code_was_used_meanwhile_is_refused(
+    store: SqlStore, keyring: Keyring, clock: Clock
+) -> None:
+    """A pending token is confirmed by a code that a racing sign-in uses first: the
+    confirmation is refused (InvalidInput, as a wrong code; audited as an error), never
+    reported as done on a code it did not use up."""
+    ops = AdminOps(CHEAP, store, keyring, clock.seconds)
+    ops.add_user(ACTOR, "fay")
+    serial = ops.add_token(ACTOR, "fay", "totp", status=TokenStatus.PENDING).token.serial
+    seed = store.get_token(serial).seed  # type: ignore[union-attr]
+    step = otp.time_step(clock.seconds(), 30)
+    racing = AdminOps(CHEAP, SignInRightAfterActivation(store, step), keyring, clock.seconds)
+    with pytest.raises(InvalidInput, match="used already"):
+        racing.confirm_token(ACTOR, "fay", serial, otp.totp(seed, clock.seconds()), ttl=600)
+    token = store.get_token(serial)
+    assert token is not None and token.last_step == step
+    rows = [(e.result, e.reason) for e in ops.audit(ACTOR).events if e.action == "token.confirm"]
+    assert rows == [("error", "InvalidInput")]
 
 
 def test_reset_backup_codes_and_audit_paging(
