@@ -161,7 +161,7 @@ def run(
     if cmd == "user.list":
         return _users(ops.list_users(actor, args.pattern, args.limit))
     if cmd == "user.remind":
-        reminders = ops.remind(actor, dry_run=args.dry_run)
+        reminders = ops.remind(actor, dry_run=not args.send)
         verb = "mailed" if reminders.sent else "would mail"
         lines = [f"{verb} {user} <{email}>" for user, email in reminders.users]
         return _one(reminders, "\n".join(lines) or "every user with an address has a token")

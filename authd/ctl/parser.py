@@ -124,7 +124,11 @@ def _user(nouns: _Subs) -> None:
     ):
         _cmd(verbs, verb, f"user.{verb}", text).add_argument("user")
     remind = _cmd(verbs, "remind", "user.remind", "mail users without a token the portal's address")
-    remind.add_argument("--dry-run", action="store_true", help="only list whom it would mail")
+    # A dry run unless told to send: mail to every user is not undone.
+    mode = remind.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="only list whom it would mail "
+                      "(the default)")
+    mode.add_argument("--send", action="store_true", help="mail them")
 
 
 def _qr_file(path: str) -> str:

@@ -59,8 +59,9 @@ smtp:
 def test_remind_mails_users_without_a_token(
     ctl_env: CtlEnv, inbox: tuple[Inbox, int]
 ) -> None:
-    """Only users with an address and no active token are mailed; each mail names the
-    portal; each reminder is audited."""
+    """A dry run by default (explicit `--dry-run` too) mails nothing; `--send` mails only
+    users with an address and no active token; each mail names the portal; each
+    reminder is audited."""
     handler, port = inbox
     _configure(ctl_env, port)
     assert ctl_env.run("user", "add", "nora", "--email", "nora@example.com").code == 0
@@ -72,8 +73,10 @@ def test_remind_mails_users_without_a_token(
         "sent": False,
         "users": [{"user": "nora", "email": "nora@example.com"}],
     }
+    default = ctl_env.run("--json", "user", "remind")
+    assert default.code == 0 and default.json() == dry.json()
     assert handler.messages == []
-    sent = ctl_env.run("user", "remind")
+    sent = ctl_env.run("user", "remind", "--send")
     assert sent.code == 0 and "mailed nora <nora@example.com>" in sent.out
     assert [to for to, _ in handler.messages] == [["nora@example.com"]]
     mail = message_from_bytes(handler.messages[0][1])
@@ -85,5 +88,5 @@ def test_remind_mails_users_without_a_token(
 def test_remind_without_a_mail_server_fails_and_says_so(ctl_env: CtlEnv) -> None:
     """No smtp.host: nothing can be sent, exit 1 with the reason."""
     assert ctl_env.run("user", "add", "nora", "--email", "nora@example.com").code == 0
-    failed = ctl_env.run("user", "remind")
+    failed = ctl_env.run("user", "remind", "--send")
     assert failed.code == 1 and "smtp.host is not set" in failed.err
