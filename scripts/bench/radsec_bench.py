@@ -150,7 +150,11 @@ def radsec_bench(args: argparse.Namespace) -> int:
         )
         total = args.requests * args.repeat * len(variants)
         rb.log(f"building the authd store: {args.users} HOTP users ({total} codes)")
-        packets, _ = rb.authd_world(tmp, args.users, total, 0, argon, url)
+        # HOTP users only (no password workload); each request a user's next code, a
+        # user coming back at least `window` requests later (codes arrive in order).
+        users, _ = rb.authd_world(tmp, argparse.Namespace(**{**vars(args), "b_requests": 0}),
+                                  argon, url)
+        packets = users.requests(total, args.window)
         pki = Pki(tmp / "pki")
         server = pki.issue("127.0.0.1", server=True, dns=("localhost",), ips=("127.0.0.1",))
         client = pki.issue("bench-nas")
@@ -194,7 +198,7 @@ def radsec_bench(args: argparse.Namespace) -> int:
                         write_stream_requests(
                             reqfile,
                             [
-                                reencode(p, i, args.connections, r11, secret)
+                                reencode(p[2], i, args.connections, r11, secret)
                                 for i, p in enumerate(part)
                             ],
                             args.connections,
