@@ -93,7 +93,8 @@ def test_pre_shared_key_container_built_per_rfc() -> None:
     tokens = parse_pskc(container(packages, enc_key=key, mac_key=mac), Protection(key=key), EPOCH)
     assert [t.serial for t in tokens] == ["P0", "P1", "P2"] and all(t.seed == SEED for t in tokens)
     doc = container(packages, enc_key=key, mac_key=mac)
-    start = doc.index(b"<EncryptedValue>", doc.index(b"P1"))
+    # The serial's element, not the bare text: base64 ciphertext may contain "P1" too.
+    start = doc.index(b"<EncryptedValue>", doc.index(b"<SerialNo>P1</SerialNo>"))
     at = doc.index(b"CipherValue>", start) + len(b"CipherValue>") + 30
     flipped = doc[:at] + (b"A" if doc[at : at + 1] != b"A" else b"B") + doc[at + 1 :]
     with pytest.raises(TokenFileError, match="KeyPackage 2: ValueMAC does not match"):
