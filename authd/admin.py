@@ -22,7 +22,7 @@ import copy
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -417,10 +417,57 @@ def _probe(ping: Callable[[], None]) -> str:
 
 # ---------------------------------------------------------------- the actions
 @dataclass
-class _Note:
+class AuditNote:
     """What an audited action learns on the way (mutable on purpose)."""
 
     detail: str = ""
+
+
+class AuditSink(Protocol):
+    """Where `audited` appends: any store (the SQL store, the LDAP-attribute one)."""
+
+    def append_audit(self, event: AuditEvent) -> None: ...
+
+
+@contextmanager
+def audited(
+    store: AuditSink,
+    clock: Callable[[], float],
+    actor: str,
+    action: str,
+    user: str = "",
+    detail: str = "",
+    source: str = "",
+) -> Iterator[AuditNote]:
+    """Append one audit event for an operator action: `ok`, or `error` with the error
+    class. The reason is the exception's class name, not its message, so that nothing an
+    operator typed can reach the trail by way of an error. The body may fill in
+    `note.detail` once it knows it (a generated serial, a new key id)."""
+    note = AuditNote(detail)
+
+    def append(result: str, reason: str) -> None:
+        store.append_audit(
+            AuditEvent(
+                at=clock(),
+                actor=actor,
+                action=action,
+                result=result,
+                user=user,
+                client="authctl" if actor.startswith("authctl:") else "",
+                source=source,
+                reason=reason,
+                detail=note.detail,
+            )
+        )
+
+    try:
+        yield note
+    except AuthdError as exc:
+        # If the store is down this append fails too: raise the original error.
+        with suppress(AuthdError):
+            append("error", type(exc).__name__)
+        raise
+    append("ok", "")
 
 
 # Why a forgotten-password request of a directory user is refused (shown to the user).
@@ -473,25 +520,11 @@ class AdminOps:
         return ops
 
     # ------------------------------------------------------------ audit plumbing
-    @contextmanager
     def _audited(
         self, actor: str, action: str, user: str = "", detail: str = ""
-    ) -> Iterator[_Note]:
-        """Append one audit event for the action: `ok`, or `error` with the error class.
-
-        The reason is the exception's class name, not its message, so that nothing an
-        operator typed can reach the trail by way of an error. The body may fill in
-        `note.detail` once it knows it (a generated serial, a new key id).
-        """
-        note = _Note(detail)
-        try:
-            yield note
-        except AuthdError as exc:
-            # If the store is down this append fails too: raise the original error.
-            with suppress(AuthdError):
-                self._audit(actor, action, "error", user, type(exc).__name__, note.detail)
-            raise
-        self._audit(actor, action, "ok", user, "", note.detail)
+    ) -> AbstractContextManager[AuditNote]:
+        """`audited` on this store and clock, naming the caller's address (`from_source`)."""
+        return audited(self._store, self._clock, actor, action, user, detail, self._source)
 
     def _audit(
         self, actor: str, action: str, result: str, user: str, reason: str, detail: str

@@ -9,13 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from authd.admin import AuditNote, audited
 from authd.config.model import Config
-from authd.core.errors import AuthdError, InvalidInput
+from authd.core.errors import InvalidInput
 from authd.core.model import AuditEvent, Token
 from authd.portability.bundle import BundleError, Protector, Sealer, open_bundle
 from authd.portability.merge import ImportPlan, OnConflict, plan_import
@@ -137,29 +138,10 @@ class PortabilityOps:
         self._clock = clock
         self.registration = Registration(store, config.otp)
 
-    @contextmanager
-    def _audited(self, actor: str, action: str, detail: str = "") -> Iterator[list[str]]:
-        note = [detail]
-        try:
-            yield note
-        except AuthdError as exc:
-            with suppress(AuthdError):
-                self._audit(actor, action, "error", type(exc).__name__, note[0])
-            raise
-        self._audit(actor, action, "ok", "", note[0])
-
-    def _audit(self, actor: str, action: str, result: str, reason: str, detail: str) -> None:
-        self._store.append_audit(
-            AuditEvent(
-                at=self._clock(),
-                actor=actor,
-                action=action,
-                result=result,
-                client="authctl" if actor.startswith("authctl:") else "",
-                reason=reason,
-                detail=detail,
-            )
-        )
+    def _audited(
+        self, actor: str, action: str, detail: str = ""
+    ) -> AbstractContextManager[AuditNote]:
+        return audited(self._store, self._clock, actor, action, detail=detail)
 
     # ------------------------------------------------------------ export / import
     def export_bundle(self, actor: str, protector: Protector) -> Exported:
@@ -177,7 +159,7 @@ class PortabilityOps:
                 "tokens": [token_to_json(t, sealer.seeds.wrap) for t in records.tokens],
             }
             data = sealer.seal(payload)
-            note[0] = f"{len(records.users)} users, {len(records.tokens)} tokens"
+            note.detail = f"{len(records.users)} users, {len(records.tokens)} tokens"
         return Exported(data, len(records.users), len(records.tokens))
 
     def import_bundle(
@@ -229,7 +211,7 @@ class PortabilityOps:
                 return plan
 
             plan = self._store.import_records(decide)
-            note[0] = (
+            note.detail = (
                 f"{len(incoming.users)} users, {len(incoming.tokens)} tokens, "
                 f"{plan.writes} written, {len(plan.conflicts)} conflicts ({on_conflict.value})"
             )
@@ -261,7 +243,7 @@ class PortabilityOps:
             else:
                 raise InvalidInput("format must be pskc or csv")
             count = load_tokens(self._store, tokens)
-            note[0] = f"{count} tokens from {fmt}"
+            note.detail = f"{count} tokens from {fmt}"
         return TokensImported(count, fmt)
 
 
