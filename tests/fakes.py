@@ -16,6 +16,7 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -379,6 +380,9 @@ class FakeStore:
 
     def close(self) -> None:
         pass
+
+    def decision_scope(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 @dataclass

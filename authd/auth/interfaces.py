@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -344,6 +345,32 @@ class Store(Protocol):
     def rotate_key(self) -> int: ...  # re-encrypts every seed, returns how many
     def ping(self) -> None: ...
     def close(self) -> None: ...
+
+    # what bounds one whole decision (its reads, first factor and write): tokens held in
+    # a directory share one request_timeout; a SQL store bounds each wait on its own
+    def decision_scope(self) -> AbstractContextManager[None]: ...
+
+
+class BatchingStore(Store, Protocol):
+    """A store that reads and writes for many decisions at once (SqlStore, on SQLite and
+    PostgreSQL): what the batching layer (authd/batching) uses, and all it uses."""
+
+    def decision_reads(self, names: Sequence[str]) -> AbstractContextManager[None]:
+        """A block in which this thread's `get_user_tokens_codes` calls read one
+        snapshot, the rows of `names` (the users about to be decided) read ahead together.
+        No write is made inside it."""
+        ...
+
+    def commit_decisions(self, writes: Sequence[DecisionWrite]) -> list[DecisionCommit]:
+        """Each write phase's result (as `commit_decision`), in order, returned only once
+        all of them committed; a failure rolls back all of them and raises. A user
+        appears at most once among `writes`."""
+        ...
+
+    def time_budget(self, seconds: float) -> AbstractContextManager[None]:
+        """Within the block, this thread's waits for the database together take at most
+        `seconds`, and nothing commits past it."""
+        ...
 
 
 def get_user_tokens_codes_in_steps(store: Store, name: str) -> tuple[User | None, list[Token], int]:

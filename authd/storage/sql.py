@@ -59,11 +59,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from authd.auth.interfaces import (
     AttemptRecord,
     AuditFilter,
+    BatchingStore,
     Challenge,
     DecisionCommit,
     DecisionWrite,
     LockState,
-    Store,
     UseBackupCode,
     UseHotpCounter,
     UserOverview,
@@ -1337,11 +1337,6 @@ class SqlStore:
             lambda run: self._chained(run, lambda: _apply_decisions(run, (write,))[0])
         )
 
-    @property
-    def batches_decisions(self) -> bool:
-        """Whether `decision_reads` / `commit_decisions` save work (SQLite only)."""
-        return isinstance(self._hot, SqliteHotPath)
-
     def decision_reads(self, names: Sequence[str] = ()) -> AbstractContextManager[None]:
         """A context in which this thread's `get_user_tokens_codes` calls read one
         snapshot without any write lock (SQLite: one read transaction; PostgreSQL:
@@ -1367,6 +1362,11 @@ class SqlStore:
                 yield
             finally:
                 self._prefetched.rows = None
+
+    @property
+    def batches_decisions(self) -> bool:
+        """Whether `decision_reads` / `commit_decisions` save work (SQLite only)."""
+        return isinstance(self._hot, SqliteHotPath)
 
     def commit_decisions(self, writes: Sequence[DecisionWrite]) -> list[DecisionCommit]:
         """Several decisions' write phases, in order, with the results of each (as
@@ -1562,6 +1562,10 @@ class SqlStore:
         with self._read() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
 
+    def decision_scope(self) -> AbstractContextManager[None]:
+        """Nothing: each wait is bounded by store.timeout (or `time_budget`) on its own."""
+        return nullcontext()
+
     def time_budget(self, seconds: float) -> AbstractContextManager[None]:
         """Within the block, this thread's waits for PostgreSQL together take at most
         `seconds`, and no write commits past it (a request's share of store.timeout
@@ -1580,5 +1584,5 @@ class SqlStore:
 
 if TYPE_CHECKING:
     # mypy proves SqlStore implements the Store Protocol exactly (names and signatures).
-    def _implements_store(s: SqlStore) -> Store:
+    def _implements_store(s: SqlStore) -> BatchingStore:
         return s
