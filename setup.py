@@ -26,9 +26,9 @@ from setuptools import Extension, setup
 # are left out: they rely on runtime introspection (SQLAlchemy rows where a tuple is
 # annotated, dataclass field types) that compiled code rejects.
 HOT_PATH = [
-    "authd/auth/engine.py",
     "authd/auth/interfaces.py",
-    "authd/auth/threaded.py",
+    "authd/batching/batch.py",
+    "authd/batching/threaded.py",
     "authd/core/backup_codes.py",
     "authd/core/errors.py",
     "authd/core/lockout.py",
@@ -39,6 +39,10 @@ HOT_PATH = [
     "authd/core/split.py",
     "authd/core/username.py",
     "authd/crypto.py",
+    "authd/decision/attempt.py",
+    "authd/decision/engine.py",
+    "authd/decision/plan.py",
+    "authd/decision/request.py",
     "authd/metrics.py",
     "authd/radius/clients.py",
     "authd/radius/codec.py",

@@ -86,7 +86,7 @@ class KeyringLike(Protocol):
 
 
 class Decider(Protocol):
-    """`authd.auth.engine.Engine` as `test_auth` uses it (synchronous, explicit now)."""
+    """`authd.decision.engine.Engine` as `test_auth` uses it (synchronous, explicit now)."""
 
     def decide(self, req: AuthRequest, now: float) -> Decision: ...
 

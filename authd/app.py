@@ -23,15 +23,16 @@ from twisted.python.threadpool import ThreadPool
 from authd import systemd, worker_metrics
 from authd.admin import AdminOps
 from authd.audit_retention import AuditPruner
-from authd.auth.engine import Engine
 from authd.auth.interfaces import FirstFactorBackend, Store
 from authd.auth.ldap_primary import LdapBackend
 from authd.auth.local import LocalUsers, hash_password, make_password_hasher
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.batch import Batched, Decisions, OneByOne
+from authd.batching.threaded import ThreadedEngine
 from authd.config.model import Config, PrimaryBackend, StoreConfig
 from authd.config_audit import ConfigAudit
 from authd.core.habits import SigninHabits
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.habits_warmup import HabitsWarmup
 from authd.metrics import Metrics
 from authd.portability.ops import portability_ops
@@ -111,6 +112,14 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
                      password_hasher=lambda password: hash_password(hasher, password),
                      verify_audit=sql.verify_audit, issues=SqlIssues(sql.transaction))
     return Core(config, keyring, sql, store, backends, engine, admin, habits)
+
+
+def decisions_for(core: Core) -> Decisions:
+    """Batches on the SQL store (SQLite and PostgreSQL); tokens held in a directory are
+    decided one by one (their writes are directory operations, not a transaction)."""
+    if core.store is core.sql:
+        return Batched(core.engine, core.sql)
+    return OneByOne(core.engine)
 
 
 class _ListenerAdapter:
@@ -205,7 +214,7 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     # SQLite decisions are CPU-bound: a second thread on them only adds GIL hand-overs
     # (measured ~2x slower unpinned, scripts/bench/engine); PostgreSQL waits on the network.
     sqlite = config.store.url.startswith("sqlite")
-    threaded = ThreadedEngine(core.engine, reactor, pool, metrics,
+    threaded = ThreadedEngine(decisions_for(core), reactor, pool, metrics,
                               store_threads=1 if sqlite else None,
                               store_timeout=config.store.timeout)
 

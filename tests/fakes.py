@@ -490,6 +490,11 @@ class WrappedStore:
         self._store = store
         self._replaced = replaced
 
+    @property
+    def wrapped(self) -> Any:
+        """The store behind it (a batching one stays batching)."""
+        return self._store
+
     def __getattr__(self, name: str) -> Any:
         if name in self._replaced:
             return self._replaced[name]

@@ -85,7 +85,7 @@ def test_every_module_logs_under_its_own_name() -> None:
             named[module.__name__] = log.namespace
         elif isinstance(log, logging.Logger):
             named[module.__name__] = log.name
-    assert "authd.radius.protocol" in named and "authd.auth.threaded" in named
+    assert "authd.radius.protocol" in named and "authd.batching.threaded" in named
     assert {name: ns for name, ns in named.items() if ns != name} == {}
 
 

@@ -2,7 +2,7 @@
 Protocols its collaborators (first-factor backends, the store) implement.
 
 The engine is synchronous and runs in a bounded worker pool (one hop per request);
-front-ends call it through `authd.auth.threaded.ThreadedEngine`. Everything here is
+front-ends call it through `authd.batching.threaded.ThreadedEngine`. Everything here is
 plain data so it crosses threads safely.
 
 Records built for every request (AuthRequest, Decision, PrimaryResult, the write

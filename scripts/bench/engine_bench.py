@@ -9,7 +9,7 @@ the compare-and-set on the step, the attempt record and the audit row are all in
 measured path. Three phases, each on its own third of the users:
 
 1. `Engine.decide` in a loop on one thread: decisions/s, CPU µs per decision, p50/p99;
-2. `Engine.decide_many` on one thread, `--window` requests per call (what a
+2. `Batched.decide_many` on one thread, `--window` requests per call (what a
    ThreadedEngine drainer does with queued store-only requests; on SQLite one
    transaction per call): decisions/s, CPU µs per decision, latency of each call;
 3. `ThreadedEngine.authenticate` on a real reactor with `--threads` pool threads (at
@@ -37,13 +37,15 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.batch import Batched
+from authd.batching.threaded import ThreadedEngine
 from authd.config.model import Config
 from authd.core.habits import SigninHabits
 from authd.core.otp import totp
 from authd.crypto import Keyring
+from authd.decision.attempt import Pending
+from authd.decision.engine import Engine
 from authd.metrics import Metrics
 from authd.storage.schema import tokens, users
 from authd.storage.sql import SqlStore
@@ -123,21 +125,22 @@ def one_thread(engine: Engine, reqs: list[AuthRequest]) -> None:
     report("Engine.decide, 1 thread", len(reqs), wall, cpu, lat)
 
 
-def many(engine: Engine, reqs: list[AuthRequest], size: int) -> None:
+def many(engine: Engine, store: SqlStore, reqs: list[AuthRequest], size: int) -> None:
+    batched = Batched(engine, store)
     lat = []
     clock = time.perf_counter
     cpu0, t0 = time.process_time(), clock()
     for i in range(0, len(reqs), size):
         chunk = reqs[i : i + size]
         start = clock()
-        results = engine.decide_many([(req, NOW) for req in chunk])
+        results = batched.decide_many([(req, NOW) for req in chunk])
         lat.append(clock() - start)
         for req, result in zip(chunk, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, (BaseException, Pending)):
                 sys.exit(f"decision failed for {req.user}: {type(result).__name__}")
             check(result[0], req.user)
     wall, cpu = clock() - t0, time.process_time() - cpu0
-    report(f"Engine.decide_many, {size} per call", len(reqs), wall, cpu, lat)
+    report(f"Batched.decide_many, {size} per call", len(reqs), wall, cpu, lat)
 
 
 class _FixedClockReactor:
@@ -154,7 +157,12 @@ class _FixedClockReactor:
 
 
 def threaded(
-    engine: Engine, reqs: list[AuthRequest], threads: int, window: int, store_threads: int | None
+    engine: Engine,
+    store: SqlStore,
+    reqs: list[AuthRequest],
+    threads: int,
+    window: int,
+    store_threads: int | None,
 ) -> None:
     from twisted.internet import reactor
     from twisted.python.threadpool import ThreadPool
@@ -162,7 +170,11 @@ def threaded(
     pool = ThreadPool(minthreads=threads, maxthreads=threads, name="bench-auth")
     pool.start()
     te = ThreadedEngine(
-        engine, _FixedClockReactor(reactor), pool, Metrics(), store_threads=store_threads
+        Batched(engine, store),
+        _FixedClockReactor(reactor),
+        pool,
+        Metrics(),
+        store_threads=store_threads,
     )
     lat: list[float] = []
     pending = iter(reqs)
@@ -239,11 +251,11 @@ def main() -> None:
         f"unusual sign-in {'off' if habits is None else 'on'}, hash chain {args.hash_chain}"
     )
     one_thread(engine, reqs[:third])
-    many(engine, reqs[third : 2 * third], args.window)
+    many(engine, store, reqs[third : 2 * third], args.window)
     store_threads = args.store_threads
     if store_threads is None:
         store_threads = 1 if url.startswith("sqlite") else args.threads
-    threaded(engine, reqs[2 * third :], args.threads, args.window, store_threads)
+    threaded(engine, store, reqs[2 * third :], args.threads, args.window, store_threads)
     store.close()
 
 

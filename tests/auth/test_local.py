@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Outcome, Reason
 from authd.auth.local import LocalUsers, hash_password, make_password_hasher
 from authd.config.model import Config, PasswordHashConfig
 from authd.core.errors import InvalidInput
 from authd.core.model import Token, TokenType, User
 from authd.core.otp import totp
-from tests.auth.conftest import NOW, replace_cfg
+from authd.decision.engine import Engine
 from tests.fakes import FakeStore
+from tests.world import NOW, replace_cfg
 
 # The config's minimum cost keeps the suite fast; production uses RFC 9106 defaults.
 CHEAP = PasswordHashConfig(time_cost=1, memory_cost_kib=8192, parallelism=1)

@@ -16,17 +16,18 @@ import psycopg
 import pytest
 from twisted.logger import globalLogPublisher
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest
 from authd.auth.ldap_primary import LdapBackend
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.threaded import ThreadedEngine
 from authd.config.model import PrimaryConfig, StoreConfig
 from authd.core.model import Token, TokenType
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.storage.ldap_attrs import LdapTokenStore
 from tests.fixtures.slapd import PASSWORDS, start_slapd
 from tests.integration.test_ldap_primary import make_config as ldap_config
 from tests.rest.harness import PASSWORD, SEED, App, Response, make_config, start_app
+from tests.world import decisions_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,8 @@ def test_hung_directory_holding_the_tokens_is_audited_and_answered_503(tmp_path:
         tokens = LdapTokenStore(app.store, backend, keyring)
         tokens.add_token(Token(serial="H-alice", type=TokenType.HOTP, seed=SEED, user="alice"))
         engine = Engine(config, tokens, [backend], keyring.hash_key, app.metrics)
-        engines.append(ThreadedEngine(engine, app.loop.reactor, app.pool, app.metrics))
+        decisions = decisions_for(engine)
+        engines.append(ThreadedEngine(decisions, app.loop.reactor, app.pool, app.metrics))
         assert app.otp_check("alice", app.next_hotp("alice")).json == {"result": "accept"}
 
         code = app.next_hotp("alice")

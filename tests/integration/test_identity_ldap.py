@@ -13,7 +13,6 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason, Store
 from authd.auth.ldap_primary import LdapBackend
 from authd.config.model import Config, PolicyConfig, PrimaryConfig, StoreConfig, UserSearch
@@ -21,6 +20,7 @@ from authd.core.model import Token, TokenType
 from authd.core.otp import totp
 from authd.core.username import realm_set
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, Slapd

@@ -22,13 +22,13 @@ from typing import Any
 import ldap3
 import pytest
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, LockState, Outcome
 from authd.auth.ldap_primary import LdapBackend
 from authd.config.model import Config, GroupSearch, PrimaryConfig, StoreConfig
 from authd.core.errors import AlreadyExists, NotFound, StoreUnavailable
 from authd.core.model import Token, TokenStatus, TokenType, User, UserStatus, user_status
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.storage.ldap_attrs import LdapTokenStore, decode_record, encode_record
 from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, USERS, Slapd

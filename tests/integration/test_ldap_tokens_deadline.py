@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AttemptRecord, AuthRequest, DecisionWrite, Outcome, UseTotpStep
 from authd.auth.ldap_primary import Directory, DirectoryEntry, LdapBackend
 from authd.config.model import Config, PrimaryBackend, PrimaryConfig, StoreConfig
@@ -19,6 +18,7 @@ from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenType
 from authd.core.otp import totp as totp_code
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, Slapd

@@ -13,7 +13,6 @@ import ldap3
 import pytest
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import (
     AttemptRecord,
     AuthRequest,
@@ -26,10 +25,11 @@ from authd.auth.interfaces import (
     UseTotpStep,
 )
 from authd.auth.ldap_primary import LdapBackend
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.threaded import ThreadedEngine
 from authd.config.model import Config, LockoutConfig, OtpConfig, PrimaryConfig, StoreConfig
 from authd.core.model import AuditEvent, Token, TokenType
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.metrics import Metrics
 from authd.storage.ldap_attrs import STATE_EMPTY, STATE_PREFIX, LdapTokenStore
 from authd.storage.sql import SqlStore
@@ -37,6 +37,7 @@ from tests.fakes import FakeReactor
 from tests.fixtures.slapd import PASSWORDS, Slapd
 from tests.integration.test_ldap_primary import make_config
 from tests.integration.test_ldap_tokens import SEED, _code, clear_tokens
+from tests.world import decisions_for
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +141,7 @@ def test_parallel_guesses_lock_after_exactly_max_attempts(
     pool = ThreadPool(minthreads=1, maxthreads=8, name="auth-ldap-race")
     pool.start()
     try:
-        threaded = ThreadedEngine(engine, reactor, pool, Metrics())
+        threaded = ThreadedEngine(decisions_for(engine), reactor, pool, Metrics())
         right = _code(SEED, NOW)
         codes = ["000000" if right != "000000" else "111111"] * GUESSES + [right]
         results: dict[int, Decision] = {}

@@ -14,14 +14,14 @@ from pathlib import Path
 from twisted.python.threadpool import ThreadPool
 
 from authd.auth.interfaces import Decision, Outcome
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.threaded import ThreadedEngine
 from authd.crypto import Keyring
 from authd.metrics import Metrics
 from authd.storage.sql import SqlStore
-from tests.auth.conftest import World
 from tests.fakes import FakeBackend
 from tests.fixtures.postgres import Cluster
 from tests.polling import wait_until
+from tests.world import World, decisions_for
 
 TIMEOUT = 1.0  # store.timeout
 # Scheduling slack on a busy two-core CI machine: thread hand-offs, not store waits.
@@ -71,7 +71,7 @@ def test_a_stopped_postgresql_costs_timely_rejects_and_no_codes(
         w.user("alice")
         token = w.token("alice")
         threaded = ThreadedEngine(
-            w.engine(), reactor, pool, Metrics(), store_timeout=TIMEOUT
+            decisions_for(w.engine()), reactor, pool, Metrics(), store_timeout=TIMEOUT
         )
         answers: list[tuple[float, float, Decision]] = []
 

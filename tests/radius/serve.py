@@ -92,11 +92,12 @@ def radius_config(spec: dict[str, Any]) -> RadiusConfig:
 
 
 def real_engine(spec: dict[str, Any], radius: RadiusConfig, metrics: Metrics) -> Any:
-    from authd.auth.engine import Engine
     from authd.auth.local import LocalUsers, make_password_hasher
-    from authd.auth.threaded import ThreadedEngine
+    from authd.batching.threaded import ThreadedEngine
     from authd.crypto import Keyring
+    from authd.decision.engine import Engine
     from authd.storage.sql import SqlStore
+    from tests.world import decisions_for
 
     phc = PasswordHashConfig(**spec.get("password_hash", {}))
     defaults = Config()
@@ -114,7 +115,7 @@ def real_engine(spec: dict[str, Any], radius: RadiusConfig, metrics: Metrics) ->
     pool.start()
     reactor.addSystemEventTrigger("after", "shutdown", pool.stop)
     reactor.addSystemEventTrigger("after", "shutdown", store.close)
-    return ThreadedEngine(engine, reactor, pool, metrics).authenticate
+    return ThreadedEngine(decisions_for(engine), reactor, pool, metrics).authenticate
 
 
 def main() -> None:

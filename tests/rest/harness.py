@@ -29,9 +29,8 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from authd.admin import AdminOps
-from authd.auth.engine import Engine
 from authd.auth.local import LocalUsers, make_password_hasher
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.threaded import ThreadedEngine
 from authd.config.model import (
     ApiKey,
     Config,
@@ -46,12 +45,14 @@ from authd.config.model import (
 from authd.core.model import Algorithm
 from authd.core.otp import hotp, totp
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.metrics import Metrics
 from authd.portability.ops import PortabilityOps
 from authd.readiness import ReadinessProbe
 from authd.rest.service import HttpService
 from authd.storage.recovery import SqlIssues
 from authd.storage.sql import SqlStore
+from tests.world import decisions_for
 
 VALIDATE_KEY = "validate-key-0123456789abcdef"
 ADMIN_KEY = "admin-key-0123456789abcdef-admin"
@@ -326,7 +327,7 @@ def start_app(
     engine = Engine(config, store, backends, keyring.hash_key, metrics)
     pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="auth")
     pool.start()
-    threaded = ThreadedEngine(engine, reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(engine), reactor, pool, metrics)
     # Readiness on a thread of its own, as app.py builds it.
     ready_pool = ThreadPool(minthreads=0, maxthreads=1, name="ready")
     ready_pool.start()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
 
-from authd.auth.engine import GENERIC_REJECT
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.config.model import RateLimit, RateLimitsConfig
+from authd.decision.request import GENERIC_REJECT
 from tests.rest.harness import (
     ADMIN_KEY,
     BOTH_KEY,

@@ -43,11 +43,11 @@ from typing import Any
 import ldap3
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Store
 from authd.auth.ldap_bind import password_octets
 from authd.auth.ldap_primary import LdapBackend
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.batch import Batched
+from authd.batching.threaded import ThreadedEngine
 from authd.config.model import (
     Config,
     GroupSearch,
@@ -60,6 +60,7 @@ from authd.config.model import (
 )
 from authd.core.model import Token, TokenType
 from authd.crypto import Keyring
+from authd.decision.engine import Engine
 from authd.metrics import Metrics
 from authd.storage.ldap_attrs import LdapTokenStore
 from authd.storage.sql import SqlStore
@@ -288,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             pool = ThreadPool(minthreads=1, maxthreads=args.threads, name="authd-auth")
             pool.start()
             at = _ReactorAt(reactor)
-            threaded = ThreadedEngine(engines["db"][0], at, pool, Metrics(), store_threads=1)
+            threaded = ThreadedEngine(
+                Batched(*engines["db"][:2]), at, pool, Metrics(), store_threads=1
+            )
             variants = {
                 "raw-bind": raw_bind(slapd),
                 "raw-connect": raw_connect(slapd),

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 from authd.auth.interfaces import AuthRequest, Decision, Outcome
 from authd.core.model import TokenType
-from tests.auth.conftest import HASH_KEY, NOW, PASSWORD, World
 from tests.fakes import FakeBackend, FakeStore
+from tests.world import HASH_KEY, NOW, PASSWORD, World
 
 
 def make_world() -> World:

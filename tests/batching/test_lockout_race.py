@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import (
     AuthRequest,
     Decision,
@@ -26,12 +25,13 @@ from authd.auth.interfaces import (
     PrimaryResult,
     Reason,
 )
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.threaded import ThreadedEngine
 from authd.core.model import Token
+from authd.decision.engine import Engine
 from authd.metrics import Metrics
-from tests.auth.conftest import NOW, PASSWORD, World, _open_real
 from tests.fakes import FakeBackend, FakeReactor
 from tests.fixtures.pools import started_pool
+from tests.world import NOW, PASSWORD, World, _open_real, decisions_for
 
 MAX_ATTEMPTS = 3
 GUESSES = 100
@@ -120,7 +120,7 @@ def test_parallel_guesses_with_the_password_lock_after_exactly_max(
     directory = SlowBind(w.directory)
     engine = Engine(w.config, w.store, [directory], w.hash_key)
     reactor = FakeReactor(NOW)
-    threaded = ThreadedEngine(engine, reactor, pool, Metrics())
+    threaded = ThreadedEngine(decisions_for(engine), reactor, pool, Metrics())
     slow: dict[int, Decision] = {}
     _submit(threaded, [w.request(SLOW_PASSWORD + w.code(token))], slow)
     results: dict[int, Decision] = {}
@@ -144,7 +144,7 @@ def test_parallel_guesses_without_the_password_lock_after_exactly_max(
     w = real_world
     token = w.token("alice")
     reactor = FakeReactor(NOW)
-    threaded = ThreadedEngine(w.engine(), reactor, pool, Metrics())
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, Metrics())
 
     def req(code: str) -> AuthRequest:
         if otp_field:
@@ -166,7 +166,7 @@ def test_parallel_challenge_answers_lock_after_exactly_max(
     w = real_world
     token = w.token("alice")
     reactor = FakeReactor(NOW)
-    threaded = ThreadedEngine(w.engine(), reactor, pool, Metrics())
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, Metrics())
     states = []
     for _ in range(GUESSES + 1):
         issued = w.decide(PASSWORD, mode="challenge")
@@ -192,7 +192,7 @@ def test_a_code_sent_four_times_at_once_is_one_accept_and_no_lockout(
     w = real_world
     token = w.token("alice")
     reactor = FakeReactor(NOW)
-    threaded = ThreadedEngine(w.engine(), reactor, pool, Metrics())
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, Metrics())
     results: dict[int, Decision] = {}
     _submit(threaded, [w.request(PASSWORD + w.code(token)) for _ in range(4)], results)
     reactor.run_until(lambda: len(results) == 4, timeout=DEADLINE)

@@ -9,14 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.logger import globalLogPublisher
 
-from authd.auth.engine import GENERIC_REJECT, Engine, FirstFactorDue, _invalid_text, state_hash
 from authd.auth.interfaces import Challenge, Outcome, Reason
 from authd.config.model import GroupPolicy
 from authd.core.errors import StoreUnavailable
 from authd.core.model import Token, TokenStatus, TokenType, User
+from authd.decision.engine import Engine
+from authd.decision.request import GENERIC_REJECT, invalid_text, state_hash
 from authd.metrics import Metrics
-from tests.auth.conftest import NOW, PASSWORD, World
 from tests.fakes import FakeBackend, FakeDirectoryUser, FakeStore, WrappedStore
+from tests.world import NOW, PASSWORD, World
 
 # ------------------------------------------------------------------ inline
 
@@ -679,8 +680,8 @@ def test_text_check_matches_its_definition(text: str, control_ok: bool) -> None:
         encodable = False
     has_control = any(unicodedata.category(ch) == "Cc" for ch in text)
     expected = "\x00" in text or not encodable or (has_control and not control_ok)
-    assert _invalid_text(text, 40, control_ok) is expected
-    assert _invalid_text(text + "x", len(text), control_ok) is True  # over the limit
+    assert invalid_text(text, 40, control_ok) is expected
+    assert invalid_text(text + "x", len(text), control_ok) is True  # over the limit
 
 
 # ------------------------------------------------------------------ store behaviour
@@ -849,25 +850,6 @@ def test_failed_decision_is_audited_without_secrets(world: World) -> None:
     )
     assert (event.actor, event.client, event.source) == ("radius:vpn", "vpn", "192.0.2.7")
     assert code not in repr(event) and PASSWORD not in repr(event)
-
-
-def test_first_factor_error_in_a_batch_is_audited(sqlite_world: World) -> None:
-    """A paused first factor that raises (decide_many answers it alone with the error)
-    is audited as a failed decision, once."""
-    w = sqlite_world
-    w.user()
-    token = w.token()
-    w.directory.broken = RuntimeError("directory library bug")
-    engine = w.engine()
-    [due] = engine.decide_many(
-        [(w.request(PASSWORD + w.code(token)), NOW)], pause_first_factor=True
-    )
-    assert isinstance(due, FirstFactorDue)
-    due.check()
-    [result] = engine.decide_many([due], pause_first_factor=True)
-    assert isinstance(result, RuntimeError)
-    [event] = w.store.query_audit(user="alice")
-    assert (event.result, event.reason, event.detail) == ("reject", "unavailable", "RuntimeError")
 
 
 def test_lost_audit_record_is_logged_and_counted(fake_world: World) -> None:

@@ -1,4 +1,4 @@
-"""The engine as front-ends use it: decisions run in the bounded `auth` thread pool,
+"""Decisions as front-ends use them: they run in the bounded `auth` thread pool,
 metrics are recorded on the way back, and any unexpected error turns into a reject
 (fail closed), logged with its traceback when decisions start failing (auth/outage.py).
 Front-ends never see an exception.
@@ -10,14 +10,15 @@ reactor each result costs one plain Deferred callback and metric updates on labe
 children bound once.
 
 A drainer takes turns of two kinds. A store turn takes the items waiting at the head of
-the queue together (`Engine.decide_many`: reads without the write lock, then one SQLite
-write transaction for all of them; every answer only after its COMMIT). On SQLite a
-request with a first factor is paused there after its reads (`FirstFactorDue`), and a
-first-factor turn checks it (a directory bind or a password hash, which block) and puts
-it back first in line, so that its write joins the next store turn's transaction
-instead of costing one of its own (measured with an LDAP first factor: reads and write
-alone ~145 µs a decision, batched ~30). On PostgreSQL, whose decide_many gains nothing
-from batches, each request is decided whole in one turn.
+the queue together (`Decisions.decide_many`, batch.py: reads without the write lock,
+then one write transaction for all of them; every answer only after its COMMIT). A
+decision that needs blocking work (`Pending`: a first factor, a directory lookup, a
+challenge State) comes back from a store turn after its reads; a first-factor turn runs
+that work (a directory bind or a password hash, which block) and puts it back first in
+line, so that its write joins the next store turn's transaction instead of costing one
+of its own (measured with an LDAP first factor on SQLite: reads and write alone ~145 µs
+a decision, batched ~30). With `OneByOne` (tokens in a directory) each request is
+decided whole in one turn.
 
 How many drainers run: up to `pool.max`, except that at most `store_threads` of them
 are in a store turn at once. Under CPython a second thread only helps while the first
@@ -44,13 +45,15 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import GENERIC_REJECT, DecisionStats, Engine, FirstFactorDue
 from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
 from authd.auth.outage import FailureLog
+from authd.batching.batch import Decisions, Item, Result
 from authd.core.errors import StoreTimeout
+from authd.decision.attempt import Pending
+from authd.decision.request import GENERIC_REJECT
 from authd.metrics import Metrics
 
-log = Logger(namespace="authd.auth.threaded")
+log = Logger(namespace="authd.batching.threaded")
 
 # Metric labels come from small fixed sets (metrics.py): anything else is "other".
 _FRONTENDS = frozenset({"radius", "http", "authctl"})
@@ -67,15 +70,10 @@ class ReactorLike(Protocol):
     def callFromThread(self, f: object, *args: object) -> object: ...  # noqa: N802
 
 
-_Result = tuple[Decision, DecisionStats] | BaseException
-# A queued request (or a paused decision whose first factor is checked), the reactor
-# time it arrived at (for a paused decision: moved on by the time its first factor
-# took, which has its own bound), its answer and its front-end's metrics.
-_Entry = tuple[AuthRequest | FirstFactorDue, float, Deferred[Decision], "_Metered"]
-# Items one store turn takes at once (Engine.decide_many: their reads under one
-# snapshot, their writes in one SQLite transaction, ~15 µs of write lock each); bounds
-# the latency a batch adds (~0.1 ms of decision each).
-_STORE_BATCH = 64
+# A queued request (or a paused decision whose blocking step has run), the reactor
+# time it arrived at (for a paused decision: moved on by the time its step took, which
+# has its own bound), its answer and its front-end's metrics.
+_Entry = tuple[AuthRequest | Pending, float, Deferred[Decision], "_Metered"]
 # While first factors wait for a thread, a store turn waits for this many items, or for
 # its oldest to have waited _STORE_WAIT seconds: one transaction for several decisions
 # instead of one each (a thread that just checked a first factor would otherwise take a
@@ -84,8 +82,8 @@ _STORE_MIN = 16
 _STORE_WAIT = 0.001
 
 
-def _request(item: AuthRequest | FirstFactorDue) -> AuthRequest:
-    return item.request if isinstance(item, FirstFactorDue) else item
+def _request(item: AuthRequest | Pending) -> AuthRequest:
+    return item.request if isinstance(item, Pending) else item
 
 
 class _Metered:
@@ -117,7 +115,7 @@ class ThreadedEngine:
 
     def __init__(
         self,
-        engine: Engine,
+        decisions: Decisions,
         reactor: ReactorLike,
         pool: ThreadPool,
         metrics: Metrics,
@@ -128,7 +126,8 @@ class ThreadedEngine:
         """store_threads: see the module doc; None means `pool.max` (SQLite deployments
         want 1). store_timeout (store.timeout): how long a request may wait for the
         store in all, queueing included; None: no limit."""
-        self._engine = engine
+        self._decisions = decisions
+        self._engine = decisions.engine
         self._reactor = reactor
         self._pool = pool
         self._metrics = metrics
@@ -139,19 +138,16 @@ class ThreadedEngine:
         self._todo: deque[_Entry] = deque()  # for store turns
         self._todo_since = 0.0  # time.monotonic() when _todo last became non-empty
         self._due: deque[_Entry] = deque()  # paused decisions, for first-factor turns
-        self._done: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]] = []
+        self._done: list[tuple[AuthRequest, Deferred[Decision], _Metered, Result]] = []
         self._drainers = 0
         self._in_decision = 0  # drainers inside a turn (they come back to the queues)
         self._store_turns = 0  # ... inside a store turn
         self._store_threads = store_threads
         self._store_timeout = store_timeout
-        # SqlStore.time_budget: the store waits of one turn share what is left of it.
-        self._time_budget = getattr(engine.store, "time_budget", None)
-        # Several requests per store turn, and first factors in turns of their own, only
-        # where that saves work (one SQLite transaction); elsewhere (PostgreSQL) each
-        # request is decided whole in its own turn and thread.
-        self._pause = engine.batches_decisions
-        self._batch = _STORE_BATCH if self._pause else 1
+        # Several requests per store turn, and blocking steps in turns of their own,
+        # where that saves work (Batched); OneByOne decides each whole in its own turn.
+        self._pause = decisions.pauses
+        self._batch = decisions.batch_size
         self._flush_pending = False  # a _deliver call is on its way to the reactor
 
     def _publish_in_flight(self) -> None:
@@ -164,15 +160,15 @@ class ThreadedEngine:
 
     def _drain(self) -> None:
         """In a pool thread: take turns until no work is left. A store turn decides the
-        requests (and checked first factors) at the head of the queue together
-        (`Engine.decide_many`: one SQLite transaction); at most `store_threads` run at
-        once. A first-factor turn checks one paused decision's first factor
-        (a directory bind, a password hash: it blocks, so several run side by side) and
-        queues it, first in line, for a store turn to finish."""
+        requests (and paused decisions whose step has run) at the head of the queue
+        together (`Decisions.decide_many`: one transaction); at most `store_threads`
+        run at once. A first-factor turn runs one paused decision's blocking step (a
+        directory bind, a password hash: several run side by side) and queues it, first
+        in line, for a store turn to finish."""
         todo, due = self._todo, self._due
         while True:
             with self._lock:
-                # Not paused (PostgreSQL), a request with a first factor is decided whole
+                # Not paused (OneByOne), a request with a first factor is decided whole
                 # and may wait on a directory: it does not count toward store_threads.
                 head_blocks = (
                     bool(todo) and not self._pause and _request(todo[0][0]).first_factor != "none"
@@ -207,7 +203,7 @@ class ThreadedEngine:
                     self._flush_pending = True
             if wake:
                 self._reactor.callFromThread(self._deliver)
-            finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]] = []
+            finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, Result]] = []
             paused: list[_Entry] = []
             if store_turn:
                 taken = self._expire(taken, finished)
@@ -222,15 +218,15 @@ class ThreadedEngine:
                         for item, now, _, _ in taken:
                             write = self._engine.record_failure(_request(item), now, e, write)
                 for (item, now, d, m), r in zip(taken, results, strict=True):
-                    if isinstance(r, FirstFactorDue):
+                    if isinstance(r, Pending):
                         paused.append((r, now, d, m))
                     else:
                         finished.append((_request(item), d, m, r))
             else:
                 checking, since, d, m = taken[0]
-                assert isinstance(checking, FirstFactorDue)
+                assert isinstance(checking, Pending)
                 started = self._reactor.seconds()
-                checking.check()  # never raises: an error is kept for decide_many
+                checking.run_outside()  # never raises: an error is kept for decide_many
                 taken[0] = (checking, since + self._reactor.seconds() - started, d, m)
             with self._lock:
                 self._in_decision -= 1
@@ -262,7 +258,7 @@ class ThreadedEngine:
     def _expire(
         self,
         taken: list[_Entry],
-        finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, _Result]],
+        finished: list[tuple[AuthRequest, Deferred[Decision], _Metered, Result]],
     ) -> list[_Entry]:
         """The entries still worth deciding. One that waited store_timeout or longer is
         rejected without being decided or committed: its client is giving up (RADIUS
@@ -281,18 +277,18 @@ class ThreadedEngine:
                 finished.append((_request(entry[0]), entry[2], entry[3], late))
         return live
 
-    def _decide(self, taken: list[_Entry]) -> list[_Result | FirstFactorDue]:
+    def _decide(self, taken: list[_Entry]) -> list[Result | Pending]:
         """One store turn. With store_timeout, the turn's store waits together stay
         within what is left of it for the oldest of its requests."""
-        items = [
-            item if isinstance(item, FirstFactorDue) else (item, now) for item, now, _, _ in taken
+        items: list[Item] = [
+            item if isinstance(item, Pending) else (item, now) for item, now, _, _ in taken
         ]
-        limit, scope = self._store_timeout, self._time_budget
-        if limit is None or scope is None:
-            return self._engine.decide_many(items, pause_first_factor=self._pause)
+        limit = self._store_timeout
+        if limit is None:
+            return self._decisions.decide_many(items)
         left = limit - (self._reactor.seconds() - min(entry[1] for entry in taken))
-        with scope(left):
-            return self._engine.decide_many(items, pause_first_factor=self._pause)
+        with self._decisions.time_budget(left):
+            return self._decisions.decide_many(items)
 
     def _deliver(self) -> None:
         """On the reactor: record metrics and fire every finished decision's Deferred

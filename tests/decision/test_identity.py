@@ -11,9 +11,8 @@ import pytest
 from authd.auth.interfaces import Outcome, Reason
 from authd.core.model import User
 from authd.core.username import realm_set
-from tests.auth.conftest import PASSWORD, World
-from tests.auth.test_paused_first_factor import decide_paused, outcomes
 from tests.fakes import FakeDirectoryUser
+from tests.world import PASSWORD, World, decide_paused, outcomes
 
 VARIANTS = ["ADBOB", "AdBob", " adbob", "adbob  "]
 REALMS = realm_set(["CORP", "corp.example.com"])

@@ -1,25 +1,27 @@
-"""The decision engine: one synchronous `decide(req, now)` per authentication attempt.
+"""One decision as plain code: `Attempt.run()` reads the user's record and returns the
+writes it wants (`Planned`), or the blocking work it needs first (`Pending`: a first
+factor, a directory lookup, taking a challenge State), after which `Pending.finish()`
+returns its `Planned`. Nothing here commits: the caller does (authd/decision/engine.py
+alone, authd/batching together with other decisions).
 
 Order of work (CONTRACT: a reject tells nothing, timing neither): validate the request,
 read the user's second-factor registration, pick the reading of the typed string whose
 second factor matches *without consuming it*, run the first factor exactly once, then
-apply disabled/lockout/policy, and only then consume the code with the store's
-compare-and-set. Every decision is recorded (last attempt, failures, one audit event).
-Runs in a worker thread (`ThreadedEngine`); tested without a reactor.
+apply disabled/lockout/policy, and only then plan the code's use as the store's
+compare-and-set. Every decision plans its record (last attempt, failures, one audit
+event) in the same write.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from twisted.logger import Logger
 
@@ -28,9 +30,7 @@ from authd.auth.interfaces import (
     AuthRequest,
     Challenge,
     Decision,
-    DecisionCommit,
     DecisionWrite,
-    FirstFactorBackend,
     Outcome,
     PrimaryResult,
     Reason,
@@ -41,143 +41,22 @@ from authd.auth.interfaces import (
     UseHotpCounter,
     UseTotpStep,
 )
-from authd.config.model import Config
 from authd.core.backup_codes import hash_code, normalize_code
-from authd.core.errors import StoreUnavailable
 from authd.core.model import AuditEvent, Token, TokenStatus, TokenType, User, is_locked
 from authd.core.otp import TotpMatch, match_hotp, match_totp
 from authd.core.pin import verify_pin
 from authd.core.split import Candidate, PinRule, SecondKind, default_password, split_candidates
 from authd.core.username import map_user_name
-from authd.metrics import Metrics
+from authd.decision.plan import Planned
+from authd.decision.request import GENERIC_REJECT, request_problem, state_hash
 
-log = Logger(namespace="authd.auth.engine")
+if TYPE_CHECKING:
+    from authd.decision.engine import Engine
 
-GENERIC_REJECT = "Authentication failed"
-MAX_USER_LENGTH = 256
-# RADIUS User-Password is at most 128 octets; HTTP bodies are bigger: refuse early
-# anything no real password + PIN + code reaches, before it costs an argon2 or a bind.
-MAX_SECRET_LENGTH = 1024
-MAX_STATE_LENGTH = 256
-# Unicode category Cc is exactly these 65 code points; one regex scan instead of a
-# unicodedata lookup per character (request_problem runs on every request).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_FIRST_FACTORS = frozenset({"chain", "none"})
-_OTP_MODES = frozenset({"inline", "challenge", "auto"})
+log = Logger(namespace="authd.decision.attempt")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-# What a batched decision returns while its write is held: fails closed if it escaped.
-_HELD = Decision(Outcome.REJECT, Reason.BACKEND_DOWN, "", GENERIC_REJECT)
-
-
-class _Held:
-    """A batched decision between its two phases: its write and both possible answers,
-    plain data only. The attempt itself (user, tokens, candidates) is dropped after
-    phase 1, so a batch keeps few objects alive across the allocations of phase 1:
-    fewer are promoted to the old GC generations, whose full passes over the daemon's
-    heap took tens of ms (measured as p99 latency, gone with these)."""
-
-    __slots__ = ("if_locked", "if_lost", "if_won", "now", "store_seconds", "write")
-
-    def __init__(
-        self,
-        write: DecisionWrite,
-        if_won: Decision,
-        if_lost: Decision,
-        if_locked: Decision,
-        now: float,
-    ) -> None:
-        self.write = write
-        self.if_won = if_won
-        self.if_lost = if_lost
-        self.if_locked = if_locked
-        self.now = now
-        self.store_seconds = 0.0
-
-    def settle(self, result: DecisionCommit) -> tuple[Decision, bool]:
-        """The answer once the write committed with `result`, and whether it locked
-        the user now."""
-        return _answer(result, self.if_won, self.if_lost, self.if_locked), _locked_now(
-            result, self.write.user, self.now
-        )
-
-
-def _answer(
-    result: DecisionCommit, if_won: Decision, if_lost: Decision, if_locked: Decision
-) -> Decision:
-    """The decision a committed write phase stands for."""
-    if result.locked:
-        return if_locked
-    return if_won if result.won else if_lost
-
-
-def _locked_now(result: DecisionCommit, user: str | None, now: float) -> bool:
-    """Whether this write's counted failure locked the user (metrics.lockouts)."""
-    lock = result.lock
-    locked = lock is not None and lock.locked_until is not None and lock.locked_until > now
-    if locked:
-        assert lock is not None
-        log.info("user {user} locked after {n} failures", user=user, n=lock.failures)
-    return locked
-
-
-@dataclass(slots=True)  # not frozen: see authd.auth.interfaces
-class DecisionStats:
-    """What `ThreadedEngine` turns into metrics: time spent in the store, and whether this
-    request's failure locked the user (metrics.lockouts)."""
-
-    store_seconds: float = 0.0
-    locked_now: bool = False
-
-
-class _LeaveBatch(Exception):
-    """A batched decision needs more than the store (a directory, a password check, a
-    challenge): it runs alone, so nothing slow holds up the batch's answers. Raised
-    before that decision wrote anything."""
-
-
-class FirstFactorDue:
-    """A chain decision paused before its first factor (`Engine.decide_many` with
-    `pause_first_factor`): its reads are done and the typed string split, no code used.
-    `check()` runs the first factor (blocking: a directory bind or a password hash) in
-    any thread, outside any read snapshot; handed back to `decide_many`, the decision is
-    finished there and its write batched with the others'. Checked at most once."""
-
-    __slots__ = ("_attempt", "_outcome", "error")
-
-    def __init__(self, attempt: _Attempt) -> None:
-        self._attempt = attempt
-        self._outcome: _FF | None = None
-        self.error: Exception | None = None  # the first factor raised (fail closed)
-
-    @property
-    def request(self) -> AuthRequest:
-        return self._attempt.req
-
-    @property
-    def checked(self) -> bool:
-        return self._outcome is not None or self.error is not None
-
-    def check(self) -> None:
-        """Run the first factor; an exception is kept in `error`, never raised."""
-        try:
-            self._outcome = self._attempt._first_factor()
-        except Exception as e:  # noqa: BLE001 - decide_many answers it with a reject
-            self.error = e
-
-    def _finish(self, batched: bool) -> Decision:
-        """The rest of the decision after `check()`: batched, its write is held on the
-        attempt; alone, it is committed here."""
-        outcome = self._outcome
-        if outcome is None:
-            raise RuntimeError("first factor not checked")
-        attempt = self._attempt
-        attempt.batched = batched
-        attempt.pause = False
-        return attempt._after_first_factor(outcome)
 
 
 class _FF(enum.Enum):
@@ -209,49 +88,8 @@ class _Match:
     hotp: int | None = None
 
 
-def _invalid_text(text: object, limit: int, control_ok: bool) -> bool:
-    if not isinstance(text, str) or len(text) > limit:
-        return True
-    if text.isascii():
-        # The usual case. ASCII holds no surrogate, and its only characters that are
-        # not printable are the controls: one C call instead of a regex scan.
-        return "\x00" in text if control_ok else not text.isprintable()
-    if "\x00" in text:
-        return True
-    try:
-        text.encode("utf-8")  # lone surrogates cannot reach a directory or a hash
-    except UnicodeEncodeError:
-        return True
-    return not control_ok and _CONTROL.search(text) is not None
-
-
-def request_problem(req: AuthRequest) -> str | None:
-    """Why a request is malformed (safe to log: never quotes a field), or None."""
-    if _invalid_text(req.user, MAX_USER_LENGTH, False) or not req.user:
-        return "invalid user name"
-    if _invalid_text(req.password, MAX_SECRET_LENGTH, True):
-        return "invalid password field"
-    if req.otp is not None and _invalid_text(req.otp, MAX_SECRET_LENGTH, True):
-        return "invalid otp field"
-    if req.state is not None and (
-        not isinstance(req.state, bytes) or not 0 < len(req.state) <= MAX_STATE_LENGTH
-    ):
-        return "invalid state"
-    if req.first_factor not in _FIRST_FACTORS or req.otp_mode not in _OTP_MODES:
-        return "invalid mode"
-    for text in (req.frontend, req.client, req.source):
-        if _invalid_text(text, MAX_USER_LENGTH, False):
-            return "invalid request metadata"
-    return None
-
-
-def state_hash(state: bytes) -> str:
-    """Challenge states are stored by hash: a database reader cannot answer one."""
-    return hashlib.sha256(state).hexdigest()
-
-
 class _MeteredStore:
-    """The store calls one decision makes, timed (metrics.store_seconds)."""
+    """The store reads one decision makes, timed (metrics.store_seconds)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -278,282 +116,9 @@ class _MeteredStore:
     def take_challenge(self, key: str, now: float) -> Challenge | None:
         return self._call(self._store.take_challenge, key, now)
 
-    def commit_decision(self, write: DecisionWrite) -> DecisionCommit:
-        return self._call(self._store.commit_decision, write)
 
-
-class Engine:
-    """Decides requests; shareable between threads (holds no request state). `config`
-    may be replaced on reload (one attribute store): each decision reads it once."""
-
-    def __init__(
-        self,
-        config: Config,
-        store: Store,
-        backends: Sequence[FirstFactorBackend],
-        hash_key: bytes,
-        metrics: Metrics | None = None,
-        habits: SigninObserver | None = None,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.backends = tuple(backends)
-        self._hash_key = hash_key
-        self._metrics = metrics
-        self.habits = habits  # unusual sign-in flags (audit.unusual_signin)
-
-    @property
-    def batches_decisions(self) -> bool:
-        """Whether `decide_many` shares one write transaction between decisions (the
-        store offers `decision_reads` and `commit_decisions`: SQLite). Otherwise it
-        decides one by one, and callers gain nothing from handing it several at once."""
-        return bool(getattr(self.store, "batches_decisions", False))
-
-    def decide(self, req: AuthRequest, now: float) -> Decision:
-        """The decision for `req` at `now`. Bad input is a BAD_REQUEST reject; store and
-        backend errors propagate (the caller maps them, failing closed)."""
-        return self.decide_with_stats(req, now)[0]
-
-    def decide_with_stats(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
-        """`decide`, with what ThreadedEngine turns into metrics. A decision that raises
-        is audited as failed (`record_failure`) before the error propagates."""
-        # A store may bound a whole decision (tokens in a directory: one request_timeout
-        # for its reads, the first factor's bind and its write together, not one each).
-        scope = getattr(self.store, "decision_scope", None)
-        try:
-            if scope is None:
-                return self._decide_whole(req, now)
-            with scope():
-                return self._decide_whole(req, now)
-        except Exception as e:
-            self.record_failure(req, now, e)
-            raise
-
-    def record_failure(
-        self, req: AuthRequest, now: float, error: BaseException, write: bool = True
-    ) -> bool:
-        """Audit a decision that could not be made (a store or directory failed): a
-        reject with reason `unavailable` and the error's type, never its text. When the
-        audit write fails too (or `write` is False: the caller saw it fail just now), the
-        record goes to the log as one structured line and is counted
-        (authd_audit_write_failures_total): no decision goes unrecorded. True when the
-        record reached the store."""
-        valid = request_problem(req) is None
-        audit = AuditEvent(  # as _Attempt._record: nothing of an invalid request is kept
-            now,
-            f"{req.frontend}:{req.client}" if valid else "invalid",
-            "auth",
-            Outcome.REJECT.value,
-            req.user if valid else "",
-            req.client if valid else "",
-            req.source if valid else "",
-            Reason.UNAVAILABLE.value,
-            type(error).__name__,
-        )
-        try:
-            if not write:
-                raise StoreUnavailable("audit store failed for an earlier record")
-            self.store.append_audit(audit)
-            return True
-        except Exception as e:  # noqa: BLE001 - the audit store is down: log and count
-            log.error(
-                "audit record not written (audit store failed: {audit_error}): "
-                "action={action} result={result} reason={reason} detail={detail} "
-                "user={user} actor={actor} client={client} source={source} at={at}",
-                audit_error=type(e).__name__,
-                action=audit.action,
-                result=audit.result,
-                reason=audit.reason,
-                detail=audit.detail,
-                user=audit.user,
-                actor=audit.actor,
-                client=audit.client,
-                source=audit.source,
-                at=audit.at,
-            )
-            if self._metrics is not None:
-                self._metrics.audit_failures.inc()
-            return False
-
-    def _decide_whole(self, req: AuthRequest, now: float) -> tuple[Decision, DecisionStats]:
-        attempt = _Attempt(self, req, now)
-        decision = attempt.run()
-        return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
-
-    def decide_many(
-        self,
-        items: Sequence[tuple[AuthRequest, float] | FirstFactorDue],
-        *,
-        pause_first_factor: bool = False,
-    ) -> list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue]:
-        """Each item's decision, or the exception it raised, in order; every decision is
-        final (committed) when this returns. An item is a (request, now) or a checked
-        `FirstFactorDue`, which is finished here. With `pause_first_factor`, a chain
-        request (no challenge State) is not decided but returned as a `FirstFactorDue`
-        after its reads: the caller checks it where blocking is fine and hands it back.
-
-        Where the store batches decisions (SQLite), consecutive decisions go in two
-        phases: (1) their reads and OTP matching under one read snapshot, which holds no
-        lock (WAL), then (2) all their write phases in ONE short BEGIN IMMEDIATE ...
-        COMMIT, and only then their answers. So SQLite's write lock is held for the
-        writes alone (~15 µs a decision, not the ~100 µs of the whole decision) and two
-        worker processes compute side by side instead of taking turns. A paused chain
-        request's reads are in phase 1 of one batch, its write in phase 2 of a later one.
-
-        Exactness does not rest on the snapshot: every write is conditional
-        (compare-and-set on step/counter, conditional DELETE of a backup code, failures
-        `+1 RETURNING`), so a code used meanwhile (another process, authctl) is a lost
-        CAS: REPLAY, as between concurrent threads. Within a batch a user appears once
-        (a second request of theirs cuts the batch), so this process's decisions for one
-        user still see each other's writes, as if decided one by one. A decision that
-        needs a directory (unpaused) or a challenge cuts the batch and runs alone; if the
-        write transaction fails it is rolled back (nothing of it was committed or
-        answered) and its decisions are taken again one by one (a finished first factor
-        is not checked again)."""
-        if not self.batches_decisions:
-            return [self._alone(item) for item in items]
-        out: list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue] = []
-        rest = list(items)
-        while rest:
-            pending, cut = self._read_phase(rest, pause_first_factor)
-            if pending:
-                out.extend(self._write_phase(pending, rest))
-            rest = rest[len(pending) :]
-            if cut:  # the item that ended the batch, on its own (nothing of it written)
-                out.append(self._alone(rest[0]))
-                rest = rest[1:]
-        return out
-
-    def _read_phase(
-        self, items: list[tuple[AuthRequest, float] | FirstFactorDue], pause: bool
-    ) -> tuple[list[_Held | FirstFactorDue], bool]:
-        """Phase 1 of `decide_many`: decide the longest prefix of `items` that can be
-        batched, up to (not including) its writes. Returns, per item, the write it holds
-        (or the paused decision), and whether an item had to be cut off (decided alone)."""
-        pending: list[_Held | FirstFactorDue] = []
-        users: set[str] = set()
-        cut = False
-        try:
-            # Whom each item's reads are for: a checked first factor knows who the user
-            # is; a new request starts under the name as typed (mapped).
-            keys = [
-                item._attempt.name if isinstance(item, FirstFactorDue) else _store_key(item[0])
-                for item in items
-            ]
-            names = [k for k, item in zip(keys, items, strict=True) if isinstance(item, tuple)]
-            with self.store.decision_reads(names):  # type: ignore[attr-defined]
-                for item, key in zip(items, keys, strict=True):
-                    req = item.request if isinstance(item, FirstFactorDue) else item[0]
-                    if key in users:
-                        break  # the next batch sees this one's writes
-                    try:
-                        if isinstance(item, FirstFactorDue):
-                            attempt = item._attempt
-                            if item.error is not None:
-                                raise _LeaveBatch  # answered alone: its error, a reject
-                            item._finish(batched=True)
-                        else:
-                            attempt = _Attempt(self, req, item[1], batched=True, pause=pause)
-                            attempt.run()
-                    except _LeaveBatch:
-                        cut = True
-                        break
-                    except Exception as e:  # decided alone below, which reports it
-                        # debug: a failure alone is logged once per outage (auth/outage.py)
-                        log.debug(
-                            "batched decision failed ({error}); deciding it alone",
-                            error=type(e).__name__,  # only the type: the text may quote values
-                        )
-                        cut = True
-                        break
-                    users.add(key)
-                    if attempt.due is not None:
-                        pending.append(attempt.due)
-                        attempt.due = None
-                        continue
-                    held = attempt.held
-                    if held is None:  # pragma: no cover - every ending writes
-                        cut = True
-                        break
-                    held.store_seconds = attempt.store.seconds
-                    pending.append(held)
-        except Exception as e:  # the read snapshot failed to begin or end: nothing written
-            log.debug("decision reads failed ({error})", error=type(e).__name__)
-            cut = cut or not pending  # always make progress: the first is decided alone
-        return pending, cut
-
-    def _write_phase(
-        self,
-        pending: list[_Held | FirstFactorDue],
-        items: list[tuple[AuthRequest, float] | FirstFactorDue],
-    ) -> list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue]:
-        """Phase 2: every pending write in one transaction; the decisions only after its
-        COMMIT (`items` starts with their items, to decide again alone should it fail).
-        Paused decisions pass through. Its time is shared out evenly between the writes
-        (store_seconds)."""
-        held = [h for h in pending if isinstance(h, _Held)]
-        commits: list[DecisionCommit] = []
-        share = 0.0
-        if held:
-            clock = time.perf_counter
-            begin = clock()
-            try:
-                commits = self.store.commit_decisions([h.write for h in held])  # type: ignore[attr-defined]
-            except Exception as e:  # rolled back: none of it is committed or answered
-                log.debug(
-                    "decision batch rolled back ({error}); deciding its requests one by one",
-                    error=type(e).__name__,
-                )
-                return [
-                    p if isinstance(p, FirstFactorDue) else self._alone(item)
-                    for p, item in zip(pending, items, strict=False)
-                ]
-            share = (clock() - begin) / len(held)
-        settled = iter(zip(held, commits, strict=True))
-        out: list[tuple[Decision, DecisionStats] | BaseException | FirstFactorDue] = []
-        for p in pending:
-            if isinstance(p, FirstFactorDue):
-                out.append(p)
-                continue
-            h, commit = next(settled)
-            decision, locked_now = h.settle(commit)
-            out.append((decision, DecisionStats(h.store_seconds + share, locked_now)))
-        return out
-
-    def _alone(
-        self, item: tuple[AuthRequest, float] | FirstFactorDue
-    ) -> tuple[Decision, DecisionStats] | BaseException:
-        """One item decided and committed by itself: a request from the start, a checked
-        `FirstFactorDue` from its first factor's outcome (never checked again)."""
-        # An exception is returned, not raised: the caller fails closed on it
-        # (ThreadedEngine: reject); it has been audited as a failed decision here.
-        if isinstance(item, FirstFactorDue):
-            attempt = item._attempt
-            try:
-                if item.error is not None:
-                    raise item.error
-                decision = item._finish(batched=False)
-            except Exception as e:
-                self.record_failure(attempt.req, attempt.now, e)
-                return e
-            return decision, DecisionStats(attempt.store.seconds, attempt.locked_now)
-        try:
-            return self.decide_with_stats(*item)
-        except Exception as e:  # audited by decide_with_stats
-            return e
-
-
-def _store_key(req: AuthRequest) -> str:
-    """The name a request's store reads start under: as typed, less surrounding spaces
-    and its client's realms (a directory may name someone else after its search)."""
-    typed = req.user
-    if not isinstance(typed, str):
-        return ""
-    return map_user_name(typed, req.realms) or typed
-
-
-class _Attempt:
-    """The state of one decision; lives only inside `Engine.decide`.
+class Attempt:
+    """The state of one decision, from its request to its `Planned` write.
 
     Identity (CONTRACT: the user is who the directory or store says): `asked` is the
     typed name less surrounding spaces and the client's realms, what backends search
@@ -563,20 +128,10 @@ class _Attempt:
     starts over under that name (`_become`) before any password is checked.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        req: AuthRequest,
-        now: float,
-        *,
-        batched: bool = False,
-        pause: bool = False,
-    ) -> None:
-        self.batched = batched
-        self.pause = pause  # batched: a chain request stops before its first factor
+    def __init__(self, engine: Engine, req: AuthRequest, now: float) -> None:
         self.cfg = engine.config
         self.backends = engine.backends
-        self.hash_key = engine._hash_key
+        self.hash_key = engine.hash_key
         self.habits = engine.habits if self.cfg.audit.unusual_signin.enabled else None
         self.store = _MeteredStore(engine.store)
         self.req = req
@@ -592,15 +147,15 @@ class _Attempt:
         self.tokens: list[Token] = []
         self.backup_left = False
         self.groups: tuple[str, ...] = ()
-        self.locked_now = False
         self.lock_checked = False  # past the lock gate: the write checks the lock again
         self.first_factor_runs = 0
         self.detail = ""
-        self.held: _Held | None = None  # batched: the write phase, held for decide_many
-        self.due: FirstFactorDue | None = None  # paused before the first factor
+        self.ff = _FF.UNKNOWN  # what the blocking step found (Pending)
+        self.challenge: Challenge | None = None  # the State answered, taken by outside()
 
     # ------------------------------------------------------------ entry
-    def run(self) -> Decision:
+    def run(self) -> Planned | Pending:
+        """The decision's reads and, unless it needs blocking work first, its plan."""
         problem = request_problem(self.req)
         if problem is not None:
             self.detail = problem
@@ -612,17 +167,31 @@ class _Attempt:
             self.detail = "user name maps to no user (realm not configured, or empty)"
             return self._reject(Reason.UNKNOWN_USER)
         self.asked = self.name = mapped
-        if (
-            self.batched
-            and self.req.first_factor != "none"
-            and (not self.pause or self.req.state is not None)
-        ):
-            raise _LeaveBatch
+        if self.req.state is not None:
+            # Taking the State is a write of its own (single use, DELETE ... RETURNING):
+            # done outside any batch's read snapshot.
+            return Pending(self)
         if self.req.first_factor == "none":
             return self._second_factor_only()
-        if self.req.state is not None:
-            return self._answer_challenge(self.req.state)
         return self._chain()
+
+    def outside(self) -> None:
+        """The blocking step `run` stopped before (see Pending): a first factor, a
+        directory lookup, or taking the challenge State and reading its user."""
+        if self.req.state is not None:
+            self._take_challenge(self.req.state)
+        elif self.req.first_factor == "none":
+            self.ff = self._lookup()
+        else:
+            self.ff = self._first_factor()
+
+    def finish(self) -> Planned:
+        """The rest of the decision after `outside()`: CPU only, no store call."""
+        if self.req.state is not None:
+            return self._answer_challenge()
+        if self.req.first_factor == "none":
+            return self._gate(self.ff) or self._consume(self._best(self._second_typed(), False))
+        return self._after_first_factor(self.ff)
 
     # ------------------------------------------------------------ user data
     def _load(self) -> None:
@@ -690,8 +259,6 @@ class _Attempt:
 
     def _lookup(self) -> _FF:
         """first_factor none: the user must still exist somewhere."""
-        if self.batched and self.backends:
-            raise _LeaveBatch  # a directory search must not hold up the batch
         unreachable: list[str] = []
         for backend in self.backends:
             result = backend.lookup(self.asked)
@@ -800,7 +367,7 @@ class _Attempt:
                 best = match
         return best
 
-    def _consume(self, match: _Match | None) -> Decision:
+    def _consume(self, match: _Match | None) -> Planned:
         """Apply a match with the store's compare-and-set, in the same transaction as
         the attempt record and audit of either ending; a lost race is a replay."""
         if match is None:
@@ -835,7 +402,7 @@ class _Attempt:
             if_lost=self._decision(Outcome.REJECT, lost, GENERIC_REJECT),
         )
 
-    def _second_factor_failed(self, reason: Reason) -> Decision:
+    def _second_factor_failed(self, reason: Reason) -> Planned:
         # A replay is a code the user's token really produced, seen before (an echo, a
         # retried login): not a guess, so it does not count toward the lockout (the
         # HTTP failure delay still counts every reject).
@@ -845,7 +412,7 @@ class _Attempt:
         )
 
     # ------------------------------------------------------------ the checks in order
-    def _gate(self, ff: _FF) -> Decision | None:
+    def _gate(self, ff: _FF) -> Planned | None:
         """Everything that rejects after the first factor and before any code is used."""
         if ff is _FF.DOWN:
             return self._reject(Reason.BACKEND_DOWN)
@@ -870,7 +437,7 @@ class _Attempt:
             return self._no_token()
         return None
 
-    def _no_token(self) -> Decision:
+    def _no_token(self) -> Planned:
         enforcement = self.cfg.policy.enforcement
         for rule in self.cfg.policy.groups:
             if rule.group in self.groups:
@@ -884,15 +451,12 @@ class _Attempt:
         return self._reject(Reason.NO_TOKEN)
 
     # ------------------------------------------------------------ the paths
-    def _chain(self) -> Decision:
+    def _chain(self) -> Pending:
         self._load()
         self._plan()
-        if self.pause:  # decide_many hands the first factor out and finishes it later
-            self.due = FirstFactorDue(self)
-            return _HELD
-        return self._after_first_factor(self._first_factor())
+        return Pending(self)  # the first factor blocks (a bind, a password hash)
 
-    def _after_first_factor(self, ff: _FF) -> Decision:
+    def _after_first_factor(self, ff: _FF) -> Planned:
         return self._gate(ff) or (
             self._challenge() if self.challenge_next else self._consume(self.match)
         )
@@ -900,8 +464,8 @@ class _Attempt:
     def _plan(self) -> None:
         """Pick the reading of the typed string for the user read (no code used): the
         password the first factor must check (`password`), and what follows once it
-        passed: a challenge, or using `match` (plain data, no closure: a batched attempt
-        must leave no reference cycle behind)."""
+        passed: a challenge, or using `match` (plain data, no closure: an attempt must
+        leave no reference cycle behind)."""
         typed = self.req.password
         self.challenge_next = False
         self.match = None
@@ -944,7 +508,7 @@ class _Attempt:
                 return cand.password
         return default_password(typed, n, rule.min_length)
 
-    def _challenge(self) -> Decision:
+    def _challenge(self) -> Planned:
         """First factor passed, no usable code yet: either the policy decides (no token)
         or the user gets a single-use State bound to user and client."""
         if not self._has_second_factor():  # pragma: no cover - _gate handles it
@@ -962,7 +526,8 @@ class _Attempt:
             (state_hash(state), challenge),
         )
 
-    def _answer_challenge(self, state: bytes) -> Decision:
+    def _take_challenge(self, state: bytes) -> None:
+        """Take the State (single use) and read the user it was issued to."""
         challenge = self.store.take_challenge(state_hash(state), self.now)
         answered_by = challenge is not None and self.asked in (
             challenge.user,
@@ -971,19 +536,21 @@ class _Attempt:
         if challenge is not None and answered_by:
             self.name = challenge.user
         self._load()
+        self.challenge = challenge if answered_by else None
+
+    def _answer_challenge(self) -> Planned:
+        challenge = self.challenge
         if (
             challenge is None
-            or not answered_by
             or challenge.client != self.req.client
             or challenge.expires_at <= self.now
             or self.user is None
         ):
             return self._reject(Reason.BAD_STATE)
         self.groups = _groups_from(challenge.data, self.groups)
-        typed = self.req.otp if self.req.otp is not None else self.req.password
-        return self._gate(_FF.OK) or self._consume(self._best(typed, False))
+        return self._gate(_FF.OK) or self._consume(self._best(self._second_typed(), False))
 
-    def _second_factor_only(self) -> Decision:
+    def _second_factor_only(self) -> Planned | Pending:
         """first_factor none: a gateway checked the password; the whole field (or `otp`)
         is [PIN+]OTP or a backup code."""
         self._load()
@@ -991,15 +558,23 @@ class _Attempt:
         # would pass on the gateway's word alone (policy optional): the backends say
         # who that name is first, so that a row older versions left for a variant of a
         # directory user's name (`ADBOB` beside adbob) leads to adbob's tokens.
-        ff = _FF.OK if self.user is not None and self._has_second_factor() else self._lookup()
-        typed = self.req.otp if self.req.otp is not None else self.req.password
-        return self._gate(ff) or self._consume(self._best(typed, False))
+        if self.user is not None and self._has_second_factor():
+            ff = _FF.OK
+        elif self.backends:
+            return Pending(self)  # a directory search blocks
+        else:
+            ff = _FF.UNKNOWN
+        return self._gate(ff) or self._consume(self._best(self._second_typed(), False))
+
+    def _second_typed(self) -> str:
+        """The second factor as typed: `otp` when given apart, else the whole field."""
+        return self.req.otp if self.req.otp is not None else self.req.password
 
     # ------------------------------------------------------------ endings
-    def _accept(self, reason: Reason) -> Decision:
+    def _accept(self, reason: Reason) -> Planned:
         return self._finish(Outcome.ACCEPT, reason, "")
 
-    def _reject(self, reason: Reason, message: str = GENERIC_REJECT) -> Decision:
+    def _reject(self, reason: Reason, message: str = GENERIC_REJECT) -> Planned:
         return self._finish(Outcome.REJECT, reason, message)
 
     def _finish(
@@ -1009,7 +584,7 @@ class _Attempt:
         message: str,
         state: bytes | None = None,
         challenge: tuple[str, Challenge] | None = None,
-    ) -> Decision:
+    ) -> Planned:
         return self._commit(
             self._record(outcome, reason),
             self._decision(outcome, reason, message, state),
@@ -1060,13 +635,11 @@ class _Attempt:
         lost: AttemptRecord | None = None,
         if_lost: Decision | None = None,
         challenge: tuple[str, Challenge] | None = None,
-    ) -> Decision:
-        """The decision's whole write phase: one store call, one transaction, committed
-        before the caller can answer (nothing is sent on an uncommitted write); the
+    ) -> Planned:
+        """The decision's whole write phase, for the caller to commit as one
+        transaction before it answers (nothing is sent on an uncommitted write): the
         answer is `if_won`, or `if_lost` when the single use was lost, or a LOCKED
-        reject when the write found the user locked (after the lock gate). Batched, the
-        write is held for `Engine.decide_many` to commit with others, and a placeholder
-        (a reject, should it ever escape) is returned."""
+        reject when the write found the user locked (after the lock gate)."""
         lockout = self.cfg.otp.lockout
         valid = won.audit.reason != Reason.BAD_REQUEST.value
         if_locked = if_lost or if_won
@@ -1087,12 +660,7 @@ class _Attempt:
             challenge,
             locked,
         )
-        if self.batched:
-            self.held = _Held(write, if_won, if_lost or if_won, if_locked, self.now)
-            return _HELD
-        result = self.store.commit_decision(write)
-        self.locked_now = _locked_now(result, write.user, self.now)
-        return _answer(result, if_won, if_lost or if_won, if_locked)
+        return Planned(write, if_won, if_lost or if_won, if_locked, self.now, self.store.seconds)
 
     def _decision(
         self, outcome: Outcome, reason: Reason, message: str, state: bytes | None = None
@@ -1100,6 +668,56 @@ class _Attempt:
         valid = reason is not Reason.BAD_REQUEST
         groups = self.groups if outcome is Outcome.ACCEPT else ()
         return Decision(outcome, reason, self.name if valid else "", message, state, groups)
+
+
+class Pending:
+    """A decision stopped before blocking work that must not run inside a store
+    transaction or hold up other decisions: a first factor (a directory bind, a password
+    hash), a directory lookup (first_factor none), or taking a challenge State (a write
+    of its own). Its reads are done and the typed string split; no code is used yet.
+    `run_outside()` does that work in any thread, once; `finish()` then plans the rest."""
+
+    __slots__ = ("_attempt", "_done", "error")
+
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+        self._done = False
+        self.error: Exception | None = None  # the blocking step raised (fail closed)
+
+    @property
+    def request(self) -> AuthRequest:
+        return self._attempt.req
+
+    @property
+    def now(self) -> float:
+        return self._attempt.now
+
+    @property
+    def name(self) -> str:
+        """Who the decision is for now (a first factor or a State may have said)."""
+        return self._attempt.name
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def run_outside(self) -> None:
+        """The blocking step; an exception is kept in `error`, never raised."""
+        if self._done:
+            raise RuntimeError("blocking step run twice")
+        self._done = True
+        try:
+            self._attempt.outside()
+        except Exception as e:  # noqa: BLE001 - the caller answers it with a reject
+            self.error = e
+
+    def finish(self) -> Planned:
+        """The plan, after `run_outside()`; raises the step's error if it failed."""
+        if not self._done:
+            raise RuntimeError("blocking step not run")
+        if self.error is not None:
+            raise self.error
+        return self._attempt.finish()
 
 
 def _asked_from(data: str) -> str | None:

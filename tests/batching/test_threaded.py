@@ -14,12 +14,12 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from authd.auth.interfaces import Decision, Outcome, Reason
-from authd.auth.threaded import ThreadedEngine
+from authd.batching.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
 from authd.core.model import TokenType
 from authd.metrics import Metrics
-from tests.auth.conftest import NOW, PASSWORD, World
 from tests.fakes import FakeBackend, FakeDirectoryUser, FakeReactor, WrappedStore
+from tests.world import NOW, PASSWORD, World, decide_all, decisions_for
 
 DEADLINE = 5.0
 
@@ -57,7 +57,7 @@ def test_authenticate_runs_in_pool_and_counts(fake_world: World, pool: ThreadPoo
     w.user()
     tok = w.token()
     reactor, metrics = FakeReactor(NOW), Metrics()
-    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
     results: list[Decision] = []
     threaded.authenticate(w.request(PASSWORD + w.code(tok))).addCallback(results.append)
     # Counted on the reactor until its answer is delivered (the fake reactor runs no
@@ -79,7 +79,7 @@ def test_lockout_metric(fake_world: World, pool: ThreadPool) -> None:
     w.user()
     w.token()
     reactor, metrics = FakeReactor(NOW), Metrics()
-    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
     for _ in range(3):
         run(reactor, threaded, w, PASSWORD + "000000")
     assert sample(metrics, "authd_lockouts_total") == 1
@@ -95,7 +95,7 @@ def test_unexpected_error_becomes_logged_reject(fake_world: World, pool: ThreadP
     globalLogPublisher.addObserver(events.append)
     try:
         reactor, metrics = FakeReactor(NOW), Metrics()
-        threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+        threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
         d = run(reactor, threaded, w, PASSWORD + "424242")
     finally:
         globalLogPublisher.removeObserver(events.append)
@@ -121,7 +121,7 @@ def test_store_outage_is_logged_once_and_counted(fake_world: World, pool: Thread
     w.user()
     tok = w.token()
     reactor, metrics = FakeReactor(NOW), Metrics()
-    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -150,7 +150,7 @@ def test_unknown_frontend_label(fake_world: World, pool: ThreadPool) -> None:
     """Metric labels stay in a fixed set: an unexpected front-end name is `other`."""
     w = fake_world
     reactor, metrics = FakeReactor(NOW), Metrics()
-    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
     run(reactor, threaded, w, "pw", frontend="carrier-pigeon")
     labels = {"frontend": "other", "result": "reject", "reason": "unknown_user"}
     assert sample(metrics, "authd_requests_total", labels) == 1
@@ -176,7 +176,7 @@ def test_many_requests_each_get_their_own_decision(fake_world: World, pool: Thre
     tokens = w.users_with_tokens(60)
     users = list(tokens)
     reactor, metrics = CountingReactor(NOW), Metrics()
-    threaded = ThreadedEngine(w.engine(), reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
     results: dict[str, list[Decision]] = {u: [] for u in users}
     for i, u in enumerate(users):
         # every other user answers with a wrong code: accepts and rejects interleave
@@ -211,7 +211,7 @@ def test_one_failing_decision_does_not_disturb_its_batch(
     engine = w.engine()
     engine.store = WrappedStore(w.store, get_user_tokens_codes=flaky)
     reactor, metrics = FakeReactor(NOW), Metrics()
-    threaded = ThreadedEngine(engine, reactor, pool, metrics)
+    threaded = ThreadedEngine(decisions_for(engine), reactor, pool, metrics)
     results: dict[str, Decision] = {}
     for u in users:
         req = w.request(w.code(tokens[u]), user=u, first_factor="none")
@@ -246,7 +246,7 @@ def test_finished_results_go_back_before_a_slow_first_factor(
     single.start()
     try:
         reactor = FakeReactor(NOW)
-        threaded = ThreadedEngine(w.engine(), reactor, single, Metrics())
+        threaded = ThreadedEngine(decisions_for(w.engine()), reactor, single, Metrics())
         fast: list[Decision] = []
         slow: list[Decision] = []
         threaded.authenticate(w.request(w.code(tok), user="fast", first_factor="none")).addCallback(
@@ -291,7 +291,7 @@ def test_store_threads_caps_concurrent_store_turns(fake_world: World) -> None:
     wide.start()
     try:
         reactor = FakeReactor(NOW)
-        threaded = ThreadedEngine(engine, reactor, wide, Metrics(), store_threads=1)
+        threaded = ThreadedEngine(decisions_for(engine), reactor, wide, Metrics(), store_threads=1)
         results: list[Decision] = []
         for u in users:
             req = w.request(w.code(tokens[u]), user=u, first_factor="none")
@@ -327,7 +327,8 @@ def test_store_only_request_does_not_wait_behind_a_directory_bind(
     two.start()
     try:
         reactor = FakeReactor(NOW)
-        threaded = ThreadedEngine(w.engine(), reactor, two, Metrics(), store_threads=1)
+        decisions = decisions_for(w.engine())
+        threaded = ThreadedEngine(decisions, reactor, two, Metrics(), store_threads=1)
         slow: list[Decision] = []
         fast: list[Decision] = []
         threaded.authenticate(w.request(PASSWORD + "000000", user="slow")).addCallback(slow.append)
@@ -343,7 +344,7 @@ def test_store_only_request_does_not_wait_behind_a_directory_bind(
         two.stop()
 
 
-# ---------------------------------------------------------------- Engine.decide_many
+# ---------------------------------------------------------------- Batched.decide_many
 def _db_path(world: World) -> str | None:
     """The SQLite file behind a real store (None for the fake and PostgreSQL)."""
     engine = getattr(world.store, "_engine", None)
@@ -356,7 +357,7 @@ def test_decide_many_matches_deciding_one_by_one(world: World) -> None:
     """A batch decides exactly as sequential decisions would: the second use of one code
     is a replay, a wrong code and a malformed request are rejects, a user only the
     directory knows is looked up (outside the batch's transaction), a first-factor
-    request runs alone; every decision is audited once."""
+    request is checked outside it too; every decision is audited once."""
     w = world
     alice, bob = w.user("alice"), w.user("bob")
     ta, tb = w.token(alice), w.token(bob)
@@ -379,9 +380,9 @@ def test_decide_many_matches_deciding_one_by_one(world: World) -> None:
         w.request(w.code(tb), user="bad\x00name", **none),
         w.request("123456", user="carol", **none),  # directory only: lookup
         w.request(w.code(tb), user=bob, **none),
-        w.request(PASSWORD + "999999", user=bob),  # first factor: runs alone
+        w.request(PASSWORD + "999999", user=bob),  # first factor: outside the batch
     ]
-    results = w.engine().decide_many([(r, NOW) for r in reqs])
+    results = decide_all(w.decisions(), [(r, NOW) for r in reqs])
     got = [(r[0].outcome, r[0].reason) for r in results if not isinstance(r, BaseException)]
     assert got == [
         (Outcome.ACCEPT, Reason.OK),
@@ -424,9 +425,10 @@ def test_failure_inside_a_batch_rolls_it_back_and_redecides_alone(world: World) 
 
     engine.store = WrappedStore(w.store, commit_decision=flaky, commit_decisions=flaky_many)
     reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
-    results = engine.decide_many(reqs)
-    # once alone; on SQLite once more inside the batch it rolled back
-    assert raised == (["u3", "u3"] if _db_path(w) else ["u3"])
+    decisions = decisions_for(engine)
+    results = decide_all(decisions, reqs)
+    # once alone; batched, once more inside the batch it rolled back
+    assert raised == (["u3", "u3"] if decisions.pauses else ["u3"])
     for u, result in zip(users, results, strict=True):
         if u == "u3":
             assert isinstance(result, StoreUnavailable)
@@ -471,7 +473,7 @@ def test_batch_reads_and_matches_without_the_write_lock(tmp_path: Any) -> None:
     engine = w.engine()
     engine.store = WrappedStore(w.store, get_user_tokens_codes=read)
     reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
-    results = engine.decide_many(reqs)
+    results = decide_all(decisions_for(engine), reqs)
     assert [r[0].reason for r in results if not isinstance(r, BaseException)] == [Reason.OK] * 4
     assert lock_free == [True] * 4
     for u in users:
@@ -513,7 +515,7 @@ def test_code_used_by_another_process_between_read_and_write_is_a_replay(
         (w.request(w.code(ta), user=alice, **none), NOW),
         (w.request(w.code(tb), user=bob, **none), NOW),
     ]
-    results = engine.decide_many(reqs)
+    results = decide_all(decisions_for(engine), reqs)
     got = [(r[0].outcome, r[0].reason) for r in results if not isinstance(r, BaseException)]
     assert got == [(Outcome.REJECT, Reason.REPLAY), (Outcome.ACCEPT, Reason.OK)]
     assert w.stored_user(alice).failures == 0 and w.stored_user(bob).failures == 0
@@ -547,7 +549,7 @@ def test_a_users_second_request_starts_a_new_batch(tmp_path: Any) -> None:
         (w.request(w.code(ta, counter=1), user=alice, **none), NOW),
         (w.request(w.code(tc), user=carol, **none), NOW),
     ]
-    results = engine.decide_many(reqs)
+    results = decide_all(decisions_for(engine), reqs)
     assert [r[0].reason for r in results if not isinstance(r, BaseException)] == [Reason.OK] * 4
     assert transactions == [2, 2]
     token = w.store.get_token(ta.serial)
@@ -557,11 +559,12 @@ def test_a_users_second_request_starts_a_new_batch(tmp_path: Any) -> None:
 
 def test_batched_attempts_are_freed_without_the_cyclic_gc(tmp_path: Any) -> None:
     """Between its two phases a batched decision holds only plain data, and once decided
-    nothing of it (attempt or held write) is left for the cyclic GC, whose full passes
-    over a busy daemon's heap showed up as tens of ms of tail latency."""
+    nothing of it (attempt, pending step or planned write) is left for the cyclic GC,
+    whose full passes over a busy daemon's heap showed up as tens of ms of tail latency."""
     import gc
 
-    from authd.auth import engine as engine_module
+    from authd.decision.attempt import Attempt, Pending
+    from authd.decision.plan import Planned
 
     w = _sqlite_world(tmp_path)
     users = [w.user(f"u{i}") for i in range(8)]
@@ -569,12 +572,12 @@ def test_batched_attempts_are_freed_without_the_cyclic_gc(tmp_path: Any) -> None
     reqs = [(w.request(w.code(tokens[u]), user=u, first_factor="none"), NOW) for u in users]
     reqs.append((w.request("000000", user=users[0], first_factor="none"), NOW))
     engine = w.engine()
-    kinds = (engine_module._Attempt, engine_module._Held)
+    kinds = (Attempt, Pending, Planned)
     gc.collect()
     gc.disable()
     try:
         before = {id(o) for o in gc.get_objects() if isinstance(o, kinds)}  # other tests'
-        results = engine.decide_many(reqs)
+        results = decide_all(decisions_for(engine), reqs)
         left = [o for o in gc.get_objects() if isinstance(o, kinds) and id(o) not in before]
     finally:
         gc.enable()
@@ -614,7 +617,7 @@ def test_threaded_engine_batches_store_only_requests_on_sqlite(tmp_path: Any) ->
     single.start()
     try:
         reactor, metrics = FakeReactor(NOW), Metrics()
-        threaded = ThreadedEngine(engine, reactor, single, metrics, store_threads=1)
+        threaded = ThreadedEngine(decisions_for(engine), reactor, single, metrics, store_threads=1)
         results: dict[str, list[Decision]] = {u: [] for u in users}
         for u in users * 2:
             req = w.request(w.code(tokens[u]), user=u, first_factor="none")
@@ -649,7 +652,7 @@ def test_lockout_inside_one_batch_is_as_strict_as_one_by_one(world: World) -> No
     none: dict[str, Any] = {"first_factor": "none", "user": alice}
     reqs = [(w.request("000000", **none), NOW) for _ in range(3)]
     reqs.append((w.request(w.code(tok), **none), NOW))
-    results = w.engine().decide_many(reqs)
+    results = decide_all(w.decisions(), reqs)
     reasons = [r[0].reason for r in results if not isinstance(r, BaseException)]
     assert reasons == [Reason.BAD_OTP, Reason.BAD_OTP, Reason.BAD_OTP, Reason.LOCKED]
     assert [r[1].locked_now for r in results if not isinstance(r, BaseException)] == [
@@ -687,7 +690,7 @@ def test_a_request_older_than_store_timeout_is_rejected_undecided(
     engine.store = WrappedStore(w.store, get_user_tokens_codes=read)
     reactor = FakeReactor(NOW)
     threaded = ThreadedEngine(
-        engine, reactor, pool, Metrics(), store_threads=1, store_timeout=2.0
+        decisions_for(engine), reactor, pool, Metrics(), store_threads=1, store_timeout=2.0
     )
     results: dict[str, Decision] = {}
     for user, token in (("alice", alice), ("bob", bob)):
@@ -723,7 +726,7 @@ def test_a_first_factors_time_does_not_count_against_store_timeout(
 
     w.directory.authenticate = slow_bind  # type: ignore[method-assign]
     threaded = ThreadedEngine(
-        w.engine(), reactor, pool, Metrics(), store_threads=1, store_timeout=2.0
+        decisions_for(w.engine()), reactor, pool, Metrics(), store_threads=1, store_timeout=2.0
     )
     d = run(reactor, threaded, w, PASSWORD + w.code(token))
     assert (d.outcome, d.reason) == (Outcome.ACCEPT, Reason.OK)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from authd.auth.engine import Engine
 from authd.auth.interfaces import Outcome
 from authd.core.habits import SigninHabits
 from authd.core.model import AuditEvent
-from tests.auth.conftest import PASSWORD, World
+from authd.decision.engine import Engine
+from tests.world import PASSWORD, World, decide_all, decisions_for
 
 
 def _auth_rows(world: World) -> list[AuditEvent]:
@@ -23,11 +23,9 @@ def _sign_in(world: World, engine: Engine, source: str, client: str, at: float) 
     req = dataclasses.replace(
         world.request(PASSWORD + world.code(token, at)), source=source, client=client
     )
-    if getattr(world.store, "batches_decisions", False):
-        (result,) = engine.decide_many([(req, at)])
-        assert isinstance(result, tuple)
-        return result[0].outcome
-    return engine.decide(req, at).outcome
+    (result,) = decide_all(decisions_for(engine), [(req, at)])
+    assert isinstance(result, tuple)
+    return result[0].outcome
 
 
 def _setup(world: World) -> tuple[Engine, list[str]]:
@@ -58,7 +56,7 @@ def test_unusual_success_is_flagged_not_blocked(fake_world: World) -> None:
 
 
 def test_batched_decisions_are_flagged_too(sqlite_world: World) -> None:
-    """SQLite's decide_many builds the same audit rows: the flag is there too."""
+    """Batched decisions (SQLite) build the same audit rows: the flag is there too."""
     world = sqlite_world
     engine, counted = _setup(world)
     for i in range(2):

@@ -1,5 +1,5 @@
-"""Chain decisions paused before their first factor (`Engine.decide_many` with
-`pause_first_factor`, as ThreadedEngine runs them on SQLite): the same answers as one by
+"""Decisions paused before their blocking step (`Batched.decide_many` returns them as
+`Pending`, as ThreadedEngine runs them on the SQL store): the same answers as one by
 one, each first factor checked exactly once and outside any batch, and the writes of
 checked decisions sharing transactions."""
 
@@ -9,46 +9,22 @@ from typing import Any
 
 from twisted.python.threadpool import ThreadPool
 
-from authd.auth.engine import DecisionStats, Engine, FirstFactorDue
-from authd.auth.interfaces import AuthRequest, Decision, Outcome, Reason
-from authd.auth.threaded import ThreadedEngine
+from authd.auth.interfaces import Decision, Outcome, Reason
+from authd.batching.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
+from authd.decision.attempt import Pending
 from authd.metrics import Metrics
-from tests.auth.conftest import NOW, PASSWORD, World
 from tests.fakes import FakeDirectoryUser, FakeReactor, WrappedStore
+from tests.world import NOW, PASSWORD, World, decide_all, decide_paused, decisions_for, outcomes
 
 DEADLINE = 5.0
-Result = tuple[Decision, DecisionStats] | BaseException
-
-
-def decide_paused(engine: Engine, reqs: list[AuthRequest]) -> tuple[list[Result], int]:
-    """What ThreadedEngine does, in one thread: decide with pausing, check every paused
-    first factor, hand them back; the results in request order, and how many paused."""
-    first = engine.decide_many([(r, NOW) for r in reqs], pause_first_factor=True)
-    dues = [r for r in first if isinstance(r, FirstFactorDue)]
-    for due in dues:
-        due.check()
-    finished = iter(engine.decide_many(dues))
-    results: list[Result] = []
-    for r in first:
-        final = next(finished) if isinstance(r, FirstFactorDue) else r
-        assert not isinstance(final, FirstFactorDue)  # a checked one is never paused again
-        results.append(final)
-    return results, len(dues)
-
-
-def outcomes(results: list[Result]) -> list[tuple[Outcome, Reason] | str]:
-    return [
-        type(r).__name__ if isinstance(r, BaseException) else (r[0].outcome, r[0].reason)
-        for r in results
-    ]
 
 
 def test_paused_decisions_answer_as_one_by_one(world: World) -> None:
     """Password+code, a wrong password (its code stays unused), a store-only request of
     the same user, a first-sight directory user without a token and an unknown user: the
-    answers of sequential decisions, one first-factor check each, one audit row each. A
-    store that does not batch (fake, PostgreSQL) pauses nothing."""
+    answers of sequential decisions, one first-factor check each, one audit row each.
+    Decided one by one (the fake store) nothing pauses."""
     w = world
     alice, bob = w.user("alice"), w.user("bob")
     ta, tb = w.token(alice), w.token(bob)
@@ -62,6 +38,7 @@ def test_paused_decisions_answer_as_one_by_one(world: World) -> None:
     ]
     engine = w.engine()
     results, paused = decide_paused(engine, reqs)
+    pauses = decisions_for(engine).pauses
     assert outcomes(results) == [
         (Outcome.ACCEPT, Reason.OK),
         (Outcome.REJECT, Reason.BAD_PASSWORD),
@@ -69,7 +46,7 @@ def test_paused_decisions_answer_as_one_by_one(world: World) -> None:
         (Outcome.REJECT, Reason.NO_TOKEN),
         (Outcome.REJECT, Reason.UNKNOWN_USER),
     ]
-    assert paused == (4 if engine.batches_decisions else 0)
+    assert paused == (4 if pauses else 0)
     assert w.binds == 4
     assert len(w.store.query_audit(limit=100)) == len(reqs)
 
@@ -80,13 +57,13 @@ def test_a_paused_decision_holds_no_write_and_checks_nothing(sqlite_world: World
     w = sqlite_world
     alice = w.user("alice")
     tok = w.token(alice)
-    engine = w.engine()
-    [due] = engine.decide_many([(w.request(PASSWORD + w.code(tok)), NOW)], pause_first_factor=True)
-    assert isinstance(due, FirstFactorDue) and not due.checked
+    decisions = w.decisions()
+    [due] = decisions.decide_many([(w.request(PASSWORD + w.code(tok)), NOW)])
+    assert isinstance(due, Pending) and not due.done
     assert w.binds == 0 and w.store.query_audit(limit=10) == []
-    due.check()
-    assert due.checked and w.binds == 1
-    [(decision, _)] = engine.decide_many([due])  # type: ignore[misc]
+    due.run_outside()
+    assert due.done and w.binds == 1
+    [(decision, _)] = decisions.decide_many([due])  # type: ignore[misc]
     assert decision.outcome is Outcome.ACCEPT
     assert len(w.store.query_audit(limit=10)) == 1
 
@@ -137,20 +114,26 @@ def test_first_factor_error_is_that_requests_answer_alone(sqlite_world: World) -
     assert outcomes(results) == ["RuntimeError", (Outcome.ACCEPT, Reason.OK)]
 
 
-def test_challenge_answers_are_not_paused(sqlite_world: World) -> None:
-    """A reply to Access-Challenge checks no first factor (it passed before): it is
-    decided alone, in the store turn, and accepted."""
+def test_challenge_answers_take_their_state_outside_the_batch(sqlite_world: World) -> None:
+    """A reply to Access-Challenge checks no first factor (it passed before): its State
+    is taken (a write of its own) outside any batch, then it is finished in one, and
+    accepted once; the State cannot be answered again."""
     w = sqlite_world
     alice = w.user("alice")
     tok = w.token(alice)
-    engine = w.engine()
+    decisions = w.decisions()
     challenged = w.decide(PASSWORD, mode="challenge")
     assert challenged.outcome is Outcome.CHALLENGE and challenged.state is not None
     reply = w.request(w.code(tok), state=challenged.state, mode="challenge")
-    [result] = engine.decide_many([(reply, NOW)], pause_first_factor=True)
-    assert not isinstance(result, (FirstFactorDue, BaseException))
+    [due] = decisions.decide_many([(reply, NOW)])
+    assert isinstance(due, Pending)
+    due.run_outside()
+    [result] = decisions.decide_many([due])
+    assert not isinstance(result, (Pending, BaseException))
     assert result[0].outcome is Outcome.ACCEPT
     assert w.binds == 1  # the challenge's own first factor only
+    [(again, _)] = decide_all(decisions, [(reply, NOW)])  # type: ignore[misc]
+    assert (again.outcome, again.reason) == (Outcome.REJECT, Reason.BAD_STATE)
 
 
 def test_threaded_engine_batches_checked_decisions_on_sqlite(sqlite_world: World) -> None:
@@ -172,7 +155,7 @@ def test_threaded_engine_batches_checked_decisions_on_sqlite(sqlite_world: World
     pool.start()
     try:
         reactor = FakeReactor(NOW)
-        threaded = ThreadedEngine(engine, reactor, pool, Metrics(), store_threads=1)
+        threaded = ThreadedEngine(decisions_for(engine), reactor, pool, Metrics(), store_threads=1)
         answers: dict[str, list[Decision]] = {u: [] for u in tokens}
         for u, token in tokens.items():
             threaded.authenticate(w.request(PASSWORD + w.code(token), user=u)).addCallback(
@@ -184,3 +167,20 @@ def test_threaded_engine_batches_checked_decisions_on_sqlite(sqlite_world: World
     assert all(a[0].outcome is Outcome.ACCEPT for a in answers.values())
     assert w.binds == 40
     assert sum(transactions) == 40 and len(transactions) < 40
+
+
+def test_first_factor_error_in_a_batch_is_audited(sqlite_world: World) -> None:
+    """A paused first factor that raises is answered with the error in the batch that
+    finishes it, and audited as a failed decision, once."""
+    w = sqlite_world
+    w.user()
+    token = w.token()
+    w.directory.broken = RuntimeError("directory library bug")
+    decisions = w.decisions()
+    [due] = decisions.decide_many([(w.request(PASSWORD + w.code(token)), NOW)])
+    assert isinstance(due, Pending)
+    due.run_outside()
+    [result] = decisions.decide_many([due])
+    assert isinstance(result, RuntimeError)
+    [event] = w.store.query_audit(user="alice")
+    assert (event.result, event.reason, event.detail) == ("reject", "unavailable", "RuntimeError")
