@@ -572,17 +572,26 @@ def print_report(
     sqlite, one = best.get("SQLite, 1 node"), best.get("PostgreSQL, 1 node")
     if sqlite and one:
         print(
-            f"ratio PostgreSQL 1 node / SQLite 1 node: {one.rps / sqlite.rps:.0%} of req/s "
-            f"(goal >= 70%); authd CPU per request {one.per_request_us(one.authd_cpu)} vs "
+            "PostgreSQL 1 node / SQLite 1 node: "
+            + (f"{one.rps / sqlite.rps:.0%} of req/s (goal >= 70%); " if not args.rate else "")
+            + f"authd CPU per request {one.per_request_us(one.authd_cpu)} vs "
             f"{sqlite.per_request_us(sqlite.authd_cpu)} µs, plus {one.per_request_us(one.pg_cpu)} "
             "µs of PostgreSQL"
         )
     for label, r in best.items():
-        if one and r and r.nodes > 1 and label.startswith("PostgreSQL"):
+        if r is None or r.pg_cpu is None:
+            continue
+        if one and r.nodes > 1 and not args.rate:
             print(
-                f"ratio {label} / 1 node: {r.rps / one.rps:.2f}x req/s (goal for 2 nodes: "
-                ">= 1.7x where cores allow)"
+                f"{label} / 1 node: {r.rps / one.rps:.2f}x req/s (goal for 2 nodes: >= 1.7x "
+                "where cores allow)"
             )
+        # Sizing: PostgreSQL CPU per request over authd's is the database cores that
+        # each fully busy authd core calls for.
+        print(
+            f"{label}: {r.pg_cpu / max(r.authd_cpu, 1e-9):.2f} PostgreSQL cores per busy "
+            "authd core (PG over authd CPU per request)"
+        )
 
 
 if __name__ == "__main__":
