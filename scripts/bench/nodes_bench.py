@@ -112,6 +112,7 @@ class LayoutRun:
     pg: Counters | None = None  # counters' growth over the run
     waits: dict[str, float] = field(default_factory=dict)  # kind -> backends per sample, and
     # "longer than 1 s": the lock waits the server logged
+    lock_events: str = ""  # the lock waits by event, e.g. "extend 0.04"
     offered: float = 0.0
 
     @property
@@ -168,11 +169,12 @@ def give_back(users: HotpUsers, view: HotpUsers, part: range) -> None:
 
 def limits(busy: dict[str, float], lock_waits: float, wal_sync_share: float) -> str:
     """Where a run's limit is, from what was saturated during it: a core group busy at
-    least BUSY of the time (whoever used it), backends waiting on row locks (half a
-    backend on average or more), or the WAL being fsynced at least BUSY of the run."""
+    least BUSY of the time (whoever used it), backends waiting on heavyweight locks (half
+    a backend on average or more: rows, or a table being extended), or the WAL being
+    fsynced at least BUSY of the run."""
     found = [f"{group} {share:.0%} busy" for group, share in busy.items() if share >= BUSY]
     if lock_waits >= 0.5:
-        found.append(f"row locks ({lock_waits:.1f} backends waiting)")
+        found.append(f"locks ({lock_waits:.1f} backends waiting)")
     if wal_sync_share >= BUSY:
         found.append(f"WAL fsync ({wal_sync_share:.0%} of the run)")
     return "; ".join(found) or "nothing saturated (latency: the in-flight window)"
@@ -315,8 +317,11 @@ def drive(
         run.pg_cpu = pg_cpu
         assert before is not None
         run.pg = pg.counters() - before
+        run.lock_events = ", ".join(
+            f"{k.split(':', 1)[1]} {sampler.mean(k):.2f}" for k in sampler.lock_events()
+        )
         run.waits = {
-            "Lock": sampler.mean("Lock"),
+            "Lock": sampler.mean_locks(),
             "WAL": sampler.mean_wal(),
             "CPU": sampler.mean("CPU"),
             "idle in transaction": sampler.mean("idle in transaction"),
@@ -540,11 +545,11 @@ def print_report(
                 + [f"{p.wal_sync / r.elapsed:.0f}"]
                 + [f"{p.wal_sync_time_ms / max(1, p.wal_sync):.2f}", f"{sync_share:.0%}"]
                 + [f"{r.waits[w]:.2f}" for w in ("Lock", "WAL", "CPU", "idle in transaction")]
-                + [f"{r.waits['longer than 1 s']:.0f}", str(p.deadlocks)]
+                + [r.lock_events or "-", f"{r.waits['longer than 1 s']:.0f}", str(p.deadlocks)]
                 + [limits(r.busy, r.waits["Lock"], sync_share)]
             )
         else:
-            pg_cells.append([label, *["-"] * 12, limits(r.busy, 0.0, 0.0)])
+            pg_cells.append([label, *["-"] * 13, limits(r.busy, 0.0, 0.0)])
     print(
         table(
             ["layout", "offered", "req/s", "p50 ms", "p99 ms", "authd µs/req", "authd cores"]
@@ -560,14 +565,15 @@ def print_report(
         table(
             ["layout", "commits/s", "commits/req", "WAL B/req", "WAL rec/req", "WAL syncs/s"]
             + ["ms/sync", "syncing", "Lock waits", "WAL waits", "on CPU", "idle in txn"]
-            + ["lock waits > 1 s", "deadlocks", "limit"],
+            + ["lock events", "lock waits > 1 s", "deadlocks", "limit"],
             pg_cells,
         )
     )
     print(
-        "waits: backends of the authd database per sample (every 50 ms) waiting on a row "
-        "lock, on the WAL (write, fsync, WALWrite lock), running, or idle inside a "
-        "transaction its node holds open; syncing: share of the run spent in WAL fsync"
+        "waits: backends of the authd database per sample (every 50 ms) waiting on a "
+        "heavyweight lock (lock events by kind: transactionid or tuple is a row, extend a "
+        "growing table), on the WAL (write, fsync, WALWrite lock), running, or idle inside "
+        "a transaction its node holds open; syncing: share of the run spent in WAL fsync"
     )
     sqlite, one = best.get("SQLite, 1 node"), best.get("PostgreSQL, 1 node")
     if sqlite and one:

@@ -96,7 +96,8 @@ def cluster_cpu_seconds(postmaster: int) -> float:
 def wait_kind(state: str | None, event_type: str | None, event: str | None) -> str | None:
     """What a backend of pg_stat_activity is doing, for the sampler: None when idle
     between transactions; 'CPU' when running; 'idle in transaction' when its client
-    holds a transaction open; else its wait event type, with the event for the WAL
+    holds a transaction open; else its wait event type, with the event for heavyweight
+    locks ('Lock:transactionid' a row, 'Lock:extend' a growing table) and for the WAL
     ('IO:WALSync', 'LWLock:WALWrite'), where fsync shows."""
     if state == "idle in transaction":
         return state
@@ -104,7 +105,7 @@ def wait_kind(state: str | None, event_type: str | None, event: str | None) -> s
         return None
     if event_type is None:
         return "CPU"
-    if event and event.startswith("WAL"):
+    if event_type == "Lock" or (event and event.startswith("WAL")):
         return f"{event_type}:{event}"
     return event_type
 
@@ -150,6 +151,14 @@ class WaitSampler:
     def mean(self, *kinds: str) -> float:
         """Backends per sample doing any of `kinds`."""
         return sum(self.counts[k] for k in kinds) / max(1, self.samples)
+
+    def mean_locks(self) -> float:
+        """Backends per sample waiting on a heavyweight lock (rows, tables, extension)."""
+        return self.mean(*self.lock_events())
+
+    def lock_events(self) -> list[str]:
+        """The lock waits seen, most frequent first ('Lock:transactionid', ...)."""
+        return [k for k, _ in self.counts.most_common() if k.startswith("Lock:")]
 
     def mean_wal(self) -> float:
         """Backends per sample waiting on the WAL: writing or syncing it, or for the lock

@@ -90,12 +90,12 @@ def test_idle_shares_count_idle_and_iowait_per_cpu() -> None:
 
 
 def test_limits_name_what_was_saturated() -> None:
-    """The limit names each saturated core group, row locks and WAL fsync, or says none."""
+    """The limit names each saturated core group, lock waits and WAL fsync, or says none."""
     assert nodes_bench.limits({"authd cores": 0.97, "PostgreSQL cores": 0.5}, 0.1, 0.2) == (
         "authd cores 97% busy"
     )
     both = nodes_bench.limits({"authd cores": 0.5}, 2.0, 0.95)
-    assert both == "row locks (2.0 backends waiting); WAL fsync (95% of the run)"
+    assert both == "locks (2.0 backends waiting); WAL fsync (95% of the run)"
     assert nodes_bench.limits({"all cores": 0.4}, 0.0, 0.0).startswith("nothing saturated")
 
 
@@ -112,7 +112,7 @@ def test_wait_kinds_tell_cpu_locks_and_wal_apart() -> None:
     ]
     assert kinds == [
         "CPU",
-        "Lock",
+        "Lock:transactionid",
         "IO:WALSync",
         "LWLock:WALWrite",
         "IO",
@@ -143,7 +143,7 @@ def test_cluster_figures_from_a_real_postgresql(postgres_db_url: str) -> None:
             with pg_observe.WaitSampler(postgres_db_url, dbname, period=0.02) as sampler:
                 blocked.start()
                 deadline = time.monotonic() + 5
-                while sampler.counts["Lock"] < 5 and time.monotonic() < deadline:
+                while sampler.mean_locks() * sampler.samples < 5 and time.monotonic() < deadline:
                     time.sleep(0.02)
             holder.commit()
             blocked.join(5)
@@ -155,7 +155,8 @@ def test_cluster_figures_from_a_real_postgresql(postgres_db_url: str) -> None:
             holder.execute("SELECT count(*) FROM generate_series(1, 2000000)")
             holder.commit()
         grown = pg_observe.read_counters(admin, dbname) - before
-        assert sampler.counts["Lock"] >= 5
+        assert sampler.counts["Lock:transactionid"] >= 5
+        assert sampler.lock_events() == ["Lock:transactionid"]
         assert sampler.counts["idle in transaction"] >= 1
         assert grown.xact_commit >= 52
         assert grown.wal_records >= 52 and grown.wal_bytes > 0
