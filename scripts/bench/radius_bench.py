@@ -406,9 +406,13 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextmanager
-def postgres_cluster(tmp: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL 15 cluster on loopback (fsync off: the data is disposable,
-    as in tests/fixtures/postgres.py); yields its URL."""
+def postgres_cluster(
+    tmp: Path, fsync: bool = False, settings: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """A throwaway PostgreSQL 15 cluster on loopback; yields its URL. Without `fsync`,
+    fsync, synchronous_commit and full_page_writes are off (the data is disposable, as in
+    tests/fixtures/postgres.py); with it they are on, as in production. `settings`: more
+    server settings, each "name=value"."""
     bindir = Path("/usr/lib/postgresql/15/bin")
     if not (bindir / "initdb").exists():
         raise SystemExit("PostgreSQL server binaries not found: apt-get install postgresql-15")
@@ -429,10 +433,11 @@ def postgres_cluster(tmp: Path) -> Iterator[str]:
         timeout=120,
     )
     port = free_tcp_port()
+    durable = "on" if fsync else "off"
     opts = (
-        f"-k {pgdir} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
+        f"-k {pgdir} -c listen_addresses=127.0.0.1 -p {port} -c fsync={durable} "
+        f"-c synchronous_commit={durable} -c full_page_writes={durable} -c max_connections=200"
+    ) + "".join(f" -c {s}" for s in settings)
     subprocess.run(
         [*as_pg, str(bindir / "pg_ctl"), "start", "-D", str(data), "-l", str(pgdir / "log")]
         + ["-w", "-t", "60", "-o", opts],
