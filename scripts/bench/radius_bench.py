@@ -356,13 +356,16 @@ def authd_config(
 
 def start_authd(cfg: Path, port: int, workers: int, cores: str | None) -> subprocess.Popen[bytes]:
     """The daemon; with radius.workers > 1 it starts its own worker processes (all
-    binding the port with SO_REUSEPORT). Returns once every process has bound it."""
+    binding the port with SO_REUSEPORT). Returns once every process has bound it. Each
+    daemon is a process group of its own (as systemd runs it): a signal meant for the
+    bench, or for another node, never reaches it."""
     with open(cfg.with_suffix(".log"), "ab") as logfile:
         proc = subprocess.Popen(
             [*taskset(cores), sys.executable, "-m", "authd", "serve", "-c", str(cfg)],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=logfile,
+            start_new_session=True,
         )
     wait_for_status(port)
     deadline = time.monotonic() + 60
