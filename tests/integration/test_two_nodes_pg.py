@@ -54,12 +54,14 @@ BURST_TIMEOUT = 30.0  # seconds for a whole burst's answers
 FRONTENDS = ("radius", "http")
 
 
-def node_config(slapd: Slapd, url: str, keys: Path, radius_port: int, http_port: int) -> str:
+def node_config(
+    slapd: Slapd, url: str, keys: Path, ports: tuple[int, int], hash_chain: bool
+) -> str:
     """The identity tests' node (slapd as the first factor, RADIUS client `nas` on
     127.0.0.1, HTTP key `appliance`) on the shared database and key file, locking after
     MAX_ATTEMPTS failures until unlocked, with a challenge client on 127.0.0.2, and
     directory timeouts that outlast a burst held back (see `burst`)."""
-    config = yaml.safe_load(identity_config(slapd, radius_port, http_port))
+    config = yaml.safe_load(identity_config(slapd, *ports))
     config["store"] = {"url": url, "timeout": "10s"}
     config["keys"] = {"file": str(keys)}
     config["otp"] = {"lockout": {"max_attempts": MAX_ATTEMPTS, "auto_unlock_after": "never"}}
@@ -68,6 +70,7 @@ def node_config(slapd: Slapd, url: str, keys: Path, radius_port: int, http_port:
     clients = config["radius"]["clients"]
     clients.append({**clients[0], "name": "chal", "address": f"{CHALLENGE}/32"})
     clients[-1]["otp_mode"] = "challenge"
+    config["audit"] = {"hash_chain": hash_chain}
     return str(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -78,7 +81,7 @@ class Node:
     http_port: int
 
 
-def start_node(slapd: Slapd, url: str, keys: Path, folder: Path) -> Node:
+def start_node(slapd: Slapd, url: str, keys: Path, folder: Path, hash_chain: bool) -> Node:
     """Write the node's config and secrets in `folder` and start it (not waiting)."""
     folder.mkdir()
     secret = folder / "ldap-bind.secret"
@@ -86,7 +89,8 @@ def start_node(slapd: Slapd, url: str, keys: Path, folder: Path) -> Node:
     secret.chmod(0o600)
     radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     config = folder / "authd.yaml"
-    config.write_text(node_config(slapd, url, keys, radius_port, http_port))
+    ports = radius_port, http_port
+    config.write_text(node_config(slapd, url, keys, ports, hash_chain))
     return Node(Daemon(config), radius_port, http_port)
 
 
@@ -99,6 +103,7 @@ class Pair:
     store: SqlStore
     hash_key: bytes
     slapd: Slapd
+    hash_chain: bool
 
     def audit(self, user: str | None = None) -> list[AuditEvent]:
         """The decisions' audit rows (not the daemons' own, such as config.load)."""
@@ -117,12 +122,16 @@ class Pair:
 
 
 @pytest.fixture
-def pair(slapd: Slapd, postgres_db_url: str, tmp_path: Path) -> Iterator[Pair]:
+def pair(
+    request: pytest.FixtureRequest, slapd: Slapd, postgres_db_url: str, tmp_path: Path
+) -> Iterator[Pair]:
     """alice (HOTP) and bob (TOTP), directory users with tokens in a fresh database, and
-    two nodes on it sharing the key file."""
+    two nodes on it sharing the key file; with the audit hash chain when the test's
+    parameter says so."""
+    hash_chain = bool(getattr(request, "param", False))
     keys = tmp_path / "keys.json"
     keyring = Keyring.load_or_create(str(keys))
-    store = SqlStore.open(postgres_db_url, keyring, pool_size=2)
+    store = SqlStore.open(postgres_db_url, keyring, pool_size=2, audit_chain=hash_chain)
     started: list[Node] = []
     try:
         for user, kind, seed in (
@@ -131,10 +140,11 @@ def pair(slapd: Slapd, postgres_db_url: str, tmp_path: Path) -> Iterator[Pair]:
         ):
             store.ensure_user(user, "corp-ldap", 0.0)
             store.add_token(Token(serial=f"PG-{user}", type=kind, seed=seed, user=user))
-        started += [start_node(slapd, postgres_db_url, keys, tmp_path / n) for n in "ab"]
+        for name in "ab":
+            started.append(start_node(slapd, postgres_db_url, keys, tmp_path / name, hash_chain))
         for node in started:
             node.daemon.wait_ready()
-        yield Pair(started[0], started[1], store, keyring.hash_key, slapd)
+        yield Pair(started[0], started[1], store, keyring.hash_key, slapd, hash_chain)
     finally:
         for node in started:
             node.daemon.stop()
@@ -175,21 +185,25 @@ class Radius:
 
 @dataclass(frozen=True)
 class Http:
-    """One POST /api/v1/validate to a node."""
+    """One POST /api/v1/validate to a node; fields left None are not sent."""
 
     node: Node
     user: str
-    password: str
+    password: str | None
     otp: str | None = None
+    state: str | None = None
     client = "appliance"  # the API key's name
 
-    def send(self) -> str:
-        body = {"user": self.user, "password": self.password}
-        if self.otp is not None:
-            body["otp"] = self.otp
+    def answer(self) -> dict[str, str]:
+        fields = {"user": self.user, "password": self.password, "otp": self.otp}
+        fields["state"] = self.state
+        body = {k: v for k, v in fields.items() if v is not None}
         status, answer = validate(self.node.http_port, API_KEY, body)
         assert status == 200, (status, answer)
-        return answer["result"]
+        return answer
+
+    def send(self) -> str:
+        return self.answer()["result"]
 
 
 RESULTS = {"Access-Accept": "accept", "Access-Reject": "reject", "Access-Challenge": "challenge"}
@@ -289,8 +303,15 @@ def test_a_code_sent_to_both_nodes_at_once_is_accepted_once(
     pair: Pair, tmp_path: Path, user: str
 ) -> None:
     """One right code, 24 copies in flight together (RADIUS and HTTP, both nodes): one
-    accept, 23 replays, audited so, and no failure counted (a replay is no guess)."""
-    code = hotp(HOTP_SEED, 0, 6) if user == "alice" else totp(time.time(), TOTP_SEED)
+    accept, 23 replays, audited so, and no failure counted (a replay is no guess). Then
+    a code the other node's accept left behind (an earlier counter or step, still in
+    the window) is refused, and the next one accepted (RFC 4226 §7.2, RFC 6238 §5.2)."""
+    now = time.time()
+    codes = {  # (the burst's code, a later one, one older than that)
+        "alice": (hotp(HOTP_SEED, 0, 6), hotp(HOTP_SEED, 5, 6), hotp(HOTP_SEED, 3, 6)),
+        "bob": tuple(totp(now + d, TOTP_SEED) for d in (0, 30, -30)),
+    }
+    code, later, older = codes[user]
     requests: list[Radius | Http] = []
     for node in (pair.a, pair.b):
         requests += [Radius(node, user, PASSWORDS[user] + code) for _ in range(8)]
@@ -300,6 +321,9 @@ def test_a_code_sent_to_both_nodes_at_once_is_accepted_once(
     assert pair.reasons(user) == {"ok": 1, "replay": len(requests) - 1}
     stored = pair.store.get_user(user)
     assert stored is not None and (stored.failures, stored.locked_until) == (0, None)
+
+    assert burst([Radius(pair.b, user, PASSWORDS[user] + later)], tmp_path) == ["accept"]
+    assert burst([Http(pair.a, user, PASSWORDS[user], older)], tmp_path) == ["reject"]
 
 
 def test_parallel_guesses_on_both_nodes_lock_after_exactly_max_attempts(
@@ -330,6 +354,16 @@ def test_parallel_guesses_on_both_nodes_lock_after_exactly_max_attempts(
     assert token is not None and token.counter == 0
     still = pair.store.get_user("alice")
     assert still is not None and still.failures == MAX_ATTEMPTS
+    # Unlocked in the store (as `authctl user unlock` does): no node holds the lock in
+    # memory; her code is accepted once, on either node, and the count is reset.
+    assert pair.store.unlock_user("alice")
+    once = [
+        Radius(pair.b, "alice", PASSWORDS["alice"] + right),
+        Http(pair.a, "alice", PASSWORDS["alice"], right),
+    ]
+    assert sorted(burst(once, tmp_path)) == ["accept", "reject"]
+    unlocked = pair.store.get_user("alice")
+    assert unlocked is not None and (unlocked.failures, unlocked.locked_until) == (0, None)
 
 
 def test_a_challenge_from_one_node_is_answered_on_the_other_once(
@@ -338,7 +372,7 @@ def test_a_challenge_from_one_node_is_answered_on_the_other_once(
     """otp_mode challenge: the State node A issued, answered on node B with the code,
     is an accept; the same State again on A (with the next code) is refused. A second
     State answered 8 times at once on both nodes, each with a different valid code:
-    one accept, the State taken once."""
+    one accept, the State taken once. The same over HTTP: `state` from A, `otp` on B."""
     state = challenge(pair.a, "alice", tmp_path)
     code = hotp(HOTP_SEED, 0, 6)
     answer = burst([Radius(pair.b, "alice", code, CHALLENGE, state)], tmp_path)
@@ -357,6 +391,15 @@ def test_a_challenge_from_one_node_is_answered_on_the_other_once(
     )
     assert accepts(answers) == 1, answers
     assert pair.reasons("alice") == {"challenge_issued": 2, "ok": 2, "bad_state": 1 + 7}
+
+    issued = Http(pair.a, "bob", PASSWORDS["bob"]).answer()
+    assert issued["result"] == "challenge", issued
+    now = time.time()
+    answer = burst([Http(pair.b, "bob", None, totp(now, TOTP_SEED), issued["state"])], tmp_path)
+    assert answer == ["accept"]
+    again = Http(pair.a, "bob", None, totp(now + 30, TOTP_SEED), issued["state"])
+    assert burst([again], tmp_path) == ["reject"]
+    assert pair.reasons("bob") == {"challenge_issued": 1, "ok": 1, "bad_state": 1}
 
 
 def test_a_backup_code_used_on_both_nodes_at_once_is_accepted_once(
@@ -380,10 +423,12 @@ def test_a_backup_code_used_on_both_nodes_at_once_is_accepted_once(
     assert pair.store.backup_codes_left("alice") == 4
 
 
+@pytest.mark.parametrize("pair", [False, True], ids=["plain", "hash_chain"], indirect=True)
 def test_every_request_on_either_node_is_audited_once(pair: Pair, tmp_path: Path) -> None:
     """A mixed burst on both nodes and front-ends (fresh and replayed codes, wrong
     passwords, an unknown user, challenges): exactly one `auth` audit row per request,
-    with the client and result the requester saw."""
+    with the client and result the requester saw; with audit.hash_chain, both nodes
+    appending at once leave one unbroken chain (`authctl audit verify`)."""
     requests: list[Radius | Http] = []
     for i, node in enumerate((pair.a, pair.b)):
         requests += [
@@ -401,3 +446,6 @@ def test_every_request_on_either_node_is_audited_once(pair: Pair, tmp_path: Path
     assert len(rows) == len(requests)
     sent = Counter((r.client, a) for r, a in zip(requests, answers, strict=True))
     assert Counter((e.client, e.result) for e in rows) == sent
+    if pair.hash_chain:
+        verdict = pair.store.verify_audit()
+        assert verdict.ok and verdict.checked >= len(requests), verdict
