@@ -204,11 +204,10 @@ class Http:
         assert status == 200, (status, answer)
         return answer
 
-    def send(self) -> str:
-        return self.answer()["result"]
-
 
 RESULTS = {"Access-Accept": "accept", "Access-Reject": "reject", "Access-Challenge": "challenge"}
+REPLY = re.compile(r"Received (Access-\w+) Id (\d+)[^\n]*\n((?:\t[^\n]*\n)*)")
+STATE = re.compile(r"\tState = (0x[0-9a-f]+)")
 
 
 def _radclient(port: int, packets: list[Radius], infile: Path) -> subprocess.Popen[str]:
@@ -224,20 +223,31 @@ def _radclient(port: int, packets: list[Radius], infile: Path) -> subprocess.Pop
     )
 
 
-def _answers(out: str, count: int) -> list[str]:
-    """The result of each packet, in file order: radclient sends them in that order and
-    names each reply by the Identifier it sent."""
+def _answers(out: str, count: int) -> list[tuple[str, str | None]]:
+    """The result and State of each packet, in file order: radclient sends them in that
+    order and names each reply by the Identifier it sent, its attributes below it."""
     sent = re.findall(r"Sent Access-Request Id (\d+)", out)
-    got = dict((i, RESULTS[code]) for code, i in re.findall(r"Received (Access-\w+) Id (\d+)", out))
+    got = {
+        i: (RESULTS[code], state.group(1) if (state := re.search(STATE, attrs)) else None)
+        for code, i, attrs in re.findall(REPLY, out)
+    }
     assert len(sent) == count and set(got) == set(sent), out
     return [got[i] for i in sent]
 
 
 def burst(requests: list[Radius | Http], tmp: Path, held: Slapd | None = None) -> list[str]:
+    """The result of each request ("accept", "reject" or "challenge"), sent as
+    `answered` sends them."""
+    return [result for result, _ in answered(requests, tmp, held)]
+
+
+def answered(
+    requests: list[Radius | Http], tmp: Path, held: Slapd | None = None
+) -> list[tuple[str, str | None]]:
     """Send every request at once: one radclient per node and client address with all of
     its packets in flight together, and the HTTP requests from threads meanwhile. The
-    result of each request ("accept", "reject" or "challenge"), in order; each request
-    must be answered.
+    result of each request and the challenge State it got (or None), in order; each
+    request must be answered.
 
     held: the directory, stopped (SIGSTOP) until every request is in flight on its node
     (so every request must need the directory): they wait in their first factor, having
@@ -259,7 +269,7 @@ def burst(requests: list[Radius | Http], tmp: Path, held: Slapd | None = None) -
             for (port, source), group in groups.items()
         ]
         with ThreadPoolExecutor(max_workers=len(web) or 1) as pool:
-            futures = [(n, pool.submit(h.send)) for n, h in web]
+            futures = [(n, pool.submit(h.answer)) for n, h in web]
             if held is not None:
                 for port, count in sent_to.items():
                     wait_until(
@@ -268,7 +278,10 @@ def burst(requests: list[Radius | Http], tmp: Path, held: Slapd | None = None) -
                         f"the {count} requests to one node were never in flight together",
                     )
                 os.kill(held.process.pid, signal.SIGCONT)
-            results = {n: f.result(timeout=BURST_TIMEOUT) for n, f in futures}
+            results: dict[int, tuple[str, str | None]] = {}
+            for n, future in futures:
+                reply = future.result(timeout=BURST_TIMEOUT)
+                results[n] = (reply["result"], reply.get("state"))
     finally:
         if held is not None:
             os.kill(held.process.pid, signal.SIGCONT)
@@ -280,22 +293,17 @@ def burst(requests: list[Radius | Http], tmp: Path, held: Slapd | None = None) -
 
 def challenge(node: Node, user: str, tmp: Path) -> str:
     """Password alone from the challenge client: the State of the Access-Challenge."""
-    sent = Radius(node, user, PASSWORDS[user], CHALLENGE)
-    out = _radclient(node.radius_port, [sent], tmp / "challenge.txt").communicate(
-        timeout=BURST_TIMEOUT
-    )[0]
-    state = re.search(r"State = (0x[0-9a-f]+)", out)
-    assert _answers(out, 1) == ["challenge"] and state is not None, out
-    return state.group(1)
+    ((result, state),) = answered([Radius(node, user, PASSWORDS[user], CHALLENGE)], tmp)
+    assert result == "challenge" and state is not None
+    return state
 
 
 def accepts(answers: list[str]) -> int:
     return answers.count("accept")
 
 
-def wrong_code(seed: bytes) -> str:
-    """Six digits that are none of the next HOTP codes (look-ahead 10)."""
-    taken = {hotp(seed, c, 6) for c in range(12)}
+def wrong_code(*taken: str) -> str:
+    """Six digits that are none of `taken` (the codes a token would accept now)."""
     return next(c for c in ("000000", "111111", "222222") if c not in taken)
 
 
@@ -333,8 +341,10 @@ def test_parallel_guesses_on_both_nodes_lock_after_exactly_max_attempts(
 ) -> None:
     """40 wrong codes with alice's password, spread over both nodes and both front-ends
     at once: exactly 3 counted (failures column and audit), the other 37 refused as
-    locked; then her right code, on either node, is refused too and stays unused."""
-    wrong = wrong_code(HOTP_SEED)
+    locked; then her right code, on either node and as the answer to a challenge
+    issued before the lock, is refused too and stays unused."""
+    state = challenge(pair.a, "alice", tmp_path)
+    wrong = wrong_code(*(hotp(HOTP_SEED, c, 6) for c in range(12)))
     requests: list[Radius | Http] = []
     for node in (pair.a, pair.b):
         requests += [Radius(node, "alice", PASSWORDS["alice"] + wrong) for _ in range(15)]
@@ -343,15 +353,16 @@ def test_parallel_guesses_on_both_nodes_lock_after_exactly_max_attempts(
     locked = pair.store.get_user("alice")
     assert locked is not None and locked.failures == MAX_ATTEMPTS
     assert locked.locked_until is not None
-    assert pair.reasons("alice") == {"bad_otp": MAX_ATTEMPTS, "locked": 40 - MAX_ATTEMPTS}
+    issued = {"challenge_issued": 1}
+    assert pair.reasons("alice") == {**issued, "bad_otp": MAX_ATTEMPTS, "locked": 40 - 3}
 
     right = hotp(HOTP_SEED, 0, 6)
-    after: list[Radius | Http] = []
+    after: list[Radius | Http] = [Radius(pair.b, "alice", right, CHALLENGE, state)]
     for node in (pair.a, pair.b):
         after += [Radius(node, "alice", PASSWORDS["alice"] + right)]
         after += [Http(node, "alice", PASSWORDS["alice"], right)]
     assert accepts(burst(after, tmp_path)) == 0
-    assert pair.reasons("alice") == {"bad_otp": MAX_ATTEMPTS, "locked": 44 - MAX_ATTEMPTS}
+    assert pair.reasons("alice") == {**issued, "bad_otp": MAX_ATTEMPTS, "locked": 45 - 3}
     token = pair.store.get_token("PG-alice")
     assert token is not None and token.counter == 0
     still = pair.store.get_user("alice")
