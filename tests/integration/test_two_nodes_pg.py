@@ -37,7 +37,7 @@ from tests.fixtures.radius import totp
 from tests.fixtures.slapd import PASSWORDS, Slapd
 from tests.integration.test_daemon import free_port
 from tests.integration.test_http_drain import in_flight
-from tests.integration.test_identity_daemon import API_KEY
+from tests.integration.test_identity_daemon import API_KEY, spellings
 from tests.integration.test_identity_daemon import config_text as identity_config
 from tests.integration.test_ldap_radius import SECRET, Daemon, need
 from tests.integration.test_reload import validate
@@ -197,8 +197,12 @@ class Http:
     client = "appliance"  # the API key's name
 
     def answer(self) -> dict[str, str]:
-        fields = {"user": self.user, "password": self.password, "otp": self.otp}
-        fields["state"] = self.state
+        fields = {
+            "user": self.user,
+            "password": self.password,
+            "otp": self.otp,
+            "state": self.state,
+        }
         body = {k: v for k, v in fields.items() if v is not None}
         status, answer = validate(self.node.http_port, API_KEY, body)
         assert status == 200, (status, answer)
@@ -312,9 +316,10 @@ def wrong_code(*taken: str) -> str:
 def test_a_code_sent_to_both_nodes_at_once_is_accepted_once(
     pair: Pair, tmp_path: Path, user: str
 ) -> None:
-    """One right code, 24 copies in flight together (RADIUS and HTTP, both nodes): one
-    accept, 23 replays, audited so, and no failure counted (a replay is no guess). Then
-    a later code is accepted on node B, and after it an older one, unused and within the
+    """One right code, 24 copies in flight together (RADIUS and HTTP, both nodes, the
+    user's name in every spelling a gateway may send): one accept, 23 replays, audited
+    as the user, no failure counted (a replay is no guess), no stray user rows. Then a
+    later code is accepted on node B, and after it an older one, unused and within the
     window, is refused on node A (RFC 4226 §7.2, RFC 6238 §5.2)."""
     now = time.time()
     codes = {  # (the burst's code, a later one, one older than that)
@@ -322,15 +327,17 @@ def test_a_code_sent_to_both_nodes_at_once_is_accepted_once(
         "bob": tuple(totp(now + d, TOTP_SEED) for d in (0, 30, -30)),
     }
     code, later, older = codes[user]
+    names = spellings(user)
     requests: list[Radius | Http] = []
     for node in (pair.a, pair.b):
-        requests += [Radius(node, user, PASSWORDS[user] + code) for _ in range(8)]
-        requests += [Http(node, user, PASSWORDS[user], code) for _ in range(4)]
+        requests += [Radius(node, typed, PASSWORDS[user] + code) for typed in names[:8]]
+        requests += [Http(node, typed, PASSWORDS[user], code) for typed in names[4:]]
     answers = burst(requests, tmp_path, held=pair.slapd)
     assert accepts(answers) == 1, answers
     assert pair.reasons(user) == {"ok": 1, "replay": len(requests) - 1}
     stored = pair.store.get_user(user)
     assert stored is not None and (stored.failures, stored.locked_until) == (0, None)
+    assert sorted(o.user.name for o in pair.store.list_users()) == ["alice", "bob"]
 
     assert burst([Radius(pair.b, user, PASSWORDS[user] + later)], tmp_path) == ["accept"]
     assert burst([Http(pair.a, user, PASSWORDS[user], older)], tmp_path) == ["reject"]
@@ -339,16 +346,17 @@ def test_a_code_sent_to_both_nodes_at_once_is_accepted_once(
 def test_parallel_guesses_on_both_nodes_lock_after_exactly_max_attempts(
     pair: Pair, tmp_path: Path
 ) -> None:
-    """40 wrong codes with alice's password, spread over both nodes and both front-ends
-    at once: exactly 3 counted (failures column and audit), the other 37 refused as
-    locked; then her right code, on either node and as the answer to a challenge
-    issued before the lock, is refused too and stays unused."""
+    """40 wrong codes with alice's password, spread over both nodes, both front-ends and
+    the spellings of her name at once: exactly 3 counted (failures column and audit),
+    the other 37 refused as locked; then her right code, on either node and as the
+    answer to a challenge issued before the lock, is refused too and stays unused."""
     state = challenge(pair.a, "alice", tmp_path)
     wrong = wrong_code(*(hotp(HOTP_SEED, c, 6) for c in range(12)))
+    names = spellings("alice") * 2
     requests: list[Radius | Http] = []
     for node in (pair.a, pair.b):
-        requests += [Radius(node, "alice", PASSWORDS["alice"] + wrong) for _ in range(15)]
-        requests += [Http(node, "alice", PASSWORDS["alice"], wrong) for _ in range(5)]
+        requests += [Radius(node, typed, PASSWORDS["alice"] + wrong) for typed in names[:15]]
+        requests += [Http(node, typed, PASSWORDS["alice"], wrong) for typed in names[3:8]]
     assert accepts(burst(requests, tmp_path, held=pair.slapd)) == 0
     locked = pair.store.get_user("alice")
     assert locked is not None and locked.failures == MAX_ATTEMPTS
