@@ -29,18 +29,18 @@ KEY = "drain-test-key-0123456789abcdef"
 SEED = bytes(range(20))
 
 
-def _in_flight(port: int) -> float:
-    """authd_requests_in_flight{frontend="http"} as /metrics shows it."""
+def in_flight(port: int, frontends: tuple[str, ...] = ("http",)) -> float:
+    """authd_requests_in_flight of `frontends`, summed, as /metrics shows it."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    for line in text.splitlines():
-        if line.startswith('authd_requests_in_flight{frontend="http"}'):
-            return float(line.split()[-1])
-    return 0.0
+    wanted = {f'authd_requests_in_flight{{frontend="{f}"}}' for f in frontends}
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.partition(" ")[0] in wanted
+    )
 
 
 def test_sigterm_during_an_http_request_still_answers_it(
@@ -103,7 +103,7 @@ primary:
                 {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
             )
             deadline = time.monotonic() + 20
-            while _in_flight(http_port) < 1:  # waiting for the request to arrive, not a clock
+            while in_flight(http_port) < 1:  # waiting for the request to arrive, not a clock
                 assert time.monotonic() < deadline, "the request never reached the engine"
                 time.sleep(0.05)
             daemon.proc.send_signal(signal.SIGTERM)
