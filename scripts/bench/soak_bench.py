@@ -167,18 +167,34 @@ def audit_backlog(
     from authd.storage.sql import SqlStore
 
     store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
+    columns = [c.name for c in audit.columns if c.name != "id"]
     try:
         with store.transaction() as conn:
             newest = conn.execute(select(audit).order_by(audit.c.id.desc()).limit(1)).one()
             conn.execute(delete(audit))
-        template = {k: v for k, v in newest._mapping.items() if k not in ("id", "at", "user")}
+            pg = conn.dialect.name == "postgresql"
+        template = dict(newest._mapping)
         for lo in range(0, count, SEED_CHUNK):
             rows = [
-                {**template, "at": base - RETENTION_S + i / rate, "user": names[i % len(names)]}
+                [
+                    base - RETENTION_S + i / rate
+                    if c == "at"
+                    else names[i % len(names)]
+                    if c == "user"
+                    else template[c]
+                    for c in columns
+                ]
                 for i in range(lo, min(count, lo + SEED_CHUNK))
             ]
             with store.transaction() as conn:
-                conn.execute(insert(audit), rows)
+                if pg:  # COPY: ten times the rows per second of an INSERT per row
+                    quoted = ", ".join(f'"{c}"' for c in columns)
+                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    with cursor.copy(f"COPY audit ({quoted}) FROM STDIN") as copy:
+                        for r in rows:
+                            copy.write_row(r)
+                else:
+                    conn.execute(insert(audit), [dict(zip(columns, r, strict=True)) for r in rows])
     finally:
         store.close()
     return count
