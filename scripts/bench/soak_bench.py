@@ -160,7 +160,7 @@ def audit_backlog(
     """Replace the trail with `count` copies of its newest row (a real accept of the
     warm-up), row i written at `base - retention + i / rate` for user i mod len(names):
     they pass the retention at `rate` from `base` on. Returns the rows written."""
-    from sqlalchemy import delete, insert, select
+    from sqlalchemy import delete, select
 
     from authd.crypto import Keyring
     from authd.storage.schema import audit
@@ -168,6 +168,7 @@ def audit_backlog(
 
     store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
     columns = [c.name for c in audit.columns if c.name != "id"]
+    quoted = ", ".join(f'"{c}"' for c in columns)
     try:
         with store.transaction() as conn:
             newest = conn.execute(select(audit).order_by(audit.c.id.desc()).limit(1)).one()
@@ -186,15 +187,17 @@ def audit_backlog(
                 ]
                 for i in range(lo, min(count, lo + SEED_CHUNK))
             ]
+            # On the driver's connection: a run of 30 minutes needs millions of rows.
             with store.transaction() as conn:
-                if pg:  # COPY: ten times the rows per second of an INSERT per row
-                    quoted = ", ".join(f'"{c}"' for c in columns)
-                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                    with cursor.copy(f"COPY audit ({quoted}) FROM STDIN") as copy:
+                driver: Any = conn.connection.driver_connection
+                if pg:
+                    with driver.cursor().copy(f"COPY audit ({quoted}) FROM STDIN") as copy:
                         for r in rows:
                             copy.write_row(r)
                 else:
-                    conn.execute(insert(audit), [dict(zip(columns, r, strict=True)) for r in rows])
+                    marks = ", ".join("?" * len(columns))
+                    sql = f"INSERT INTO audit ({quoted}) VALUES ({marks})"  # noqa: S608 - schema names
+                    driver.executemany(sql, rows)
     finally:
         store.close()
     return count
