@@ -192,7 +192,7 @@ def test_open_loop_rows_offer_the_rate_one_run_after_another(
         (400, 400, 0, 0, 0)
     ] * 3
     assert all(r.offered == 1000.0 for r in rows)
-    assert all(b.from_s >= a.from_s + a.seconds - 0.05 for a, b in pairwise(rows))
+    assert all(b.from_s == pytest.approx(a.from_s + a.seconds) for a, b in pairwise(rows))
     assert [rec["kind"] for rec in records] == ["row"] * 3
 
 
@@ -205,4 +205,4 @@ def test_closed_loop_rows_last_about_the_run(loadgen: Path, tmp_path: Path) -> N
     assert len(rows) >= 2
     assert rows[0].sent == 200  # 0.4 s at the first rate
     assert all(r.offered == 0.0 and r.answered == r.sent for r in rows)
-    assert 0.8 <= sum(r.seconds for r in rows) <= 2.5
+    assert 0.8 <= sum(r.seconds for r in rows) <= 4.0
