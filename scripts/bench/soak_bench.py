@@ -643,18 +643,20 @@ class Soak:
 
     def closed_loop(self, first_rps: float, seconds: float) -> None:
         """Rows of about `--interval`, `--window` in flight, until `seconds` have gone;
-        each row sized from the rate of the last row done."""
-        interval, start, lengths = self.args.interval, time.time(), []
+        each row sized from the rate of the last row done (the first two from the burst:
+        a daemon that cannot hold it makes them longer), the remainder of the run joined
+        to the last row rather than left as a short one."""
+        interval, start, counts = self.args.interval, time.time(), []
 
         def row(k: int) -> Segment | None:
-            # Called as row k-1 starts: it ends about lengths[k-1] from now.
-            end = time.time() + lengths[-1] if k else start
+            rps = self.rows_done[-1].rps if self.rows_done else first_rps
+            # Called as row k-1 starts: it ends about counts[k-1] / rps from now.
+            end = time.time() + counts[-1] / rps if k else start
             left = seconds - (end - start)
             if left < 0.1 * interval:
                 return None
-            lengths.append(min(interval, left))
-            rps = self.rows_done[-1].rps if self.rows_done else first_rps
-            return round(rps * lengths[-1]), 0.0, 0.0
+            counts.append(round(rps * (left if left < 1.5 * interval else interval)))
+            return counts[-1], 0.0, 0.0
 
         self.rows(row)
 
@@ -765,7 +767,7 @@ def soak(args: argparse.Namespace, tmp: Path, out: Callable[[dict[str, Any]], No
     for g in goals:
         mark = {True: "PASS", False: "FAIL", None: "n/a "}[g.ok]
         print(f"  {mark}  {g.name}: {g.detail}")
-    out({"kind": "verdict", "goals": [asdict(g) for g in goals]})
+    out({"kind": "verdict", "goals": [asdict(g) for g in goals], "uptime": uptime()})
     return 0 if all(g.ok is not False for g in goals) else 1
 
 
