@@ -642,21 +642,16 @@ class Soak:
         self.rows(row)
 
     def closed_loop(self, first_rps: float, seconds: float) -> None:
-        """Rows of about `--interval`, `--window` in flight, until `seconds` have gone;
-        each row sized from the rate of the last row done (the first two from the burst:
-        a daemon that cannot hold it makes them longer), the remainder of the run joined
-        to the last row rather than left as a short one."""
-        interval, start, counts = self.args.interval, time.time(), []
+        """The rows of `segments`, `--window` in flight, each sized from the rate of the
+        last row done (the first two from the burst: a daemon that cannot hold it makes
+        them, and the run, longer)."""
+        plan = segments(seconds, self.args.interval)
 
         def row(k: int) -> Segment | None:
-            rps = self.rows_done[-1].rps if self.rows_done else first_rps
-            # Called as row k-1 starts: it ends about counts[k-1] / rps from now.
-            end = time.time() + counts[-1] / rps if k else start
-            left = seconds - (end - start)
-            if left < 0.1 * interval:
+            if k == len(plan):
                 return None
-            counts.append(round(rps * (left if left < 1.5 * interval else interval)))
-            return counts[-1], 0.0, 0.0
+            rps = self.rows_done[-1].rps if self.rows_done else first_rps
+            return round(rps * plan[k][1]), 0.0, 0.0
 
         self.rows(row)
 
