@@ -4,9 +4,11 @@ at a time, off the reactor thread.
 A reactor timer fires every `audit.prune_interval`; the prune itself runs on a pool of
 its own (one thread), in batches of `BATCH` rows, each its own short transaction found
 by the `at` index, so a decision waits for one batch's DELETE at most and nothing scans
-the trail at decision time. One tick deletes at most `MAX_BATCHES` batches; a backlog
-(a first start on a years-old trail) drains over the following ticks. Only the main
-process prunes (workers share its store).
+the trail at decision time. One round deletes at most `MAX_BATCHES` batches; while a
+round hits that limit (a first start on a years-old trail, or more decisions an interval
+than one round deletes), the next follows `CATCH_UP_PAUSE` later instead of an interval
+later, so the trail stays within the retention whatever the rate. Only the main process
+prunes (workers share its store).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from authd.config.model import AuditConfig, Config
 log = Logger(namespace="authd.audit_retention")
 
 BATCH = 1000
-MAX_BATCHES = 100  # rows per tick at most: BATCH * MAX_BATCHES
+MAX_BATCHES = 100  # rows per round at most: BATCH * MAX_BATCHES
+CATCH_UP_PAUSE = 1.0  # seconds between rounds while more rows are due than one deletes
 
 Prune = Callable[[float, int], int]  # Store.prune_audit(before, batch) -> rows deleted
 
@@ -53,6 +56,7 @@ class AuditPruner:
         self._pool = pool
         self._loop: LoopingCall | None = None
         self._running: Deferred[int] | None = None
+        self._again: Any = None  # IDelayedCall: the next round of a backlog
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         self._start(self._config.prune_interval)
@@ -67,6 +71,9 @@ class AuditPruner:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        if self._again is not None and self._again.active():
+            self._again.cancel()
+        self._again = None
         return self._running  # a stop waits for the batch in flight
 
     def prepare(self, config: Config) -> Callable[[], None]:
@@ -96,6 +103,9 @@ class AuditPruner:
             self._running = None
             if count:
                 log.info("audit: pruned {count} rows older than the retention", count=count)
+            pending = self._again is not None and self._again.active()
+            if count >= BATCH * MAX_BATCHES and self._loop is not None and not pending:
+                self._again = self._reactor.callLater(CATCH_UP_PAUSE, self.tick)
             return count
 
         def failed(failure: Failure) -> int:

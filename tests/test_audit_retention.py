@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
-from authd.audit_retention import AuditPruner, prune_until
+from authd.audit_retention import BATCH, CATCH_UP_PAUSE, MAX_BATCHES, AuditPruner, prune_until
 from authd.config.model import AuditConfig, Config
 from authd.core.model import AuditEvent
 from tests.fakes import FakeReactor, FakeStore
@@ -74,5 +75,39 @@ def test_reload_changes_retention_and_never_keeps_all(pool: ThreadPool) -> None:
     pruner.prepare(replace(Config(), audit=AuditConfig(retention=30 * DAY)))()
     pruner.tick()
     reactor.run_until(lambda: len(store.audit) == 1)
+    pruner.stopService()
+    assert reactor.clock.getDelayedCalls() == []
+
+
+class Backlog:
+    """A trail with `rows` rows past the retention; each prune call deletes a batch."""
+
+    def __init__(self, rows: int) -> None:
+        self.left = rows
+
+    def prune(self, before: float, batch: int) -> int:
+        deleted = min(batch, self.left)
+        self.left -= deleted
+        return deleted
+
+
+def test_a_round_that_hits_the_limit_is_followed_after_a_pause(pool: ThreadPool) -> None:
+    """More rows past the retention than one round deletes (decisions outpace one round
+    an interval): the next round follows a pause later, not a prune_interval later, until
+    the backlog is gone; stopping leaves no timer behind."""
+    per_round = BATCH * MAX_BATCHES
+    reactor = TimerReactor(NOW)
+    trail = Backlog(2 * per_round + 5)
+    pruner = AuditPruner(AuditConfig(retention=DAY), trail.prune, reactor, pool)
+    pruner.startService()
+    reactor.run_until(lambda: trail.left == per_round + 5)
+    reactor.clock.advance(CATCH_UP_PAUSE)
+    reactor.run_until(lambda: trail.left == 5)
+    reactor.clock.advance(CATCH_UP_PAUSE)
+    reactor.run_until(lambda: trail.left == 0)
+    reactor.clock.advance(CATCH_UP_PAUSE)  # a short round: nothing more until the interval
+    assert [c.getTime() - reactor.seconds() for c in reactor.clock.getDelayedCalls()] == [
+        pytest.approx(3600 - 2 * CATCH_UP_PAUSE - CATCH_UP_PAUSE)
+    ]
     pruner.stopService()
     assert reactor.clock.getDelayedCalls() == []

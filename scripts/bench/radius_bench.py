@@ -363,8 +363,8 @@ def start_authd(cfg: Path, port: int, workers: int, cores: str | None) -> subpro
         proc = subprocess.Popen(
             [*taskset(cores), sys.executable, "-m", "authd", "serve", "-c", str(cfg)],
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=logfile,
+            stdout=logfile,  # the daemon logs on stdout (authd/logsetup.py)
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     wait_for_status(port)
