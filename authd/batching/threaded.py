@@ -297,15 +297,16 @@ class ThreadedEngine:
             done, self._done = self._done, []
             self._flush_pending = False
         observe = self._metrics.store_latency.observe
+        now = self._reactor.seconds()
         counts: dict[tuple[_Metered, Outcome, Reason], int] = {}
         answers: list[tuple[Deferred[Decision], Decision]] = []
         for req, d, metered, result in done:
             if isinstance(result, BaseException):
-                self._failures.failed(req, result)
+                self._failures.failed(req, result, now)
                 decision = Decision(Outcome.REJECT, Reason.UNAVAILABLE, req.user, GENERIC_REJECT)
             else:
                 if self._failures.failing:
-                    self._failures.succeeded()
+                    self._failures.succeeded(now)
                 decision, stats = result
                 observe(stats.store_seconds)
                 if stats.locked_now:

@@ -14,6 +14,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from authd.auth.interfaces import Decision, Outcome, Reason
+from authd.auth.outage import QUIET_SECONDS
 from authd.batching.threaded import ThreadedEngine
 from authd.core.errors import StoreUnavailable
 from authd.core.model import TokenType
@@ -129,6 +130,7 @@ def test_store_outage_is_logged_once_and_counted(fake_world: World, pool: Thread
         for _ in range(20):
             assert run(reactor, threaded, w, PASSWORD + "424242").reason is Reason.UNAVAILABLE
         w.store.down = False  # type: ignore[attr-defined]
+        reactor.now += QUIET_SECONDS  # succeeding with no failure that long ends it
         assert run(reactor, threaded, w, PASSWORD + w.code(tok)).outcome is Outcome.ACCEPT
         assert run(reactor, threaded, w, PASSWORD + "000000").outcome is Outcome.REJECT
     finally:
@@ -144,6 +146,39 @@ def test_store_outage_is_logged_once_and_counted(fake_world: World, pool: Thread
             if e.get("log_format", "").startswith("decisions succeed again")]
     assert back == ["decisions succeed again after 20 failed (StoreUnavailable)"]
     assert sample(metrics, "authd_decision_errors_total", {"error": "StoreUnavailable"}) == 20
+
+
+def test_a_flapping_outage_is_one_outage_in_the_log(fake_world: World, pool: ThreadPool) -> None:
+    """Failures mixed with successes (a store that times out now and then) log one
+    traceback and no end until decisions have succeeded for QUIET_SECONDS with no
+    failure; then one line says so. Every failure is still counted."""
+    w = fake_world
+    w.user()
+    tok = w.token()
+    reactor, metrics = FakeReactor(NOW), Metrics()
+    threaded = ThreadedEngine(decisions_for(w.engine()), reactor, pool, metrics)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(10):
+            w.store.down = True  # type: ignore[attr-defined]
+            assert run(reactor, threaded, w, PASSWORD + "424242").reason is Reason.UNAVAILABLE
+            w.store.down = False  # type: ignore[attr-defined]
+            reactor.now += 1.0
+            decided = run(reactor, threaded, w, PASSWORD, user="nobody")
+            assert decided.reason is Reason.UNKNOWN_USER
+        tracebacks = [e for e in events if "log_failure" in e]
+        ended = [e for e in events if e.get("log_format", "").startswith("decisions succeed")]
+        assert len(tracebacks) == 1 and ended == []
+        reactor.now += QUIET_SECONDS
+        code = w.code(tok, at=reactor.now)
+        assert run(reactor, threaded, w, PASSWORD + code).outcome is Outcome.ACCEPT
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    ended = [formatEvent(e) for e in events
+             if e.get("log_format", "").startswith("decisions succeed")]
+    assert ended == ["decisions succeed again after 10 failed (StoreUnavailable)"]
+    assert sample(metrics, "authd_decision_errors_total", {"error": "StoreUnavailable"}) == 10
 
 
 def test_unknown_frontend_label(fake_world: World, pool: ThreadPool) -> None:
