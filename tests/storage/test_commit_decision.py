@@ -613,12 +613,12 @@ def test_commit_decisions_waits_for_another_process_lock(
     sqlite_store.close()
 
 
-def test_postgres_commits_decisions_one_by_one_with_the_same_results(
+def test_postgres_commits_decisions_with_the_same_results_as_sqlite(
     sqlite_store: SqlStore, pg_store: SqlStore
 ) -> None:
-    """PostgreSQL keeps one transaction per write phase (no batch): commit_decisions
-    gives the same results as SQLite's single transaction, and decision_reads is a plain
-    context; only SQLite reports that batching saves work."""
+    """PostgreSQL's batch (one pipelined transaction) gives the same results as SQLite's
+    single transaction, for one user's writes in order; decision_reads reads ahead on
+    both. Only SQLite tells today's engine to batch."""
     writes = [_write(UseTotpStep("T", 7, 0)), _write(UseTotpStep("T", 7, 0))]
     writes.append(_write(UseHotpCounter("H", 0)))
     _alice(pg_store)
