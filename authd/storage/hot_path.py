@@ -23,12 +23,14 @@ naps); other processes and `authctl` are still arbitrated by SQLite's write lock
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
@@ -542,13 +544,22 @@ class PgHotPath:
         after COMMIT; any error rolls back all of them. Pipeline mode: BEGIN and every
         statement go out together and their answers come back together, then COMMIT
         (sent only within the budget): two round trips for the batch instead of one per
-        statement and two more for BEGIN and COMMIT."""
+        statement and two more for BEGIN and COMMIT. A run of the same statement is one
+        executemany (one call into psycopg, not one per statement)."""
         conn = self._conn()
         try:
             with conn.pipeline() as pipeline, conn.transaction():
-                cursors = [conn.execute(sql, params) for sql, params in statements]
+                cursors = []
+                for sql, run in itertools.groupby(statements, key=itemgetter(0)):
+                    cursor = conn.cursor()
+                    cursor.executemany(sql, [params for _, params in run], returning=True)
+                    cursors.append(cursor)
                 pipeline.sync()
-                rows = [cursor.fetchone() for cursor in cursors]
+                rows = []
+                for cursor in cursors:
+                    rows.append(cursor.fetchone())
+                    while cursor.nextset():
+                        rows.append(cursor.fetchone())
                 self._may_commit(conn)
             return rows
         except psycopg.Error as e:

@@ -481,39 +481,57 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
         "max": w.max_attempts,
         "deadline": LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds,
     }
+    use = w.use
+    if isinstance(use, UseTotpStep):
+        params.update(u_key=use.serial, u_step=use.step, u_drift=use.drift)
+    elif isinstance(use, UseHotpCounter):
+        params.update(u_key=use.serial, u_counter=use.counter)
+    elif isinstance(use, UseBackupCode):
+        params.update(u_key=use.user, u_hash=use.code_hash)
+    for name, record in records:
+        event = _audit_params(record.audit)
+        for col in _PG_AUDIT_COLS:
+            params[f"{name}_{col}"] = event[f"p_{col}"]
+    if w.challenge is not None:
+        key, ch = w.challenge
+        params.update(c_key=key, c_user=ch.user, c_client=ch.client, c_exp=ch.expires_at)
+        params["c_data"] = ch.data
+    shape = tuple((name, r.count_failure, r.success) for name, r in records)
+    use_sql = None if use is None else _PG_USE[type(use)]
+    sql = _pg_decision_sql(use_sql, gated, w.user is not None, shape, w.challenge is not None)
+    return sql, params
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_decision_sql(
+    use: str | None,
+    gated: bool,
+    has_user: bool,
+    records: tuple[tuple[str, bool, bool], ...],
+    challenge: bool,
+) -> str:
+    """`_pg_decision`'s statement for one shape of write phase (its single use's
+    statement from _PG_USE, lock gate, endings (name, counts a failure, success),
+    challenge): built once per shape."""
     ctes: list[str] = [_PG_GATE] if gated else []
     is_open = _PG_OPEN if gated else "TRUE"
     won_cond, lost_cond = is_open, "FALSE"
-    if w.use is not None:
-        use = w.use
-        if isinstance(use, UseTotpStep):
-            params.update(u_key=use.serial, u_step=use.step, u_drift=use.drift)
-        elif isinstance(use, UseHotpCounter):
-            params.update(u_key=use.serial, u_counter=use.counter)
-        else:
-            params.update(u_key=use.user, u_hash=use.code_hash)
-        ctes.append(f"used AS ({_PG_USE[type(use)]} AND {is_open} RETURNING 1)")
+    if use is not None:
+        ctes.append(f"used AS ({use} AND {is_open} RETURNING 1)")
         won_cond = f"{is_open} AND EXISTS (SELECT 1 FROM used)"  # noqa: S608
         lost_cond = f"{is_open} AND NOT EXISTS (SELECT 1 FROM used)"  # noqa: S608
     conds = {"won": won_cond, "lost": lost_cond, "locked": f"NOT {is_open}"}
     user_ctes: list[str] = []
-    for name, record in records:
+    for name, count_failure, success in records:
         cond = conds[name]
-        if w.user is not None:
-            sets = (
-                _PG_FAILURE
-                if record.count_failure
-                else (_PG_SUCCESS if record.success else _PG_ATTEMPT)
-            )
+        if has_user:
+            sets = _PG_FAILURE if count_failure else (_PG_SUCCESS if success else _PG_ATTEMPT)
             # Only constants of this module are spliced in; every value is a parameter.
             ctes.append(
                 f"{name}_user AS (UPDATE users SET {sets} WHERE name = %(name)s AND {cond} "  # noqa: S608
                 "RETURNING failures, locked_until)"
             )
             user_ctes.append(f"{name}_user")
-        event = _audit_params(record.audit)
-        for col in _PG_AUDIT_COLS:
-            params[f"{name}_{col}"] = event[f"p_{col}"]
         ctes.append(
             f"{name}_audit AS (INSERT INTO audit ("
             + ", ".join(f'"{c}"' for c in _PG_AUDIT_COLS)
@@ -523,10 +541,7 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
             + ", ".join(f"CAST(%({name}_{c})s AS TEXT)" for c in _PG_AUDIT_COLS[1:])
             + f" WHERE {cond})"
         )
-    if w.challenge is not None:
-        key, ch = w.challenge
-        params.update(c_key=key, c_user=ch.user, c_client=ch.client, c_exp=ch.expires_at)
-        params["c_data"] = ch.data
+    if challenge:
         ctes.append(
             'challenge AS (INSERT INTO challenges (state_hash, "user", client, expires_at, data) '
             "SELECT %(c_key)s, %(c_user)s, %(c_client)s, CAST(%(c_exp)s AS DOUBLE PRECISION), "
@@ -541,7 +556,7 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
             "COALESCE(" + ", ".join(f"(SELECT {col} FROM {cte})" for cte in user_ctes) + ")"  # noqa: S608
             for col in ("failures", "locked_until")
         )
-    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}, NOT {is_open}", params
+    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}, NOT {is_open}"
 
 
 def _pg_commit(w: DecisionWrite, row: Sequence[Any]) -> DecisionCommit:
