@@ -70,6 +70,7 @@ from authd.auth.interfaces import (
     UserOverview,
     UseTotpStep,
 )
+from authd.config.model import SQLITE_MIN_POOL, SQLITE_POOL_PROBLEM
 from authd.core import otp
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import (
@@ -88,7 +89,7 @@ from authd.statedir import make_private_dirs
 from authd.storage import audit_chain as chain
 from authd.storage import migrations
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
-from authd.storage.pg_bounded import BoundedConnection, budget, patience
+from authd.storage.pg_bounded import BoundedConnection, BudgetedQueuePool, budget, patience
 from authd.storage.schema import (
     LOCKED_FOREVER,
     audit,
@@ -793,9 +794,9 @@ class SqlStore:
         )
         # The decision hot path bypasses SQLAlchemy (see storage/hot_path.py).
         self._hot: SqliteHotPath | PgHotPath = (
-            SqliteHotPath(str(engine.url.database), timeout)
+            SqliteHotPath(engine, str(engine.url.database), timeout)
             if self._sqlite
-            else PgHotPath(engine.url, timeout)
+            else PgHotPath(engine, timeout)
         )
 
     @classmethod
@@ -811,7 +812,10 @@ class SqlStore:
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
-        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). timeout (store.timeout):
+        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). pool_size
+        (store.pool_size): every connection the store opens, the decision hot path's
+        included (SQLite: at least 2, its writer keeps one); a thread never holds two,
+        so more threads than connections queue, never deadlock. timeout (store.timeout):
         the longest any one wait for the database takes (a connection from the pool, a
         connect, a statement, a lock; SQLite's busy timeout). `steps` is for tests of
         the migration machinery; production always uses the default.
@@ -822,10 +826,13 @@ class SqlStore:
             raise InvalidInput("store.url: not a database URL") from None  # may hold a password
         backend = parsed.get_backend_name()
         if backend == "sqlite":
+            if pool_size < SQLITE_MIN_POOL:
+                raise InvalidInput(f"store.pool_size: {SQLITE_POOL_PROBLEM}")
             path = _sqlite_path(parsed.database)
             _prepare_sqlite_file(path)
             engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite", database=path),
+                poolclass=BudgetedQueuePool,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=timeout,
@@ -837,6 +844,7 @@ class SqlStore:
         elif backend in ("postgresql", "postgres"):
             engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
+                poolclass=BudgetedQueuePool,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=timeout,
@@ -1361,34 +1369,34 @@ class SqlStore:
         )
 
     def decision_reads(self, names: Sequence[str] = ()) -> AbstractContextManager[None]:
-        """A context in which this thread's `get_user_tokens_codes` calls read one
-        snapshot without any write lock. The rows of `names` (the users about to be
-        decided) are read at once, in one statement, and those calls are answered from
-        them. SQLite: one read transaction. PostgreSQL: that one statement is the
-        snapshot; no transaction is held (every write is a compare-and-set, so a row
-        changed since is caught by the write, not trusted from the read)."""
+        """A context in which this thread's `get_user_tokens_codes` calls for `names`
+        (the users about to be decided) are answered from one statement that read all
+        of them at once (one snapshot), taking no write lock. No transaction and no
+        connection is held through the block, on either backend: every write is a
+        compare-and-set, so a row changed since is caught by the write, never trusted
+        from the read; and a thread inside it that needs a connection (a local user's
+        password check) holds no other one meanwhile (see storage/hot_path.py)."""
         return self._snapshot_of(names)
 
     @contextmanager
     def _snapshot_of(self, names: Sequence[str]) -> Iterator[None]:
         hot = self._hot
-        with hot.snapshot() if isinstance(hot, SqliteHotPath) else nullcontext():
-            if names:
-                rows = (
-                    hot.read(_GET_MANY_USERS_TOKENS_CODES, {"p_names": json.dumps(list(names))})
-                    if isinstance(hot, SqliteHotPath)
-                    else hot.read(_GET_MANY_USERS_TOKENS_CODES_PG, {"p_names": list(names)})
-                )
-                by_user: dict[str, list[Any]] = {name: [] for name in names}  # [] = no such user
-                for row in rows:
-                    found = by_user.get(row[_UI["name"]])
-                    if found is not None:
-                        found.append(row)
-                self._prefetched.rows = by_user
-            try:
-                yield
-            finally:
-                self._prefetched.rows = None
+        if names:
+            rows = (
+                hot.read(_GET_MANY_USERS_TOKENS_CODES, {"p_names": json.dumps(list(names))})
+                if isinstance(hot, SqliteHotPath)
+                else hot.read(_GET_MANY_USERS_TOKENS_CODES_PG, {"p_names": list(names)})
+            )
+            by_user: dict[str, list[Any]] = {name: [] for name in names}  # [] = no such user
+            for row in rows:
+                found = by_user.get(row[_UI["name"]])
+                if found is not None:
+                    found.append(row)
+            self._prefetched.rows = by_user
+        try:
+            yield
+        finally:
+            self._prefetched.rows = None
 
     @property
     def batches_decisions(self) -> bool:

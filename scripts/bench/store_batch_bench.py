@@ -65,9 +65,8 @@ def _serial_batch(store: SqlStore, writes: Sequence[DecisionWrite]) -> list[Any]
     """`commit_decisions` on PostgreSQL without the pipeline: one round trip a statement."""
     hot = store._hot
     assert isinstance(hot, PgHotPath)
-    conn = hot._conn()
     statements = [_pg_decision(w) for w in sorted(writes, key=lambda w: w.user or "")]
-    with conn.transaction():
+    with hot._conn() as conn, conn.transaction():
         rows = [conn.execute(*s).fetchone() for s in statements if s is not None]
     return [_pg_commit(w, r) for w, r in zip(writes, rows, strict=True)]
 

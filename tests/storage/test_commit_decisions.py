@@ -6,10 +6,12 @@ deadlock each other."""
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -25,7 +27,7 @@ from authd.auth.interfaces import (
     UseHotpCounter,
     UseTotpStep,
 )
-from authd.core.errors import StoreUnavailable
+from authd.core.errors import InvalidInput, StoreUnavailable
 from authd.core.model import Token, TokenType, User
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
@@ -310,3 +312,112 @@ def test_threads_batching_shared_users_keep_them_exact(pg_store: SqlStore) -> No
     assert {t.serial: t.last_step for t in pg_store.list_tokens() if t.serial[0] == "T"} == {
         f"T{n}": 5 for n in names
     }
+
+
+# ---------------------------------------------------------------- one pool
+def _connections(conn: psycopg.Connection) -> int:
+    """The client sessions open on the test database, besides `conn` (one session for
+    all samples: a session closed a moment ago may still be listed) and autovacuum's."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'"
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _sqlite_handles(db: str) -> int:
+    """This process's open file handles on the database file itself (one per SQLite
+    connection)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == db:
+                count += 1
+        except OSError:  # closed meanwhile
+            continue
+    return count
+
+
+def _busy_store(store: SqlStore, names: list[str], seconds: float) -> list[BaseException]:
+    """Eight threads deciding at once for `seconds`: read-ahead blocks, batches,
+    single reads and writes through SQLAlchemy; the errors they met."""
+    errors: list[BaseException] = []
+    stop = time.monotonic() + seconds
+
+    def work(seed: int) -> None:
+        step = 0
+        while time.monotonic() < stop and step < 10_000:
+            step += 1
+            mine = names[seed % 4 :: 4]
+            try:
+                with store.decision_reads(mine):
+                    for name in mine:
+                        store.get_user_tokens_codes(name)
+                    store.get_user(mine[0])  # a local user's password check
+                store.commit_decisions(
+                    [_write(n, (0, "none", 0, "accept", 0, True), 5, "x") for n in mine]
+                )
+                store.commit_decision(_write(mine[0], (0, "none", 0, "reject", 0, False), 5, "x"))
+            except Exception as e:  # reported below
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
+@pytest.mark.parametrize("pool_size", [2, 3])
+def test_postgresql_connections_stay_within_pool_size(
+    postgres_db_url: str, keyring: Keyring, pool_size: int
+) -> None:
+    """Eight threads deciding at once open no more PostgreSQL sessions than
+    store.pool_size (the hot path's connections are the pool's), and none of them
+    fails for want of one: a thread holds one connection at a time, so they queue."""
+    store = SqlStore.open(postgres_db_url, keyring, pool_size=pool_size, timeout=5.0)
+    names = [f"u{i}" for i in range(8)]
+    try:
+        for name in names:
+            _add_user(store, name, codes=0)
+        most = 0
+        with (
+            psycopg.connect(postgres_db_url, autocommit=True) as sampler,
+            ThreadPoolExecutor(max_workers=1) as pool,
+        ):
+            busy = pool.submit(_busy_store, store, names, 2.0)
+            while not busy.done():
+                most = max(most, _connections(sampler))
+                time.sleep(0.01)
+            assert busy.result() == []
+        assert 1 <= most <= pool_size
+    finally:
+        store.close()
+
+
+def test_sqlite_connections_stay_within_pool_size(tmp_path: Path, keyring: Keyring) -> None:
+    """On SQLite too: the writer, the readers and the WAL checkpointer are connections
+    of the one pool, so the database file is never open more than store.pool_size
+    times, with eight threads deciding at once; store.pool_size 1 is refused (the
+    writer keeps one)."""
+    db = str(tmp_path / "authd.db")
+    with pytest.raises(InvalidInput, match="store.pool_size"):
+        SqlStore.open(f"sqlite:///{db}", keyring, pool_size=1)
+    store = SqlStore.open(f"sqlite:///{db}", keyring, pool_size=3)
+    names = [f"u{i}" for i in range(8)]
+    try:
+        for name in names:
+            _add_user(store, name, codes=0)
+        most = 0
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            busy = pool.submit(_busy_store, store, names, 2.0)
+            while not busy.done():
+                most = max(most, _sqlite_handles(db))
+                time.sleep(0.005)
+            assert busy.result() == []
+        assert 2 <= most <= 3
+    finally:
+        store.close()
