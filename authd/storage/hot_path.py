@@ -32,8 +32,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -470,6 +469,53 @@ class SqliteHotPath:
             checkpointer.stop()
 
 
+class _Lent:
+    """A psycopg connection of the pool, lent for one `with` block in autocommit and
+    given back as SQLAlchemy lent it. One broken meanwhile (closed by a cut wait, a lost
+    server) leaves the pool, which opens a new one when needed. (A class, not a
+    generator: ~4 µs less a call.)"""
+
+    __slots__ = ("_conn", "_raw", "_timeout")
+
+    def __init__(self, raw: PoolProxiedConnection, timeout: float) -> None:
+        self._raw = raw
+        self._timeout = timeout
+        try:
+            self._conn: psycopg.Connection[Any] = _driver(raw)
+        except BaseException:
+            raw.close()
+            raise
+
+    def __enter__(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if not conn.closed:
+            self._idle_setting(True)
+            if conn.prepare_threshold != 1:
+                conn.prepare_threshold = 1  # prepare from the second use on
+        return conn
+
+    def __exit__(self, *exc: object) -> None:
+        conn = self._conn
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._raw.invalidate()
+            return
+        self._idle_setting(False)
+        if time_left(self._timeout) > 0:
+            self._raw.close()
+        else:
+            with outside_budget():  # the pool's reset: a rollback, nothing sent when idle
+                self._raw.close()
+
+    def _idle_setting(self, autocommit: bool) -> None:
+        """Switch autocommit on the idle connection: psycopg sends nothing for it, but
+        passes through BoundedConnection.wait, which a spent budget would refuse."""
+        if time_left(self._timeout) > 0:
+            self._conn.autocommit = autocommit
+        else:
+            with outside_budget():
+                self._conn.autocommit = autocommit
+
+
 class PgHotPath:
     """psycopg connections of the engine's pool, one per call (a read, a write phase,
     a batch), in autocommit while lent (a read is one round trip; a write phase is one
@@ -484,31 +530,11 @@ class PgHotPath:
         self._statements = _Statements(_PG)
         self._closed = False
 
-    @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection of the pool for the block. One broken meanwhile (closed by a
-        cut wait, a lost server) leaves the pool, which opens a new one when needed."""
+    def _conn(self) -> _Lent:
+        """A connection of the pool for a `with` block (see _Lent)."""
         if self._closed:
             raise StoreUnavailable("store is closed")
-        raw = _checkout(self._engine)
-        try:
-            conn: psycopg.Connection[Any] = _driver(raw)
-        except BaseException:
-            raw.close()
-            raise
-        try:
-            if not conn.closed:
-                with outside_budget():  # sends nothing: a local setting of the idle connection
-                    conn.autocommit = True
-                conn.prepare_threshold = 1  # prepare from the second use on
-            yield conn
-        finally:
-            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                raw.invalidate()
-            else:
-                with outside_budget():  # nothing to send on an idle connection
-                    conn.autocommit = False  # as SQLAlchemy lent it
-                    raw.close()  # the pool's reset: a rollback, a no-op here
+        return _Lent(_checkout(self._engine), self._timeout)
 
     def _failed(self, conn: psycopg.Connection[Any], e: psycopg.Error) -> StoreUnavailable:
         """A broken connection is closed, so that it leaves the pool."""
