@@ -188,6 +188,26 @@ def test_a_batch_with_an_error_writes_nothing(store: SqlStore) -> None:
     assert store.commit_decisions(writes[:1])[0].won  # the store works on
 
 
+def test_a_batch_with_the_hash_chain_on_is_sealed(store_url: str, keyring: Keyring) -> None:
+    """With audit.hash_chain on, a batch (the head locked first, its statements one by
+    one) answers as one by one and its audit rows are sealed: the chain verifies, every
+    row counted."""
+    store = SqlStore.open(store_url, keyring, pool_size=2, audit_chain=True)
+    try:
+        for name in ("amy", "bob"):
+            _add_user(store, name)
+        writes = [
+            _write("bob", (0, "totp", 4, "accept", 0, True), 5, "x"),
+            _write("amy", (0, "backup", 1, "accept", 0, True), 5, "x"),
+        ]
+        assert [r.won for r in store.commit_decisions(writes)] == [True, True]
+        assert [r.won for r in store.commit_decisions(writes)] == [False, False]
+        verdict = store.verify_audit()
+        assert verdict.ok and verdict.checked == 4
+    finally:
+        store.close()
+
+
 def test_decision_reads_answer_from_one_read_ahead(store: SqlStore, store_url: str) -> None:
     """Inside decision_reads(names), the users named are read once, ahead: a write made
     meanwhile by another connection is not seen until the block ends (the writes'
