@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from authd.core.errors import InvalidInput, StoreUnavailable
 from authd.core.model import Token, TokenType, User
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
+from tests.fixtures.postgres import Cluster
 from tests.storage.test_commit_decision import NOW, _record
 
 USERS = 4  # per side of the comparison
@@ -439,5 +441,39 @@ def test_sqlite_connections_stay_within_pool_size(tmp_path: Path, keyring: Keyri
                 time.sleep(0.005)
             assert busy.result() == []
         assert 2 <= most <= 3
+    finally:
+        store.close()
+
+
+def test_a_batch_sent_to_a_stopped_postgresql_is_never_committed(
+    postgres_cluster: Cluster, keyring: Keyring
+) -> None:
+    """With every process of the cluster stopped (a frozen VM), a batch fails closed
+    within its time budget, and once the server resumes nothing of it was committed
+    (its COMMIT was never sent; the connection was dropped); the store works on."""
+    store = SqlStore.open(postgres_cluster.url, keyring, pool_size=2, timeout=1.0)
+    try:
+        for name in ("amy", "bob"):
+            _add_user(store, name, codes=0)
+        writes = [_write(n, (0, "totp", 3, "accept", 0, True), 5, "x") for n in ("bob", "amy")]
+        postgres_cluster.signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable), store.time_budget(0.5):
+                store.commit_decisions(writes)
+            assert time.monotonic() - started < 1.5
+        finally:
+            postgres_cluster.signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while True:  # the server back (a call may meet a connection it dropped meanwhile)
+            try:
+                tokens = {t.serial: t.last_step for t in store.list_tokens()}
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the server did not come back"
+                time.sleep(0.1)
+        assert tokens["Tamy"] == tokens["Tbob"] == -1
+        assert store.query_audit() == []
+        assert [r.won for r in store.commit_decisions(writes)] == [True, True]
     finally:
         store.close()
