@@ -85,6 +85,15 @@ PinPosition = Literal["before", "after"]
 
 
 # ---------------------------------------------------------------- store & keys
+# SQLite: the group-committing writer keeps one connection of store.pool_size for good
+# (storage/hot_path.py); reads and other writes share the others.
+SQLITE_MIN_POOL = 2
+SQLITE_POOL_PROBLEM = (
+    f"SQLite needs at least {SQLITE_MIN_POOL}: the writer keeps one connection, "
+    "reads and other writes share the others"
+)
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = field(default="sqlite:////var/lib/authd/authd.db", metadata=meta(

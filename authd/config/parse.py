@@ -27,7 +27,15 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from authd.config.durations import format_duration, parse_duration
 from authd.config.errors import ConfigErrors, ConfigProblem, ConfigValueError
-from authd.config.model import PORTAL_ACTIONS, PORTAL_ACTIONS_OFF, Config, PrimaryBackend, Secret
+from authd.config.model import (
+    PORTAL_ACTIONS,
+    PORTAL_ACTIONS_OFF,
+    SQLITE_MIN_POOL,
+    SQLITE_POOL_PROBLEM,
+    Config,
+    PrimaryBackend,
+    Secret,
+)
 from authd.core.username import name_attribute, realm_problem
 
 __all__ = [
@@ -636,6 +644,8 @@ def _check(config: Config, b: _Builder) -> None:
     if scheme not in ("sqlite", "postgresql") or "://" not in config.store.url:
         # Never echo the URL: a postgresql URL may hold a password.
         b.check_failed("store.url", "must start with sqlite:/// or postgresql://")
+    if scheme == "sqlite" and config.store.pool_size < SQLITE_MIN_POOL:
+        b.check_failed("store.pool_size", SQLITE_POOL_PROBLEM)
     pin = config.otp.pin
     if pin.min_length > pin.max_length:
         b.check_failed(

@@ -28,6 +28,7 @@ from psycopg import waiting
 from psycopg.abc import AdaptContext, PQGen
 from psycopg.adapt import AdaptersMap
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from authd.core.errors import StoreTimeout
 
@@ -63,6 +64,18 @@ def budget(seconds: float) -> Iterator[None]:
         yield
         return
     token = _budget.set(_Budget(seconds))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+@contextmanager
+def outside_budget() -> Iterator[None]:
+    """The thread's budget set aside for the block: for work that sends nothing but
+    still passes through `BoundedConnection.wait` (a pool's rollback of an idle
+    connection), which must not be refused because the request's time is spent."""
+    token = _budget.set(None)
     try:
         yield
     finally:
@@ -109,6 +122,29 @@ def server_options(timeout: float) -> str:
     it, so the connection (its prepared statements) stays usable."""
     ms = max(1, int(timeout * 900))
     return f"-c statement_timeout={ms} -c lock_timeout={ms}"
+
+
+class BudgetedQueuePool(QueuePool):
+    """SQLAlchemy's QueuePool whose wait for a free connection (all of them lent) is cut
+    like a BoundedConnection's waits: at its timeout, or at what is left of the
+    thread's `budget()`, and counted against that budget (a new connection's connect
+    counts twice: conservative, and only until the pool is full). For both backends:
+    a request queued behind busy connections is still answered in its time."""
+
+    @property
+    def _timeout(self) -> float:
+        return max(0.0, time_left(self._limit))
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._limit = value
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        started = time.monotonic()
+        try:
+            return super()._do_get()
+        finally:
+            _spent(started)
 
 
 class BoundedConnection(psycopg.Connection[Any]):

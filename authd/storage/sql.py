@@ -34,6 +34,7 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
+    any_,
     bindparam,
     case,
     column,
@@ -69,6 +70,7 @@ from authd.auth.interfaces import (
     UserOverview,
     UseTotpStep,
 )
+from authd.config.model import SQLITE_MIN_POOL, SQLITE_POOL_PROBLEM
 from authd.core import otp
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import (
@@ -87,7 +89,7 @@ from authd.statedir import make_private_dirs
 from authd.storage import audit_chain as chain
 from authd.storage import migrations
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
-from authd.storage.pg_bounded import BoundedConnection, budget, patience
+from authd.storage.pg_bounded import BoundedConnection, BudgetedQueuePool, budget, patience
 from authd.storage.schema import (
     LOCKED_FOREVER,
     audit,
@@ -179,6 +181,10 @@ _GET_USER_TOKENS_CODES = _USER_TOKENS_CODES.where(_U.name == bindparam("p_name")
 # instead of one per decision (measured: ~4.6 against ~9 µs a user).
 _GET_MANY_USERS_TOKENS_CODES = _USER_TOKENS_CODES.where(
     _U.name.in_(select(column("value")).select_from(func.json_each(bindparam("p_names"))))
+).order_by(_T.serial)
+# PostgreSQL: the names as one array parameter (psycopg sends a list as an array).
+_GET_MANY_USERS_TOKENS_CODES_PG = _USER_TOKENS_CODES.where(
+    _U.name == any_(bindparam("p_names"))
 ).order_by(_T.serial)
 _GET_TOKEN = select(*_TCOLS).where(_T.serial == bindparam("p_serial"))
 _LIST_TOKENS_OF = select(*_TCOLS).where(_T.user == bindparam("p_user")).order_by(_T.serial)
@@ -476,39 +482,57 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
         "max": w.max_attempts,
         "deadline": LOCKED_FOREVER if w.lock_seconds is None else w.now + w.lock_seconds,
     }
+    use = w.use
+    if isinstance(use, UseTotpStep):
+        params.update(u_key=use.serial, u_step=use.step, u_drift=use.drift)
+    elif isinstance(use, UseHotpCounter):
+        params.update(u_key=use.serial, u_counter=use.counter)
+    elif isinstance(use, UseBackupCode):
+        params.update(u_key=use.user, u_hash=use.code_hash)
+    for name, record in records:
+        event = _audit_params(record.audit)
+        for col in _PG_AUDIT_COLS:
+            params[f"{name}_{col}"] = event[f"p_{col}"]
+    if w.challenge is not None:
+        key, ch = w.challenge
+        params.update(c_key=key, c_user=ch.user, c_client=ch.client, c_exp=ch.expires_at)
+        params["c_data"] = ch.data
+    shape = tuple((name, r.count_failure, r.success) for name, r in records)
+    use_sql = None if use is None else _PG_USE[type(use)]
+    sql = _pg_decision_sql(use_sql, gated, w.user is not None, shape, w.challenge is not None)
+    return sql, params
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_decision_sql(
+    use: str | None,
+    gated: bool,
+    has_user: bool,
+    records: tuple[tuple[str, bool, bool], ...],
+    challenge: bool,
+) -> str:
+    """`_pg_decision`'s statement for one shape of write phase (its single use's
+    statement from _PG_USE, lock gate, endings (name, counts a failure, success),
+    challenge): built once per shape."""
     ctes: list[str] = [_PG_GATE] if gated else []
     is_open = _PG_OPEN if gated else "TRUE"
     won_cond, lost_cond = is_open, "FALSE"
-    if w.use is not None:
-        use = w.use
-        if isinstance(use, UseTotpStep):
-            params.update(u_key=use.serial, u_step=use.step, u_drift=use.drift)
-        elif isinstance(use, UseHotpCounter):
-            params.update(u_key=use.serial, u_counter=use.counter)
-        else:
-            params.update(u_key=use.user, u_hash=use.code_hash)
-        ctes.append(f"used AS ({_PG_USE[type(use)]} AND {is_open} RETURNING 1)")
+    if use is not None:
+        ctes.append(f"used AS ({use} AND {is_open} RETURNING 1)")
         won_cond = f"{is_open} AND EXISTS (SELECT 1 FROM used)"  # noqa: S608
         lost_cond = f"{is_open} AND NOT EXISTS (SELECT 1 FROM used)"  # noqa: S608
     conds = {"won": won_cond, "lost": lost_cond, "locked": f"NOT {is_open}"}
     user_ctes: list[str] = []
-    for name, record in records:
+    for name, count_failure, success in records:
         cond = conds[name]
-        if w.user is not None:
-            sets = (
-                _PG_FAILURE
-                if record.count_failure
-                else (_PG_SUCCESS if record.success else _PG_ATTEMPT)
-            )
+        if has_user:
+            sets = _PG_FAILURE if count_failure else (_PG_SUCCESS if success else _PG_ATTEMPT)
             # Only constants of this module are spliced in; every value is a parameter.
             ctes.append(
                 f"{name}_user AS (UPDATE users SET {sets} WHERE name = %(name)s AND {cond} "  # noqa: S608
                 "RETURNING failures, locked_until)"
             )
             user_ctes.append(f"{name}_user")
-        event = _audit_params(record.audit)
-        for col in _PG_AUDIT_COLS:
-            params[f"{name}_{col}"] = event[f"p_{col}"]
         ctes.append(
             f"{name}_audit AS (INSERT INTO audit ("
             + ", ".join(f'"{c}"' for c in _PG_AUDIT_COLS)
@@ -518,10 +542,7 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
             + ", ".join(f"CAST(%({name}_{c})s AS TEXT)" for c in _PG_AUDIT_COLS[1:])
             + f" WHERE {cond})"
         )
-    if w.challenge is not None:
-        key, ch = w.challenge
-        params.update(c_key=key, c_user=ch.user, c_client=ch.client, c_exp=ch.expires_at)
-        params["c_data"] = ch.data
+    if challenge:
         ctes.append(
             'challenge AS (INSERT INTO challenges (state_hash, "user", client, expires_at, data) '
             "SELECT %(c_key)s, %(c_user)s, %(c_client)s, CAST(%(c_exp)s AS DOUBLE PRECISION), "
@@ -536,7 +557,20 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
             "COALESCE(" + ", ".join(f"(SELECT {col} FROM {cte})" for cte in user_ctes) + ")"  # noqa: S608
             for col in ("failures", "locked_until")
         )
-    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}, NOT {is_open}", params
+    return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}, NOT {is_open}"
+
+
+def _pg_commit(w: DecisionWrite, row: Sequence[Any]) -> DecisionCommit:
+    """The result of `_pg_decision(w)`'s statement, from its one row."""
+    if row[3]:  # locked when the write came: only w.locked was written
+        return DecisionCommit(False, None, locked=True)
+    counted = (w.won if row[0] else w.lost or w.won).count_failure
+    lock = None
+    if counted and w.user is not None:
+        lock = LockState(
+            failures=0 if row[1] is None else row[1], locked_until=_from_db_deadline(row[2])
+        )
+    return DecisionCommit(bool(row[0]), lock)
 
 
 def _glob_escape(pattern: str) -> str:
@@ -760,9 +794,9 @@ class SqlStore:
         )
         # The decision hot path bypasses SQLAlchemy (see storage/hot_path.py).
         self._hot: SqliteHotPath | PgHotPath = (
-            SqliteHotPath(str(engine.url.database), timeout)
+            SqliteHotPath(engine, str(engine.url.database), timeout)
             if self._sqlite
-            else PgHotPath(engine.url, timeout)
+            else PgHotPath(engine, timeout)
         )
 
     @classmethod
@@ -778,7 +812,10 @@ class SqlStore:
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
-        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). timeout (store.timeout):
+        url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). pool_size
+        (store.pool_size): every connection the store opens, the decision hot path's
+        included (SQLite: at least 2, its writer keeps one); a thread never holds two,
+        so more threads than connections queue, never deadlock. timeout (store.timeout):
         the longest any one wait for the database takes (a connection from the pool, a
         connect, a statement, a lock; SQLite's busy timeout). `steps` is for tests of
         the migration machinery; production always uses the default.
@@ -789,10 +826,13 @@ class SqlStore:
             raise InvalidInput("store.url: not a database URL") from None  # may hold a password
         backend = parsed.get_backend_name()
         if backend == "sqlite":
+            if pool_size < SQLITE_MIN_POOL:
+                raise InvalidInput(f"store.pool_size: {SQLITE_POOL_PROBLEM}")
             path = _sqlite_path(parsed.database)
             _prepare_sqlite_file(path)
             engine = create_engine(
                 parsed.set(drivername="sqlite+pysqlite", database=path),
+                poolclass=BudgetedQueuePool,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=timeout,
@@ -804,6 +844,7 @@ class SqlStore:
         elif backend in ("postgresql", "postgres"):
             engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
+                poolclass=BudgetedQueuePool,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=timeout,
@@ -1322,63 +1363,74 @@ class SqlStore:
             # (With the chain on, the statements run one by one: the head lock first.)
             one = _pg_decision(write)
             if one is not None:
-                row = self._hot.execute_one(*one)
-                if row[3]:  # locked when the write came: only write.locked was written
-                    return DecisionCommit(False, None, locked=True)
-                counted = (write.won if row[0] else write.lost or write.won).count_failure
-                lock = None
-                if counted and write.user is not None:
-                    lock = LockState(
-                        failures=0 if row[1] is None else row[1],
-                        locked_until=_from_db_deadline(row[2]),
-                    )
-                return DecisionCommit(bool(row[0]), lock)
+                return _pg_commit(write, self._hot.execute_one(*one))
         return self._hot.write(
             lambda run: self._chained(run, lambda: _apply_decisions(run, (write,))[0])
         )
 
     def decision_reads(self, names: Sequence[str] = ()) -> AbstractContextManager[None]:
-        """A context in which this thread's `get_user_tokens_codes` calls read one
-        snapshot without any write lock (SQLite: one read transaction; PostgreSQL:
-        nothing, each read is its own round trip). Writes must not be made inside.
-        SQLite: the rows of `names` (the users about to be decided) are read at once, in
-        one statement of that snapshot, and those calls are answered from them."""
-        if isinstance(self._hot, SqliteHotPath):
-            return self._snapshot_of(self._hot, names)
-        return nullcontext()
+        """A context in which this thread's `get_user_tokens_codes` calls for `names`
+        (the users about to be decided) are answered from one statement that read all
+        of them at once (one snapshot), taking no write lock. No transaction and no
+        connection is held through the block, on either backend: every write is a
+        compare-and-set, so a row changed since is caught by the write, never trusted
+        from the read; and a thread inside it that needs a connection (a local user's
+        password check) holds no other one meanwhile (see storage/hot_path.py)."""
+        return self._snapshot_of(names)
 
     @contextmanager
-    def _snapshot_of(self, hot: SqliteHotPath, names: Sequence[str]) -> Iterator[None]:
-        with hot.snapshot():
-            if names:
-                rows = hot.read(_GET_MANY_USERS_TOKENS_CODES, {"p_names": json.dumps(list(names))})
-                by_user: dict[str, list[Any]] = {name: [] for name in names}  # [] = no such user
-                for row in rows:
-                    found = by_user.get(row[_UI["name"]])
-                    if found is not None:
-                        found.append(row)
-                self._prefetched.rows = by_user
-            try:
-                yield
-            finally:
-                self._prefetched.rows = None
+    def _snapshot_of(self, names: Sequence[str]) -> Iterator[None]:
+        hot = self._hot
+        if names:
+            rows = (
+                hot.read(_GET_MANY_USERS_TOKENS_CODES, {"p_names": json.dumps(list(names))})
+                if isinstance(hot, SqliteHotPath)
+                else hot.read(_GET_MANY_USERS_TOKENS_CODES_PG, {"p_names": list(names)})
+            )
+            by_user: dict[str, list[Any]] = {name: [] for name in names}  # [] = no such user
+            for row in rows:
+                found = by_user.get(row[_UI["name"]])
+                if found is not None:
+                    found.append(row)
+            self._prefetched.rows = by_user
+        try:
+            yield
+        finally:
+            self._prefetched.rows = None
 
     @property
     def batches_decisions(self) -> bool:
-        """Whether `decision_reads` / `commit_decisions` save work (SQLite only)."""
+        """Whether the engine of today batches decisions on this store (SQLite only):
+        read by auth/engine.py until its batching layer replaces it."""
         return isinstance(self._hot, SqliteHotPath)
 
     def commit_decisions(self, writes: Sequence[DecisionWrite]) -> list[DecisionCommit]:
-        """Several decisions' write phases, in order, with the results of each (as
-        `commit_decision`), returned only after they committed. SQLite: ONE BEGIN
-        IMMEDIATE ... COMMIT for all (all or nothing; the write lock is held for the
-        statements alone). PostgreSQL: one transaction each, as `commit_decision`
-        (a long transaction would hold row locks other nodes wait for)."""
-        if isinstance(self._hot, SqliteHotPath):
-            return self._hot.write_all(
+        """Several decisions' write phases in ONE transaction, with the results of each
+        (as `commit_decision`), in the order of `writes`, returned only after COMMIT;
+        any error rolls back all of them and raises (StoreUnavailable for a database
+        error). They are applied sorted by user name (a stable sort: one user's writes
+        keep their order): row locks are taken in one order on every node, so two
+        batches of overlapping users wait for each other instead of deadlocking.
+        PostgreSQL: each write phase is its one-statement form, all sent in one
+        pipeline (two round trips a batch: statements, then COMMIT)."""
+        order = sorted(range(len(writes)), key=lambda i: writes[i].user or "")
+        ordered = [writes[i] for i in order]
+        results = self._commit_in_order(ordered)
+        by_position = dict(zip(order, results, strict=True))
+        return [by_position[i] for i in range(len(writes))]
+
+    def _commit_in_order(self, writes: Sequence[DecisionWrite]) -> list[DecisionCommit]:
+        hot = self._hot
+        if isinstance(hot, SqliteHotPath):
+            return hot.write_all(
                 [lambda run: self._chained(run, lambda: _apply_decisions(run, writes))]
             )[0]
-        return [self.commit_decision(w) for w in writes]
+        if self._chain_key is None:
+            statements = [_pg_decision(w) for w in writes]
+            if all(s is not None for s in statements):
+                rows = hot.execute_all([s for s in statements if s is not None])
+                return [_pg_commit(w, row) for w, row in zip(writes, rows, strict=True)]
+        return hot.write(lambda run: self._chained(run, lambda: _apply_decisions(run, writes)))
 
     # ------------------------------------------------------------------ audit
     def append_audit(self, event: AuditEvent) -> None:

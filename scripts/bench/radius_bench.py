@@ -280,7 +280,7 @@ def authd_world(
     from authd.crypto import Keyring
     from authd.storage.sql import SqlStore
 
-    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
+    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=2)
     users = HotpUsers([f"hu{u:05d}" for u in range(args.users)], [], args.order, args.seed)
     for u, name in enumerate(users.names):
         users.seeds.append(os.urandom(20))
@@ -309,7 +309,7 @@ def daemon_yaml(
     head = f"""
 store:
   url: "{url}"
-  pool_size: {threads}
+  pool_size: {max(2, threads)}
 keys:
   file: "{tmp / "keys.json"}"
 auth_threads: {threads}
@@ -711,7 +711,7 @@ def ldap_world(
                 for uid, pw in creds
             )
         )
-        store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
+        store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=2)
         seeds = []
         for u, (uid, _) in enumerate(creds):
             seed = os.urandom(20)

@@ -235,6 +235,17 @@ def test_minimum_and_maximum(problems: Problems) -> None:
     ]
 
 
+def test_sqlite_needs_a_pool_of_two(problems: Problems, load: Load) -> None:
+    """SQLite's writer keeps one connection of store.pool_size for good: a pool of one
+    is refused with the reason; PostgreSQL takes it."""
+    found = problems('store: {url: "sqlite:///var/lib/authd/authd.db", pool_size: 1}')
+    assert found == [
+        (1, "store.pool_size", "SQLite needs at least 2: the writer keeps one connection, "
+         "reads and other writes share the others"),
+    ]
+    assert load('store: {url: "postgresql://authd@db/authd", pool_size: 1}').store.pool_size == 1
+
+
 def test_relative_paths_resolve_against_config_folder(
     load: Load, tmp_path: Path, secret_file: Callable[..., str]
 ) -> None:

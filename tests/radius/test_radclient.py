@@ -43,7 +43,7 @@ LENGTH_USERS = {15: "len15", 16: "len16", 17: "len17", 128: "len128"}
 
 def _reopen(spec: dict[str, object]) -> SqlStore:
     """The store a `real_spec` server used, opened again to check what it wrote."""
-    return SqlStore.open(str(spec["db"]), Keyring.load_or_create(str(spec["keys"])), pool_size=1)
+    return SqlStore.open(str(spec["db"]), Keyring.load_or_create(str(spec["keys"])), pool_size=2)
 
 
 def _password_for(total: int) -> str:

@@ -568,25 +568,31 @@ def test_commit_decisions_rolls_back_entirely_on_an_error(sqlite_store: SqlStore
     sqlite_store.close()
 
 
-def test_decision_reads_hold_no_write_lock_and_read_one_snapshot(
+def test_decision_reads_hold_no_write_lock_and_no_connection(
     sqlite_store: SqlStore, tmp_path: Path
 ) -> None:
     """Inside decision_reads another process can still write (no write lock is held, so
-    processes compute side by side); the reads see one snapshot (not that write), and
-    the next reads after the block do."""
+    processes compute side by side) and no connection is held: with a pool of two (the
+    writer's and one more), the block can still read and write through the pool. The
+    users named read as they were at the read-ahead; a write phase computed from that
+    stale read loses its CAS (exactness is in SQL)."""
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", sqlite_store._keyring, pool_size=2)
+    store.commit_decisions([_write(UseHotpCounter("H", 0))])  # the writer: one of the two
     other = sqlite3.connect(tmp_path / "authd.db", timeout=0, isolation_level=None)
-    with sqlite_store.decision_reads():
-        _, before, _ = sqlite_store.get_user_tokens_codes("alice")
+    with store.decision_reads(["alice"]):
+        _, before, _ = store.get_user_tokens_codes("alice")
         other.execute("BEGIN IMMEDIATE")
         other.execute("UPDATE tokens SET last_step = 9 WHERE serial = 'T'")
         other.execute("COMMIT")
-        _, during, _ = sqlite_store.get_user_tokens_codes("alice")
+        _, during, _ = store.get_user_tokens_codes("alice")
         assert during == before
-    _, after, _ = sqlite_store.get_user_tokens_codes("alice")
+        assert store.get_user("alice") is not None  # a connection of the pool is free
+        store.set_disabled("nobody", True)
+    _, after, _ = store.get_user_tokens_codes("alice")
     assert {t.serial: t.last_step for t in after}["T"] == 9
-    # A write phase computed from the stale snapshot loses its CAS: exactness is in SQL.
-    assert not sqlite_store.commit_decisions([_write(UseTotpStep("T", 9, 0))])[0].won
+    assert not store.commit_decisions([_write(UseTotpStep("T", 9, 0))])[0].won
     other.close()
+    store.close()
     sqlite_store.close()
 
 
@@ -613,12 +619,12 @@ def test_commit_decisions_waits_for_another_process_lock(
     sqlite_store.close()
 
 
-def test_postgres_commits_decisions_one_by_one_with_the_same_results(
+def test_postgres_commits_decisions_with_the_same_results_as_sqlite(
     sqlite_store: SqlStore, pg_store: SqlStore
 ) -> None:
-    """PostgreSQL keeps one transaction per write phase (no batch): commit_decisions
-    gives the same results as SQLite's single transaction, and decision_reads is a plain
-    context; only SQLite reports that batching saves work."""
+    """PostgreSQL's batch (one pipelined transaction) gives the same results as SQLite's
+    single transaction, for one user's writes in order; decision_reads reads ahead on
+    both. Only SQLite tells today's engine to batch."""
     writes = [_write(UseTotpStep("T", 7, 0)), _write(UseTotpStep("T", 7, 0))]
     writes.append(_write(UseHotpCounter("H", 0)))
     _alice(pg_store)
