@@ -356,8 +356,9 @@ class BatchingStore(Store, Protocol):
     PostgreSQL): what the batching layer (authd/batching) uses, and all it uses."""
 
     def decision_reads(self, names: Sequence[str]) -> AbstractContextManager[None]:
-        """A block in which this thread's `get_user_tokens_codes` calls read one
-        snapshot, the rows of `names` (the users about to be decided) read ahead together.
+        """A block in which this thread's `get_user_tokens_codes` calls for `names` (the
+        users about to be decided) are answered from one read of all of them, taking no
+        write lock (the writes are compare-and-set: nothing read is trusted by them).
         No write is made inside it."""
         ...
 

@@ -1,11 +1,11 @@
-"""How decisions meet the store: together (`Batched`: one read snapshot and one write
+"""How decisions meet the store: together (`Batched`: one read statement and one write
 transaction for many) or one by one (`OneByOne`). Both run the same decision code
 (authd/decision) and give the same answers and rows for the same requests; batching
 only saves work. The scheduler (`threaded.py`) uses either through `Decisions`.
 
 Batched, in two phases per batch:
 1. reads and planning under one `BatchingStore.decision_reads` block (the users' rows
-   read ahead in one statement; SQLite: one read snapshot, no write lock), each
+   read ahead in one statement, no write lock), each
    decision ending as a `Planned` write or a `Pending` blocking step (first factor,
    directory lookup, challenge State), which goes back to the scheduler to run outside
    any transaction and returns in a later batch;
@@ -13,7 +13,7 @@ Batched, in two phases per batch:
 So a store's write lock is held for the writes alone, and two worker processes (or
 nodes) compute side by side instead of taking turns.
 
-Exactness does not rest on the snapshot: every write is conditional (compare-and-set on
+Exactness does not rest on the reads: every write is conditional (compare-and-set on
 step/counter, conditional DELETE of a backup code, failures `+1 RETURNING`, the lock
 re-checked), so a code used meanwhile by another process or node is a lost CAS: REPLAY,
 as between concurrent threads. Within a batch a user appears once (a second request of
@@ -126,11 +126,14 @@ class Batched:
 
     def _batch(self, batch: list[Item]) -> list[Result | Pending]:
         """Phase 1 (reads and plans), then phase 2 (one commit), for users that differ."""
-        names = [store_key(item[0]) for item in batch if not isinstance(item, Pending)]
+        keys = [store_key(item[0]) for item in batch if not isinstance(item, Pending)]
         steps: list[Planned | Pending | BaseException] = []
-        with self._store.decision_reads(names):
-            for item in batch:
-                steps.append(self._plan(item))
+        try:
+            with self._store.decision_reads([k for k in keys if k is not None]):
+                for item in batch:
+                    steps.append(self._plan(item))
+        except Exception as e:  # the reads failed: nothing of the batch was written
+            return self._failed(batch, e)
         planned = [s for s in steps if isinstance(s, Planned)]
         their_items = [b for b, s in zip(batch, steps, strict=True) if isinstance(s, Planned)]
         answers = iter(self._commit(planned, their_items))
@@ -138,6 +141,14 @@ class Batched:
         for step in steps:
             out.append(next(answers) if isinstance(step, Planned) else step)
         return out
+
+    def _failed(self, batch: list[Item], error: Exception) -> list[Result | Pending]:
+        """Every decision of a batch whose reads failed fails with them, audited (one
+        audit write tried: against a hung store each would wait for its timeout)."""
+        write = True
+        for item in batch:
+            write = self.engine.record_failure(*_request(item), error, write)
+        return [error] * len(batch)
 
     def _plan(self, item: Item) -> Planned | Pending | BaseException:
         """One decision up to its write (or its blocking step); an error is audited
@@ -185,8 +196,9 @@ def _distinct_users(items: list[Item]) -> list[Item]:
     taken: list[Item] = []
     for item in items[:BATCH_SIZE]:
         key = item.name if isinstance(item, Pending) else store_key(item[0])
-        if key in seen:
-            break
-        seen.add(key)
+        if key is not None:  # None: a malformed name, read by no one
+            if key in seen:
+                break
+            seen.add(key)
         taken.append(item)
     return taken

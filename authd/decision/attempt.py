@@ -169,7 +169,7 @@ class Attempt:
         self.asked = self.name = mapped
         if self.req.state is not None:
             # Taking the State is a write of its own (single use, DELETE ... RETURNING):
-            # done outside any batch's read snapshot.
+            # done outside any batch.
             return Pending(self)
         if self.req.first_factor == "none":
             return self._second_factor_only()

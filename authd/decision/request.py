@@ -64,10 +64,11 @@ def state_hash(state: bytes) -> str:
     return hashlib.sha256(state).hexdigest()
 
 
-def store_key(req: AuthRequest) -> str:
+def store_key(req: AuthRequest) -> str | None:
     """The name a request's store reads start under: as typed, less surrounding spaces
-    and its client's realms (a directory may name someone else after its search)."""
+    and its client's realms (a directory may name someone else after its search); None
+    for a name that is no valid user name (the request is refused unread)."""
     typed = req.user
-    if not isinstance(typed, str):
-        return ""
+    if invalid_text(typed, MAX_USER_LENGTH, False) or not typed:
+        return None
     return map_user_name(typed, req.realms) or typed

@@ -1398,12 +1398,6 @@ class SqlStore:
         finally:
             self._prefetched.rows = None
 
-    @property
-    def batches_decisions(self) -> bool:
-        """Whether the engine of today batches decisions on this store (SQLite only):
-        read by auth/engine.py until its batching layer replaces it."""
-        return isinstance(self._hot, SqliteHotPath)
-
     def commit_decisions(self, writes: Sequence[DecisionWrite]) -> list[DecisionCommit]:
         """Several decisions' write phases in ONE transaction, with the results of each
         (as `commit_decision`), in the order of `writes`, returned only after COMMIT;

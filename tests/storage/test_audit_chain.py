@@ -62,11 +62,7 @@ def _fill(store: SqlStore) -> list[int]:
     for i in range(4):
         store.append_audit(_event(i))
     store.commit_decision(_decision(4))
-    if store.batches_decisions:
-        store.commit_decisions([_decision(5), _decision(6)])
-    else:
-        store.commit_decision(_decision(5))
-        store.commit_decision(_decision(6))
+    store.commit_decisions([_decision(5), _decision(6)])
     return _ids(store)
 
 

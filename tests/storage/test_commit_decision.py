@@ -624,7 +624,7 @@ def test_postgres_commits_decisions_with_the_same_results_as_sqlite(
 ) -> None:
     """PostgreSQL's batch (one pipelined transaction) gives the same results as SQLite's
     single transaction, for one user's writes in order; decision_reads reads ahead on
-    both. Only SQLite tells today's engine to batch."""
+    both."""
     writes = [_write(UseTotpStep("T", 7, 0)), _write(UseTotpStep("T", 7, 0))]
     writes.append(_write(UseHotpCounter("H", 0)))
     _alice(pg_store)
@@ -634,5 +634,4 @@ def test_postgres_commits_decisions_with_the_same_results_as_sqlite(
     pg = pg_store.commit_decisions(writes)
     lite = sqlite_store.commit_decisions(writes)
     assert pg == lite and [r.won for r in pg] == [True, False, True]
-    assert sqlite_store.batches_decisions and not pg_store.batches_decisions
     sqlite_store.close()
