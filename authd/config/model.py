@@ -101,6 +101,9 @@ class StoreConfig:
         "undecided", duration=True, minimum=0.1, maximum=60))
     token_storage: TokenStorage = field(default="db", metadata=meta(
         "where OATH token records live", choices=("db", "ldap")))
+    cache_size: int = field(default=64, metadata=meta(
+        "SQLite page cache per database connection, MiB (unused with PostgreSQL)",
+        minimum=1, maximum=65536))
 
 
 @dataclass(frozen=True)

@@ -272,8 +272,9 @@ class SqliteHotPath:
     """Per-thread reader connections and one group-committing writer connection on the
     database file at `path` (already created and migrated by `SqlStore.open`)."""
 
-    def __init__(self, path: str, busy_seconds: float) -> None:
+    def __init__(self, path: str, busy_seconds: float, pragmas: tuple[str, ...] = ()) -> None:
         self._path = path
+        self._pragmas = pragmas  # the store's per-connection settings (page cache)
         self._busy_seconds = busy_seconds
         self._statements = _Statements(_SQLITE)
         self._local = threading.local()
@@ -297,6 +298,8 @@ class SqliteHotPath:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL (set by the store): crash-safe
         conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         conn.execute("PRAGMA foreign_keys=ON")
+        for pragma in self._pragmas:
+            conn.execute(pragma)
         return conn
 
     def _reader(self) -> sqlite3.Connection:

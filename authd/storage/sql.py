@@ -86,6 +86,7 @@ from authd.portability.records import BackupCode, Records, UserRecord, token_col
 from authd.statedir import make_private_dirs
 from authd.storage import audit_chain as chain
 from authd.storage import migrations
+from authd.storage import name_pattern as names
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
 from authd.storage.pg_bounded import BoundedConnection, budget, patience
 from authd.storage.schema import (
@@ -105,6 +106,10 @@ DEFAULT_TIMEOUT = 2.0
 # Schema upgrades at start-up (and the lock serialising them across nodes) may take
 # longer than a request may wait.
 _MIGRATION_SECONDS = 600.0
+# store.cache_size's default, MiB of SQLite page cache per connection: the interior
+# pages of the users and tokens tables and their indexes at 1M users (~10 MiB) with room
+# for the hot leaves; the rest comes from the OS page cache.
+DEFAULT_CACHE_MIB = 64
 # Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.
 _IN_CHUNK = 10_000
 
@@ -539,24 +544,6 @@ def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
     return f"WITH {', '.join(ctes)} SELECT {won_cond}, {lock_cols}, NOT {is_open}", params
 
 
-def _glob_escape(pattern: str) -> str:
-    """`*` stays a wildcard; GLOB's other metacharacters become literals via [x]."""
-    return "".join(f"[{ch}]" if ch in "?[" else ch for ch in pattern)
-
-
-def _like_escape(pattern: str) -> str:
-    """`*` becomes `%`; literal `%`, `_` and the escape char are escaped with `\\`."""
-    out = []
-    for ch in pattern:
-        if ch in "\\%_":
-            out.append("\\" + ch)
-        elif ch == "*":
-            out.append("%")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _from_db_deadline(value: float | None) -> float | None:
     if value is None:
         return None
@@ -703,7 +690,15 @@ def _switch_to_wal(cur: Any, timeout: float) -> None:
             time.sleep(0.01)
 
 
-def _sqlite_on_connect(timeout: float, dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(cache_mib: int) -> tuple[str, ...]:
+    """Per-connection settings of every SQLite connection (pool and hot path): SQLite
+    sizes its page cache per connection (a negative cache_size is in KiB)."""
+    return (f"PRAGMA cache_size={-cache_mib * 1024}",)
+
+
+def _sqlite_on_connect(
+    timeout: float, pragmas: tuple[str, ...], dbapi_conn: Any, _record: Any
+) -> None:
     # Take transaction control away from the sqlite3 module: we send BEGIN ourselves.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -712,6 +707,8 @@ def _sqlite_on_connect(timeout: float, dbapi_conn: Any, _record: Any) -> None:
         _switch_to_wal(cur, timeout)
         cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
         cur.execute("PRAGMA foreign_keys=ON")
+        for pragma in pragmas:
+            cur.execute(pragma)
     finally:
         cur.close()
 
@@ -744,6 +741,7 @@ class SqlStore:
         keyring: Keyring,
         timeout: float = DEFAULT_TIMEOUT,
         audit_chain: bool = False,
+        cache_mib: int = DEFAULT_CACHE_MIB,
     ) -> None:
         self._engine = engine
         self._keyring = keyring
@@ -760,7 +758,7 @@ class SqlStore:
         )
         # The decision hot path bypasses SQLAlchemy (see storage/hot_path.py).
         self._hot: SqliteHotPath | PgHotPath = (
-            SqliteHotPath(str(engine.url.database), timeout)
+            SqliteHotPath(str(engine.url.database), timeout, sqlite_pragmas(cache_mib))
             if self._sqlite
             else PgHotPath(engine.url, timeout)
         )
@@ -775,12 +773,14 @@ class SqlStore:
         timeout: float = DEFAULT_TIMEOUT,
         steps: Sequence[migrations.Step] = migrations.STEPS,
         audit_chain: bool = False,
+        cache_mib: int = DEFAULT_CACHE_MIB,
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
         url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). timeout (store.timeout):
         the longest any one wait for the database takes (a connection from the pool, a
-        connect, a statement, a lock; SQLite's busy timeout). `steps` is for tests of
+        connect, a statement, a lock; SQLite's busy timeout). cache_mib (store.cache_size):
+        SQLite's page cache per connection, in MiB. `steps` is for tests of
         the migration machinery; production always uses the default.
         """
         try:
@@ -800,7 +800,11 @@ class SqlStore:
                 connect_args={"check_same_thread": False, "timeout": timeout},
             )
             # A pool event, not an engine one: engine events slow down every execute.
-            event.listen(engine, "connect", functools.partial(_sqlite_on_connect, timeout))
+            event.listen(
+                engine,
+                "connect",
+                functools.partial(_sqlite_on_connect, timeout, sqlite_pragmas(cache_mib)),
+            )
         elif backend in ("postgresql", "postgres"):
             engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
@@ -816,7 +820,7 @@ class SqlStore:
                 f"store.url: unsupported database {backend!r} "
                 "(use sqlite:///PATH or postgresql://...)"
             )
-        store = cls(engine, keyring, timeout, audit_chain)
+        store = cls(engine, keyring, timeout, audit_chain, cache_mib)
         try:
             with patience(_MIGRATION_SECONDS), store._write() as conn:
                 if store._dialect == "postgresql":
@@ -1012,13 +1016,12 @@ class SqlStore:
             exists().where(backup_codes.c.user == _U.name),
         )
         stmt = select(*_UCOLS, active.label("active_tokens"), registered.label("registered"))
+        # Byte order on both backends (PostgreSQL would otherwise sort by the db locale),
+        # served by an index: SQLite's primary key, PostgreSQL's migrations.PG_NAME_BYTES_INDEX.
+        name = _U.name if self._sqlite else _U.name.collate("C")
         if pattern is not None and pattern != "*":
-            if self._dialect == "sqlite":
-                stmt = stmt.where(_U.name.op("GLOB")(_glob_escape(pattern)))  # LIKE ignores case
-            else:
-                stmt = stmt.where(_U.name.like(_like_escape(pattern), escape="\\"))
-        # Byte order on both backends (PostgreSQL would otherwise sort by the db locale).
-        stmt = stmt.order_by(_U.name if self._dialect == "sqlite" else _U.name.collate("C"))
+            stmt = stmt.where(*self._name_matches(name, pattern))
+        stmt = stmt.order_by(name)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._read() as conn:
@@ -1028,6 +1031,24 @@ class SqlStore:
             UserOverview(user=_user_from(r), active_tokens=int(r[n]), registered=bool(r[n + 1]))
             for r in rows
         ]
+
+    def _name_matches(self, name: Any, pattern: str) -> list[Any]:
+        """Conditions for names matching `pattern`: an index range on the literal prefix
+        (never a scan of every user when the pattern starts with one), then the exact
+        match within it."""
+        if "*" not in pattern:
+            return [name == pattern]
+        if self._sqlite:
+            conds = [name.op("GLOB")(names.glob_escape(pattern))]  # LIKE ignores case
+        else:
+            conds = [name.like(names.like_escape(pattern), escape="\\")]
+        bounds = names.prefix_bounds(pattern)
+        if bounds is not None:
+            low, high = bounds
+            conds.append(name >= low)
+            if high is not None:
+                conds.append(name < high)
+        return conds
 
     def _update_user(self, name: str, **values: Any) -> bool:
         with self._write() as conn:

@@ -1,0 +1,23 @@
+"""`store.cache_size`: every SQLite connection of the store, the pool's and the hot
+path's, gets the configured page cache (SQLite sizes it per connection)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from authd.crypto import Keyring
+from authd.storage.sql import SqlStore
+
+
+def test_every_connection_gets_the_page_cache(tmp_path: Path, keyring: Keyring) -> None:
+    """The pool's connections and the hot path's readers run PRAGMA cache_size (KiB)."""
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", keyring, cache_mib=7)
+    try:
+        with store._engine.connect() as conn:
+            assert conn.execute(text("PRAGMA cache_size")).scalar() == -7 * 1024
+        reader = store._hot._reader()  # type: ignore[union-attr]
+        assert reader.execute("PRAGMA cache_size").fetchone()[0] == -7 * 1024
+    finally:
+        store.close()
