@@ -184,7 +184,8 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
             continue
         if existing is None:
             plan.users.append(record)
-            plan.backup[name] = record.backup
+            if record.backup:  # a new user has none here to replace
+                plan.backup[name] = record.backup
         else:
             merged = merge_user(existing.user, record.user)
             if merged != existing.user:
