@@ -61,17 +61,24 @@ def default_serial(name: str, kind: str) -> str:
     return f"{kind.strip().upper() or 'TOTP'}{digest}"
 
 
-def _text(fields: Mapping[str, Any], key: str) -> str:
-    value = fields.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str | int):
-        raise ValueError(f"{key} must be text")
-    return str(value).strip()
+def _texts(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a line gives: stripped text (JSON numbers as text), `groups` as is;
+    empty and null ones left out."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "groups" or value is None:
+            pass
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            value = str(value).strip()
+        else:
+            raise ValueError(f"{key} must be text")
+        if value != "":
+            out[key] = value
+    return out
 
 
 def _int(fields: Mapping[str, Any], key: str, default: int) -> int:
-    text = _text(fields, key)
+    text: str = fields.get(key, "")
     if not text:
         return default
     if not (text.isascii() and text.isdigit()):
@@ -103,38 +110,36 @@ def _password_hash(text: str) -> str:
     return text
 
 
-def _row(fields: Mapping[str, Any], now: float) -> UserRow:
-    unknown = sorted(set(fields) - set(COLUMNS))
+def _row(line: Mapping[str, Any], now: float) -> UserRow:
+    unknown = sorted(set(line) - set(COLUMNS))
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)[:80]}")
-    name = _text(fields, "name")
+    fields = _texts(line)
+    name: str = fields.get("name", "")
     try:
         check_user_name(name)
     except InvalidInput as e:
         raise ValueError(str(e)) from None
-    given: dict[str, Any] = {k: _text(fields, k) for k in PROFILE if _text(fields, k)}
-    if _text(fields, "password_hash"):
-        given["password_hash"] = _password_hash(_text(fields, "password_hash"))
-    if fields.get("groups") not in (None, ""):
+    given: dict[str, Any] = {k: fields[k] for k in PROFILE if k in fields}
+    if "password_hash" in fields:
+        given["password_hash"] = _password_hash(fields["password_hash"])
+    if "groups" in fields:
         given["groups"] = _groups(fields["groups"])
     token = None
-    secret = _text(fields, "secret")
-    if secret:
-        kind = _text(fields, "type") or "totp"
-        token = replace(
-            make_token(
-                _text(fields, "serial") or default_serial(name, kind),
-                parse_secret(secret),
-                kind,
-                digits=_int(fields, "digits", 6),
-                period=_int(fields, "period", 30),
-                counter=_int(fields, "counter", 0),
-                algorithm=_text(fields, "algorithm") or "SHA1",
-                now=now,
-            ),
+    if "secret" in fields:
+        kind = fields.get("type", "totp")
+        token = make_token(
+            fields.get("serial") or default_serial(name, kind),
+            parse_secret(fields["secret"]),
+            kind,
+            digits=_int(fields, "digits", 6),
+            period=_int(fields, "period", 30),
+            counter=_int(fields, "counter", 0),
+            algorithm=fields.get("algorithm", "SHA1"),
+            now=now,
             user=name,
         )
-    elif any(_text(fields, k) for k in TOKEN_FIELDS):
+    elif any(k in fields for k in TOKEN_FIELDS):
         raise ValueError("token fields need a secret")
     return UserRow(name, given, token)
 
@@ -214,6 +219,8 @@ def as_records(rows: list[UserRow], here: Records, now: float) -> Records:
         found = users_here.get(row.name)
         if found is None:
             users.append(UserRecord(User(name=row.name, created_at=now, **row.given)))
+        elif all(getattr(found.user, k) == v for k, v in row.given.items()):
+            users.append(found)  # as the file says already (the common re-import)
         else:
             users.append(UserRecord(replace(found.user, **row.given), found.backup))
         if row.token is not None:
