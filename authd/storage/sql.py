@@ -110,6 +110,8 @@ _MIGRATION_SECONDS = 600.0
 # pages of the users and tokens tables and their indexes at 1M users (~10 MiB) with room
 # for the hot leaves; the rest comes from the OS page cache.
 DEFAULT_CACHE_MIB = 64
+# The longest wait of one statement of an operator's bulk import (PostgreSQL).
+_BULK_SECONDS = 3600.0
 # Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.
 _IN_CHUNK = 10_000
 
@@ -1456,8 +1458,10 @@ class SqlStore:
 
     def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan:
         """ONE write transaction: read what the store holds, let `decide` plan the
-        import from it (or raise, which writes nothing), then write the plan."""
-        with self._write() as conn:
+        import from it (or raise, which writes nothing), then write the plan. Its
+        statements may take as long as the import's size needs (a million users take
+        a minute), not store.timeout: an operator's bulk write, not a request."""
+        with patience(_BULK_SECONDS), self._write() as conn:
             if self._dialect == "postgresql":
                 conn.execute(text("LOCK TABLE users, tokens, backup_codes IN EXCLUSIVE MODE"))
             plan = decide(self._records(conn))

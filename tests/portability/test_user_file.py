@@ -8,9 +8,12 @@ import secrets
 from authd.config.model import Config
 from authd.core.model import TokenType
 from authd.crypto import Keyring
+from authd.portability.merge import ImportPlan
 from authd.portability.ops import PortabilityOps
+from authd.portability.records import Records
 from authd.portability.user_file import default_serial
-from authd.storage.sql import SqlStore
+from authd.storage.pg_bounded import time_left
+from authd.storage.sql import DEFAULT_TIMEOUT, SqlStore
 
 NOW = 1_767_225_600.0
 
@@ -33,3 +36,16 @@ def test_users_file_into_the_store_and_again(store: SqlStore, keyring: Keyring) 
         (default_serial("u007", "hotp"), TokenType.HOTP, seeds[7])
     ]
     assert [e.action for e in store.query_audit(limit=2)] == ["user.import", "user.import"]
+
+
+def test_bulk_import_is_not_bound_by_the_request_timeout(store: SqlStore) -> None:
+    """An import's statements may wait as long as a large file needs, not store.timeout
+    (PostgreSQL: statement_timeout): a million users take a minute to write."""
+    seen: list[float] = []
+
+    def decide(here: Records) -> ImportPlan:
+        seen.append(time_left(DEFAULT_TIMEOUT))
+        return ImportPlan()
+
+    store.import_records(decide)
+    assert seen and seen[0] >= 600
