@@ -110,6 +110,9 @@ _MIGRATION_SECONDS = 600.0
 # pages of the users and tokens tables and their indexes at 1M users (~10 MiB) with room
 # for the hot leaves; the rest comes from the OS page cache.
 DEFAULT_CACHE_MIB = 64
+# store.mmap_size's default, MiB of the database file read through a memory map: the
+# users and tokens of a million users (~300 MiB) with room for the audit's newest pages.
+DEFAULT_MMAP_MIB = 1024
 # The longest wait of one statement of an operator's bulk import (PostgreSQL).
 _BULK_SECONDS = 3600.0
 # Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.
@@ -692,10 +695,12 @@ def _switch_to_wal(cur: Any, timeout: float) -> None:
             time.sleep(0.01)
 
 
-def sqlite_pragmas(cache_mib: int) -> tuple[str, ...]:
+def sqlite_pragmas(cache_mib: int, mmap_mib: int = 0) -> tuple[str, ...]:
     """Per-connection settings of every SQLite connection (pool and hot path): SQLite
-    sizes its page cache per connection (a negative cache_size is in KiB)."""
-    return (f"PRAGMA cache_size={-cache_mib * 1024}",)
+    sizes its page cache per connection (a negative cache_size is in KiB); pages read
+    through the memory map come from the OS page cache that every connection and
+    process shares, without a read() and a copy each."""
+    return (f"PRAGMA cache_size={-cache_mib * 1024}", f"PRAGMA mmap_size={mmap_mib << 20}")
 
 
 def _sqlite_on_connect(
@@ -744,6 +749,7 @@ class SqlStore:
         timeout: float = DEFAULT_TIMEOUT,
         audit_chain: bool = False,
         cache_mib: int = DEFAULT_CACHE_MIB,
+        mmap_mib: int = DEFAULT_MMAP_MIB,
     ) -> None:
         self._engine = engine
         self._keyring = keyring
@@ -760,7 +766,9 @@ class SqlStore:
         )
         # The decision hot path bypasses SQLAlchemy (see storage/hot_path.py).
         self._hot: SqliteHotPath | PgHotPath = (
-            SqliteHotPath(str(engine.url.database), timeout, sqlite_pragmas(cache_mib))
+            SqliteHotPath(
+                str(engine.url.database), timeout, sqlite_pragmas(cache_mib, mmap_mib)
+            )
             if self._sqlite
             else PgHotPath(engine.url, timeout)
         )
@@ -776,13 +784,15 @@ class SqlStore:
         steps: Sequence[migrations.Step] = migrations.STEPS,
         audit_chain: bool = False,
         cache_mib: int = DEFAULT_CACHE_MIB,
+        mmap_mib: int = DEFAULT_MMAP_MIB,
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
         url: `sqlite:///PATH` or `postgresql://...` (psycopg 3). timeout (store.timeout):
         the longest any one wait for the database takes (a connection from the pool, a
         connect, a statement, a lock; SQLite's busy timeout). cache_mib (store.cache_size):
-        SQLite's page cache per connection, in MiB. `steps` is for tests of
+        SQLite's page cache per connection, in MiB; mmap_mib (store.mmap_size): how
+        much of the file SQLite reads through a memory map (0: none). `steps` is for tests of
         the migration machinery; production always uses the default.
         """
         try:
@@ -805,7 +815,9 @@ class SqlStore:
             event.listen(
                 engine,
                 "connect",
-                functools.partial(_sqlite_on_connect, timeout, sqlite_pragmas(cache_mib)),
+                functools.partial(
+                    _sqlite_on_connect, timeout, sqlite_pragmas(cache_mib, mmap_mib)
+                ),
             )
         elif backend in ("postgresql", "postgres"):
             engine = create_engine(
@@ -822,7 +834,7 @@ class SqlStore:
                 f"store.url: unsupported database {backend!r} "
                 "(use sqlite:///PATH or postgresql://...)"
             )
-        store = cls(engine, keyring, timeout, audit_chain, cache_mib)
+        store = cls(engine, keyring, timeout, audit_chain, cache_mib, mmap_mib)
         try:
             with patience(_MIGRATION_SECONDS), store._write() as conn:
                 if store._dialect == "postgresql":

@@ -1,5 +1,6 @@
-"""`store.cache_size`: every SQLite connection of the store, the pool's and the hot
-path's, gets the configured page cache (SQLite sizes it per connection)."""
+"""`store.cache_size` and `store.mmap_size`: every SQLite connection of the store, the
+pool's and the hot path's, gets the configured page cache and memory map (SQLite sets
+both per connection)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from authd.storage.sql import SqlStore
 
 
 def test_every_connection_gets_the_page_cache(tmp_path: Path, keyring: Keyring) -> None:
-    """The pool's connections and the hot path's readers run PRAGMA cache_size (KiB)."""
-    store = SqlStore.open(f"sqlite:///{tmp_path / 'authd.db'}", keyring, cache_mib=7)
+    """The pool's connections and the hot path's readers run PRAGMA cache_size (KiB)
+    and mmap_size (bytes)."""
+    store = SqlStore.open(
+        f"sqlite:///{tmp_path / 'authd.db'}", keyring, cache_mib=7, mmap_mib=3
+    )
     try:
         with store._engine.connect() as conn:
             assert conn.execute(text("PRAGMA cache_size")).scalar() == -7 * 1024
+            assert conn.execute(text("PRAGMA mmap_size")).scalar() == 3 << 20
         reader = store._hot._reader()  # type: ignore[union-attr]
         assert reader.execute("PRAGMA cache_size").fetchone()[0] == -7 * 1024
+        assert reader.execute("PRAGMA mmap_size").fetchone()[0] == 3 << 20
     finally:
         store.close()
