@@ -106,9 +106,9 @@ DEFAULT_TIMEOUT = 2.0
 # Schema upgrades at start-up (and the lock serialising them across nodes) may take
 # longer than a request may wait.
 _MIGRATION_SECONDS = 600.0
-# store.cache_size's default, MiB of SQLite page cache per connection: the interior
-# pages of the users and tokens tables and their indexes at 1M users (~10 MiB) with room
-# for the hot leaves; the rest comes from the OS page cache.
+# store.cache_size's default, MiB of SQLite page cache per connection. More does not
+# help random users of a large store (docs/PERFORMANCE.md, "Population"); the memory map
+# below does.
 DEFAULT_CACHE_MIB = 64
 # store.mmap_size's default, MiB of the database file read through a memory map: the
 # users and tokens of a million users (~300 MiB) with room for the audit's newest pages.
