@@ -1475,6 +1475,9 @@ class SqlStore:
         a minute), not store.timeout: an operator's bulk write, not a request."""
         with patience(_BULK_SECONDS), self._write() as conn:
             if self._dialect == "postgresql":
+                # The server's own limits too (pg_bounded.server_options), as migrations do.
+                conn.execute(text("SET LOCAL statement_timeout = 0"))
+                conn.execute(text("SET LOCAL lock_timeout = 0"))
                 conn.execute(text("LOCK TABLE users, tokens, backup_codes IN EXCLUSIVE MODE"))
             plan = decide(self._records(conn))
             self._apply_plan(conn, plan)
