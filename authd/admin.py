@@ -565,7 +565,7 @@ class AdminOps:
         the name decides (as in the auth chain); a name no backend knows is NotFound, and
         an unreachable directory is NotFound too (fail closed: never invent a user).
         """
-        _check_user_name(name)
+        check_user_name(name)
         user = self._store.get_user(name)
         if user is not None:
             return user
@@ -611,11 +611,11 @@ class AdminOps:
     ) -> UserDetail:
         """Create a local user; without a password only a directory can vouch for them."""
         with self._audited(actor, "user.add", name):
-            _check_user_name(name)
+            check_user_name(name)
             if password is not None and password == "":
                 # An empty password must never authenticate: refuse to store one.
                 raise InvalidInput("the password is empty")
-            _check_groups(groups)
+            check_groups(groups)
             password_hash = self._hash_password(password) if password is not None else None
             self._store.add_user(
                 User(
@@ -698,7 +698,7 @@ class AdminOps:
         group list replaces the old one (empty: no groups)."""
         with self._audited(actor, "user.set", name) as note:
             if groups is not None:
-                _check_groups(groups)
+                check_groups(groups)
             given = {
                 "email": email,
                 "phone": phone,
@@ -770,7 +770,7 @@ class AdminOps:
         """A local user's new login name; tokens, codes, PIN and sessions go with it.
         Audited under the old name, the new one in the detail."""
         with self._audited(actor, "user.rename", name, new_name):
-            _check_user_name(new_name)
+            check_user_name(new_name)
             if self._user(name).source != LOCAL_SOURCE:
                 raise InvalidInput("only a local user's name can change here")
             if not self._store.rename_user(name, new_name):
@@ -1376,12 +1376,12 @@ def _owner(token: Token | None) -> str:
     return (token.user or "") if token is not None else ""
 
 
-def _check_user_name(name: str) -> None:
+def check_user_name(name: str) -> None:
     if not _USER_RE.match(name):
         raise InvalidInput("a user name is 1-255 printable characters without spaces or '*'")
 
 
-def _check_groups(groups: Sequence[str]) -> None:
+def check_groups(groups: Sequence[str]) -> None:
     for group in groups:
         if not group or any(c.isspace() or ord(c) < 32 for c in group):
             raise InvalidInput(f"bad group name {group!r}")

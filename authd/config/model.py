@@ -110,6 +110,12 @@ class StoreConfig:
         "undecided", duration=True, minimum=0.1, maximum=60))
     token_storage: TokenStorage = field(default="db", metadata=meta(
         "where OATH token records live", choices=("db", "ldap")))
+    cache_size: int = field(default=64, metadata=meta(
+        "SQLite page cache per database connection, MiB (unused with PostgreSQL)",
+        minimum=1, maximum=65536))
+    mmap_size: int = field(default=1024, metadata=meta(
+        "SQLite: MiB of the database file read through a memory map, shared by every "
+        "connection (0: off; unused with PostgreSQL)", minimum=0, maximum=2047))
 
 
 @dataclass(frozen=True)

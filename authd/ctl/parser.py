@@ -3,7 +3,7 @@
 Each verb's parser sets `command` to a dotted name ("user.add", "token.resync") that
 `authd.ctl.commands` dispatches on; options map one to one onto `AdminOps` arguments.
 `status` (issue 4) is a noun of its own, added to the contract's set.
-`export`, `import` and `token import` live in `authd.ctl.portability`. Commands of
+`export`, `import`, `token import` and `user import` live in `authd.ctl.portability`. Commands of
 later issues (issue) are not registered at all, so argparse reports them as usage
 errors (exit 2).
 """
@@ -93,7 +93,9 @@ def _cmd(verbs: _Subs, name: str, command: str, help_text: str) -> argparse.Argu
 
 def _user(nouns: _Subs) -> None:
     verbs = _verbs(
-        nouns, "user", "users: add, set, passwd, delete, list, show, unlock, reset, disable, enable"
+        nouns,
+        "user",
+        "users: add, set, passwd, delete, list, show, unlock, reset, disable, enable, import",
     )
     add = _cmd(verbs, "add", "user.add", "add a local user")
     add.add_argument("user")
@@ -123,6 +125,7 @@ def _user(nouns: _Subs) -> None:
         ("enable", "undo disable"),
     ):
         _cmd(verbs, verb, f"user.{verb}", text).add_argument("user")
+    portability.add_user_import(verbs)
     remind = _cmd(verbs, "remind", "user.remind", "mail users without a token the portal's address")
     # A dry run unless told to send: mail to every user is not undone.
     mode = remind.add_mutually_exclusive_group()

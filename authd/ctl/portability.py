@@ -1,4 +1,4 @@
-"""authctl's data-portability commands: `export`, `import`, `token import`.
+"""authctl's data-portability commands: `export`, `import`, `token import`, `user import`.
 
 Passphrases and PSKC passwords come from stdin (a no-echo prompt on a terminal) or a
 file, never from the command line, where `ps` and shell history would see them.
@@ -87,15 +87,19 @@ def run(ops: PortabilityOps, actor: str, args: argparse.Namespace, console: Cons
         return Printed(
             doc, f"exported {exported.users} users and {exported.tokens} tokens to {args.out}"
         )
-    if cmd == "import":
-        data = _read(args.file, "bundle")
-        result = ops.import_bundle(
-            actor,
-            data,
-            _protector(args, console, confirm=False),
-            OnConflict(args.on_conflict),
-            adopt_hash_key=args.adopt_hash_key,
-        )
+    if cmd in ("import", "user.import"):
+        if cmd == "import":
+            result = ops.import_bundle(
+                actor,
+                _read(args.file, "bundle"),
+                _protector(args, console, confirm=False),
+                OnConflict(args.on_conflict),
+                adopt_hash_key=args.adopt_hash_key,
+            )
+        else:
+            result = ops.import_users(
+                actor, _read(args.file, "users file"), OnConflict(args.on_conflict)
+            )
         lines = [
             f"imported {result.users} users and {result.tokens} tokens: "
             f"{result.written} records written, {result.unchanged} already up to date"

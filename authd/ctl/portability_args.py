@@ -1,5 +1,5 @@
-"""authctl's parser entries for `export`, `import` and `token import` (kept apart from
-`authd.ctl.portability`, which runs them, so the parser stays light)."""
+"""authctl's parser entries for `export`, `import`, `token import` and `user import`
+(kept apart from `authd.ctl.portability`, which runs them, so the parser stays light)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 from authd.portability.merge import OnConflict
 
-COMMANDS = frozenset({"export", "import", "token.import"})
+COMMANDS = frozenset({"export", "import", "token.import", "user.import"})
 
 
 def add_parsers(nouns: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,15 +20,29 @@ def add_parsers(nouns: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     imp.set_defaults(command="import")
     imp.add_argument("file", metavar="FILE")
     _protection(imp, "open the bundle with")
-    imp.add_argument(
-        "--on-conflict", choices=[c.value for c in OnConflict], default=OnConflict.REFUSE.value,
-        help="a user here with other tokens: refuse the import (default), skip that user, "
-        "or replace it with the bundle's",
-    )  # fmt: skip
+    _on_conflict(imp, "the bundle's")
     imp.add_argument(
         "--adopt-hash-key", action="store_true",
         help="take the bundle's PIN/backup-code hash key (a site without PINs or codes yet)",
     )  # fmt: skip
+
+
+def _on_conflict(p: argparse.ArgumentParser, theirs: str) -> None:
+    p.add_argument(
+        "--on-conflict", choices=[c.value for c in OnConflict], default=OnConflict.REFUSE.value,
+        help="a user here with other tokens: refuse the import (default), skip that user, "
+        f"or replace it with {theirs}",
+    )  # fmt: skip
+
+
+def add_user_import(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`user import FILE [--on-conflict refuse|skip|replace]`."""
+    p = verbs.add_parser(
+        "import", help="add or update users (and one token each) from a CSV or JSON-lines file"
+    )
+    p.set_defaults(command="user.import")
+    p.add_argument("file", metavar="FILE")
+    _on_conflict(p, "the file's")
 
 
 def _protection(p: argparse.ArgumentParser, what: str) -> None:

@@ -184,9 +184,11 @@ def plan_import(incoming: Records, here: Records, on_conflict: OnConflict) -> Im
             continue
         if existing is None:
             plan.users.append(record)
-            plan.backup[name] = record.backup
+            if record.backup:  # a new user has none here to replace
+                plan.backup[name] = record.backup
         else:
-            merged = merge_user(existing.user, record.user)
+            same = record.user == existing.user
+            merged = existing.user if same else merge_user(existing.user, record.user)
             if merged != existing.user:
                 plan.users.append(UserRecord(merged))
             else:

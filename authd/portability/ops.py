@@ -27,6 +27,7 @@ from authd.portability.records import (
     user_from_json,
     user_to_json,
 )
+from authd.portability.user_file import as_records, parse_users
 from authd.token_import.csv_rows import parse_csv
 from authd.token_import.load import load_tokens
 from authd.token_import.pskc import Protection, parse_pskc
@@ -95,10 +96,39 @@ class Imported:
     conflicts: tuple[str, ...]
     on_conflict: str
     adopted_hash_key: bool
+    action: str = "import"  # or "user.import"
+
+    @classmethod
+    def of(
+        cls,
+        incoming: Records,
+        plan: ImportPlan,
+        on_conflict: OnConflict,
+        adopted: bool,
+        action: str = "import",
+    ) -> Imported:
+        return cls(
+            len(incoming.users),
+            len(incoming.tokens),
+            plan.writes,
+            plan.unchanged,
+            tuple(plan.conflicts),
+            on_conflict.value,
+            adopted,
+            action,
+        )
+
+    @property
+    def detail(self) -> str:
+        """The audit row's detail: counts only, nothing from the file."""
+        return (
+            f"{self.users} users, {self.tokens} tokens, {self.written} written, "
+            f"{len(self.conflicts)} conflicts ({self.on_conflict})"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "action": "import",
+            "action": self.action,
             "users": self.users,
             "tokens": self.tokens,
             "written": self.written,
@@ -189,9 +219,7 @@ class PortabilityOps:
 
             def decide(here: Records) -> ImportPlan:
                 nonlocal adopted
-                plan = plan_import(incoming, here, on_conflict)
-                if plan.conflicts and on_conflict is OnConflict.REFUSE:
-                    raise ImportConflict(plan.conflicts)
+                plan = _plan(incoming, here, on_conflict)
                 if _peppered(incoming) and not hmac.compare_digest(
                     hash_key, self._keyring.hash_key
                 ):
@@ -211,19 +239,29 @@ class PortabilityOps:
                 return plan
 
             plan = self._store.import_records(decide)
-            note.detail = (
-                f"{len(incoming.users)} users, {len(incoming.tokens)} tokens, "
-                f"{plan.writes} written, {len(plan.conflicts)} conflicts ({on_conflict.value})"
-            )
-        return Imported(
-            len(incoming.users),
-            len(incoming.tokens),
-            plan.writes,
-            plan.unchanged,
-            tuple(plan.conflicts),
-            on_conflict.value,
-            adopted,
-        )
+            done = Imported.of(incoming, plan, on_conflict, adopted)
+            note.detail = done.detail
+        return done
+
+    def import_users(
+        self, actor: str, data: bytes, on_conflict: OnConflict = OnConflict.REFUSE
+    ) -> Imported:
+        """A users file (authd/portability/user_file.py) merged like a bundle, in one
+        transaction: bad lines or (by default) a conflict refuse the whole file."""
+        with self._audited(actor, "user.import", f"on-conflict {on_conflict.value}") as note:
+            now = self._clock()
+            rows = parse_users(data, now)
+            incoming = Records()
+
+            def decide(here: Records) -> ImportPlan:
+                nonlocal incoming
+                incoming = as_records(rows, here, now)
+                return _plan(incoming, here, on_conflict)
+
+            plan = self._store.import_records(decide)
+            done = Imported.of(incoming, plan, on_conflict, False, "user.import")
+            note.detail = done.detail
+        return done
 
     # ------------------------------------------------------------ token import
     def import_tokens(
@@ -245,6 +283,14 @@ class PortabilityOps:
             count = load_tokens(self._store, tokens)
             note.detail = f"{count} tokens from {fmt}"
         return TokensImported(count, fmt)
+
+
+def _plan(incoming: Records, here: Records, on_conflict: OnConflict) -> ImportPlan:
+    """What to write; ImportConflict when there are conflicts and the rule is refuse."""
+    plan = plan_import(incoming, here, on_conflict)
+    if plan.conflicts and on_conflict is OnConflict.REFUSE:
+        raise ImportConflict(plan.conflicts)
+    return plan
 
 
 def portability_ops(

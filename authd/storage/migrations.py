@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, inspect, select
+from sqlalchemy import Connection, func, insert, inspect, select, text
 
 from authd.core.errors import StoreUnavailable
 from authd.storage import schema
@@ -56,12 +56,35 @@ def _v4_portal_issues(conn: Connection) -> None:
     schema.portal_metadata.create_all(conn, tables=[schema.portal_issues])
 
 
+# PostgreSQL only: `user list` sorts and ranges names in byte order (COLLATE "C"), which
+# the primary key's index serves only in a database whose default collation is C.
+# SQLite's primary key index is already in byte order (BINARY).
+PG_NAME_BYTES_INDEX = "ix_users_name_bytes"
+
+
+def _v5_population_indexes(conn: Connection) -> None:
+    """Indexes so that no statement scans a table whose size grows with the users.
+    Declared in `schema.py` too, so step 1 of a fresh database makes them already:
+    checkfirst serves fresh and old databases alike."""
+    for index in (*schema.challenges.indexes, *schema.portal_sessions.indexes):
+        index.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS {PG_NAME_BYTES_INDEX} "
+                'ON users (name COLLATE "C")'
+            )
+        )
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
     Step(2, "audit hash chain: audit_seal, audit_chain", _v2_audit_chain),
     Step(3, "self-service portal sessions", _v3_portal_sessions),
     Step(4, "self-service portal access-recovery requests", _v4_portal_issues),
-)
+    Step(5, "indexes for a large user base: challenges, portal sessions by user; "
+            "PostgreSQL user names in byte order", _v5_population_indexes),
+)  # fmt: skip
 
 
 def current_version(conn: Connection) -> int:

@@ -101,6 +101,7 @@ challenges = Table(
     Column("expires_at", Float, nullable=False),
     Column("data", Text, nullable=False, server_default=""),
     Index("ix_challenges_expires_at", "expires_at"),
+    Index("ix_challenges_user", "user"),  # step 5: user delete and rename
 )
 
 audit = Table(
@@ -165,6 +166,7 @@ portal_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("seen_at", Float, nullable=False),
     Index("ix_portal_sessions_seen_at", "seen_at"),
+    Index("ix_portal_sessions_user", "user"),  # step 5: user rename
 )
 
 # Access-recovery requests from the portal ("restore access"): the user says what they

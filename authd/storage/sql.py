@@ -88,6 +88,7 @@ from authd.portability.records import BackupCode, Records, UserRecord, token_col
 from authd.statedir import make_private_dirs
 from authd.storage import audit_chain as chain
 from authd.storage import migrations
+from authd.storage import name_pattern as names
 from authd.storage.hot_path import PgHotPath, Run, SqliteHotPath
 from authd.storage.pg_bounded import BoundedConnection, BudgetedQueuePool, budget, patience
 from authd.storage.schema import (
@@ -107,6 +108,15 @@ DEFAULT_TIMEOUT = 2.0
 # Schema upgrades at start-up (and the lock serialising them across nodes) may take
 # longer than a request may wait.
 _MIGRATION_SECONDS = 600.0
+# store.cache_size's default, MiB of SQLite page cache per connection. More does not
+# help random users of a large store (docs/PERFORMANCE.md, "Population"); the memory map
+# below does.
+DEFAULT_CACHE_MIB = 64
+# store.mmap_size's default, MiB of the database file read through a memory map: the
+# users and tokens of a million users (~300 MiB) with room for the audit's newest pages.
+DEFAULT_MMAP_MIB = 1024
+# The longest wait of one statement of an operator's bulk import (PostgreSQL).
+_BULK_SECONDS = 3600.0
 # Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.
 _IN_CHUNK = 10_000
 
@@ -573,24 +583,6 @@ def _pg_commit(w: DecisionWrite, row: Sequence[Any]) -> DecisionCommit:
     return DecisionCommit(bool(row[0]), lock)
 
 
-def _glob_escape(pattern: str) -> str:
-    """`*` stays a wildcard; GLOB's other metacharacters become literals via [x]."""
-    return "".join(f"[{ch}]" if ch in "?[" else ch for ch in pattern)
-
-
-def _like_escape(pattern: str) -> str:
-    """`*` becomes `%`; literal `%`, `_` and the escape char are escaped with `\\`."""
-    out = []
-    for ch in pattern:
-        if ch in "\\%_":
-            out.append("\\" + ch)
-        elif ch == "*":
-            out.append("%")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _from_db_deadline(value: float | None) -> float | None:
     if value is None:
         return None
@@ -737,7 +729,17 @@ def _switch_to_wal(cur: Any, timeout: float) -> None:
             time.sleep(0.01)
 
 
-def _sqlite_on_connect(timeout: float, dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(cache_mib: int, mmap_mib: int = 0) -> tuple[str, ...]:
+    """Per-connection settings of every SQLite connection (pool and hot path): SQLite
+    sizes its page cache per connection (a negative cache_size is in KiB); pages read
+    through the memory map come from the OS page cache that every connection and
+    process shares, without a read() and a copy each."""
+    return (f"PRAGMA cache_size={-cache_mib * 1024}", f"PRAGMA mmap_size={mmap_mib << 20}")
+
+
+def _sqlite_on_connect(
+    timeout: float, pragmas: tuple[str, ...], dbapi_conn: Any, _record: Any
+) -> None:
     # Take transaction control away from the sqlite3 module: we send BEGIN ourselves.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -746,6 +748,8 @@ def _sqlite_on_connect(timeout: float, dbapi_conn: Any, _record: Any) -> None:
         _switch_to_wal(cur, timeout)
         cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across app crashes
         cur.execute("PRAGMA foreign_keys=ON")
+        for pragma in pragmas:
+            cur.execute(pragma)
     finally:
         cur.close()
 
@@ -778,6 +782,8 @@ class SqlStore:
         keyring: Keyring,
         timeout: float = DEFAULT_TIMEOUT,
         audit_chain: bool = False,
+        cache_mib: int = DEFAULT_CACHE_MIB,
+        mmap_mib: int = DEFAULT_MMAP_MIB,
     ) -> None:
         self._engine = engine
         self._keyring = keyring
@@ -809,6 +815,8 @@ class SqlStore:
         timeout: float = DEFAULT_TIMEOUT,
         steps: Sequence[migrations.Step] = migrations.STEPS,
         audit_chain: bool = False,
+        cache_mib: int = DEFAULT_CACHE_MIB,
+        mmap_mib: int = DEFAULT_MMAP_MIB,
     ) -> SqlStore:
         """Connect, create or upgrade the schema, return a ready store.
 
@@ -817,7 +825,9 @@ class SqlStore:
         included (SQLite: at least 2, its writer keeps one); a thread never holds two,
         so more threads than connections queue, never deadlock. timeout (store.timeout):
         the longest any one wait for the database takes (a connection from the pool, a
-        connect, a statement, a lock; SQLite's busy timeout). `steps` is for tests of
+        connect, a statement, a lock; SQLite's busy timeout). cache_mib (store.cache_size):
+        SQLite's page cache per connection, in MiB; mmap_mib (store.mmap_size): how
+        much of the file SQLite reads through a memory map (0: none). `steps` is for tests of
         the migration machinery; production always uses the default.
         """
         try:
@@ -840,7 +850,13 @@ class SqlStore:
                 connect_args={"check_same_thread": False, "timeout": timeout},
             )
             # A pool event, not an engine one: engine events slow down every execute.
-            event.listen(engine, "connect", functools.partial(_sqlite_on_connect, timeout))
+            event.listen(
+                engine,
+                "connect",
+                functools.partial(
+                    _sqlite_on_connect, timeout, sqlite_pragmas(cache_mib, mmap_mib)
+                ),
+            )
         elif backend in ("postgresql", "postgres"):
             engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
@@ -857,7 +873,7 @@ class SqlStore:
                 f"store.url: unsupported database {backend!r} "
                 "(use sqlite:///PATH or postgresql://...)"
             )
-        store = cls(engine, keyring, timeout, audit_chain)
+        store = cls(engine, keyring, timeout, audit_chain, cache_mib, mmap_mib)
         try:
             with patience(_MIGRATION_SECONDS), store._write() as conn:
                 if store._dialect == "postgresql":
@@ -1053,13 +1069,12 @@ class SqlStore:
             exists().where(backup_codes.c.user == _U.name),
         )
         stmt = select(*_UCOLS, active.label("active_tokens"), registered.label("registered"))
+        # Byte order on both backends (PostgreSQL would otherwise sort by the db locale),
+        # served by an index: SQLite's primary key, PostgreSQL's migrations.PG_NAME_BYTES_INDEX.
+        name = _U.name if self._sqlite else _U.name.collate("C")
         if pattern is not None and pattern != "*":
-            if self._dialect == "sqlite":
-                stmt = stmt.where(_U.name.op("GLOB")(_glob_escape(pattern)))  # LIKE ignores case
-            else:
-                stmt = stmt.where(_U.name.like(_like_escape(pattern), escape="\\"))
-        # Byte order on both backends (PostgreSQL would otherwise sort by the db locale).
-        stmt = stmt.order_by(_U.name if self._dialect == "sqlite" else _U.name.collate("C"))
+            stmt = stmt.where(*self._name_matches(name, pattern))
+        stmt = stmt.order_by(name)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._read() as conn:
@@ -1069,6 +1084,24 @@ class SqlStore:
             UserOverview(user=_user_from(r), active_tokens=int(r[n]), registered=bool(r[n + 1]))
             for r in rows
         ]
+
+    def _name_matches(self, name: Any, pattern: str) -> list[Any]:
+        """Conditions for names matching `pattern`: an index range on the literal prefix
+        (never a scan of every user when the pattern starts with one), then the exact
+        match within it."""
+        if "*" not in pattern:
+            return [name == pattern]
+        if self._sqlite:
+            conds = [name.op("GLOB")(names.glob_escape(pattern))]  # LIKE ignores case
+        else:
+            conds = [name.like(names.like_escape(pattern), escape="\\")]
+        bounds = names.prefix_bounds(pattern)
+        if bounds is not None:
+            low, high = bounds
+            conds.append(name >= low)
+            if high is not None:
+                conds.append(name < high)
+        return conds
 
     def _update_user(self, name: str, **values: Any) -> bool:
         with self._write() as conn:
@@ -1481,9 +1514,14 @@ class SqlStore:
 
     def import_records(self, decide: Callable[[Records], ImportPlan]) -> ImportPlan:
         """ONE write transaction: read what the store holds, let `decide` plan the
-        import from it (or raise, which writes nothing), then write the plan."""
-        with self._write() as conn:
+        import from it (or raise, which writes nothing), then write the plan. Its
+        statements may take as long as the import's size needs (a million users take
+        a minute), not store.timeout: an operator's bulk write, not a request."""
+        with patience(_BULK_SECONDS), self._write() as conn:
             if self._dialect == "postgresql":
+                # The server's own limits too (pg_bounded.server_options), as migrations do.
+                conn.execute(text("SET LOCAL statement_timeout = 0"))
+                conn.execute(text("SET LOCAL lock_timeout = 0"))
                 conn.execute(text("LOCK TABLE users, tokens, backup_codes IN EXCLUSIVE MODE"))
             plan = decide(self._records(conn))
             self._apply_plan(conn, plan)
@@ -1511,16 +1549,22 @@ class SqlStore:
             self._upsert(conn, tokens, [self._token_values(t) for t in plan.tokens])
 
     def _upsert(self, conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column."""
+        """INSERT ... ON CONFLICT (primary key) DO UPDATE every other column: compiled
+        once and handed to the driver's executemany, without SQLAlchemy's per-row
+        parameter processing (most of the cost of a bulk import of a million users)."""
         ins = self._insert(table)
         key = [c for c in table.primary_key.columns]
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=key,
-                set_={c.name: ins.excluded[c.name] for c in table.columns if c not in key},
-            ),
-            rows,
+        stmt = ins.on_conflict_do_update(
+            index_elements=key,
+            set_={c.name: ins.excluded[c.name] for c in table.columns if c not in key},
         )
+        names = [c.name for c in table.columns]
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=names)
+        if compiled.positiontup is not None:  # SQLite: ? placeholders, in this order
+            get = itemgetter(*compiled.positiontup)
+            conn.exec_driver_sql(str(compiled), [get(r) for r in rows])
+        else:  # PostgreSQL: %(name)s placeholders, named as the columns
+            conn.exec_driver_sql(str(compiled), rows)
 
     def export_audit(
         self, where: AuditFilter, after_id: int = 0, limit: int = 1000

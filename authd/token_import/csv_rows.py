@@ -12,6 +12,7 @@ import binascii
 import csv
 import io
 import string
+from collections.abc import Iterator
 
 from authd.core import otp
 from authd.core.errors import InvalidInput
@@ -21,7 +22,7 @@ from authd.token_import.fields import TokenFileError, check_unique, make_token
 _HEX = frozenset(string.hexdigits)
 
 
-def _secret(text: str) -> bytes:
+def parse_secret(text: str) -> bytes:
     cleaned = "".join(text.split())
     if cleaned and set(cleaned) <= _HEX and len(cleaned) % 2 == 0:
         return binascii.unhexlify(cleaned)
@@ -50,7 +51,7 @@ def _row(fields: list[str], now: float) -> Token:
     hotp = kind.strip().lower() == "hotp"
     return make_token(
         serial,
-        _secret(secret),
+        parse_secret(secret),
         kind,
         digits=digits,
         period=30 if hotp else _int(last, 30, "period"),
@@ -59,21 +60,30 @@ def _row(fields: list[str], now: float) -> Token:
     )
 
 
-def parse_csv(text: str, now: float) -> list[Token]:
-    """Every token of the file, or TokenFileError listing each bad line."""
-    tokens: list[tuple[str, Token]] = []
-    problems: list[str] = []
+def csv_lines(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each line that is not blank or a `#` comment;
+    ValueError naming the line where the text stops being CSV."""
     reader = csv.reader(io.StringIO(text))
     while True:
         try:
             fields = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as e:
-            raise TokenFileError([f"line {reader.line_num}: not CSV ({e})"]) from None
-        number = reader.line_num
-        if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
-            continue
+            raise ValueError(f"line {reader.line_num}: not CSV ({e})") from None
+        if fields and "".join(fields).strip() and not fields[0].lstrip().startswith("#"):
+            yield reader.line_num, fields
+
+
+def parse_csv(text: str, now: float) -> list[Token]:
+    """Every token of the file, or TokenFileError listing each bad line."""
+    tokens: list[tuple[str, Token]] = []
+    problems: list[str] = []
+    try:
+        lines = list(csv_lines(text))
+    except ValueError as e:
+        raise TokenFileError([str(e)]) from None
+    for number, fields in lines:
         if not tokens and not problems and fields[0].strip().lower() == "serial":
             continue  # the header
         try:

@@ -37,8 +37,10 @@ def make_token(
     algorithm: str = "SHA1",
     drift: int = 0,
     now: float,
+    user: str | None = None,
 ) -> Token:
-    """An unassigned, active token, or ValueError saying which field is wrong."""
+    """An active token (unassigned unless `user`), or ValueError saying which field is
+    wrong."""
     if not SERIAL_RE.match(serial):
         raise ValueError("serial must be 1-64 of A-Z a-z 0-9 . _ : -")
     try:
@@ -63,7 +65,7 @@ def make_token(
         serial=serial,
         type=token_type,
         seed=seed,
-        user=None,
+        user=user,
         algorithm=alg,
         digits=digits,
         period=period if token_type is TokenType.TOTP else 30,
