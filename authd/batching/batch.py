@@ -119,17 +119,17 @@ class Batched:
         out: list[Result | Pending] = []
         rest = list(items)
         while rest:
-            batch = _distinct_users(rest)
-            out.extend(self._batch(batch))
+            batch, names = _distinct_users(rest)
+            out.extend(self._batch(batch, names))
             rest = rest[len(batch) :]
         return out
 
-    def _batch(self, batch: list[Item]) -> list[Result | Pending]:
-        """Phase 1 (reads and plans), then phase 2 (one commit), for users that differ."""
-        keys = [store_key(item[0]) for item in batch if not isinstance(item, Pending)]
+    def _batch(self, batch: list[Item], names: list[str]) -> list[Result | Pending]:
+        """Phase 1 (reads and plans), then phase 2 (one commit), for users that differ;
+        `names`: whom the new requests' reads are for."""
         steps: list[Planned | Pending | BaseException] = []
         try:
-            with self._store.decision_reads([k for k in keys if k is not None]):
+            with self._store.decision_reads(names):
                 for item in batch:
                     steps.append(self._plan(item))
         except Exception as e:  # the reads failed: nothing of the batch was written
@@ -189,16 +189,21 @@ class Batched:
         return planned.settle(commit, time.perf_counter() - begin)
 
 
-def _distinct_users(items: list[Item]) -> list[Item]:
+def _distinct_users(items: list[Item]) -> tuple[list[Item], list[str]]:
     """The longest prefix of `items` (at most BATCH_SIZE, at least one) in which no
-    user comes twice: a user's next decision must read this one's write."""
+    user comes twice (a user's next decision must read this one's write), and the
+    names its new requests read."""
     seen: set[str] = set()
     taken: list[Item] = []
+    names: list[str] = []
     for item in items[:BATCH_SIZE]:
+        pending = isinstance(item, Pending)
         key = item.name if isinstance(item, Pending) else store_key(item[0])
         if key is not None:  # None: a malformed name, read by no one
             if key in seen:
                 break
             seen.add(key)
+            if not pending:
+                names.append(key)
         taken.append(item)
-    return taken
+    return taken, names
