@@ -146,7 +146,7 @@ def seed_users(tmp: Path, url: str, count: int, order: str, seed: int) -> rb.Hot
             for u, name in enumerate(users.names)
         ],
     )
-    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
+    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=2)
     try:
         store.import_records(lambda _held: plan)
     finally:
@@ -166,7 +166,7 @@ def audit_backlog(
     from authd.storage.schema import audit
     from authd.storage.sql import SqlStore
 
-    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=1)
+    store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=2)
     columns = [c.name for c in audit.columns if c.name != "id"]
     quoted = ", ".join(f'"{c}"' for c in columns)
     try:
