@@ -284,6 +284,15 @@ _TAKE_CHALLENGE = (
     )
     .returning(challenges.c.user, challenges.c.client, challenges.c.expires_at, challenges.c.data)
 )
+# The oldest `p_batch` audit rows before `p_before`, found by the `at` index.
+_PRUNE_AUDIT = delete(audit).where(
+    audit.c.id.in_(
+        select(audit.c.id)
+        .where(audit.c.at < bindparam("p_before"))
+        .order_by(audit.c.at)
+        .limit(bindparam("p_batch"))
+    )
+)
 _PURGE_CHALLENGES = delete(challenges).where(challenges.c.expires_at <= bindparam("p_now"))
 # PostgreSQL: skip rows another purge holds, so two purges never wait on (or deadlock
 # with) each other; whatever one skips, a later purge removes.
@@ -1593,13 +1602,14 @@ class SqlStore:
     def prune_audit(self, before: float, batch: int) -> int:
         """Delete up to `batch` of the oldest rows with `at < before`, found by the `at`
         index, in one short write transaction (the caller loops; deciders wait for one
-        batch at most, never for the whole prune)."""
+        batch at most, never for the whole prune). It is written by the decisions'
+        writer (storage/hot_path.py), which empties the SQLite WAL between its
+        transactions: a prune of a large backlog, batch after batch, would otherwise
+        grow it without bound while readers hold snapshots."""
         if self._chain_key is not None:  # a prefix of the chain, leaving an anchor
-            with self._write() as conn:
-                return chain.prune_sealed(chain.ConnRun(conn), before, batch)
-        doomed = select(audit.c.id).where(audit.c.at < before).order_by(audit.c.at).limit(batch)
-        with self._write() as conn:
-            return int(conn.execute(delete(audit).where(audit.c.id.in_(doomed))).rowcount)
+            return self._hot.write(lambda run: chain.prune_sealed(run, before, batch))
+        params = {"p_before": before, "p_batch": batch}
+        return self._hot.write(lambda run: int(run(_PRUNE_AUDIT, params).rowcount))
 
     def verify_audit(self) -> chain.Verdict:
         """Check the audit hash chain in one read snapshot (no write lock is taken:

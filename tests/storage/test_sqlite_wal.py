@@ -125,6 +125,39 @@ def test_wal_stays_bounded_under_continuous_reads_and_writes(
     assert largest < 2 * limit, f"WAL reached {largest} bytes"
 
 
+def test_audit_prune_keeps_the_wal_bounded(tmp_path: Path, keyring: Keyring) -> None:
+    """Pruning a large audit backlog (batch after batch, as a retention round does)
+    while readers always hold a snapshot: the prune's write transactions empty the WAL
+    between them like decisions' do, so it stays within a few times its limit."""
+    db = tmp_path / "authd.db"
+    store = _open(db, keyring)
+    limit = store._hot._wal_limit = 1024 * 1024
+    rows = 60_000
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            'INSERT INTO audit (at, actor, action, result, "user", client, source, reason, '
+            "detail) VALUES (?, 'radius:vpn', 'auth', 'accept', ?, 'vpn', '192.0.2.7', 'ok', '')",
+            ((float(i), f"u{i % 5000}") for i in range(rows)),
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    largest, deleted = 0, 0
+    try:
+        with _Readers(db):
+            while deleted < rows:
+                gone = store.prune_audit(float(rows), 1000)
+                assert gone > 0
+                deleted += gone
+                largest = max(largest, _wal_size(db))
+    finally:
+        store.close()
+    assert largest < 2 * limit, f"WAL reached {largest} bytes"
+
+
 def test_wal_state_is_exported_and_moves(tmp_path: Path, keyring: Keyring) -> None:
     """/metrics shows the WAL's size, the frames not yet checkpointed and how long they
     have waited: non-zero while a reader pins old frames, back to zero once it is gone."""
