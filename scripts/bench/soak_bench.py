@@ -318,11 +318,14 @@ def run_queue_s(pids: list[int]) -> float:
 
 
 def rss_bytes(pids: list[int]) -> int:
-    """Resident memory of the daemon's processes, summed (VmRSS)."""
+    """The daemon's own resident memory, summed over its processes (RssAnon: heap and
+    stacks). Not VmRSS: that counts the pages of the database file SQLite reads through
+    its memory map (store.mmap_size), which grow with the pages touched, are the kernel's
+    page cache and are dropped under memory pressure."""
     total = 0
     for pid in pids:
         with open(f"/proc/{pid}/status") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            total += next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
     return total * 1024
 
 
@@ -486,7 +489,7 @@ def judge(rows: list[Row], wal_goal: int, burst_rps: float | None, backlog: bool
 
 
 # ---------------------------------------------------------------- the run
-COLUMNS = ["from s", "req/s", "p50 ms", "p99 ms", "wrong", "lost", "held back", "RSS MiB"]
+COLUMNS = ["from s", "req/s", "p50 ms", "p99 ms", "wrong", "lost", "held back", "anon RSS MiB"]
 COLUMNS += ["CPU µs/req", "CPU", "waited", "DB MiB", "WAL MiB", "WAL peak", "audit rows", "load1"]
 
 
