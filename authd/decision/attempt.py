@@ -167,30 +167,30 @@ class Attempt:
             self.detail = "user name maps to no user (realm not configured, or empty)"
             return self._reject(Reason.UNKNOWN_USER)
         self.asked = self.name = mapped
+        if self.req.first_factor == "none":
+            return self._second_factor_only()
         if self.req.state is not None:
             # Taking the State is a write of its own (single use, DELETE ... RETURNING):
             # done outside any batch.
             return Pending(self)
-        if self.req.first_factor == "none":
-            return self._second_factor_only()
         return self._chain()
 
     def outside(self) -> None:
         """The blocking step `run` stopped before (see Pending): a first factor, a
         directory lookup, or taking the challenge State and reading its user."""
-        if self.req.state is not None:
-            self._take_challenge(self.req.state)
-        elif self.req.first_factor == "none":
+        if self.req.first_factor == "none":
             self.ff = self._lookup()
+        elif self.req.state is not None:
+            self._take_challenge(self.req.state)
         else:
             self.ff = self._first_factor()
 
     def finish(self) -> Planned:
         """The rest of the decision after `outside()`: CPU only, no store call."""
-        if self.req.state is not None:
-            return self._answer_challenge()
         if self.req.first_factor == "none":
             return self._gate(self.ff) or self._consume(self._best(self._second_typed(), False))
+        if self.req.state is not None:
+            return self._answer_challenge()
         return self._after_first_factor(self.ff)
 
     # ------------------------------------------------------------ user data
