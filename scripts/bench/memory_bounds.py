@@ -132,10 +132,11 @@ def drop_log() -> tuple[object, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="skip the 4096-octet reply case")
+    ap.add_argument("--quick", action="store_true", help="skip the larger reply cases")
     args = ap.parse_args()
     measured("radius_duplicates (64 B replies)", duplicates(64))
     if not args.quick:
+        measured("radius_duplicates (500 B replies)", duplicates(500))
         measured("radius_duplicates (4096 B replies)", duplicates(4096))
     measured("signin_habits", habits)
     measured("directory_users", directory_users)
