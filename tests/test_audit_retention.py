@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
-from authd.audit_retention import AuditPruner, prune_until
+from authd.audit_retention import BACKLOG_PAUSE, AuditPruner, prune_until
 from authd.config.model import AuditConfig, Config
 from authd.core.model import AuditEvent
 from tests.fakes import FakeReactor, FakeStore
@@ -74,5 +74,38 @@ def test_reload_changes_retention_and_never_keeps_all(pool: ThreadPool) -> None:
     pruner.prepare(replace(Config(), audit=AuditConfig(retention=30 * DAY)))()
     pruner.tick()
     reactor.run_until(lambda: len(store.audit) == 1)
+    pruner.stopService()
+    assert reactor.clock.getDelayedCalls() == []
+
+
+def test_a_backlog_drains_in_rounds_a_pause_apart_not_an_interval(pool: ThreadPool) -> None:
+    """While a round deletes its whole allowance, the next follows BACKLOG_PAUSE later,
+    so a trail written faster than one round per prune_interval deletes still stays
+    within its retention; a short round waits for the interval again."""
+    reactor = TimerReactor(NOW)
+    store = _store_with_ages([500.0] * 65 + [1.0])
+    pruner = AuditPruner(AuditConfig(retention=400 * DAY, prune_interval=3600.0),
+                         store.prune_audit, reactor, pool, batch=10, batches=2)
+    pruner.startService()
+    reactor.run_until(lambda: len(store.audit) == 46)  # the first round: 20 rows
+    for left in (26, 6, 1):
+        reactor.run_until(lambda: len(reactor.clock.getDelayedCalls()) == 2)
+        reactor.clock.advance(BACKLOG_PAUSE)
+        reactor.run_until(lambda left=left: len(store.audit) == left)  # type: ignore[misc]
+    assert reactor.clock.seconds() == NOW + 3 * BACKLOG_PAUSE
+    reactor.run_until(lambda: pruner._running is None)
+    assert len(reactor.clock.getDelayedCalls()) == 1  # only the interval's timer
+    pruner.stopService()
+    assert reactor.clock.getDelayedCalls() == []
+
+
+def test_stopping_cancels_the_next_backlog_round(pool: ThreadPool) -> None:
+    """A stop while a backlog drains leaves no timer behind."""
+    reactor = TimerReactor(NOW)
+    store = _store_with_ages([500.0] * 50)
+    pruner = AuditPruner(AuditConfig(retention=400 * DAY), store.prune_audit, reactor, pool,
+                         batch=10, batches=2)
+    pruner.startService()
+    reactor.run_until(lambda: len(reactor.clock.getDelayedCalls()) == 2)
     pruner.stopService()
     assert reactor.clock.getDelayedCalls() == []
