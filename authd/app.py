@@ -106,14 +106,29 @@ def build_core(config: Config, clock: Callable[[], float] = time.time,
     if config.primary.failmode == "open":
         log.warn("primary.failmode is OPEN: an unreachable directory skips the first factor")
     habits = SigninHabits(
+        max_users=config.audit.unusual_signin.max_users,
         on_flag=None if metrics is None else lambda s: metrics.unusual_signins.labels(s).inc()
     )
+    if metrics is not None:
+        _watch_caches(metrics, keyring, store, backends, habits)
     engine = Engine(config, store, backends, keyring.hash_key, metrics, habits)
     admin = AdminOps(config, store, keyring, clock, engine=engine,
                      backends=[b for b in backends if not isinstance(b, LocalUsers)],
                      password_hasher=lambda password: hash_password(hasher, password),
                      verify_audit=sql.verify_audit, issues=SqlIssues(sql.transaction))
     return Core(config, keyring, sql, store, backends, engine, admin, habits)
+
+
+def _watch_caches(metrics: Metrics, keyring: Keyring, store: Store,
+                  backends: tuple[FirstFactorBackend, ...], habits: SigninHabits) -> None:
+    """authd_cache_entries for the tables the core owns (the listeners wire their own)."""
+    directories = [b for b in backends if isinstance(b, LdapBackend)]
+    metrics.watch_cache("opened_seeds", lambda: keyring.opened)
+    metrics.watch_cache("signin_habits", habits.__len__)
+    if directories:
+        metrics.watch_cache("directory_users", lambda: sum(b.cached_users() for b in directories))
+    if isinstance(store, LdapTokenStore):
+        metrics.watch_cache("token_locations", store.location_hints)
 
 
 def decisions_for(core: Core) -> Decisions:

@@ -4,11 +4,11 @@ at a time, off the reactor thread.
 A reactor timer fires every `audit.prune_interval`; the prune itself runs on a pool of
 its own (one thread), in batches of `BATCH` rows, each its own short transaction found
 by the `at` index, so a decision waits for one batch's DELETE at most and nothing scans
-the trail at decision time. One round deletes at most `MAX_BATCHES` batches; while a
-round hits that limit (a first start on a years-old trail, or more decisions an interval
-than one round deletes), the next follows `CATCH_UP_PAUSE` later instead of an interval
-later, so the trail stays within the retention whatever the rate. Only the main process
-prunes (workers share its store).
+the trail at decision time. One round deletes at most `MAX_BATCHES` batches; while
+rounds come back full (a first start on a years-old trail, or more rows written per
+interval than a round deletes) the next one follows `BACKLOG_PAUSE` later instead of
+a whole interval later, so the trail stays within its retention whatever the rate of
+sign-ins. Only the main process prunes (workers share its store).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = Logger(namespace="authd.audit_retention")
 
 BATCH = 1000
 MAX_BATCHES = 100  # rows per round at most: BATCH * MAX_BATCHES
-CATCH_UP_PAUSE = 1.0  # seconds between rounds while more rows are due than one deletes
+BACKLOG_PAUSE = 1.0  # seconds between two rounds while a backlog drains
 
 Prune = Callable[[float, int], int]  # Store.prune_audit(before, batch) -> rows deleted
 
@@ -49,14 +49,25 @@ def prune_until(prune: Prune, before: float, batch: int = BATCH, limit: int = MA
 class AuditPruner:
     """The timer and its prune; `prepare` takes a new retention on reload."""
 
-    def __init__(self, config: AuditConfig, prune: Prune, reactor: Any, pool: ThreadPool) -> None:
+    def __init__(
+        self,
+        config: AuditConfig,
+        prune: Prune,
+        reactor: Any,
+        pool: ThreadPool,
+        *,
+        batch: int = BATCH,
+        batches: int = MAX_BATCHES,
+    ) -> None:
         self._config = config
         self._prune = prune
         self._reactor = reactor
         self._pool = pool
+        self._batch = batch
+        self._batches = batches
         self._loop: LoopingCall | None = None
         self._running: Deferred[int] | None = None
-        self._again: Any = None  # IDelayedCall: the next round of a backlog
+        self._next_round: Any = None  # IDelayedCall while a backlog drains
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         self._start(self._config.prune_interval)
@@ -71,9 +82,9 @@ class AuditPruner:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        if self._again is not None and self._again.active():
-            self._again.cancel()
-        self._again = None
+        if self._next_round is not None and self._next_round.active():
+            self._next_round.cancel()
+        self._next_round = None
         return self._running  # a stop waits for the batch in flight
 
     def prepare(self, config: Config) -> Callable[[], None]:
@@ -88,6 +99,10 @@ class AuditPruner:
 
         return commit
 
+    def _backlog(self) -> None:
+        self._next_round = None
+        self.tick()
+
     def tick(self) -> Deferred[int] | None:
         """One prune round in the pool; skipped while the previous one still runs."""
         retention = self._config.retention
@@ -95,7 +110,8 @@ class AuditPruner:
             return None
         before = self._reactor.seconds() - retention
         d: Deferred[int] = deferToThreadPool(
-            self._reactor, self._pool, prune_until, self._prune, before
+            self._reactor, self._pool, prune_until, self._prune, before, self._batch,
+            self._batches,
         )
         self._running = d
 
@@ -103,9 +119,8 @@ class AuditPruner:
             self._running = None
             if count:
                 log.info("audit: pruned {count} rows older than the retention", count=count)
-            pending = self._again is not None and self._again.active()
-            if count >= BATCH * MAX_BATCHES and self._loop is not None and not pending:
-                self._again = self._reactor.callLater(CATCH_UP_PAUSE, self.tick)
+            if count >= self._batch * self._batches and self._loop is not None:
+                self._next_round = self._reactor.callLater(BACKLOG_PAUSE, self._backlog)
             return count
 
         def failed(failure: Failure) -> int:

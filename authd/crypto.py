@@ -224,6 +224,11 @@ class Keyring:
         sealed = ciphers[current].encrypt(nonce, plaintext, aad)
         return f"{BLOB_VERSION}:{current}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
+    @property
+    def opened(self) -> int:
+        """How many opened blobs `decrypt` remembers (at most OPENED_MAX)."""
+        return len(self._opened)
+
     def decrypt(self, blob: str, aad: bytes) -> bytes:
         """Open a blob from `encrypt`. Raises KeyFileError on an unknown key id, a wrong
         `aad` or any tampering; the message never carries plaintext or key material.

@@ -32,6 +32,21 @@ disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
+# The in-memory tables that grow with users, sources or requests, each bounded
+# (docs/DESIGN.md, "Memory bounds"): the values of authd_cache_entries' `cache` label.
+CACHES = frozenset({
+    "radius_duplicates",  # radius/dedup.py: requests in progress and replies sent
+    "radius_client_lookups",  # radius/clients.py: source address -> client
+    "radius_drop_log",  # radius/drop_log.py: (source, reason) drop summaries
+    "directory_users",  # auth/ldap_primary.py: directory entries (groups.cache_ttl)
+    "token_locations",  # storage/ldap_attrs.py: token serial -> directory entry
+    "opened_seeds",  # crypto.py: decrypted token seeds
+    "signin_habits",  # core/habits.py: users' recent networks, clients, hours
+    "http_source_buckets",  # rest/ratelimit.py: per source address
+    "http_user_buckets",  # rest/ratelimit.py: per user and source
+    "http_failure_backoff",  # rest/ratelimit.py: per user and source
+})
+
 
 class _BeforeCollect(Collector):
     """No metrics of its own: registered first, it runs flush hooks before the other
@@ -246,6 +261,11 @@ class Metrics:
             ["reason"], registry=r)
         self._wal = WalGauges()
         r.register(self._wal)
+        self.cache_entries = Gauge(
+            "authd_cache_entries", "Entries held by each bounded in-memory table",
+            ["cache"], registry=r)
+        self._cache_sizes: dict[str, Callable[[], int]] = {}
+        self.before_collect(self._publish_cache_sizes)
 
     def watch_wal(self, source: Callable[[], tuple[int, int, float]] | None) -> None:
         """Export the SQLite WAL state (`WalGauges`): (file bytes, frames not yet
@@ -257,3 +277,14 @@ class Metrics:
         sample): a RADIUS listener counts in plain integers (a prometheus_client
         Counter.inc costs about a microsecond) and pushes the totals here."""
         self._before_collect.hooks.append(flush)
+
+    def watch_cache(self, name: str, size: Callable[[], int]) -> None:
+        """Export `size()` as authd_cache_entries{cache=name} at each collection; `name`
+        is one of CACHES. A later call for a name replaces the earlier one."""
+        if name not in CACHES:
+            raise ValueError(f"authd_cache_entries has no cache {name!r}")
+        self._cache_sizes[name] = size
+
+    def _publish_cache_sizes(self) -> None:
+        for name, size in list(self._cache_sizes.items()):
+            self.cache_entries.labels(cache=name).set(size())

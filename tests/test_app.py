@@ -3,6 +3,8 @@
 import stat
 from pathlib import Path
 
+import pytest
+
 from authd.app import _store_url
 from authd.config.model import Secret, StoreConfig
 
@@ -49,3 +51,26 @@ def test_workers_share_metrics_through_a_directory_the_main_process_owns(
         assert not directory.exists() and victim.is_dir()
     finally:
         service._close_store()
+
+
+def test_signin_habits_hold_at_most_the_configured_users(tmp_path: Path) -> None:
+    """audit.unusual_signin.max_users from the YAML bounds the habits table the core
+    builds: past it, the least recently seen users go; a bound below 1 is refused."""
+    from authd.app import build_core
+    from authd.config.errors import ConfigErrors
+    from authd.config.parse import load_config
+
+    base = "store:\n  url: sqlite:///authd.db\nkeys:\n  file: keys.json\n"
+    config_file = tmp_path / "authd.yaml"
+    config_file.write_text(base + "audit:\n  unusual_signin:\n    max_users: 3\n")
+    core = build_core(load_config(str(config_file)))
+    try:
+        assert core.habits is not None
+        for i in range(10):
+            core.habits.learn(f"user{i}", "10.0.0.1", "vpn", 1767258000.0)
+        assert len(core.habits) == 3
+    finally:
+        core.close()
+    config_file.write_text(base + "audit:\n  unusual_signin:\n    max_users: 0\n")
+    with pytest.raises(ConfigErrors, match="max_users"):
+        load_config(str(config_file))

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import pytest
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
 
-from authd.audit_retention import BATCH, CATCH_UP_PAUSE, MAX_BATCHES, AuditPruner, prune_until
+from authd.audit_retention import BACKLOG_PAUSE, AuditPruner, prune_until
 from authd.config.model import AuditConfig, Config
 from authd.core.model import AuditEvent
 from tests.fakes import FakeReactor, FakeStore
@@ -79,35 +78,34 @@ def test_reload_changes_retention_and_never_keeps_all(pool: ThreadPool) -> None:
     assert reactor.clock.getDelayedCalls() == []
 
 
-class Backlog:
-    """A trail with `rows` rows past the retention; each prune call deletes a batch."""
-
-    def __init__(self, rows: int) -> None:
-        self.left = rows
-
-    def prune(self, before: float, batch: int) -> int:
-        deleted = min(batch, self.left)
-        self.left -= deleted
-        return deleted
-
-
-def test_a_round_that_hits_the_limit_is_followed_after_a_pause(pool: ThreadPool) -> None:
-    """More rows past the retention than one round deletes (decisions outpace one round
-    an interval): the next round follows a pause later, not a prune_interval later, until
-    the backlog is gone; stopping leaves no timer behind."""
-    per_round = BATCH * MAX_BATCHES
+def test_a_backlog_drains_in_rounds_a_pause_apart_not_an_interval(pool: ThreadPool) -> None:
+    """While a round deletes its whole allowance, the next follows BACKLOG_PAUSE later,
+    so a trail written faster than one round per prune_interval deletes still stays
+    within its retention; a short round waits for the interval again."""
     reactor = TimerReactor(NOW)
-    trail = Backlog(2 * per_round + 5)
-    pruner = AuditPruner(AuditConfig(retention=DAY), trail.prune, reactor, pool)
+    store = _store_with_ages([500.0] * 65 + [1.0])
+    pruner = AuditPruner(AuditConfig(retention=400 * DAY, prune_interval=3600.0),
+                         store.prune_audit, reactor, pool, batch=10, batches=2)
     pruner.startService()
-    reactor.run_until(lambda: trail.left == per_round + 5)
-    reactor.clock.advance(CATCH_UP_PAUSE)
-    reactor.run_until(lambda: trail.left == 5)
-    reactor.clock.advance(CATCH_UP_PAUSE)
-    reactor.run_until(lambda: trail.left == 0)
-    reactor.clock.advance(CATCH_UP_PAUSE)  # a short round: nothing more until the interval
-    assert [c.getTime() - reactor.seconds() for c in reactor.clock.getDelayedCalls()] == [
-        pytest.approx(3600 - 2 * CATCH_UP_PAUSE - CATCH_UP_PAUSE)
-    ]
+    reactor.run_until(lambda: len(store.audit) == 46)  # the first round: 20 rows
+    for left in (26, 6, 1):
+        reactor.run_until(lambda: len(reactor.clock.getDelayedCalls()) == 2)
+        reactor.clock.advance(BACKLOG_PAUSE)
+        reactor.run_until(lambda left=left: len(store.audit) == left)  # type: ignore[misc]
+    assert reactor.clock.seconds() == NOW + 3 * BACKLOG_PAUSE
+    reactor.run_until(lambda: pruner._running is None)
+    assert len(reactor.clock.getDelayedCalls()) == 1  # only the interval's timer
+    pruner.stopService()
+    assert reactor.clock.getDelayedCalls() == []
+
+
+def test_stopping_cancels_the_next_backlog_round(pool: ThreadPool) -> None:
+    """A stop while a backlog drains leaves no timer behind."""
+    reactor = TimerReactor(NOW)
+    store = _store_with_ages([500.0] * 50)
+    pruner = AuditPruner(AuditConfig(retention=400 * DAY), store.prune_audit, reactor, pool,
+                         batch=10, batches=2)
+    pruner.startService()
+    reactor.run_until(lambda: len(reactor.clock.getDelayedCalls()) == 2)
     pruner.stopService()
     assert reactor.clock.getDelayedCalls() == []

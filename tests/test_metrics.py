@@ -99,3 +99,22 @@ def _uptime() -> float:
     with open("/proc/self/stat", "rb") as stat:
         started = float(stat.read().split(b")")[-1].split()[19]) / ticks
     return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+
+
+def test_cache_entries_are_read_at_each_collection_from_the_latest_owner() -> None:
+    """authd_cache_entries{cache} is the owner's size at scrape time; a reload's new
+    owner replaces the old one under the same name; names outside CACHES are refused
+    (a label value never comes from data)."""
+    metrics = Metrics()
+    table: dict[str, int] = {}
+    metrics.watch_cache("radius_duplicates", table.__len__)
+    table.update(a=1, b=2)
+    samples = _samples(metrics.registry)
+    assert samples[("authd_cache_entries", (("cache", "radius_duplicates"),))] == 2
+    metrics.watch_cache("radius_duplicates", lambda: 7)
+    samples = _samples(metrics.registry)
+    assert samples[("authd_cache_entries", (("cache", "radius_duplicates"),))] == 7
+    assert not any(name == "authd_cache_entries" and labels != (("cache", "radius_duplicates"),)
+                   for name, labels in samples)
+    with pytest.raises(ValueError, match="no cache"):
+        metrics.watch_cache("alice", lambda: 1)

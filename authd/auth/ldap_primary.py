@@ -753,6 +753,10 @@ class LdapBackend:
         found = self.find_user(name)
         return found if found is not None and found.name == name else None
 
+    def cached_users(self) -> int:
+        """Directory entries remembered (at most CACHE_MAX_ENTRIES)."""
+        return len(self._cache)
+
     def forget(self, user: str) -> None:
         """Drop a cached user so the next request searches again."""
         with self._cache_lock:

@@ -528,6 +528,9 @@ class UnusualSigninConfig:
         "flag successful sign-ins from a new network, client or hour (audit + metric)"))
     learn: int = field(default=5, metadata=meta(
         "successful sign-ins a user needs before anything is flagged", minimum=1, maximum=1000))
+    max_users: int = field(default=100_000, metadata=meta(
+        "users whose habits are kept in memory, least recently seen dropped first (about "
+        "1.5 KB each at most; a restart applies a change)", minimum=1, maximum=100_000_000))
 
 
 @dataclass(frozen=True)

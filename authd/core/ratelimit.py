@@ -3,13 +3,20 @@
 Buckets are computed lazily (the Synapse rate limiter's way): a bucket stores its level
 and the time it was last touched, and refills on the next look. No timers, so a test
 moves time by passing another `now`. Memory is bounded: a table never holds more than
-`max_keys` entries; idle keys (full bucket, expired delay) are the first to go.
+`max_keys` entries; idle keys (full bucket, expired delay) are the first to go. A full
+table makes room for `max_keys // 8` new keys at once: one pass over it then serves
+that many new keys, so a flood of distinct keys costs O(1) per key, not a scan each.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+
+
+def _headroom(max_keys: int) -> int:
+    """How many keys a full table frees at once (at least one)."""
+    return max(1, max_keys // 8)
 
 
 @dataclass
@@ -69,14 +76,15 @@ class TokenBucket:
         return float("inf") if self.rate == 0 else (1.0 - level) / self.rate
 
     def _make_room(self, now: float) -> None:
-        """Keep the table under `max_keys`: drop refilled buckets first, else the
-        least recently used one (a forgotten bucket starts full again, the price of a
-        bounded table under a flood of distinct keys)."""
+        """Keep the table under `max_keys`: drop refilled buckets first, then the least
+        recently used ones, down to `_headroom` free places (a forgotten bucket starts
+        full again, the price of a bounded table under a flood of distinct keys)."""
         if len(self._buckets) < self.max_keys:
             return
         for key in [k for k, b in self._buckets.items() if self._level(b, now) >= self.burst]:
             del self._buckets[key]
-        while len(self._buckets) >= self.max_keys:
+        keep = self.max_keys - _headroom(self.max_keys)
+        while len(self._buckets) > keep:
             self._buckets.popitem(last=False)
 
 
@@ -164,9 +172,12 @@ class FailureBackoff:
         return list(self._entries)
 
     def _make_room(self, now: float) -> None:
+        """Keep the table under `max_keys`: drop keys no longer delayed first, then the
+        least recently failed ones, down to `_headroom` free places."""
         if len(self._entries) < self.max_keys:
             return
         for key in [k for k, e in self._entries.items() if now >= e.not_before]:
             del self._entries[key]
-        while len(self._entries) >= self.max_keys:
+        keep = self.max_keys - _headroom(self.max_keys)
+        while len(self._entries) > keep:
             self._entries.popitem(last=False)

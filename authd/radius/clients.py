@@ -23,6 +23,10 @@ log = Logger(namespace="authd.radius.clients")
 # call guessable by offline search.
 WEAK_SECRET_OCTETS = 12
 
+# Source addresses whose match a table remembers: past it, new sources are matched
+# without being remembered (known clients came first; a spoofed flood cannot grow it).
+LOOKUPS_MAX = 4096
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -57,6 +61,10 @@ class ClientTable:
     def clients(self) -> list[Client]:
         return list(self._clients)
 
+    def cached_lookups(self) -> int:
+        """Source addresses whose match is remembered (at most LOOKUPS_MAX)."""
+        return len(self._cache)
+
     def match(self, ip: str) -> Client | None:
         """The client for a source IP string, or None (unknown source: drop)."""
         try:
@@ -64,7 +72,7 @@ class ClientTable:
         except KeyError:
             pass
         found = self._lookup(ip)
-        if len(self._cache) < 4096:  # bound memory against spoofed-source floods
+        if len(self._cache) < LOOKUPS_MAX:  # bound memory against spoofed-source floods
             self._cache[ip] = found
         return found
 

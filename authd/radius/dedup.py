@@ -32,19 +32,31 @@ _IN_PROGRESS: tuple[Seen, None] = (Seen.IN_PROGRESS, None)
 class DuplicateCache:
     """Bounded cache of requests in progress and replies sent.
 
-    `max_entries` bounds memory under a flood: past it the oldest answered entries are
-    forgotten early (a very late retransmit is then evaluated again, and a used OTP is
-    still refused by the store, so this never turns into a second accept).
+    `max_entries` and `max_bytes` (the replies' octets) bound memory under a flood:
+    past either, the oldest answered entries are forgotten early (a very late
+    retransmit is then evaluated again, and a used OTP is still refused by the store,
+    so this never turns into a second accept). Replies are mostly under 100 octets, but
+    a Proxy-State echo can make one 4,096 (RFC 2865 §3): 200,000 of those would be
+    800 MB without `max_bytes`.
     """
 
-    def __init__(self, window: float, max_entries: int = 200_000) -> None:
+    def __init__(
+        self, window: float, max_entries: int = 200_000, max_bytes: int = 32 * 2**20
+    ) -> None:
         self.window = window
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._replies: dict[Key, bytes | None] = {}  # None: in progress
         self._expiry: deque[tuple[float, Key]] = deque()
+        self._bytes = 0  # octets of the replies held
 
     def __len__(self) -> int:
         return len(self._replies)
+
+    @property
+    def reply_bytes(self) -> int:
+        """Octets of the replies held (at most `max_bytes`)."""
+        return self._bytes
 
     def check(self, key: Key, now: float) -> tuple[Seen, bytes | None]:
         """Classify a request; NEW marks it in progress (the caller must then call
@@ -66,9 +78,11 @@ class DuplicateCache:
         if self.window <= 0:
             self._replies.pop(key, None)
             return
+        earlier = self._replies.get(key)  # a reply, when an answer is replaced
         self._replies[key] = reply
+        self._bytes += len(reply) - (0 if earlier is None else len(earlier))
         self._expiry.append((now + self.window, key))
-        if len(self._replies) > self.max_entries:
+        if len(self._replies) > self.max_entries or self._bytes > self.max_bytes:
             self._evict_oldest()
 
     def forget(self, key: Key) -> None:
@@ -83,12 +97,17 @@ class DuplicateCache:
             _, key = exp.popleft()
             # An entry re-answered later has a later expiry queued; remove only when
             # the stored reply is not in progress again.
-            if replies.get(key) is not None:
+            reply = replies.get(key)
+            if reply is not None:
                 del replies[key]
+                self._bytes -= len(reply)
 
     def _evict_oldest(self) -> None:
         exp = self._expiry
-        while exp and len(self._replies) > self.max_entries:
+        replies = self._replies
+        while exp and (len(replies) > self.max_entries or self._bytes > self.max_bytes):
             _, key = exp.popleft()
-            if self._replies.get(key) is not None:
-                del self._replies[key]
+            reply = replies.get(key)
+            if reply is not None:
+                del replies[key]
+                self._bytes -= len(reply)

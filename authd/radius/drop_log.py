@@ -62,6 +62,9 @@ class DropLog:
         self._max_sources = max_sources
         self._seen: dict[tuple[str, str], _Seen] = {}
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
     def note(self, source: str, client: str, reason: str, now: float) -> DropLine | None:
         """Count one drop; the line to write now, if any."""
         key = (source, reason)

@@ -315,8 +315,14 @@ class RadiusHandler:
         self._latency = metrics.latency.labels(frontend="radius")
         self._drops: dict[str, Any] = {}
         self.drop_log = DropLog()
+        metrics.watch_cache("radius_duplicates", self.dedup.__len__)
+        metrics.watch_cache("radius_client_lookups", self._client_lookups)
+        metrics.watch_cache("radius_drop_log", self.drop_log.__len__)
 
     # ---------------------------------------------------------------- accounting
+    def _client_lookups(self) -> int:
+        return self.settings.clients.cached_lookups()  # the table a reload swapped in
+
     def flush_metrics(self) -> None:
         """Add the packets and replies counted since the last call to their counters."""
         for counts, counters in (

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from authd.config.model import RateLimitsConfig
 from authd.core.ratelimit import BackoffState, FailureBackoff, TokenBucket
+from authd.metrics import Metrics
 
 MAX_KEYS = 100_000  # per table: ~100 bytes each, so each table stays around 10 MB
 # Joins user and source in a key; user names never hold control characters (the HTTP
@@ -38,6 +39,12 @@ class Limits:
             max(config.failure_delay, config.failure_delay_max),
             max_keys=max_keys,
         )
+
+    def watch(self, metrics: Metrics) -> None:
+        """Export the tables' sizes as authd_cache_entries."""
+        metrics.watch_cache("http_source_buckets", self.per_source.__len__)
+        metrics.watch_cache("http_user_buckets", self.per_user.__len__)
+        metrics.watch_cache("http_failure_backoff", self.backoff.__len__)
 
     def reconfigure(self, config: RateLimitsConfig) -> None:
         """Apply new rates on SIGHUP; buckets and failure counts carry over."""

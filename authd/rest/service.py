@@ -131,6 +131,7 @@ class HttpService(Service):
         clock = clock if clock is not None else reactor
         self._policy = _policy(config.http)
         self._limits = Limits(config.http.rate_limits)
+        self._limits.watch(metrics)
         self._in_flight = InFlight()
         self._auth = AuthEndpoints(
             authenticate, self._limits, clock, metrics, realm_set(config.http.realms)

@@ -304,6 +304,10 @@ class LdapTokenStore:
         except DirectoryUnavailable as e:
             raise StoreUnavailable(f"directory holding tokens: {e}") from None
 
+    def location_hints(self) -> int:
+        """Token serials whose entry is remembered (at most HINTS_MAX)."""
+        return len(self._where)
+
     def _user_dn(self, user: str) -> str:
         with self._reachable():
             found = self._backend.find_named(user)

@@ -75,3 +75,22 @@ def test_zero_window_caches_nothing() -> None:
     c.check(KEY, 0.0)
     c.answered(KEY, b"r", 0.0)
     assert c.check(KEY, 0.0)[0] is Seen.NEW
+
+
+def test_reply_octets_are_bounded_too_and_counted_exactly() -> None:
+    """Past max_bytes of replies the oldest answers go first, whatever the entry count
+    (4,096-octet replies, as a Proxy-State echo makes them); the count of octets held
+    follows replacements and expiry back to zero."""
+    c = DuplicateCache(window=30, max_entries=1000, max_bytes=10 * 4096)
+    keys = [("192.0.2.1", p, 1, b"x" * 16) for p in range(25)]
+    for i, k in enumerate(keys):
+        c.check(k, float(i))
+        c.answered(k, bytes([i]) * 4096, float(i))
+        assert c.reply_bytes <= 10 * 4096
+    assert len(c) == 10 and c.reply_bytes == 10 * 4096
+    assert c.check(keys[14], 30.0)[0] is Seen.NEW
+    assert c.check(keys[15], 30.0) == (Seen.ANSWERED, bytes([15]) * 4096)
+    c.answered(keys[24], b"", 31.0)  # replaced (an answer that could not be sent)
+    assert c.reply_bytes == 9 * 4096
+    c.check(("192.0.2.9", 1, 1, b"y" * 16), 100.0)  # sweeps every expired answer
+    assert c.reply_bytes == 0 and len(c) == 2  # keys[14] and the new one: in progress

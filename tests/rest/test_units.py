@@ -65,6 +65,39 @@ def test_bucket_memory_is_bounded_and_idle_keys_go_first() -> None:
     assert len(b) == 3
 
 
+def test_full_bucket_table_frees_an_eighth_at_once_least_recent_first() -> None:
+    """A full table of busy keys drops its least recently used eighth on the next new
+    key, so the following new keys need no pass over the table (O(1) each in a flood)."""
+    b = TokenBucket(rate=0.001, burst=1, max_keys=800)
+    for i in range(800):
+        b.take(f"k{i}", T0)  # each bucket now empty: none is idle
+    b.take("k0", T0 + 1)  # k0 becomes the most recently used
+    b.take("new0", T0 + 1)
+    assert len(b) == 800 - 100 + 1
+    assert b.peek("k0", T0 + 1) > 0  # kept: still empty
+    assert b.peek("k1", T0 + 1) == 0.0 and b.peek("k100", T0 + 1) == 0.0  # dropped
+    assert b.peek("k101", T0 + 1) > 0  # kept
+    for i in range(1, 100):
+        b.take(f"new{i}", T0 + 1)
+    assert len(b) == 800
+    b.take("one-more", T0 + 1)
+    assert len(b) == 701
+
+
+def test_full_backoff_table_frees_an_eighth_at_once_least_recent_first() -> None:
+    """As for buckets: a full table of live delays drops its least recently failed
+    eighth on the next new key, then takes that many new keys without a pass."""
+    f = FailureBackoff(base=10.0, cap=60.0, max_keys=800)
+    for i in range(800):
+        f.failure(f"k{i}", T0)
+    f.failure("new0", T0 + 1)
+    assert len(f) == 701
+    assert f.state("k99", T0 + 1) is None and f.state("k100", T0 + 1) is not None
+    for i in range(1, 100):
+        f.failure(f"new{i}", T0 + 1)
+    assert len(f) == 800
+
+
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.floats(0, 10)), max_size=60))
 def test_bucket_never_allows_more_than_burst_plus_rate_times_elapsed(
     events: list[tuple[str, float]],
