@@ -1418,10 +1418,10 @@ class SqlStore:
         compare-and-set, so a row changed since is caught by the write, never trusted
         from the read; and a thread inside it that needs a connection (a local user's
         password check) holds no other one meanwhile (see storage/hot_path.py)."""
-        return self._snapshot_of(names)
+        return self._read_ahead(names)
 
     @contextmanager
-    def _snapshot_of(self, names: Sequence[str]) -> Iterator[None]:
+    def _read_ahead(self, names: Sequence[str]) -> Iterator[None]:
         hot = self._hot
         if names:
             rows = (
