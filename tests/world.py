@@ -164,35 +164,32 @@ def decisions_for(engine: Engine) -> Decisions:
     return Batched(engine, store) if isinstance(sql, SqlStore) else OneByOne(engine)
 
 
-def decide_all(decisions: Decisions, items: list[Item]) -> list[Result]:
-    """`decide_many` until every item is final, as the scheduler does: the blocking
-    steps of paused decisions run here, in order, and they finish in a later batch."""
-    results: list[Result | Pending] = list(decisions.decide_many(items))
-    while True:
-        paused = [r for r in results if isinstance(r, Pending)]
-        if not paused:
-            return [r for r in results if not isinstance(r, Pending)]
-        for step in paused:
-            step.run_outside()
-        finished = iter(decisions.decide_many(paused))
-        results = [next(finished) if isinstance(r, Pending) else r for r in results]
-
-
-def decide_paused(engine: Engine, reqs: list[AuthRequest]) -> tuple[list[Result], int]:
-    """What ThreadedEngine does, in one thread: decide, run every paused decision's
-    blocking step, hand them back; the results in request order, and how many paused."""
-    decisions = decisions_for(engine)
-    first = decisions.decide_many([(r, NOW) for r in reqs])
-    dues = [r for r in first if isinstance(r, Pending)]
-    for due in dues:
-        due.run_outside()
-    finished = iter(decisions.decide_many(dues))
+def finish_paused(decisions: Decisions, first: list[Result | Pending]) -> list[Result]:
+    """What the scheduler does with the paused decisions of one `decide_many`: their
+    blocking steps run here, in order, then they finish together in one more call; the
+    results in `first`'s order."""
+    paused = [r for r in first if isinstance(r, Pending)]
+    for step in paused:
+        step.run_outside()
+    finished = iter(decisions.decide_many(paused))
     results: list[Result] = []
     for r in first:
         final = next(finished) if isinstance(r, Pending) else r
         assert not isinstance(final, Pending)  # a finished one is never paused again
         results.append(final)
-    return results, len(dues)
+    return results
+
+
+def decide_all(decisions: Decisions, items: list[Item]) -> list[Result]:
+    """Every item decided to the end, as the scheduler would in one thread."""
+    return finish_paused(decisions, decisions.decide_many(items))
+
+
+def decide_paused(engine: Engine, reqs: list[AuthRequest]) -> tuple[list[Result], int]:
+    """`decide_all` for `reqs` at NOW on the engine's store, and how many paused."""
+    decisions = decisions_for(engine)
+    first = decisions.decide_many([(r, NOW) for r in reqs])
+    return finish_paused(decisions, first), sum(isinstance(r, Pending) for r in first)
 
 
 def outcomes(results: list[Result]) -> list[tuple[Outcome, Reason] | str]:

@@ -27,7 +27,7 @@ from authd.decision.attempt import Pending
 from authd.decision.engine import Engine
 from authd.storage.sql import SqlStore
 from tests.fakes import FakeBackend, FakeDirectoryUser
-from tests.world import NOW, PASSWORD, PIN, SEED, replace_cfg
+from tests.world import NOW, PASSWORD, PIN, SEED, finish_paused, replace_cfg
 
 BACKUP_CODES = ("abcde-fghjk-mnpqr", "23456-789ab-cdefg")
 KINDS = ("code", "code", "wrong", "backup", "chain", "chain_bad", "challenge", "unknown")
@@ -126,16 +126,9 @@ def _request(kind: str, name: str, index: int, variant: int) -> AuthRequest:
 def _batched(decisions: Batched, items: list[Item]) -> tuple[list[Result], list[int]]:
     """As the scheduler: one pass over all items, the paused ones' blocking steps, and
     a second pass for those; the results, and the order their writes committed in."""
-    first: list[Result | Pending] = decisions.decide_many(items)
+    first = decisions.decide_many(items)
     paused = [i for i, r in enumerate(first) if isinstance(r, Pending)]
-    steps = [first[i] for i in paused]
-    for step in steps:
-        assert isinstance(step, Pending)
-        step.run_outside()
-    for i, result in zip(paused, decisions.decide_many(steps), strict=True):
-        first[i] = result
-    results = [r for r in first if not isinstance(r, Pending)]
-    assert len(results) == len(items)
+    results = finish_paused(decisions, first)
     return results, [i for i in range(len(items)) if i not in paused] + paused
 
 

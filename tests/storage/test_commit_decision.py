@@ -55,6 +55,48 @@ def _record(
     )
 
 
+def _add_user(store: SqlStore, name: str, codes: int = 3) -> None:
+    """`name` with a TOTP token T<name>, an HOTP token H<name> and `codes` backup codes."""
+    store.add_user(User(name=name, created_at=NOW))
+    store.add_token(Token(serial=f"T{name}", type=TokenType.TOTP, seed=b"s" * 20, user=name))
+    store.add_token(Token(serial=f"H{name}", type=TokenType.HOTP, seed=b"h" * 20, user=name))
+    if codes:
+        store.replace_backup_codes(name, [f"c{i}" for i in range(codes)], NOW)
+
+
+def _op_write(
+    name: str, op: tuple[int, str, int, str, float, bool], max_attempts: int, tag: str
+) -> DecisionWrite:
+    """The write phase `op` describes for `name` (an `_add_user` user): (user number,
+    single use, its value, the `won` ending, seconds after NOW, past the lock gate);
+    ending "challenge" stores the State `tag`-`name`."""
+    _, kind, value, ending, dt, gated = op
+    use: SingleUse | None = {
+        "totp": UseTotpStep(f"T{name}", value, 0),
+        "hotp": UseHotpCounter(f"H{name}", value),
+        "backup": UseBackupCode(name, f"c{value}"),
+        "none": None,
+    }[kind]
+    challenge = None
+    if ending == "challenge":
+        state = f"{tag}-{name}"
+        challenge = (state, Challenge(name, "vpn", NOW + dt + 60))
+    result, count = ("challenge", "") if ending == "challenge" else ending.partition("+")[::2]
+    return DecisionWrite(
+        name,
+        NOW + dt,
+        "10.0.0.1",
+        "vpn",
+        max_attempts,
+        60,
+        won=_record(result, ending, user=name, failure=bool(count)),
+        use=use,
+        lost=_record("reject", "replay", user=name, failure=True),
+        challenge=challenge,
+        locked=_record("reject", "locked", user=name) if gated else None,
+    )
+
+
 def _write(
     use: SingleUse | None,
     *,
@@ -439,34 +481,13 @@ def test_postgres_single_statement_matches_the_statement_sequence(
     tag = f"{next(_examples)}"
     for who in ("a", "b"):
         name = f"{who}{tag}"
-        pg_store.add_user(User(name=name, created_at=NOW))
-        pg_store.add_token(Token(serial=f"T{name}", type=TokenType.TOTP, seed=b"s" * 20, user=name))
-        pg_store.add_token(Token(serial=f"H{name}", type=TokenType.HOTP, seed=b"h" * 20, user=name))
-        pg_store.replace_backup_codes(name, [f"c{i}" for i in range(3)], NOW)
+        _add_user(pg_store, name)
     hot = pg_store._hot
     for kind, value, ending, dt, gated in ops:
         answers = []
         for who in ("a", "b"):
             name = f"{who}{tag}"
-            use: SingleUse | None = {
-                "totp": UseTotpStep(f"T{name}", value, 0),
-                "hotp": UseHotpCounter(f"H{name}", value),
-                "backup": UseBackupCode(name, f"c{value}"),
-                "none": None,
-            }[kind]
-            result, count = ending.partition("+")[::2]
-            write = DecisionWrite(
-                name,
-                NOW + dt,
-                "10.0.0.1",
-                "vpn",
-                max_attempts,
-                60,
-                won=_record(result, ending, user=name, failure=bool(count)),
-                use=use,
-                lost=_record("reject", "replay", user=name, failure=True),
-                locked=_record("reject", "locked", user=name) if gated else None,
-            )
+            write = _op_write(name, (0, kind, value, ending, dt, gated), max_attempts, tag)
             if who == "a":
                 answers.append(pg_store.commit_decision(write))
             else:

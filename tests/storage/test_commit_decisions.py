@@ -23,28 +23,15 @@ from authd.auth.interfaces import (
     Challenge,
     DecisionCommit,
     DecisionWrite,
-    SingleUse,
-    UseBackupCode,
-    UseHotpCounter,
-    UseTotpStep,
 )
 from authd.core.errors import InvalidInput, StoreUnavailable
-from authd.core.model import Token, TokenType, User
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
 from tests.fixtures.postgres import Cluster
-from tests.storage.test_commit_decision import NOW, _record
+from tests.storage.test_commit_decision import NOW, _add_user, _op_write, _record
 
 USERS = 4  # per side of the comparison
 _examples = itertools.count()
-
-
-def _add_user(store: SqlStore, name: str, codes: int = 3) -> None:
-    store.add_user(User(name=name, created_at=NOW))
-    store.add_token(Token(serial=f"T{name}", type=TokenType.TOTP, seed=b"s" * 20, user=name))
-    store.add_token(Token(serial=f"H{name}", type=TokenType.HOTP, seed=b"h" * 20, user=name))
-    if codes:
-        store.replace_backup_codes(name, [f"c{i}" for i in range(codes)], NOW)
 
 
 # One write phase: (user number, single use, its value, the `won` ending, seconds after
@@ -64,36 +51,6 @@ _batches = st.lists(
     min_size=1,
     max_size=6,
 )
-
-
-def _write(
-    name: str, op: tuple[int, str, int, str, float, bool], max_attempts: int, tag: str
-) -> DecisionWrite:
-    _, kind, value, ending, dt, gated = op
-    use: SingleUse | None = {
-        "totp": UseTotpStep(f"T{name}", value, 0),
-        "hotp": UseHotpCounter(f"H{name}", value),
-        "backup": UseBackupCode(name, f"c{value}"),
-        "none": None,
-    }[kind]
-    challenge = None
-    if ending == "challenge":
-        state = f"{tag}-{name}"
-        challenge = (state, Challenge(name, "vpn", NOW + dt + 60))
-    result, count = ("challenge", "") if ending == "challenge" else ending.partition("+")[::2]
-    return DecisionWrite(
-        name,
-        NOW + dt,
-        "10.0.0.1",
-        "vpn",
-        max_attempts,
-        60,
-        won=_record(result, ending, user=name, failure=bool(count)),
-        use=use,
-        lost=_record("reject", "replay", user=name, failure=True),
-        challenge=challenge,
-        locked=_record("reject", "locked", user=name) if gated else None,
-    )
 
 
 def _state(store: SqlStore, name: str) -> tuple[object, ...]:
@@ -129,10 +86,10 @@ def test_a_batch_answers_and_writes_as_its_writes_one_by_one(
         _add_user(store, f"{who}{tag}-{i}")
     for n, batch in enumerate(batches):
         batched = store.commit_decisions(
-            [_write(f"b{tag}-{op[0]}", op[:6], max_attempts, f"b{n}") for op in batch]
+            [_op_write(f"b{tag}-{op[0]}", op[:6], max_attempts, f"b{n}") for op in batch]
         )
         alone = [
-            store.commit_decision(_write(f"o{tag}-{op[0]}", op[:6], max_attempts, f"o{n}"))
+            store.commit_decision(_op_write(f"o{tag}-{op[0]}", op[:6], max_attempts, f"o{n}"))
             for op in batch
         ]
         assert batched == alone
@@ -141,8 +98,8 @@ def test_a_batch_answers_and_writes_as_its_writes_one_by_one(
     for n, batch in enumerate(batches):
         for op in batch:
             if op[3] == "challenge":
-                b = _write(f"b{tag}-{op[0]}", op[:6], max_attempts, f"b{n}").challenge
-                o = _write(f"o{tag}-{op[0]}", op[:6], max_attempts, f"o{n}").challenge
+                b = _op_write(f"b{tag}-{op[0]}", op[:6], max_attempts, f"b{n}").challenge
+                o = _op_write(f"o{tag}-{op[0]}", op[:6], max_attempts, f"o{n}").challenge
                 assert b is not None and o is not None
                 taken_b, taken_o = store.take_challenge(b[0], NOW), store.take_challenge(o[0], NOW)
                 assert (taken_b is None) == (taken_o is None)
@@ -152,11 +109,11 @@ def test_results_come_back_in_input_order(store: SqlStore) -> None:
     """Writes are applied sorted by user, but each result is at its write's position."""
     for name in ("zed", "amy", "kim"):
         _add_user(store, name, codes=0)
-    store.commit_decision(_write("amy", (0, "totp", 5, "accept", 0, False), 5, "x"))
+    store.commit_decision(_op_write("amy", (0, "totp", 5, "accept", 0, False), 5, "x"))
     writes = [
-        _write("zed", (0, "totp", 5, "accept", 0, False), 5, "x"),
-        _write("amy", (0, "totp", 5, "accept", 0, False), 5, "x"),  # a replay: lost
-        _write("kim", (0, "none", 0, "reject+count", 0, False), 1, "x"),
+        _op_write("zed", (0, "totp", 5, "accept", 0, False), 5, "x"),
+        _op_write("amy", (0, "totp", 5, "accept", 0, False), 5, "x"),  # a replay: lost
+        _op_write("kim", (0, "none", 0, "reject+count", 0, False), 1, "x"),
     ]
     results = store.commit_decisions(writes)
     assert [r.won for r in results] == [True, False, True]
@@ -175,9 +132,9 @@ def test_a_batch_with_an_error_writes_nothing(store: SqlStore) -> None:
     bob.challenge = challenge
     store.commit_decision(bob)
     writes = [
-        _write("amy", (0, "totp", 7, "accept", 0, False), 5, "x"),
+        _op_write("amy", (0, "totp", 7, "accept", 0, False), 5, "x"),
         bob,  # the same state again
-        _write("cat", (0, "none", 0, "reject+count", 0, False), 5, "x"),
+        _op_write("cat", (0, "none", 0, "reject+count", 0, False), 5, "x"),
     ]
     with pytest.raises(StoreUnavailable, match="^database error: [A-Za-z]+$"):
         store.commit_decisions(writes)
@@ -199,8 +156,8 @@ def test_a_batch_with_the_hash_chain_on_is_sealed(store_url: str, keyring: Keyri
         for name in ("amy", "bob"):
             _add_user(store, name)
         writes = [
-            _write("bob", (0, "totp", 4, "accept", 0, True), 5, "x"),
-            _write("amy", (0, "backup", 1, "accept", 0, True), 5, "x"),
+            _op_write("bob", (0, "totp", 4, "accept", 0, True), 5, "x"),
+            _op_write("amy", (0, "backup", 1, "accept", 0, True), 5, "x"),
         ]
         assert [r.won for r in store.commit_decisions(writes)] == [True, True]
         assert [r.won for r in store.commit_decisions(writes)] == [False, False]
@@ -222,9 +179,9 @@ def test_decision_reads_answer_from_one_read_ahead(store: SqlStore, store_url: s
         assert store.get_user_tokens_codes("ghost") == (None, [], 0)
     _, tokens, codes = store.get_user_tokens_codes("amy")
     assert {t.serial: t.last_step for t in tokens}["Tamy"] == 9 and codes == 3
-    assert not store.commit_decisions([_write("amy", (0, "totp", 9, "accept", 0, False), 5, "x")])[
-        0
-    ].won
+    assert not store.commit_decisions(
+        [_op_write("amy", (0, "totp", 9, "accept", 0, False), 5, "x")]
+    )[0].won
 
 
 def _set_step_elsewhere(store_url: str, serial: str, step: int) -> None:
@@ -270,7 +227,7 @@ def test_batches_of_overlapping_users_in_opposite_orders_do_not_deadlock(
 
     def batch(names: str) -> list[DecisionCommit]:
         return pg_store.commit_decisions(
-            [_write(n, (0, "none", 0, "accept", 0, True), 5, "x") for n in names]
+            [_op_write(n, (0, "none", 0, "accept", 0, True), 5, "x") for n in names]
         )
 
     with psycopg.connect(postgres_db_url) as blocker:
@@ -299,7 +256,7 @@ def test_a_batch_commits_only_within_its_time_budget(
         blocker.execute("SELECT 1 FROM users WHERE name = 'amy' FOR UPDATE")
         started = time.monotonic()
         with pytest.raises(StoreUnavailable), pg_store.time_budget(0.3):
-            pg_store.commit_decisions([_write("amy", (0, "totp", 3, "accept", 0, True), 5, "x")])
+            pg_store.commit_decisions([_op_write("amy", (0, "totp", 3, "accept", 0, True), 5, "x")])
         assert time.monotonic() - started < 2
         blocker.rollback()
     token = pg_store.get_token("Tamy")
@@ -321,7 +278,7 @@ def test_threads_batching_shared_users_keep_them_exact(pg_store: SqlStore) -> No
         barrier.wait(timeout=30)
         won: list[tuple[str, int, bool]] = []
         for step in range(1, 6):
-            writes = [_write(n, (0, "totp", step, "accept", 0, True), 1000, "x") for n in order]
+            writes = [_op_write(n, (0, "totp", step, "accept", 0, True), 1000, "x") for n in order]
             results = pg_store.commit_decisions(writes)
             won += [(n, step, r.won) for n, r in zip(order, results, strict=True)]
         return won
@@ -378,9 +335,11 @@ def _busy_store(store: SqlStore, names: list[str], seconds: float) -> list[BaseE
                         store.get_user_tokens_codes(name)
                     store.get_user(mine[0])  # a local user's password check
                 store.commit_decisions(
-                    [_write(n, (0, "none", 0, "accept", 0, True), 5, "x") for n in mine]
+                    [_op_write(n, (0, "none", 0, "accept", 0, True), 5, "x") for n in mine]
                 )
-                store.commit_decision(_write(mine[0], (0, "none", 0, "reject", 0, False), 5, "x"))
+                store.commit_decision(
+                    _op_write(mine[0], (0, "none", 0, "reject", 0, False), 5, "x")
+                )
             except Exception as e:  # reported below
                 errors.append(e)
                 return
@@ -455,7 +414,7 @@ def test_a_batch_sent_to_a_stopped_postgresql_is_never_committed(
     try:
         for name in ("amy", "bob"):
             _add_user(store, name, codes=0)
-        writes = [_write(n, (0, "totp", 3, "accept", 0, True), 5, "x") for n in ("bob", "amy")]
+        writes = [_op_write(n, (0, "totp", 3, "accept", 0, True), 5, "x") for n in ("bob", "amy")]
         postgres_cluster.signal(signal.SIGSTOP)
         try:
             started = time.monotonic()
