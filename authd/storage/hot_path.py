@@ -92,9 +92,12 @@ class Run(Protocol):
 
 
 class _Compiled:
-    __slots__ = ("defaults", "sql")
+    __slots__ = ("defaults", "sql", "stmt")
 
     def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
+        # Kept: `_Statements` finds this by id(stmt), which a freed statement would hand
+        # on to the next object allocated there.
+        self.stmt = stmt
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
         # Literals SQLAlchemy turned into binds (e.g. status = 'active'); ours are p_*.
@@ -128,7 +131,7 @@ class _Runner:
 
 class _Statements:
     """Compiled SQL per statement object (the module-level statements of sql.py: compiled
-    once and kept for good)."""
+    once and kept for good, each with the statement it came from)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
