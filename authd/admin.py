@@ -1164,7 +1164,7 @@ class AdminOps:
 
     def status(self, actor: str) -> StatusReport:
         """Ping the store and every configured first-factor backend, in config order, and
-        list each LDAP server as usable or backed off (issue 4). A read: not audited.
+        list each LDAP server as usable or backed off. A read: not audited.
 
         A server is "ok" unless its last attempt failed: with failover, the ping may
         succeed on the first server and never try the others. A local backend keeps its

@@ -40,7 +40,7 @@ log = Logger(namespace="authd.auth.ldap_primary")
 
 T = TypeVar("T")
 
-# Profile keys the store understands -> usual directory attributes (issue 4).
+# Profile keys the store understands -> usual directory attributes.
 DEFAULT_PROFILE_ATTRIBUTES: Mapping[str, str] = {
     "email": "mail",
     "phone": "telephoneNumber",
@@ -636,7 +636,7 @@ class LdapBackend:
         started = time.perf_counter()
         try:
             # One budget for search, group walk and bind across every server, so the
-            # whole first factor ends before a RADIUS client gives up (issue 4).
+            # whole first factor ends before a RADIUS client gives up.
             with self.directory.deadline(self._config.request_timeout):
                 return self._authenticate(user, password)
         finally:

@@ -2,10 +2,9 @@
 
 Each verb's parser sets `command` to a dotted name ("user.add", "token.resync") that
 `authd.ctl.commands` dispatches on; options map one to one onto `AdminOps` arguments.
-`status` (issue 4) is a noun of its own, added to the contract's set.
-`export`, `import`, `token import` and `user import` live in `authd.ctl.portability`. Commands of
-later issues (issue) are not registered at all, so argparse reports them as usage
-errors (exit 2).
+`status` is a noun of its own, added to the contract's set. `export`, `import`,
+`token import` and `user import` live in `authd.ctl.portability`. Anything else is a
+usage error from argparse (exit 2).
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def decode_record(value: str, cipher: Cipher) -> Token:
 
 @dataclass(frozen=True)
 class UserState:
-    """What the directory keeps per user besides tokens (the issue's lock state,
+    """What the directory keeps per user besides tokens (the user's lock state,
     failure count, PIN hash and backup-code hashes)."""
 
     user: str

@@ -56,7 +56,7 @@ from scripts.bench import radius_bench as rb  # noqa: E402
 from scripts.bench.machine import table, uptime  # noqa: E402
 
 MIB = 1 << 20
-# The goals (issue "hold up for weeks"): over the whole run.
+# What a daemon that runs for weeks must keep, over the whole run.
 WAL_GOAL = 64 * MIB  # SQLite's -wal file at every sample
 RSS_GOAL = 0.10  # growth of the daemon's RSS after the first row
 P99_FACTOR, P99_SLACK_MS = 1.5, 1.0  # last row's p99 against the second row's
