@@ -125,6 +125,7 @@ def main() -> int:
     rows: list[list[str]] = []
     median: dict[int, rb.Result] = {}
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="authd-pop-"))
+    base.mkdir(parents=True, exist_ok=True)
     loadgen = rb.build_loadgen(base)
     for size in sizes:
         tmp = base / f"n{size}"
