@@ -58,11 +58,8 @@ _PG = psycopg_dialect.dialect()
 _MAX_BATCH = 256
 _BEGIN_BACKOFF_MAX = 0.002  # seconds between BEGIN IMMEDIATE retries against other processes
 # The WAL is emptied (TRUNCATE checkpoint) once it holds more than this, and trimmed to it
-# when it starts over (journal_size_limit). Eight times SQLite's own automatic checkpoint
-# size: each restart of the WAL costs two fsyncs and empties every connection's page
-# cache, and at a million users a batch's pages are all different ones (measured with
-# scripts/bench/population, 1M users: +10-20% req/s against 4 MiB; docs/PERFORMANCE.md).
-WAL_LIMIT_BYTES = 32 * 1024 * 1024
+# when it starts over (journal_size_limit): SQLite's own automatic checkpoint size.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 # How long a TRUNCATE checkpoint waits for readers of old frames (it blocks our writes).
 _TRUNCATE_WAIT = 0.2
 

@@ -22,6 +22,7 @@ from authd.core.model import AuditEvent, Token, TokenType, User
 from authd.core.otp import hotp
 from authd.crypto import Keyring
 from authd.metrics import Metrics
+from authd.storage.hot_path import WAL_LIMIT_BYTES
 from authd.storage.sql import SqlStore
 from tests.fakes import FakeBackend, FakeDirectoryUser
 from tests.polling import wait_until
@@ -287,8 +288,6 @@ def test_a_full_disk_rejects_and_heals_once_space_returns(
     came back."""
     db = small_fs / "authd.db"
     store = _open(db, keyring)
-    # A limit well below the disk's 24 MiB, as on any real disk.
-    limit = store._hot._wal_limit = 4 * 1024 * 1024
     bob = _Bob(store, keyring.hash_key)
     try:
         with _Readers(db):
@@ -303,7 +302,7 @@ def test_a_full_disk_rejects_and_heals_once_space_returns(
             stop = time.monotonic() + 1
             while time.monotonic() < stop:
                 assert bob.accepted()
-                assert _wal_size(db) < 2 * limit, "the WAL grows without bound"
+                assert _wal_size(db) < 2 * WAL_LIMIT_BYTES, "the WAL grows without bound"
         _fill(small_fs / "filler")
     finally:
         store.close()  # a restart while the disk is full
