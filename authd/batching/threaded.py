@@ -22,11 +22,14 @@ decided whole in one turn.
 
 How many drainers run: up to `pool.max`, except that at most `store_threads` of them
 are in a store turn at once. Under CPython a second thread only helps while the first
-waits (directory bind, password hash, PostgreSQL round trip); SQLite decisions are
-CPU-bound, and a second thread only adds GIL hand-overs, which cost up to ~2x throughput
-when the threads sit on different cores (measured by scripts/bench/engine). A drainer
-over that number takes a first-factor turn or stops, leaving store work to one that is
-inside a turn (it comes back).
+waits (directory bind, password hash, PostgreSQL round trip). The daemon runs batches
+one store turn at a time (app.py): the next turn then takes every request that came
+meanwhile, so batches grow with the load, and a batch costs less per request than
+two half-size ones, on SQLite (a second thread only adds GIL hand-overs, up to ~2x
+throughput lost when the threads sit on different cores: scripts/bench/engine) and on
+PostgreSQL (per request, about half the authd CPU and two thirds of the server CPU:
+scripts/bench/nodes). A drainer over that number takes a first-factor turn or stops,
+leaving store work to one that is inside a turn (it comes back).
 
 Not done, measured: deciding SQLite store-only batches on the reactor thread itself
 (no hop; a non-blocking BEGIN with a fall-back to the pool) gave no gain once hand-offs
