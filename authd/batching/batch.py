@@ -83,16 +83,12 @@ class OneByOne:
     def decide_many(self, items: Sequence[Item]) -> list[Result | Pending]:
         out: list[Result | Pending] = []
         for item in items:
-            req, now = _request(item)
+            if isinstance(item, Pending):  # the scheduler queues none: `pauses` is False
+                raise TypeError("OneByOne decides requests whole; it never pauses one")
+            req, now = item
             try:
-                if isinstance(item, Pending):
-                    with self.engine.store.decision_scope():
-                        out.append(self.engine.commit_alone(item.finish()))
-                else:
-                    out.append(self.engine.decide_with_stats(req, now))
-            except Exception as e:  # audited by decide_with_stats, or here
-                if isinstance(item, Pending):
-                    self.engine.record_failure(req, now, e)
+                out.append(self.engine.decide_with_stats(req, now))
+            except Exception as e:  # audited by decide_with_stats
                 out.append(e)
         return out
 
