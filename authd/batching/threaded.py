@@ -27,7 +27,7 @@ one store turn at a time (app.py): the next turn then takes every request that c
 meanwhile, so batches grow with the load, and a batch costs less per request than
 two half-size ones, on SQLite (a second thread only adds GIL hand-overs, up to ~2x
 throughput lost when the threads sit on different cores: scripts/bench/engine) and on
-PostgreSQL (per request, about half the authd CPU and two thirds of the server CPU:
+PostgreSQL (per request, about half the authd CPU and half the server CPU:
 scripts/bench/nodes). A drainer over that number takes a first-factor turn or stops,
 leaving store work to one that is inside a turn (it comes back).
 
