@@ -228,11 +228,9 @@ def build_service(config: Config, reactor: Any, metrics: Metrics | None = None,
     core = build_core(config, reactor.seconds, metrics)
     metrics.watch_wal(core.sql.wal_status)
     pool = ThreadPool(minthreads=1, maxthreads=config.auth_threads, name="authd-auth")
-    # Batches: one store turn at a time, so a batch takes every request that came during
-    # the one before (batches grow with the load). A second turn only splits them: on
-    # SQLite it adds GIL hand-overs (~2x slower unpinned, scripts/bench/engine); on
-    # PostgreSQL, smaller batches cost more per request on both sides (scripts/bench/nodes).
-    # Decided one by one, each request waits on the directory: a turn per pool thread.
+    # Batches: one store turn at a time, so they grow with the load (why, and what a
+    # second turn cost: batching/threaded.py). Decided one by one, each request waits on
+    # the directory: a turn per pool thread.
     decisions = decisions_for(core)
     threaded = ThreadedEngine(decisions, reactor, pool, metrics,
                               store_threads=1 if isinstance(decisions, Batched) else None,
