@@ -8,7 +8,7 @@ flagged: the caller writes the flags into the audit row and counts them. Nothing
 blocked. Until a user has `learn` successes nothing is flagged (a new user has no
 habits yet).
 
-Cheap and bounded, since it runs inside decisions: a dict lookup, two short list scans
+Cheap and bounded, since it runs inside decisions: a dict lookup, two short tuple scans
 and a bit test under one lock; at most `MAX_NETWORKS` + `MAX_CLIENTS` strings and one
 int per user, and at most `max_users` users (least recently seen dropped first). Kept in
 memory per process, learned from live successes and, at start, from the audit trail's
@@ -54,32 +54,30 @@ def _slow_network_of(source: str) -> str:
 _NEAR = tuple((1 << h) | (1 << ((h + 1) % 24)) | (1 << ((h - 1) % 24)) for h in range(24))
 
 
-class _Habit:
-    __slots__ = ("clients", "hours", "networks", "seen")
-
-    def __init__(self) -> None:
-        self.seen = 0
-        self.networks: list[str] = []
-        self.clients: list[str] = []
-        self.hours = 0
-
-
-def _remember(items: list[str], item: str, limit: int) -> None:
-    """Most recent first, at most `limit`."""
-    if item in items:
-        items.remove(item)
-    items.insert(0, item)
-    del items[limit:]
+# A user's habits: (successes seen, bit set of hours, networks, clients), the last two
+# most recent first. Plain tuples of ints and strings on purpose: the cyclic garbage
+# collector stops tracking such tuples as it passes over them, so a full collection
+# walks none of them. Held as objects with two lists, 100,000 users were 300,000 tracked
+# objects and every full collection took ~0.2 s, ~6% of a sustained run's CPU.
+_Habit = tuple[int, int, tuple[str, ...], tuple[str, ...]]
+_UNSEEN: _Habit = (0, 0, (), ())
 
 
-def _see(habit: _Habit, network: str, client: str, hour: int) -> None:
-    habit.seen += 1
-    # The usual case (same network and client as last time) writes nothing new.
-    if network and (not habit.networks or habit.networks[0] != network):
-        _remember(habit.networks, network, MAX_NETWORKS)
-    if client and (not habit.clients or habit.clients[0] != client):
-        _remember(habit.clients, client, MAX_CLIENTS)
-    habit.hours |= 1 << hour
+def _remember(items: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
+    """`item` first, then the others most recent first, at most `limit`."""
+    if not item or (items and items[0] == item):  # the usual case: nothing new
+        return items
+    return (item, *(kept for kept in items if kept != item))[:limit]
+
+
+def _seen(habit: _Habit, network: str, client: str, hour: int) -> _Habit:
+    seen, hours, networks, clients = habit
+    return (
+        seen + 1,
+        hours | 1 << hour,
+        _remember(networks, network, MAX_NETWORKS),
+        _remember(clients, client, MAX_CLIENTS),
+    )
 
 
 class SigninHabits:
@@ -90,7 +88,7 @@ class SigninHabits:
     ) -> None:
         self._max_users = max_users
         self._on_flag = on_flag
-        self._users: OrderedDict[str, _Habit] = OrderedDict()
+        self._users: OrderedDict[str, _Habit] = OrderedDict()  # least recently seen first
         self._lock = threading.Lock()
 
     def observe(
@@ -101,12 +99,13 @@ class SigninHabits:
         network = network_of(source)
         hour = int(now % _DAY) // 3600
         with self._lock:
-            habit = self._habit(user)
+            habit = self._users.get(user, _UNSEEN)
+            seen, hours, networks, clients = habit
             flags: tuple[str, ...] = ()
-            known_net = not network or network in habit.networks
-            known_client = not client or client in habit.clients
-            known_hour = bool(habit.hours & _NEAR[hour])
-            if habit.seen >= learn and not (known_net and known_client and known_hour):
+            known_net = not network or network in networks
+            known_client = not client or client in clients
+            known_hour = bool(hours & _NEAR[hour])
+            if seen >= learn and not (known_net and known_client and known_hour):
                 flags = tuple(
                     name
                     for name, known in (
@@ -116,7 +115,7 @@ class SigninHabits:
                     )
                     if not known
                 )
-            _see(habit, network, client, hour)
+            self._keep(user, _seen(habit, network, client, hour))
         if flags and self._on_flag is not None:
             for flag in flags:
                 self._on_flag(flag)
@@ -126,18 +125,15 @@ class SigninHabits:
         """Remember an earlier success (from the audit trail at start), flagging nothing."""
         network = network_of(source)
         with self._lock:
-            _see(self._habit(user), network, client, int(at % _DAY) // 3600)
+            habit = self._users.get(user, _UNSEEN)
+            self._keep(user, _seen(habit, network, client, int(at % _DAY) // 3600))
 
-    def _habit(self, user: str) -> _Habit:
-        """The user's habits, created on first sight; the lock is held."""
-        habit = self._users.get(user)
-        if habit is None:
-            habit = self._users[user] = _Habit()
-            if len(self._users) > self._max_users:
-                self._users.popitem(last=False)
-        else:
-            self._users.move_to_end(user)
-        return habit
+    def _keep(self, user: str, habit: _Habit) -> None:
+        """Store the user's habits as the most recently seen; the lock is held."""
+        self._users[user] = habit
+        self._users.move_to_end(user)
+        if len(self._users) > self._max_users:
+            self._users.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._users)
