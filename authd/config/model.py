@@ -113,7 +113,7 @@ class StoreConfig:
     cache_size: int = field(default=64, metadata=meta(
         "SQLite page cache per database connection, MiB (unused with PostgreSQL)",
         minimum=1, maximum=65536))
-    mmap_size: int = field(default=1024, metadata=meta(
+    mmap_size: int = field(default=2047, metadata=meta(
         "SQLite: MiB of the database file read through a memory map, shared by every "
         "connection (0: off; unused with PostgreSQL)", minimum=0, maximum=2047))
 

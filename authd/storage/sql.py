@@ -112,9 +112,12 @@ _MIGRATION_SECONDS = 600.0
 # help random users of a large store (docs/PERFORMANCE.md, "Population"); the memory map
 # below does.
 DEFAULT_CACHE_MIB = 64
-# store.mmap_size's default, MiB of the database file read through a memory map: the
-# users and tokens of a million users (~300 MiB) with room for the audit's newest pages.
-DEFAULT_MMAP_MIB = 1024
+# store.mmap_size's default, MiB of the database file read through a memory map: SQLite's
+# largest (2 GiB less 64 KiB, in whole MiB). Pages within the map come from the OS page
+# cache that every connection and process shares; pages beyond it are read with a copy
+# into the reading connection's own page cache. The map never exceeds the file, so a
+# database under 1 GiB reads as with the earlier 1024.
+DEFAULT_MMAP_MIB = 2047
 # The longest wait of one statement of an operator's bulk import (PostgreSQL).
 _BULK_SECONDS = 3600.0
 # Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.

@@ -12,7 +12,7 @@ Problems = Callable[[str], list[tuple[int, str, str]]]
 
 def test_cache_size_is_read_and_bounded(load: Load, problems: Problems) -> None:
     """Both are MiB with defaults; values out of bounds are refused with their line."""
-    assert (Config().store.cache_size, Config().store.mmap_size) == (64, 1024)
+    assert (Config().store.cache_size, Config().store.mmap_size) == (64, 2047)
     assert load("store: {cache_size: 256, mmap_size: 0}").store.cache_size == 256
     assert problems("store: {cache_size: 0, mmap_size: 4096}") == [
         (1, "store.cache_size", "must be at least 1, got 0"),
