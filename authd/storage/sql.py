@@ -115,8 +115,8 @@ DEFAULT_CACHE_MIB = 64
 # store.mmap_size's default, MiB of the database file read through a memory map: SQLite's
 # largest (2 GiB less 64 KiB, in whole MiB). Pages within the map come from the OS page
 # cache that every connection and process shares; pages beyond it are read with a copy
-# into the reading connection's own page cache. The map never exceeds the file, so a
-# database under 1 GiB reads as with the earlier 1024.
+# into the reading connection's own page cache. The map never exceeds the file: a
+# smaller database is simply mapped whole.
 DEFAULT_MMAP_MIB = 2047
 # The longest wait of one statement of an operator's bulk import (PostgreSQL).
 _BULK_SECONDS = 3600.0
