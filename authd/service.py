@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from authd import hot_path_build, systemd
+from authd.allocator import fix_mmap_threshold
 from authd.config.errors import ConfigErrors
 from authd.config.model import Config
 
@@ -65,6 +66,7 @@ class AuthdService(Service):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        fix_mmap_threshold()  # memory flat under load (authd/allocator.py)
         self.pool.start()
         for side in self.side_pools:
             side.start()

@@ -1,0 +1,54 @@
+"""glibc's mmap threshold is fixed at start where the C library is glibc, and left
+alone elsewhere."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from authd import allocator
+
+
+class _FakeLibc:
+    def __init__(self, answer: int) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self._answer = answer
+
+    class _Fn:
+        def __init__(self, owner: _FakeLibc) -> None:
+            self._owner = owner
+            self.argtypes: object = None
+            self.restype: object = None
+
+        def __call__(self, option: int, value: int) -> int:
+            self._owner.calls.append((option, value))
+            return self._owner._answer
+
+    @property
+    def mallopt(self) -> _FakeLibc._Fn:
+        return _FakeLibc._Fn(self)
+
+
+def test_the_threshold_is_fixed_on_glibc() -> None:
+    """This machine (Debian) runs glibc: the real mallopt accepts the option."""
+    assert os.confstr("CS_GNU_LIBC_VERSION"), "tests run on Debian, whose C library is glibc"
+    assert allocator.fix_mmap_threshold() is True
+    fake = _FakeLibc(answer=1)
+    assert allocator.fix_mmap_threshold(fake) is True
+    assert fake.calls == [(-3, 128 * 1024)]
+
+
+def test_nothing_is_changed_where_the_c_library_is_not_glibc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """musl and others: glibc's option number could mean something else there."""
+    monkeypatch.setattr(allocator.os, "confstr", lambda name: None)
+    fake = _FakeLibc(answer=1)
+    assert allocator.fix_mmap_threshold(fake) is False
+    assert fake.calls == []
+
+
+def test_a_refused_or_missing_mallopt_is_reported_not_raised() -> None:
+    assert allocator.fix_mmap_threshold(_FakeLibc(answer=0)) is False
+    assert allocator.fix_mmap_threshold(object()) is False
