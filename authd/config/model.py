@@ -92,6 +92,19 @@ SQLITE_POOL_PROBLEM = (
     f"SQLite needs at least {SQLITE_MIN_POOL}: the writer keeps one connection, "
     "reads and other writes share the others"
 )
+# RADIUS clients give up after ~3 s (NetScaler: 3 s; radclient: 3 s a try): a request
+# must be answered, and rejected if need be, well within that.
+DEFAULT_STORE_TIMEOUT = 2.0
+DEFAULT_POOL_SIZE = 4
+# MiB of SQLite page cache per connection. More does not help random users of a large
+# store (docs/PERFORMANCE.md, "Population"); the memory map below does.
+DEFAULT_CACHE_MIB = 64
+# MiB of the database file read through a memory map: SQLite's largest (2 GiB less 64
+# KiB, in whole MiB). Pages within the map come from the OS page cache that every
+# connection and process shares; pages beyond it are read with a copy into the reading
+# connection's own page cache. The map never exceeds the file: a smaller database is
+# simply mapped whole.
+DEFAULT_MMAP_MIB = 2047
 
 
 @dataclass(frozen=True)
@@ -100,20 +113,18 @@ class StoreConfig:
         "sqlite:///PATH (embedded) or postgresql://user@host/db (several nodes)"))
     password: Secret | None = field(default=None, metadata=meta(
         "PostgreSQL password, kept out of the URL (or password_file)", secret_file=True))
-    pool_size: int = field(default=4, metadata=meta("database threads/connections",
+    pool_size: int = field(default=DEFAULT_POOL_SIZE, metadata=meta("database threads/connections",
                                                     minimum=1, maximum=64))
-    # RADIUS clients give up after ~3 s (NetScaler: 3 s; radclient: 3 s a try): a request
-    # must be answered, and rejected if need be, well within that.
-    timeout: float = field(default=2.0, metadata=meta(
+    timeout: float = field(default=DEFAULT_STORE_TIMEOUT, metadata=meta(
         "longest wait for the store: each connect, statement, lock or busy wait, and a "
         "request's store waits in all, queueing included; older requests are rejected "
         "undecided", duration=True, minimum=0.1, maximum=60))
     token_storage: TokenStorage = field(default="db", metadata=meta(
         "where OATH token records live", choices=("db", "ldap")))
-    cache_size: int = field(default=64, metadata=meta(
+    cache_size: int = field(default=DEFAULT_CACHE_MIB, metadata=meta(
         "SQLite page cache per database connection, MiB (unused with PostgreSQL)",
         minimum=1, maximum=65536))
-    mmap_size: int = field(default=2047, metadata=meta(
+    mmap_size: int = field(default=DEFAULT_MMAP_MIB, metadata=meta(
         "SQLite: MiB of the database file read through a memory map, shared by every "
         "connection (0: off; unused with PostgreSQL)", minimum=0, maximum=2047))
 

@@ -70,7 +70,14 @@ from authd.auth.interfaces import (
     UserOverview,
     UseTotpStep,
 )
-from authd.config.model import SQLITE_MIN_POOL, SQLITE_POOL_PROBLEM
+from authd.config.model import (
+    DEFAULT_CACHE_MIB,
+    DEFAULT_MMAP_MIB,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_STORE_TIMEOUT,
+    SQLITE_MIN_POOL,
+    SQLITE_POOL_PROBLEM,
+)
 from authd.core import otp
 from authd.core.errors import AlreadyExists, InvalidInput, NotFound, StoreUnavailable
 from authd.core.model import (
@@ -103,21 +110,9 @@ from authd.storage.schema import (
 
 # Serialises schema upgrades of nodes starting at once on one PostgreSQL ("authd" in ASCII).
 _PG_MIGRATION_LOCK = 0x61757468_64
-# store.timeout's default: the longest any one wait for the database may take.
-DEFAULT_TIMEOUT = 2.0
 # Schema upgrades at start-up (and the lock serialising them across nodes) may take
 # longer than a request may wait.
 _MIGRATION_SECONDS = 600.0
-# store.cache_size's default, MiB of SQLite page cache per connection. More does not
-# help random users of a large store (docs/PERFORMANCE.md, "Population"); the memory map
-# below does.
-DEFAULT_CACHE_MIB = 64
-# store.mmap_size's default, MiB of the database file read through a memory map: SQLite's
-# largest (2 GiB less 64 KiB, in whole MiB). Pages within the map come from the OS page
-# cache that every connection and process shares; pages beyond it are read with a copy
-# into the reading connection's own page cache. The map never exceeds the file: a
-# smaller database is simply mapped whole.
-DEFAULT_MMAP_MIB = 2047
 # The longest wait of one statement of an operator's bulk import (PostgreSQL).
 _BULK_SECONDS = 3600.0
 # Serials per IN (...) list: below SQLite's default limit of 32766 bound parameters.
@@ -792,7 +787,7 @@ class SqlStore:
         self,
         engine: Engine,
         keyring: Keyring,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
         audit_chain: bool = False,
         cache_mib: int = DEFAULT_CACHE_MIB,
         mmap_mib: int = DEFAULT_MMAP_MIB,
@@ -823,8 +818,8 @@ class SqlStore:
         url: str,
         keyring: Keyring,
         *,
-        pool_size: int = 4,
-        timeout: float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        timeout: float = DEFAULT_STORE_TIMEOUT,
         steps: Sequence[migrations.Step] = migrations.STEPS,
         audit_chain: bool = False,
         cache_mib: int = DEFAULT_CACHE_MIB,

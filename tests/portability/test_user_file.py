@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from authd.config.model import Config
+from authd.config.model import DEFAULT_STORE_TIMEOUT, Config
 from authd.core.model import TokenType
 from authd.crypto import Keyring
 from authd.portability.merge import ImportPlan
@@ -16,7 +16,7 @@ from authd.portability.ops import PortabilityOps
 from authd.portability.records import Records
 from authd.portability.user_file import default_serial
 from authd.storage.pg_bounded import time_left
-from authd.storage.sql import DEFAULT_TIMEOUT, SqlStore
+from authd.storage.sql import SqlStore
 
 NOW = 1_767_225_600.0
 
@@ -47,7 +47,7 @@ def test_bulk_import_is_not_bound_by_the_request_timeout(store: SqlStore) -> Non
     seen: list[float] = []
 
     def decide(here: Records) -> ImportPlan:
-        seen.append(time_left(DEFAULT_TIMEOUT))
+        seen.append(time_left(DEFAULT_STORE_TIMEOUT))
         return ImportPlan()
 
     sent: list[str] = []
