@@ -33,9 +33,10 @@ class _FakeLibc:
 def test_the_threshold_is_fixed_on_glibc() -> None:
     """This machine (Debian) runs glibc: the real mallopt accepts the option."""
     assert os.confstr("CS_GNU_LIBC_VERSION"), "tests run on Debian, whose C library is glibc"
-    assert allocator.fix_mmap_threshold() is True
+    assert allocator.fix_mmap_threshold(environ={}) is True
     fake = _FakeLibc(answer=1)
-    assert allocator.fix_mmap_threshold(fake) is True
+    other_tunable = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert allocator.fix_mmap_threshold(fake, environ=other_tunable) is True
     assert fake.calls == [(-3, 128 * 1024)]
 
 
@@ -45,10 +46,21 @@ def test_nothing_is_changed_where_the_c_library_is_not_glibc(
     """musl and others: glibc's option number could mean something else there."""
     monkeypatch.setattr(allocator.os, "confstr", lambda name: None)
     fake = _FakeLibc(answer=1)
-    assert allocator.fix_mmap_threshold(fake) is False
+    assert allocator.fix_mmap_threshold(fake, environ={}) is False
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("environ", [
+    {"MALLOC_MMAP_THRESHOLD_": "262144"},
+    {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=262144"},
+])
+def test_an_operators_own_threshold_is_kept(environ: dict[str, str]) -> None:
+    """glibc read the environment at start; mallopt would silently replace that choice."""
+    fake = _FakeLibc(answer=1)
+    assert allocator.fix_mmap_threshold(fake, environ=environ) is False
     assert fake.calls == []
 
 
 def test_a_refused_or_missing_mallopt_is_reported_not_raised() -> None:
-    assert allocator.fix_mmap_threshold(_FakeLibc(answer=0)) is False
-    assert allocator.fix_mmap_threshold(object()) is False
+    assert allocator.fix_mmap_threshold(_FakeLibc(answer=0), environ={}) is False
+    assert allocator.fix_mmap_threshold(object(), environ={}) is False
