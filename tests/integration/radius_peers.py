@@ -8,7 +8,6 @@ the test with its log); every process is stopped by PID.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,14 +15,9 @@ from pathlib import Path
 
 from tests.fixtures.radius import SECRET, SEED_HEX, need
 from tests.fixtures.radsec import Issued, RadsecWorld
+from tests.ports import free_port
 
 RADCLIENT = "/usr/bin/radclient"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -120,7 +114,7 @@ def start_radsecproxy(tmp: Path, world: RadsecWorld, tls_port: int) -> Peer:
     """radsecproxy relaying UDP (radclient, SECRET) to authd's RadSec port, presenting
     the proxy certificate."""
     binary = need("/usr/sbin/radsecproxy", "radsecproxy")
-    port = free_udp_port()
+    port = free_port()
     conf = tmp / "radsecproxy.conf"
     conf.write_text(
         RADSECPROXY_CONF.format(
@@ -211,7 +205,7 @@ def start_freeradius(tmp: Path, world: RadsecWorld, cert: Issued, tls_port: int)
     """FreeRADIUS 3.2 (radiusd -X style, own config dir) proxying every Access-Request
     from radclient to authd's RadSec port through a `tls` home_server."""
     binary = need("/usr/sbin/freeradius", "freeradius")
-    port = free_udp_port()
+    port = free_port()
     d = tmp / "raddb"
     d.mkdir()
     (d / "radiusd.conf").write_text(

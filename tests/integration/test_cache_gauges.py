@@ -15,7 +15,8 @@ from authd.crypto import Keyring
 from authd.radius import codec
 from authd.storage.sql import SqlStore
 from tests.fixtures.radius import PASSWORD, access_request, add_local_user, exchange, totp
-from tests.integration.test_daemon import Daemon, daemon_factory, free_port, write_config
+from tests.integration.test_daemon import Daemon, daemon_factory, write_config
+from tests.ports import free_ports
 
 __all__ = ["daemon_factory"]  # the fixture, used by name
 
@@ -44,7 +45,7 @@ def test_cache_gauges_count_what_requests_left_behind(
     two names, the gauges read 3 remembered replies, 1 client lookup, 1 opened seed,
     1 user's habits, 1 source bucket, 2 user buckets and 2 failure delays; the
     directory tables are not exported without a directory."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
     write_config(config, radius_port, http_port, f"""\

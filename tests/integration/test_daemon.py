@@ -19,14 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port, free_ports
+
 REPO = Path(__file__).resolve().parents[2]
 AUTHD = [sys.executable, "-m", "authd"]
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, radius_port: int, http_port: int, extra: str = "") -> None:
@@ -97,7 +93,7 @@ def wait_for_workers(daemon: Daemon, count: int, timeout: float = 20) -> list[in
 def start_with_two_workers(
         section: str, tmp_path: Path, daemon_factory: list[Daemon]) -> tuple[Daemon, int]:
     """The daemon with `<section>.workers: 2`, once READY=1; returns it and its HTTP port."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     write_config(config, radius_port, http_port)
     head = f"{section}:\n"
@@ -117,7 +113,7 @@ def test_serve_ready_reload_and_terminate(tmp_path: Path, daemon_factory: list[D
     """READY=1 comes once both listeners answer (and /metrics shows the SQLite WAL); a
     bad SIGHUP config is refused and the daemon keeps serving; a good one is taken;
     SIGTERM sends STOPPING=1 and exits 0."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     write_config(config, radius_port, http_port)
     daemon = Daemon(config, tmp_path / "notify")
@@ -160,7 +156,7 @@ def test_bind_failure_exits_non_zero_without_ready(tmp_path: Path,
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         config = tmp_path / "authd.yaml"
-        write_config(config, free_port(socket.SOCK_DGRAM), taken.getsockname()[1])
+        write_config(config, free_port(), taken.getsockname()[1])
         daemon = Daemon(config, tmp_path / "notify")
         daemon_factory.append(daemon)
         daemon.notify.settimeout(0.2)
@@ -259,7 +255,7 @@ def test_json_logs_one_object_per_line_without_twisted_chatter(
     """`logging.format: json` from start to stop: every line parses as JSON, Twisted's
     "starting on"/"Starting factory"/"Port Closed" lines are gone, and a packet dropped
     for lack of Message-Authenticator is told with its source and reason."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     write_config(config, radius_port, http_port, "logging:\n  format: json\n")
     daemon = Daemon(config, tmp_path / "notify")

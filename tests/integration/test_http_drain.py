@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from authd.core.otp import hotp
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, start_slapd
-from tests.integration.test_daemon import Daemon, daemon_factory, free_port, write_config
+from tests.integration.test_daemon import Daemon, daemon_factory, write_config
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 __all__ = ["daemon_factory"]  # the fixture, used by name
@@ -59,7 +59,7 @@ def test_sigterm_during_an_http_request_still_answers_it(
         store.add_user(User(name="alice", source="dir"))
         store.add_token(Token(serial="H-alice", type=TokenType.HOTP, seed=SEED, user="alice"))
         store.close()
-        radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+        radius_port, http_port = free_ports(2)
         config = tmp_path / "authd.yaml"
         write_config(config, radius_port, http_port)
         digest = hashlib.sha256(KEY.encode()).hexdigest()

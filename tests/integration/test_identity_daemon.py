@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,18 +23,13 @@ from authd.core.otp import hotp
 from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, Slapd
-from tests.integration.test_ldap_radius import SECRET, Daemon, free_udp_port, radclient
+from tests.integration.test_ldap_radius import SECRET, Daemon, radclient
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
 SEEDS = {"carol": b"carol-seed-0123456789", "dave": b"dave-seed-01234567890"}
 API_KEY = secrets.token_urlsafe(32)
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_text(slapd: Slapd, radius_port: int, http_port: int) -> str:
@@ -145,7 +139,7 @@ def node(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nod
         sql.ensure_user(user, "corp-ldap", 0.0)
         sql.add_token(Token(serial=f"ID-{user}", type=TokenType.HOTP, seed=seed, user=user))
     sql.close()
-    radius_port, http_port = free_udp_port(), free_tcp_port()
+    radius_port, http_port = free_ports(2)
     config = folder / "authd.yaml"
     config.write_text(config_text(slapd, radius_port, http_port))
     daemon = Daemon(config)

@@ -22,6 +22,7 @@ from authd.storage.sql import SqlStore
 from tests.fixtures.slapd import PASSWORDS, Slapd
 from tests.integration.test_ldap_primary import make_config
 from tests.integration.test_ldap_tokens import clear_tokens
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +38,6 @@ def need(program: str, package: str) -> str:
             f"{program} not found: install it with `apt-get install {package}`", pytrace=False
         )
     return path
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_text(slapd: Slapd, radius_port: int, keys: Path) -> str:
@@ -134,7 +129,7 @@ def start_node(slapd: Slapd, folder: Path, keys: Path) -> tuple[Daemon, int]:
     secret_file = folder / "ldap-bind.secret"
     secret_file.write_text(slapd.service_password + "\n")
     secret_file.chmod(0o600)
-    port = free_udp_port()
+    port = free_port()
     config = folder / "authd.yaml"
     config.write_text(config_text(slapd, port, keys))
     d = Daemon(config)

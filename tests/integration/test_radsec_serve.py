@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 from authd.radius import codec
@@ -19,7 +18,8 @@ from tests.fixtures.radsec import (
     read_packet,
     tls_connect,
 )
-from tests.integration.test_daemon import Daemon, free_port, write_config
+from tests.integration.test_daemon import Daemon, write_config
+from tests.ports import free_ports
 
 
 def _tls_section(port: int, folder: Path, world: RadsecWorld) -> str:
@@ -61,8 +61,7 @@ def test_serve_radsec_reload_refuses_bad_key_takes_renewed_certificate(
     folder = tmp_path / "tls"
     folder.mkdir()
     _install(Path(world.server.cert_file), Path(world.server.key_file), folder)
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
-    tls_port = free_port(socket.SOCK_STREAM)
+    radius_port, http_port, tls_port = free_ports(3)
     config = tmp_path / "authd.yaml"
     write_config(config, radius_port, http_port)
     config.write_text(

@@ -9,7 +9,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.radius import SEED, access_request, exchange, totp
-from tests.integration.test_daemon import AUTHD, Daemon, daemon_factory, free_port  # noqa: F401
+from tests.integration.test_daemon import AUTHD, Daemon, daemon_factory  # noqa: F401
+from tests.ports import free_ports
 
 OLD_SECRET = "old-radius-secret-0123456789abcdef"
 NEW_SECRET = "new-radius-secret-fedcba9876543210"
@@ -115,7 +115,7 @@ def test_refused_reload_keeps_every_setting(
     """A new file with one unusable part (a too-short API key file, or a reply attribute
     missing from the dictionary) is refused as a whole: check-config says so, and after
     SIGHUP the old secret, old max_attempts and old key decide, with one log line."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     old_key = private_file(tmp_path / "old.key", OLD_KEY)
     config.write_text(config_text(radius_port, http_port, OLD_SECRET, 3, str(old_key)))
@@ -166,7 +166,7 @@ def test_start_and_reloads_are_in_the_audit_trail(
     """`authd serve` records config.load; a SIGHUP that changes the RADIUS secret and
     max_attempts records config.reload with those key paths; a refused one is an error
     row. `authctl audit --export --action ...` shows them; no secret in the trail."""
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     key = str(private_file(tmp_path / "old.key", OLD_KEY))
     config.write_text(config_text(radius_port, http_port, OLD_SECRET, 3, key))

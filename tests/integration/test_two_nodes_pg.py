@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -35,13 +34,13 @@ from authd.crypto import Keyring
 from authd.storage.sql import SqlStore
 from tests.fixtures.radius import totp
 from tests.fixtures.slapd import PASSWORDS, Slapd
-from tests.integration.test_daemon import free_port
 from tests.integration.test_http_drain import in_flight
 from tests.integration.test_identity_daemon import API_KEY, spellings
 from tests.integration.test_identity_daemon import config_text as identity_config
 from tests.integration.test_ldap_radius import SECRET, Daemon, need
 from tests.integration.test_reload import validate
 from tests.polling import wait_until
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +88,7 @@ def start_node(slapd: Slapd, url: str, keys: Path, folder: Path, hash_chain: boo
     secret = folder / "ldap-bind.secret"
     secret.write_text(slapd.service_password + "\n")
     secret.chmod(0o600)
-    radius_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    radius_port, http_port = free_ports(2)
     config = folder / "authd.yaml"
     ports = radius_port, http_port
     config.write_text(node_config(slapd, url, keys, ports, hash_chain))

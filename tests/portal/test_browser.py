@@ -22,7 +22,8 @@ from authd.core.model import Algorithm
 from authd.core.otp import totp
 from tests.fixtures.radius import SECRET
 from tests.integration.radius_peers import radclient
-from tests.integration.test_daemon import Daemon, free_port, write_config
+from tests.integration.test_daemon import Daemon, write_config
+from tests.ports import free_ports
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -51,7 +52,7 @@ def artifacts() -> Path:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """`authd serve` with the portal on; user nora (password only). (http, radius) ports."""
-    radius_port, http_port = free_port(2), free_port(1)  # SOCK_DGRAM, SOCK_STREAM
+    radius_port, http_port = free_ports(2)
     config = tmp_path / "authd.yaml"
     write_config(config, radius_port, http_port, f"""\
 local_users:

@@ -3,13 +3,13 @@ code when the user has a token, sessions in the store, CSRF on every form."""
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from authd.config.model import LockoutConfig, SelfServiceConfig
 from tests.portal.harness import BASE, Browser, mount_portal, portal_config
+from tests.ports import free_ports
 from tests.rest.harness import PASSWORD, App, start_app
 
 FAILED = "Sign-in failed"
@@ -154,7 +154,7 @@ def test_an_unknown_alias_is_not_found(app: App) -> None:
 def test_portal_only_on_the_named_listener(tmp_path: Path) -> None:
     """selfservice.listen: the portal answers on the named address, 404 on the other;
     the API stays on both."""
-    ports = [_free_port(), _free_port()]
+    ports = free_ports(2)
     listen = (f"127.0.0.1:{ports[0]}", f"127.0.0.2:{ports[1]}")
     config = portal_config(tmp_path, listen=(listen[1],))
     config = replace(config, http=replace(config.http, listen=listen))
@@ -167,9 +167,3 @@ def test_portal_only_on_the_named_listener(tmp_path: Path) -> None:
         assert inside.get(f"http://127.0.0.1:{ports[0]}/healthz").status == 200
     finally:
         app.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -27,17 +27,12 @@ from authd.core.otp import hotp
 from authd.crypto import Keyring
 from authd.radius import codec
 from authd.storage.sql import SqlStore
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = b"workers-test-secret-0123456789ab"
 USERS = 24
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _udp_sockets_on(port: int) -> int:
@@ -54,7 +49,7 @@ class Daemon:
     """`authd serve` with radius.workers: 2 on free ports; seeds of the HOTP users."""
 
     def __init__(self, tmp: Path, pin: bool) -> None:
-        self.radius_port, self.http_port = _free_port(), _free_port()
+        self.radius_port, self.http_port = free_ports(2)
         store = SqlStore.open(
             f"sqlite:///{tmp / 'authd.db'}", Keyring.load_or_create(str(tmp / "keys.json"))
         )
