@@ -2,9 +2,10 @@
 `SqlStore.open`, each recorded in `schema_version`.
 
 Rules for adding a step: append `Step(N + 1, ...)` and never edit a released step.
-Step 1 creates the tables as `schema.py` describes them; the first later step that
-changes a table must change `schema.py` too, and pin step 1 to a frozen copy of the
-version-1 tables so old databases and fresh ones end up identical.
+Step 1 creates the tables as `schema.py` describes them. A later step that changes a
+table changes `schema.py` too, so that old databases and fresh ones end up identical:
+either it is idempotent (it checks what is there, so it leaves step 1's result of a
+fresh database alone), or step 1 is pinned to a frozen copy of the version-1 tables.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def _v5_population_indexes(conn: Connection) -> None:
         )
 
 
+# The index that ordered the audit trail by (user, id), before the buckets.
+_OLD_AUDIT_USER_INDEX = "ix_audit_user_id"
+
+
+def _v6_audit_user_buckets(conn: Connection) -> None:
+    """Audit rows by (bucket, id) instead of (user, id) (schema.AUDIT_USER_BUCKETS).
+    Rows already there keep a NULL bucket and are found by the by-user index of
+    unbucketed rows, which this step builds over them (one pass over the trail); the
+    old index goes. Idempotent: a fresh database has the column and indexes from step 1."""
+    if "user_bucket" not in {c["name"] for c in inspect(conn).get_columns("audit")}:
+        conn.execute(text("ALTER TABLE audit ADD COLUMN user_bucket SMALLINT"))
+    for index in schema.audit.indexes:
+        index.create(conn, checkfirst=True)
+    conn.execute(text(f"DROP INDEX IF EXISTS {_OLD_AUDIT_USER_INDEX}"))
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema: users, tokens, backup codes, challenges, audit", _v1_initial),
     Step(2, "audit hash chain: audit_seal, audit_chain", _v2_audit_chain),
@@ -84,6 +101,8 @@ STEPS: tuple[Step, ...] = (
     Step(4, "self-service portal access-recovery requests", _v4_portal_issues),
     Step(5, "indexes for a large user base: challenges, portal sessions by user; "
             "PostgreSQL user names in byte order", _v5_population_indexes),
+    Step(6, "audit rows by user in a few ranges (bucket, id), not at random (user, id)",
+         _v6_audit_user_buckets),
 )  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Select,
     and_,
     any_,
     bindparam,
@@ -101,6 +102,7 @@ from authd.storage.pg_bounded import BoundedConnection, BudgetedQueuePool, budge
 from authd.storage.schema import (
     LOCKED_FOREVER,
     audit,
+    audit_bucket,
     backup_codes,
     challenges,
     portal_sessions,
@@ -319,11 +321,13 @@ _APPEND_AUDIT = insert(audit).values(
     source=bindparam("p_source"),
     reason=bindparam("p_reason"),
     detail=bindparam("p_detail"),
+    user_bucket=bindparam("p_user_bucket"),
 )
 
 
 def _audit_params(event: AuditEvent) -> dict[str, Any]:
     return {
+        "p_user_bucket": audit_bucket(event.user),
         "p_at": event.at,
         "p_actor": event.actor,
         "p_action": event.action,
@@ -334,6 +338,26 @@ def _audit_params(event: AuditEvent) -> dict[str, Any]:
         "p_reason": event.reason,
         "p_detail": event.detail,
     }
+
+
+def _audit_page(
+    conn: Connection, stmt: Select[Any], user: str | None, *, newest_first: bool, limit: int
+) -> list[Row[Any]]:
+    """Up to `limit` audit rows that `stmt` selects, by id, for `user` if given. A user's
+    rows are two index ranges, each read in id order up to the limit: their bucket's
+    (schema.AUDIT_USER_BUCKETS) and, while the retention has not pruned them all, the
+    rows written before buckets existed. The two are merged here."""
+    order = audit.c.id.desc() if newest_first else audit.c.id
+    if user is None:
+        return list(conn.execute(stmt.order_by(order).limit(limit)).all())
+    named = stmt.where(audit.c.user == user)
+    ranges = (
+        named.where(audit.c.user_bucket == audit_bucket(user)),
+        named.where(audit.c.user_bucket.is_(None)),
+    )
+    rows = [r for part in ranges for r in conn.execute(part.order_by(order).limit(limit))]
+    rows.sort(key=lambda r: int(r.id), reverse=newest_first)
+    return rows[:limit]
 
 
 class _Endings:
@@ -477,7 +501,12 @@ _PG_GATE = (
 )
 _PG_OPEN = "NOT EXISTS (SELECT 1 FROM gate WHERE locked)"
 assert _ACTIVE == "active"  # spelled out in _PG_USE
-_PG_AUDIT_COLS = ("at", "actor", "action", "result", "user", "client", "source", "reason", "detail")
+# The audit columns a decision writes, in _audit_params' names: `at` first and
+# `user_bucket` last (cast to their types; the text columns between them).
+_PG_AUDIT_COLS = (
+    "at", "actor", "action", "result", "user", "client", "source", "reason", "detail",
+    "user_bucket",
+)  # fmt: skip
 
 
 def _pg_decision(w: DecisionWrite) -> tuple[str, dict[str, Any]] | None:
@@ -556,8 +585,8 @@ def _pg_decision_sql(
             + ") SELECT CAST(%("
             + name
             + "_at)s AS DOUBLE PRECISION), "
-            + ", ".join(f"CAST(%({name}_{c})s AS TEXT)" for c in _PG_AUDIT_COLS[1:])
-            + f" WHERE {cond})"
+            + ", ".join(f"CAST(%({name}_{c})s AS TEXT)" for c in _PG_AUDIT_COLS[1:-1])
+            + f", CAST(%({name}_user_bucket)s AS SMALLINT) WHERE {cond})"
         )
     if challenge:
         ctes.append(
@@ -1482,15 +1511,12 @@ class SqlStore:
     ) -> list[AuditEvent]:
         """Newest first. Page on with `before_id` = the smallest id of the last page."""
         stmt = select(audit)
-        if user is not None:
-            stmt = stmt.where(audit.c.user == user)
         if since is not None:
             stmt = stmt.where(audit.c.at >= since)
         if before_id is not None:
             stmt = stmt.where(audit.c.id < before_id)
-        stmt = stmt.order_by(audit.c.id.desc()).limit(limit)
         with self._read() as conn:
-            rows = conn.execute(stmt).all()
+            rows = _audit_page(conn, stmt, user, newest_first=True, limit=limit)
         return [_audit_from(r) for r in rows]
 
     # ------------------------------------------------------------------ export, import
@@ -1581,7 +1607,6 @@ class SqlStore:
         a = audit.c
         stmt = select(audit).where(a.id > after_id)
         for col, value in (
-            (a.user, where.user),
             (a.action, where.action),
             (a.result, where.result),
             (a.client, where.client),
@@ -1592,9 +1617,8 @@ class SqlStore:
             stmt = stmt.where(a.at >= where.since)
         if where.until is not None:
             stmt = stmt.where(a.at < where.until)
-        stmt = stmt.order_by(a.id).limit(limit)
         with self._read() as conn:
-            rows = conn.execute(stmt).all()
+            rows = _audit_page(conn, stmt, where.user, newest_first=False, limit=limit)
         return [_audit_from(r) for r in rows]
 
     def prune_audit(self, before: float, batch: int) -> int:

@@ -163,7 +163,7 @@ def audit_backlog(
     from sqlalchemy import delete, select
 
     from authd.crypto import Keyring
-    from authd.storage.schema import audit
+    from authd.storage.schema import audit, audit_bucket
     from authd.storage.sql import SqlStore
 
     store = SqlStore.open(url, Keyring.load_or_create(str(tmp / "keys.json")), pool_size=2)
@@ -182,6 +182,8 @@ def audit_backlog(
                     if c == "at"
                     else names[i % len(names)]
                     if c == "user"
+                    else audit_bucket(names[i % len(names)])
+                    if c == "user_bucket"
                     else template[c]
                     for c in columns
                 ]

@@ -186,3 +186,41 @@ def test_portal_issues_step_upgrades_a_version_3_database(
             assert sa.inspect(conn).has_table("portal_issues")
     finally:
         engine.dispose()
+
+
+def test_audit_bucket_step_upgrades_a_version_5_trail(store_url: str, keyring: Keyring) -> None:
+    """A trail as version 5 left it (no bucket column, rows indexed by (user, id)) gains
+    the column and the bucket index at step 6; its rows, now the unbucketed range, are
+    still found by user beside newer ones, and the old index is gone."""
+    from authd.core.model import AuditEvent
+
+    v5 = SqlStore.open(store_url, keyring, steps=migrations.STEPS[:5])
+    engine = _engine(store_url)
+    try:
+        with engine.begin() as conn:  # as step 1 of version 5 made the table
+            conn.execute(sa.text("DROP INDEX ix_audit_bucket_id"))
+            conn.execute(sa.text("DROP INDEX ix_audit_user_unbucketed"))
+            conn.execute(sa.text("ALTER TABLE audit DROP COLUMN user_bucket"))
+            conn.execute(sa.text('CREATE INDEX ix_audit_user_id ON audit ("user", id)'))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO audit (at, actor, action, result, \"user\") "
+                    "VALUES (:at, 't', 'auth', 'ok', :user)"
+                ),
+                [{"at": NOW + i, "user": ("alice", "bob")[i % 2]} for i in range(4)],
+            )
+        v5.close()
+        store = SqlStore.open(store_url, keyring)
+        store.append_audit(AuditEvent(at=NOW + 4, actor="t", action="auth", result="ok",
+                                      user="alice"))  # fmt: skip
+        assert [e.at - NOW for e in store.query_audit(user="alice")] == [4, 2, 0]
+        store.close()
+        with engine.connect() as conn:
+            names = {i["name"] for i in sa.inspect(conn).get_indexes("audit")}
+            buckets = conn.execute(sa.text("SELECT user_bucket FROM audit ORDER BY id"))
+            assert list(buckets.scalars()) == [None, None, None, None, 7]
+        assert {"ix_audit_bucket_id", "ix_audit_user_unbucketed"} <= names
+        assert "ix_audit_user_id" not in names
+        assert _versions(store_url) == ALL and 6 in ALL
+    finally:
+        engine.dispose()

@@ -1,6 +1,8 @@
 """Every statement a decision runs, and the operator queries that pick rows out of many
 (`user list` patterns, audit by user, user delete and rename), is an index search on
-both backends: its cost does not grow with the number of users or audit rows.
+both backends: its cost does not grow with the number of users or audit rows (audit by
+user reads its name's bucket, 1/schema.AUDIT_USER_BUCKETS of the trail at most, newest
+or oldest first until the page is full).
 
 The plans are the databases' own (SQLite EXPLAIN QUERY PLAN, PostgreSQL EXPLAIN). On
 PostgreSQL, sequential scans are switched off for the EXPLAIN: with small test tables
@@ -91,7 +93,7 @@ _DECISION_STATEMENTS: dict[str, tuple[ClauseElement, dict[str, Any]]] = {
     "take challenge": (sql._TAKE_CHALLENGE, {"p_hash": "s", "p_now": NOW}),
     "append audit": (
         sql._APPEND_AUDIT,
-        {f"p_{c}": "x" for c in sql._PG_AUDIT_COLS} | {"p_at": NOW},
+        {f"p_{c}": "x" for c in sql._PG_AUDIT_COLS} | {"p_at": NOW, "p_user_bucket": 3},
     ),
 }
 
@@ -246,7 +248,8 @@ def test_user_list_with_a_leading_wildcard_stops_at_the_limit(store: SqlStore) -
 
 def test_audit_by_user_searches_the_user_index(store: SqlStore) -> None:
     """`audit --user U` (newest first) and its export (oldest first, paged by id) read
-    that user's rows by the (user, id) index."""
+    that user's rows as index ranges in id order, stopping at the limit: their name's
+    bucket in (bucket, id, user), and the rows from before buckets by (user, id)."""
     _seed(store)
     runs = [
         lambda: store.query_audit(user="u3", limit=10),
