@@ -149,8 +149,8 @@ audit = Table(
 # The audit trail's rows by user are indexed by (bucket, id), the bucket a hash of the
 # name. An index ordered by (user, id) gets each new row at a random leaf: at millions
 # of rows every decision, and every pruned row, wrote a page no other request of its
-# transaction shared (the soak lost about a quarter of its sustained rate to it). With
-# a handful of buckets each transaction's new rows go to the ends of a few ranges,
+# transaction shared (about a quarter of the soak's sustained rate, docs/PERFORMANCE.md).
+# With a handful of buckets each transaction's new rows go to the ends of a few ranges,
 # pages that stay in the cache. The price is on the operator's side: `audit --user`
 # reads its bucket's range newest first (in the index, 1/AUDIT_USER_BUCKETS of the
 # trail at most) until it has its page of rows. Changing the number needs a migration.
