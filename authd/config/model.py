@@ -113,8 +113,8 @@ class StoreConfig:
         "sqlite:///PATH (embedded) or postgresql://user@host/db (several nodes)"))
     password: Secret | None = field(default=None, metadata=meta(
         "PostgreSQL password, kept out of the URL (or password_file)", secret_file=True))
-    pool_size: int = field(default=DEFAULT_POOL_SIZE, metadata=meta("database threads/connections",
-                                                    minimum=1, maximum=64))
+    pool_size: int = field(default=DEFAULT_POOL_SIZE, metadata=meta(
+        "database threads/connections", minimum=1, maximum=64))
     timeout: float = field(default=DEFAULT_STORE_TIMEOUT, metadata=meta(
         "longest wait for the store: each connect, statement, lock or busy wait, and a "
         "request's store waits in all, queueing included; older requests are rejected "
